@@ -1,0 +1,34 @@
+"""Dependencies of the routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+
+from common.bus import ChunkHub
+from common.settings import Settings
+from common.store import AsyncJobStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_store(request: Request) -> AsyncJobStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_redis(request: Request) -> aioredis.Redis:
+    return request.app.state.redis  # type: ignore[no-any-return]
+
+
+def get_hub(request: Request) -> ChunkHub:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[AsyncJobStore, Depends(get_store)]
+RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+HubDep = Annotated[ChunkHub, Depends(get_hub)]

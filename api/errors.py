@@ -1,0 +1,72 @@
+"""The one place where exceptions become HTTP answers: ``{"error": message, "code": code}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.connections import TRANSIENT
+from common.errors import (
+    BackendUnavailable,
+    CorralError,
+    InvalidRequest,
+    JobNotCancellable,
+    JobNotFound,
+    ModelNotFound,
+    PayloadTooLarge,
+)
+
+STATUS: list[tuple[type[CorralError], int]] = [
+    (PayloadTooLarge, 413),
+    (InvalidRequest, 400),
+    (ModelNotFound, 404),
+    (JobNotFound, 404),
+    (JobNotCancellable, 409),
+    (BackendUnavailable, 503),
+]
+
+
+def status_of(exc: CorralError) -> int:
+    return next((status for kind, status in STATUS if isinstance(exc, kind)), 500)
+
+
+def error_response(status: int, message: str, code: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code, **extra}, status_code=status)
+
+
+def _describe(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ())[1:]) or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CorralError)
+    async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
+        return error_response(status_of(exc), exc.message, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "malformed JSON body", "invalid_json")
+        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+            return error_response(400, "missing request body", "invalid_request")
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+        return error_response(422, "invalid request: " + _describe(errors), "invalid_request", detail=detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), "http_error")
+
+    for kind in TRANSIENT:
+
+        @app.exception_handler(kind)
+        async def redis_down(request: Request, exc: Exception) -> JSONResponse:
+            return error_response(503, f"redis unavailable: {exc}", "redis_unavailable")

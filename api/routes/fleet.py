@@ -1,0 +1,84 @@
+"""Fleet routes: workers, models, queues, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from common import keys
+from common.registry import decode_worker
+
+from ..deps import HubDep, RedisDep, SettingsDep
+
+router = APIRouter(tags=["fleet"])
+
+
+async def list_workers(client: Any, ttl: float) -> list[dict[str, Any]]:
+    entries = await client.zrange(keys.WORKERS, 0, -1, withscores=True)
+    pipe = client.pipeline(transaction=False)
+    for worker_id, _score in entries:
+        pipe.hgetall(keys.worker_key(worker_id.decode()))
+    hashes = await pipe.execute() if entries else []
+    return [
+        decode_worker(worker_id.decode(), raw, score, ttl)
+        for (worker_id, score), raw in zip(entries, hashes, strict=True)
+    ]
+
+
+@router.get("/workers")
+async def workers(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+    """Every registered worker with its heartbeat; ``alive`` is false once the heartbeat has expired."""
+    return {"workers": await list_workers(client, settings.heartbeat_ttl)}
+
+
+@router.get("/models")
+async def models(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+    """The models the live fleet has: how many workers hold each, how many have it loaded, queue depth."""
+    table: dict[str, dict[str, Any]] = {}
+    for worker in await list_workers(client, settings.heartbeat_ttl):
+        if not worker["alive"] or worker.get("state") != "active":
+            continue
+        for name in worker["models"]:
+            row = table.setdefault(name, {"name": name, "workers": 0, "loaded": 0, "queued": 0})
+            row["workers"] += 1
+            row["loaded"] += name in worker["loaded"]
+    pipe = client.pipeline(transaction=False)
+    for name in table:
+        pipe.llen(keys.queue_key(name))
+    for row, depth in zip(table.values(), await pipe.execute() if table else [], strict=True):
+        row["queued"] = depth
+    return {"models": sorted(table.values(), key=lambda r: r["name"])}
+
+
+@router.get("/queues")
+async def queues(client: RedisDep) -> dict[str, Any]:
+    """Every model queue Corral has used and its depth."""
+    names = sorted(k.decode() for k in await client.smembers(keys.RQ_QUEUES))
+    names = [n for n in names if n.startswith(keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX)]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+    depths = await pipe.execute() if names else []
+    prefix = len(keys.RQ_QUEUE_PREFIX)
+    rows = [
+        {"queue": n[prefix:], "model": n[prefix + len(keys.QUEUE_NAME_PREFIX) :], "queued": d}
+        for n, d in zip(names, depths, strict=True)
+    ]
+    return {"queues": rows}
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(client: RedisDep, hub: HubDep) -> JSONResponse:
+    """Readiness: Redis answers and the event bus is connected."""
+    await client.ping()
+    ready = hub.connected.is_set()
+    body = {"status": "ready" if ready else "starting", "redis": "ok", "bus": "ok" if ready else "connecting"}
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,100 @@
+"""Native job routes: submit, read, follow (SSE or NDJSON), cancel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from common.bus import follow_events
+from common.errors import InvalidRequest, JobNotFound
+from common.names import is_job_id
+from common.schemas import JobRequest, JobView, Submitted
+
+from ..body import json_body, openapi_body
+from ..deps import HubDep, RedisDep, SettingsDep, StoreDep
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+NDJSON = "application/x-ndjson"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def checked_id(job_id: str) -> str:
+    if not is_job_id(job_id):
+        raise JobNotFound(job_id[:64])
+    return job_id
+
+
+@router.post("", status_code=202, response_model=Submitted, openapi_extra=openapi_body(JobRequest))
+async def submit_job(
+    request: Annotated[JobRequest, Depends(json_body(JobRequest))], store: StoreDep, settings: SettingsDep
+) -> Submitted:
+    """Validate a job and put it on the queue of its model. 404 when no live worker has the model
+    (unless ``wait`` is true), 413 when the prompt is over ``CORRAL_MAX_PROMPT_BYTES``."""
+    request.check_limits(settings.max_prompt_bytes)
+    return await store.enqueue(request)
+
+
+@router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)
+async def get_job(job_id: str, store: StoreDep) -> JobView:
+    """Status, worker, attempt, timestamps; when done, the full text (or embeddings) and Ollama's stats."""
+    return await store.get(checked_id(job_id))
+
+
+@router.delete("/{job_id}")
+async def cancel_job(job_id: str, store: StoreDep) -> dict[str, str]:
+    """Cancel: a queued job leaves its queue at once; a running one is stopped by its worker."""
+    outcome = await store.cancel(checked_id(job_id))
+    return {"id": job_id, "status": outcome}
+
+
+def start_seq(from_: int | None, last_event_id: str | None) -> int:
+    if from_ is not None:
+        return from_
+    if last_event_id:
+        try:
+            return int(last_event_id) + 1
+        except ValueError:
+            raise InvalidRequest("Last-Event-ID must be an event seq (an integer)") from None
+    return 0
+
+
+async def sse(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[bytes]:
+    async for event in events:
+        if event is None:
+            yield b": keepalive\n\n"
+            continue
+        data = json.dumps(event, separators=(",", ":"))
+        yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+
+
+async def ndjson(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[bytes]:
+    async for event in events:
+        if event is not None:
+            yield (json.dumps(event, separators=(",", ":")) + "\n").encode()
+
+
+@router.get("/{job_id}/events")
+async def job_events(
+    job_id: str,
+    request: Request,
+    store: StoreDep,
+    client: RedisDep,
+    hub: HubDep,
+    from_: Annotated[int | None, Query(alias="from", ge=0, description="first seq to send")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Every event of the job in order, from ``?from=N`` or after ``Last-Event-ID``, until done/error/cancelled.
+
+    Server-Sent Events by default; NDJSON with ``Accept: application/x-ndjson``."""
+    checked_id(job_id)
+    start = start_seq(from_, last_event_id)
+    if not await store.exists(job_id):
+        raise JobNotFound(job_id)
+    events = follow_events(client, hub, job_id, start)
+    if NDJSON in request.headers.get("accept", ""):
+        return StreamingResponse(ndjson(events), media_type=NDJSON, headers=STREAM_HEADERS)
+    return StreamingResponse(sse(events), media_type="text/event-stream", headers=STREAM_HEADERS)

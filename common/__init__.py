@@ -1,0 +1,7 @@
+"""What the API, the worker and clients share: settings, key names, schemas, the job store, the chunk bus."""
+
+from .errors import CorralError
+from .schemas import JobRequest, JobView, Submitted
+from .settings import Settings
+
+__all__ = ["CorralError", "JobRequest", "JobView", "Settings", "Submitted"]

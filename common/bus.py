@@ -1,0 +1,171 @@
+"""The chunk bus, reader side: one pub/sub connection per process fans job events out to every reader.
+
+``follow_events`` gives a reader a job's events from any ``seq`` on, in order, with no gap and no duplicate:
+it subscribes first, then reads the replay stream for what came before, then takes live events, filling any gap
+from the stream (a dropped pub/sub message, a Redis restart) and re-reading it whenever the bus resubscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from . import keys
+from .connections import TRANSIENT
+from .schemas import TERMINAL_EVENTS
+
+log = logging.getLogger(__name__)
+RESYNC = b"\x00resync"
+
+
+class ChunkHub:
+    """One pub/sub connection, dynamically (un)subscribed, dispatching messages to per-reader queues."""
+
+    def __init__(self, client: aioredis.Redis, confirm_timeout: float = 5.0) -> None:
+        self.client = client
+        self.confirm_timeout = confirm_timeout
+        self._subs: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._own = keys.chunks_channel(f"hub-{os.getpid()}-{id(self)}")
+        self._resync: set[str] = set()
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="chunk-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+
+    @property
+    def channels(self) -> int:
+        return len(self._subs)
+
+    async def _connect(self) -> None:
+        self._pubsub = self.client.pubsub()
+        self._resync = set(self._subs)
+        for event in self._confirmed.values():
+            event.clear()
+        await self._pubsub.subscribe(self._own, *self._subs)
+        self.connected.set()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                if self._pubsub is None:
+                    await self._connect()
+                    delay = 0.05
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message:
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except (*TRANSIENT, OSError) as exc:
+                if self.connected.is_set():
+                    log.warning("chunk bus lost redis (%s); reconnecting", exc)
+                self.connected.clear()
+                if self._pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.aclose()
+                self._pubsub = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode()
+        if message["type"] == "subscribe":
+            event = self._confirmed.get(channel)
+            if event is not None:
+                if event.is_set():
+                    return
+                event.set()
+            if channel in self._resync:
+                # after a reconnect: readers re-read the stream for what they missed meanwhile
+                self._resync.discard(channel)
+                for queue in self._subs.get(channel, ()):
+                    queue.put_nowait(RESYNC)
+            return
+        if message["type"] == "message":
+            for queue in self._subs.get(channel, ()):
+                queue.put_nowait(message["data"])
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+        """A queue of the raw events of one job, live from the moment this returns."""
+        channel = keys.chunks_channel(job_id)
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        listeners = self._subs.setdefault(channel, set())
+        listeners.add(queue)
+        if channel not in self._confirmed:
+            self._confirmed[channel] = asyncio.Event()
+            with contextlib.suppress(*TRANSIENT, AttributeError):
+                await self._pubsub.subscribe(channel)
+        try:
+            # a reader still works without the confirmation: it polls the stream (see follow_events)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._confirmed[channel].wait(), self.confirm_timeout)
+            yield queue
+        finally:
+            listeners.discard(queue)
+            if not listeners:
+                self._subs.pop(channel, None)
+                self._confirmed.pop(channel, None)
+                with contextlib.suppress(*TRANSIENT, AttributeError):
+                    await self._pubsub.unsubscribe(channel)
+
+
+async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[dict[str, Any]]:
+    entries = await client.xrange(keys.events_key(job_id), f"{after + 2}-0", "+")
+    return [json.loads(fields[b"e"]) for _id, fields in entries]
+
+
+async def follow_events(
+    client: aioredis.Redis, hub: ChunkHub, job_id: str, start: int = 0, idle: float = 5.0
+) -> AsyncIterator[dict[str, Any] | None]:
+    """Events of ``job_id`` with ``seq >= start`` until a terminal one; ``None`` marks an idle tick."""
+    last = start - 1
+    async with hub.subscribe(job_id) as queue:
+        backlog = await read_stream(client, job_id, last)
+        while True:
+            if backlog and backlog[0]["seq"] > last + 1:
+                last = backlog[0]["seq"] - 1  # older events were trimmed by the stream's cap
+            for event in backlog:
+                if event["seq"] <= last:
+                    continue
+                last = event["seq"]
+                yield event
+                if event["type"] in TERMINAL_EVENTS:
+                    return
+            try:
+                raw = await asyncio.wait_for(queue.get(), idle)
+            except TimeoutError:
+                raw = RESYNC
+            if raw == RESYNC:
+                backlog = await read_stream(client, job_id, last)
+                if not backlog:
+                    if not await client.exists(keys.job_key(job_id)):
+                        return
+                    yield None
+                continue
+            event = json.loads(raw)
+            if event["seq"] == last + 1:
+                backlog = [event]
+            elif event["seq"] > last + 1:  # a message went missing: the stream has it
+                backlog = await read_stream(client, job_id, last)
+            else:
+                backlog = []

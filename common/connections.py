@@ -1,0 +1,58 @@
+"""Redis connections from one factory: timeouts, keepalive and a bounded retry on every command."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
+
+
+def _options(name: str) -> dict[str, object]:
+    return {
+        "socket_connect_timeout": 2.0,
+        "socket_keepalive": True,
+        "health_check_interval": 15,
+        "retry_on_error": list(TRANSIENT),
+        "client_name": name,
+    }
+
+
+def sync_redis(url: str, name: str = "corral") -> redis.Redis:
+    """A sync client; a command that hits a dropped connection is retried 3 times with backoff."""
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+    return redis.Redis.from_url(url, retry=retry, **_options(name))  # type: ignore[arg-type]
+
+
+def async_redis(url: str, name: str = "corral") -> aioredis.Redis:
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    retry = AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+    return aioredis.Redis.from_url(url, retry=retry, **_options(name))  # type: ignore[arg-type]
+
+
+def wait_for_redis(client: redis.Redis, timeout: float, what: str = "redis") -> None:
+    """Ping until Redis answers, logging each failed attempt; raise the last error after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            client.ping()
+            return
+        except TRANSIENT as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s not reachable (attempt %d): %s; retrying in %.1fs", what, attempt, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

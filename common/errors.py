@@ -1,0 +1,59 @@
+"""Corral's exceptions. One root; each carries its context as attributes.
+
+    CorralError
+    ├── InvalidRequest          bad input (400/422)
+    │   └── PayloadTooLarge     prompt or body over its limit (413)
+    ├── ModelNotFound           no live worker has the model (404)
+    ├── JobNotFound             unknown or expired job id (404)
+    ├── JobNotCancellable       the job has already ended (409)
+    └── BackendUnavailable      Redis or Ollama cannot be reached (503)
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Root of every error Corral raises on purpose."""
+
+    code = "corral_error"
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.context.items())
+        return f"{type(self).__name__}({self.message!r}{extra})"
+
+
+class InvalidRequest(CorralError):
+    code = "invalid_request"
+
+
+class PayloadTooLarge(InvalidRequest):
+    code = "payload_too_large"
+
+
+class ModelNotFound(CorralError):
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model '{model}' not found", model=model)
+        self.model = model
+
+
+class JobNotFound(CorralError):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job '{job_id}' not found", job_id=job_id)
+        self.job_id = job_id
+
+
+class JobNotCancellable(CorralError):
+    code = "job_not_cancellable"
+
+
+class BackendUnavailable(CorralError):
+    code = "backend_unavailable"

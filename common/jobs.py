@@ -1,0 +1,219 @@
+"""The job store on top of RQ: enqueue, read, cancel, and the worker side's pop / emit / finish / requeue.
+
+A job is an RQ job (``rq:job:<id>``, JSON serializer, function name from ``JOB_FUNCTIONS``) on the RQ queue of its
+model. Corral adds a few readable fields to the hash: ``model``, ``kind``, ``attempt``, ``seq`` (next event
+number), ``result`` (JSON), ``error``, ``cancel``. Command building and result parsing are pure functions; the sync
+(worker, client) and async (API) callers only differ in whether they ``await`` the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from . import keys
+from .errors import JobNotFound
+from .schemas import RQ_TO_STATUS, JobRequest, JobView, Submitted
+from .settings import Settings
+
+# The only functions a worker ever runs; anything else found in a job is refused, never imported.
+JOB_FUNCTIONS: dict[str, str] = {
+    "generate": "corral.generate",
+    "chat": "corral.chat",
+    "embed": "corral.embed",
+}
+ALLOWED_FUNCTIONS = frozenset(JOB_FUNCTIONS.values())
+RQ_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def rq_now() -> str:
+    """Now in RQ's timestamp format."""
+    return datetime.now(UTC).strftime(RQ_TIME_FORMAT)
+
+
+def event_json(job_id: str, seq: int, attempt: int, body: dict[str, Any]) -> str:
+    """One event as the Lua scripts build it: job, seq, attempt first, then the body's fields."""
+    head = json.dumps({"job": job_id, "seq": seq, "attempt": attempt}, separators=(",", ":"))
+    rest = json.dumps(body, separators=(",", ":"))
+    return head[:-1] + "," + rest[1:]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The settings the job scripts need, in the units Redis wants."""
+
+    events_maxlen: int
+    events_ttl_ms: int
+    result_ttl: int
+    job_timeout: float
+    max_retries: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            events_maxlen=settings.events_maxlen,
+            events_ttl_ms=settings.result_ttl * 1000,
+            result_ttl=settings.result_ttl,
+            job_timeout=settings.job_timeout,
+            max_retries=settings.max_retries,
+        )
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    id: str
+    model: str
+    kind: str
+    mapping: dict[str, Any]
+    queued_event: str
+
+
+def prepare_job(request: JobRequest, limits: Limits, connection: Any, job_id: str | None = None) -> PreparedJob:
+    """Build the RQ job hash of a validated request (no I/O)."""
+    assert request.kind is not None
+    job_id = job_id or uuid.uuid4().hex
+    timeout = int(request.timeout or limits.job_timeout)
+    job = Job.create(
+        JOB_FUNCTIONS[request.kind],
+        kwargs={"request": request.ollama_body()},
+        connection=connection,
+        id=job_id,
+        serializer=JSONSerializer,
+        timeout=timeout,
+        result_ttl=limits.result_ttl,
+        description=f"{request.kind} {request.model}",
+        origin=keys.queue_name(request.model),
+    )
+    now = rq_now()
+    mapping = job.to_dict()
+    mapping.update(
+        status="queued",
+        enqueued_at=now,
+        model=request.model,
+        kind=request.kind,
+        attempt=1,
+        seq=1,
+        max_attempts=limits.max_retries + 1,
+    )
+    queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
+    return PreparedJob(job_id, request.model, request.kind, mapping, queued)
+
+
+def queue_enqueue_commands(pipe: Any, job: PreparedJob, limits: Limits) -> None:
+    """Queue the enqueue commands on a (sync or async) MULTI pipeline; RPUSH's answer is at index 1."""
+    pipe.hset(keys.job_key(job.id), mapping=job.mapping)
+    pipe.rpush(keys.queue_key(job.model), job.id)
+    pipe.sadd(keys.RQ_QUEUES, keys.queue_key(job.model))
+    stream = keys.events_key(job.id)
+    pipe.xadd(stream, {"e": job.queued_event}, id="1-0", maxlen=limits.events_maxlen, approximate=True)
+    pipe.pexpire(stream, limits.events_ttl_ms)
+    pipe.publish(keys.chunks_channel(job.id), job.queued_event)
+    pipe.publish(keys.wake_channel(job.model), job.id)
+
+
+def submitted(job: PreparedJob, results: list[Any]) -> Submitted:
+    return Submitted(
+        id=job.id,
+        status="queued",
+        model=job.model,
+        kind=job.kind,  # type: ignore[arg-type]
+        queue=keys.queue_name(job.model),
+        queue_position=int(results[1]) - 1,
+    )
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _iso(value: str | None) -> str | None:
+    """RQ's timestamps are naive UTC; show them as RFC 3339."""
+    if not value:
+        return None
+    return value if value.endswith("Z") else value + "Z"
+
+
+def job_view(job_id: str, raw: dict[Any, Any], position: int | None = None) -> JobView:
+    """Turn a job hash (HGETALL) into the public view."""
+    if not raw:
+        raise JobNotFound(job_id)
+    h = {_text(k): v for k, v in raw.items()}
+    get = lambda name: _text(h.get(name))  # noqa: E731
+    result = json.loads(get("result") or "null") or {}
+    status = RQ_TO_STATUS.get(get("status") or "", "failed")
+    return JobView(
+        id=job_id,
+        model=get("model") or "",
+        kind=get("kind") or "generate",  # type: ignore[arg-type]
+        status=status,
+        attempt=int(get("attempt") or 1),
+        worker=get("worker_name") or None,
+        queue=get("origin") or "",
+        queue_position=position if status == "queued" else None,
+        created_at=_iso(get("created_at")),
+        enqueued_at=_iso(get("enqueued_at")),
+        started_at=_iso(get("started_at")) if status != "queued" else None,
+        ended_at=_iso(get("ended_at")),
+        text=result.get("text"),
+        message=result.get("message"),
+        embeddings=result.get("embeddings"),
+        final=result.get("final"),
+        error=get("error"),
+        events=int(get("seq") or 0),
+    )
+
+
+@dataclass
+class PoppedJob:
+    """A job a worker has taken: the fence (id, attempt) and the decoded RQ call."""
+
+    id: str
+    attempt: int
+    model: str
+    timeout: float
+    func_name: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    refusal: str | None = None
+    popped_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def attempt_arg(self) -> str:
+        return str(self.attempt)
+
+
+def decode_popped(reply: list[Any], default_timeout: float) -> PoppedJob:
+    """Decode POP's reply. A job whose data is not Corral's JSON call of an allowed function gets a refusal."""
+    job_id, attempt, data, timeout, model = (_text(x) if i != 2 else x for i, x in enumerate(reply))
+    popped = PoppedJob(
+        id=str(job_id),
+        attempt=int(attempt or 1),
+        model=str(model or ""),
+        timeout=float(timeout) if timeout else default_timeout,
+    )
+    try:
+        import zlib
+
+        raw = data if isinstance(data, bytes) else str(data).encode()
+        try:
+            raw = zlib.decompress(raw)
+        except zlib.error:
+            pass
+        func_name, _instance, args, kwargs = json.loads(raw.decode())
+    except Exception:  # anything not a JSON call (a pickle, garbage) is refused unread
+        popped.refusal = "job data is not a Corral job (not JSON); refused"
+        return popped
+    if func_name not in ALLOWED_FUNCTIONS or args or not isinstance(kwargs, dict):
+        popped.refusal = f"job function {str(func_name)[:100]!r} is not allowed; refused"
+        return popped
+    popped.func_name = func_name
+    popped.kwargs = kwargs
+    return popped

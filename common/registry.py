@@ -1,0 +1,114 @@
+"""The fleet registry: worker heartbeat hashes with a TTL, the index zset, and who holds which model."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from . import keys
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class WorkerInfo:
+    """What a worker says of itself in every heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    ollama_url: str
+    slots_total: int
+    started_at: float
+    models: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+    state: str = "active"
+    healthy: bool = True
+    cpu_percent: float = 0.0
+    ram_used: int = 0
+    ram_total: int = 0
+    gpu: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_hash(self, now: float) -> dict[str, str | int | float]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "version": VERSION,
+            "ollama_url": self.ollama_url,
+            "models": json.dumps(self.models),
+            "loaded": json.dumps(self.loaded),
+            "running": json.dumps(self.running),
+            "slots_total": self.slots_total,
+            "slots_busy": len(self.running),
+            "state": self.state,
+            "healthy": int(self.healthy),
+            "cpu_percent": round(self.cpu_percent, 1),
+            "ram_used": self.ram_used,
+            "ram_total": self.ram_total,
+            "gpu": json.dumps(self.gpu),
+            "started_at": round(self.started_at, 3),
+            "last_seen": round(now, 3),
+        }
+
+
+def heartbeat(client: redis.Redis, info: WorkerInfo, ttl: float, dropped_models: set[str]) -> None:
+    """Write one heartbeat: the hash (with TTL), the index, and the per-model holder sets, in one round trip."""
+    now = time.time()
+    pipe = client.pipeline(transaction=True)
+    key = keys.worker_key(info.id)
+    pipe.hset(key, mapping=info.to_hash(now))
+    pipe.pexpire(key, int(ttl * 1000))
+    pipe.zadd(keys.WORKERS, {info.id: now})
+    if info.state == "active":
+        for model in info.models:
+            pipe.zadd(keys.model_workers_key(model), {info.id: now + ttl})
+    else:
+        dropped_models = dropped_models | set(info.models)
+    for model in dropped_models:
+        pipe.zrem(keys.model_workers_key(model), info.id)
+    pipe.execute()
+
+
+def deregister(client: redis.Redis, worker_id: str, models: list[str]) -> None:
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(keys.worker_key(worker_id))
+    pipe.zrem(keys.WORKERS, worker_id)
+    for model in models:
+        pipe.zrem(keys.model_workers_key(model), worker_id)
+    pipe.execute()
+
+
+def decode_worker(worker_id: str, raw: dict[Any, Any], score: float, ttl: float) -> dict[str, Any]:
+    """A worker as the API shows it; ``alive`` is false once its hash has expired."""
+    h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    if not h:
+        return {"id": worker_id, "alive": False, "last_seen": score, "age": round(time.time() - score, 1)}
+    last_seen = float(h.get("last_seen", score))
+    return {
+        "id": worker_id,
+        "alive": time.time() - last_seen <= ttl,
+        "host": h.get("host"),
+        "pid": int(h.get("pid", 0)),
+        "version": h.get("version"),
+        "ollama_url": h.get("ollama_url"),
+        "state": h.get("state"),
+        "healthy": h.get("healthy") == "1",
+        "models": json.loads(h.get("models", "[]")),
+        "loaded": json.loads(h.get("loaded", "[]")),
+        "running": json.loads(h.get("running", "[]")),
+        "slots_total": int(h.get("slots_total", 0)),
+        "slots_busy": int(h.get("slots_busy", 0)),
+        "cpu_percent": float(h.get("cpu_percent", 0)),
+        "ram_used": int(h.get("ram_used", 0)),
+        "ram_total": int(h.get("ram_total", 0)),
+        "gpu": json.loads(h.get("gpu", "[]")),
+        "started_at": float(h.get("started_at", 0)),
+        "last_seen": last_seen,
+        "age": round(time.time() - last_seen, 1),
+    }

@@ -1,0 +1,137 @@
+"""Lua scripts: each job state change is one atomic round trip.
+
+Every script that changes a running job checks its fence first: the job's ``attempt`` and ``worker_name`` must
+still be the caller's, so a worker presumed dead can never write into a job that another worker now runs.
+An event is one JSON object; its ``seq`` comes from ``HINCRBY seq`` on the job hash, and it goes to the replay
+stream (entry id ``<seq+1>-0``) and to the pub/sub channel in the same script.
+"""
+
+from __future__ import annotations
+
+from . import keys
+
+_EMIT = f"""
+local function emit(jk, id, attempt, body, maxlen, ttl_ms)
+  local seq = redis.call('HINCRBY', jk, 'seq', 1) - 1
+  local ev = '{{"job":"' .. id .. '","seq":' .. seq .. ',"attempt":' .. attempt .. ',' .. string.sub(body, 2)
+  local sk = '{keys.events_key("")}' .. id
+  redis.call('XADD', sk, 'MAXLEN', '~', maxlen, (seq + 1) .. '-0', 'e', ev)
+  redis.call('PEXPIRE', sk, ttl_ms)
+  redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ev)
+  return seq
+end
+"""
+
+# KEYS: inflight list, then the queue keys in the order to try.
+# ARGV: worker id, now (RQ time format), events maxlen, events ttl ms.
+# Returns {id, attempt, data, timeout, model} or false. Skips ids whose job is gone or no longer queued.
+POP = (
+    _EMIT
+    + f"""
+for i = 2, #KEYS do
+  for _ = 1, 100 do
+    local id = redis.call('LPOP', KEYS[i])
+    if not id then break end
+    local jk = '{keys.RQ_JOB_PREFIX}' .. id
+    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'timeout', 'model')
+    if st[1] == 'queued' then
+      redis.call('RPUSH', KEYS[1], id)
+      redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
+                 'last_heartbeat', ARGV[2])
+      emit(jk, id, st[2], '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
+      return {{id, st[2], st[3], st[4] or '', st[5]}}
+    end
+  end
+end
+return false
+"""
+)
+
+# KEYS: job hash.  ARGV: id, attempt, worker, event body, maxlen, ttl ms.
+# Returns -1 when fenced off (the job is no longer this worker's), 1 when a cancel was asked, else 0.
+EMIT = (
+    _EMIT
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'cancel')
+if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'started' then return -1 end
+emit(KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6])
+if cur[4] then return 1 end
+return 0
+"""
+)
+
+# KEYS: job hash, inflight list.
+# ARGV: id, attempt, worker, rq status, ended_at, result json or '', error or '', event body, maxlen,
+#       events ttl ms, result ttl s.
+# Returns 1 when written, 0 when fenced off (a late result of a presumed-dead worker is discarded).
+FINISH = (
+    _EMIT
+    + """
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status')
+if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'started' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ended_at', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
+redis.call('HDEL', KEYS[1], 'cancel')
+emit(KEYS[1], ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[10])
+redis.call('EXPIRE', KEYS[1], ARGV[11])
+return 1
+"""
+)
+
+# KEYS: job hash, inflight list (may be a dummy).
+# ARGV: id, attempt ('' = any), worker ('' = any), reason, max attempts ('' = no limit), now, maxlen,
+#       events ttl ms, result ttl s, count ('1' = this attempt counts towards the retry limit).
+# Returns {'requeued', attempt} | {'failed', attempt} | {'skipped'}.
+REQUEUE = (
+    _EMIT
+    + f"""
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'origin')
+if cur[3] ~= 'started' then return {{'skipped'}} end
+if (ARGV[2] ~= '' and cur[1] ~= ARGV[2]) or (ARGV[3] ~= '' and cur[2] ~= ARGV[3]) then return {{'skipped'}} end
+local attempt = tonumber(cur[1])
+local reason = cjson.encode(ARGV[4])
+if ARGV[10] == '1' and ARGV[5] ~= '' and attempt >= tonumber(ARGV[5]) then
+  local err = 'gave up after ' .. attempt .. ' attempts: ' .. ARGV[4]
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[6], 'error', err)
+  emit(KEYS[1], ARGV[1], attempt, '{{"type":"error","error":' .. cjson.encode(err) .. '}}', ARGV[7], ARGV[8])
+  redis.call('EXPIRE', KEYS[1], ARGV[9])
+  return {{'failed', attempt}}
+end
+local next_attempt = attempt
+if ARGV[10] == '1' then next_attempt = attempt + 1 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', next_attempt, 'enqueued_at', ARGV[6])
+redis.call('HDEL', KEYS[1], 'worker_name', 'started_at', 'cancel')
+emit(KEYS[1], ARGV[1], next_attempt, '{{"type":"retry","reason":' .. reason .. '}}', ARGV[7], ARGV[8])
+redis.call('LPUSH', '{keys.RQ_QUEUE_PREFIX}' .. cur[4], ARGV[1])
+local model = redis.call('HGET', KEYS[1], 'model')
+redis.call('PUBLISH', '{keys.wake_channel("")}' .. model, ARGV[1])
+return {{'requeued', next_attempt}}
+"""
+)
+
+# KEYS: job hash.  ARGV: id, now, maxlen, events ttl ms, result ttl s.
+# Returns {'cancelled'} for a queued job (removed from its queue), {'cancelling', worker} for a running one
+# (the worker stops it), {status} when it has already ended, {'missing'} when there is no such job.
+CANCEL = (
+    _EMIT
+    + f"""
+local st = redis.call('HMGET', KEYS[1], 'status', 'worker_name', 'attempt', 'origin')
+if not st[1] then return {{'missing'}} end
+if st[1] == 'queued' then
+  redis.call('LREM', '{keys.RQ_QUEUE_PREFIX}' .. st[4], 0, ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
+  emit(KEYS[1], ARGV[1], st[3], '{{"type":"cancelled","reason":"cancelled while queued"}}', ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return {{'cancelled'}}
+end
+if st[1] == 'started' then
+  redis.call('HSET', KEYS[1], 'cancel', '1')
+  redis.call('PUBLISH', '{keys.control_channel("")}' .. st[2], '{{"cancel":"' .. ARGV[1] .. '"}}')
+  return {{'cancelling', st[2]}}
+end
+return {{st[1]}}
+"""
+)

@@ -1,0 +1,192 @@
+"""Sync and async front-ends of the job store: the same commands, awaited or not.
+
+``JobStore`` (sync) serves the worker and the direct-Redis client; ``AsyncJobStore`` serves the API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from . import keys, scripts
+from .errors import JobNotCancellable, JobNotFound, ModelNotFound
+from .jobs import (
+    Limits,
+    PoppedJob,
+    decode_popped,
+    job_view,
+    prepare_job,
+    queue_enqueue_commands,
+    rq_now,
+    submitted,
+)
+from .schemas import JobRequest, JobView, Submitted
+
+
+def parse_events(entries: list[Any]) -> list[dict[str, Any]]:
+    """XRANGE entries → event dicts, in order."""
+    out = []
+    for _id, fields in entries:
+        raw = fields.get(b"e") or fields.get("e")
+        out.append(json.loads(raw))
+    return out
+
+
+def _cancel_outcome(job_id: str, reply: list[Any]) -> str:
+    state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+    if state == "missing":
+        raise JobNotFound(job_id)
+    if state in ("cancelled", "cancelling"):
+        return state
+    raise JobNotCancellable(f"job '{job_id}' has already ended ({state})", job_id=job_id, state=state)
+
+
+class JobStore:
+    """Synchronous job store (worker, direct-Redis client, CLI)."""
+
+    def __init__(self, client: redis.Redis, limits: Limits) -> None:
+        self.redis = client
+        self.limits = limits
+        self._pop = client.register_script(scripts.POP)
+        self._emit = client.register_script(scripts.EMIT)
+        self._finish = client.register_script(scripts.FINISH)
+        self._requeue = client.register_script(scripts.REQUEUE)
+        self._cancel = client.register_script(scripts.CANCEL)
+
+    # -- submit side --------------------------------------------------------------------------------------
+    def model_is_served(self, model: str) -> bool:
+        found = self.redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1)
+        return bool(found)
+
+    def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
+        if not request.wait and not self.model_is_served(request.model):
+            raise ModelNotFound(request.model)
+        job = prepare_job(request, self.limits, self.redis, job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        queue_enqueue_commands(pipe, job, self.limits)
+        return submitted(job, pipe.execute())
+
+    def get(self, job_id: str) -> JobView:
+        raw = self.redis.hgetall(keys.job_key(job_id))
+        position = None
+        if raw.get(b"status") == b"queued":
+            origin = raw.get(b"origin", b"").decode()
+            position = self.redis.lpos(keys.RQ_QUEUE_PREFIX + origin, job_id)
+        return job_view(job_id, raw, position)
+
+    def events(self, job_id: str, after: int = -1, count: int | None = None) -> list[dict[str, Any]]:
+        entries = self.redis.xrange(keys.events_key(job_id), f"{after + 2}-0", "+", count=count)
+        return parse_events(entries)
+
+    def cancel(self, job_id: str) -> str:
+        reply = self._cancel(keys=[keys.job_key(job_id)], args=[job_id, rq_now(), *self._event_args()])
+        return _cancel_outcome(job_id, reply)
+
+    # -- worker side --------------------------------------------------------------------------------------
+    def _event_args(self) -> list[Any]:
+        return [self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl]
+
+    def pop(self, worker_id: str, models: list[str]) -> PoppedJob | None:
+        if not models:
+            return None
+        queue_keys = [keys.queue_key(m) for m in models]
+        reply = self._pop(
+            keys=[keys.inflight_key(worker_id), *queue_keys],
+            args=[worker_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms],
+        )
+        if not reply:
+            return None
+        return decode_popped(reply, self.limits.job_timeout)
+
+    def emit(self, job: PoppedJob, worker_id: str, body: str) -> int:
+        """Publish one event of a running job. -1: fenced off, 1: cancel asked, 0: carry on."""
+        return int(
+            self._emit(
+                keys=[keys.job_key(job.id)],
+                args=[job.id, job.attempt_arg, worker_id, body, self.limits.events_maxlen, self.limits.events_ttl_ms],
+            )
+        )
+
+    def finish(
+        self, job: PoppedJob, worker_id: str, status: str, body: str, result: str = "", error: str = ""
+    ) -> bool:
+        """End a job (rq status finished / failed / canceled) with its last event. False: fenced off."""
+        written = self._finish(
+            keys=[keys.job_key(job.id), keys.inflight_key(worker_id)],
+            args=[job.id, job.attempt_arg, worker_id, status, rq_now(), result, error, body, *self._event_args()],
+        )
+        return bool(written)
+
+    def requeue(
+        self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
+    ) -> tuple[str, int]:
+        """Put a started job back at the front of its queue (or fail it past the retry limit)."""
+        reply = self._requeue(
+            keys=[keys.job_key(job_id), keys.inflight_key(worker_id or "-")],
+            args=[
+                job_id,
+                attempt,
+                worker_id,
+                reason,
+                self.limits.max_retries + 1,
+                rq_now(),
+                self.limits.events_maxlen,
+                self.limits.events_ttl_ms,
+                self.limits.result_ttl,
+                "1" if counts else "0",
+            ],
+        )
+        state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        return state, int(reply[1]) if len(reply) > 1 else 0
+
+    def inflight(self, worker_id: str) -> list[str]:
+        return [x.decode() for x in self.redis.lrange(keys.inflight_key(worker_id), 0, -1)]
+
+
+class AsyncJobStore:
+    """Asynchronous job store (API)."""
+
+    def __init__(self, client: aioredis.Redis, limits: Limits) -> None:
+        self.redis = client
+        self.limits = limits
+        self._cancel = client.register_script(scripts.CANCEL)
+
+    async def model_is_served(self, model: str) -> bool:
+        found = await self.redis.zrangebyscore(
+            keys.model_workers_key(model), time.time(), "+inf", start=0, num=1
+        )
+        return bool(found)
+
+    async def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
+        if not request.wait and not await self.model_is_served(request.model):
+            raise ModelNotFound(request.model)
+        job = prepare_job(request, self.limits, self.redis, job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        queue_enqueue_commands(pipe, job, self.limits)
+        return submitted(job, await pipe.execute())
+
+    async def get(self, job_id: str) -> JobView:
+        raw = await self.redis.hgetall(keys.job_key(job_id))
+        position = None
+        if raw.get(b"status") == b"queued":
+            origin = raw.get(b"origin", b"").decode()
+            position = await self.redis.lpos(keys.RQ_QUEUE_PREFIX + origin, job_id)
+        return job_view(job_id, raw, position)
+
+    async def exists(self, job_id: str) -> bool:
+        return bool(await self.redis.exists(keys.job_key(job_id)))
+
+    async def events(self, job_id: str, after: int = -1, count: int | None = None) -> list[dict[str, Any]]:
+        entries = await self.redis.xrange(keys.events_key(job_id), f"{after + 2}-0", "+", count=count)
+        return parse_events(entries)
+
+    async def cancel(self, job_id: str) -> str:
+        reply = await self._cancel(
+            keys=[keys.job_key(job_id)],
+            args=[job_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl],
+        )
+        return _cancel_outcome(job_id, reply)

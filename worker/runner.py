@@ -1,0 +1,226 @@
+"""Running one job: stream from Ollama, publish every chunk, store the result — fenced, cancellable, timed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from common.jobs import PoppedJob
+from common.store import JobStore
+
+from .ollama import OllamaClient, OllamaError, OllamaModelMissing, OllamaUnavailable, chunks
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FENCED, CANCEL_ASKED = -1, 1
+REDIS_GIVE_UP = 120.0
+
+
+def dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+class Fenced(Exception):
+    """The job is no longer ours (re-queued to another worker): stop without writing."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+class TimedOut(Exception):
+    pass
+
+
+@dataclass
+class Active:
+    """A running job as the control listener sees it: cancel flag and the Ollama response to close."""
+
+    job: PoppedJob
+    cancel: threading.Event = field(default_factory=threading.Event)
+    response: httpx.Response | None = None
+
+    def request_cancel(self) -> None:
+        self.cancel.set()
+        if self.response is not None:
+            try:
+                self.response.close()  # Ollama sees the connection drop and stops generating
+            except Exception:  # noqa: S110 - closing from another thread may race the reader; either way it ends
+                pass
+
+
+@dataclass
+class Outcome:
+    """What the worker loop learns from a job: whether the host looked unhealthy or lacked the model."""
+
+    host_unavailable: bool = False
+    model_missing: bool = False
+
+
+def with_redis_retry(fn: Callable[[], T], what: str) -> T:
+    """Redis calls of a running job survive a Redis restart: retry with backoff, log once, give up late."""
+    deadline = time.monotonic() + REDIS_GIVE_UP
+    delay, logged = 0.1, False
+    while True:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            if not logged:
+                log.warning("redis unavailable during %s (%s); retrying", what, exc)
+                logged = True
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, ollama: OllamaClient, worker_id: str, local_names: dict[str, str]):
+        self.store = store
+        self.ollama = ollama
+        self.worker_id = worker_id
+        self.local_names = local_names
+
+    # -- events -------------------------------------------------------------------------------------------
+    def emit(self, active: Active, body: dict[str, Any]) -> None:
+        code = with_redis_retry(lambda: self.store.emit(active.job, self.worker_id, dumps(body)), "emit")
+        if code == FENCED:
+            raise Fenced
+        if code == CANCEL_ASKED or active.cancel.is_set():
+            raise Cancelled
+
+    def finish(self, job: PoppedJob, status: str, body: dict[str, Any], result: str = "", error: str = "") -> None:
+        def call() -> bool:
+            return self.store.finish(job, self.worker_id, status, dumps(body), result, error)
+
+        if not with_redis_retry(call, "finish"):
+            log.info("job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt)
+
+    # -- one job ------------------------------------------------------------------------------------------
+    def run(self, active: Active) -> Outcome:
+        job = active.job
+        if job.refusal:
+            log.warning("job %s refused: %s", job.id, job.refusal)
+            self.finish(job, "failed", {"type": "error", "error": job.refusal}, error=job.refusal)
+            return Outcome()
+        try:
+            self._execute(active)
+        except Fenced:
+            log.info("job %s attempt %d was taken over; stopped", job.id, job.attempt)
+        except Cancelled:
+            self.finish(job, "canceled", {"type": "cancelled", "reason": "cancelled while running"})
+        except TimedOut:
+            message = f"job timed out after {job.timeout:g}s"
+            self.finish(job, "failed", {"type": "error", "error": message}, error=message)
+        except OllamaModelMissing as exc:
+            self._requeue(job, f"model missing on {self.worker_id}: {exc.message}")
+            return Outcome(model_missing=True)
+        except OllamaUnavailable as exc:
+            if active.cancel.is_set():
+                self.finish(job, "canceled", {"type": "cancelled", "reason": "cancelled while running"})
+                return Outcome()
+            self._requeue(job, f"ollama on {self.worker_id} unavailable: {exc.message}")
+            return Outcome(host_unavailable=True)
+        except OllamaError as exc:
+            message = f"ollama: {exc.message}"
+            self.finish(job, "failed", {"type": "error", "error": message}, error=message)
+        return Outcome()
+
+    def _requeue(self, job: PoppedJob, reason: str) -> None:
+        log.warning("job %s: %s; re-queued", job.id, reason)
+        with_redis_retry(
+            lambda: self.store.requeue(
+                job.id, reason, attempt=job.attempt_arg, worker_id=self.worker_id, counts=False
+            ),
+            "requeue",
+        )
+
+    def _execute(self, active: Active) -> None:
+        job = active.job
+        request = dict(job.kwargs.get("request") or {})
+        model = str(request.get("model", job.model))
+        request["model"] = self.local_names.get(model, model)
+        if job.func_name == "corral.embed":
+            self._embed(active, request)
+        else:
+            self._stream(active, request, chat=job.func_name == "corral.chat")
+
+    def _deadline_check(self, job: PoppedJob) -> float:
+        remaining = job.popped_at + job.timeout - time.monotonic()
+        if remaining <= 0:
+            raise TimedOut
+        return remaining
+
+    def _embed(self, active: Active, request: dict[str, Any]) -> None:
+        job = active.job
+        answer = self.ollama.post("/api/embed", request, timeout=self._deadline_check(job))
+        final = {k: v for k, v in answer.items() if k != "embeddings"}
+        result = dumps({"embeddings": answer.get("embeddings") or [], "final": final})
+        self.finish(job, "finished", {"type": "done", "final": final}, result=result)
+
+    def _stream(self, active: Active, request: dict[str, Any], chat: bool) -> None:
+        job = active.job
+        path = "/api/chat" if chat else "/api/generate"
+        parts: list[str] = []
+        thinking: list[str] = []
+        tool_calls: list[Any] = []
+        final: dict[str, Any] = {}
+        with self.ollama.stream(path, request, timeout=self._deadline_check(job)) as response:
+            active.response = response
+            if active.cancel.is_set():
+                raise Cancelled
+            try:
+                for chunk in chunks(response):
+                    if chunk.get("done"):
+                        final = chunk
+                        break
+                    text, event = chunk_event(chunk, chat)
+                    parts.append(text)
+                    if event.get("thinking"):
+                        thinking.append(event["thinking"])
+                    tool_calls += event.get("tool_calls") or []
+                    self.emit(active, event)
+                    self._deadline_check(job)
+            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                if active.cancel.is_set():
+                    raise Cancelled from exc
+                raise OllamaUnavailable(f"stream broken: {exc}") from exc
+        if not final:
+            raise OllamaUnavailable("stream ended without a final chunk")
+        self._succeed(active, "".join(parts), "".join(thinking), tool_calls, final, chat)
+
+    def _succeed(
+        self, active: Active, text: str, thinking: str, tool_calls: list[Any], final: dict[str, Any], chat: bool
+    ) -> None:
+        stats = {k: v for k, v in final.items() if k not in ("response", "message", "created_at", "done")}
+        result: dict[str, Any] = {"text": text, "final": stats}
+        if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if thinking:
+                message["thinking"] = thinking
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            result["message"] = message
+        elif thinking:
+            result["thinking"] = thinking
+        self.finish(active.job, "finished", {"type": "done", "final": stats}, result=dumps(result))
+
+
+def chunk_event(chunk: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]]:
+    """The text of one Ollama chunk and the ``chunk`` event carrying it (with the raw chunk's fields)."""
+    if chat:
+        message = chunk.get("message") or {}
+        text = str(message.get("content") or "")
+        extra = {k: message[k] for k in ("thinking", "tool_calls") if message.get(k)}
+    else:
+        text = str(chunk.get("response") or "")
+        extra = {"thinking": chunk["thinking"]} if chunk.get("thinking") else {}
+    return text, {"type": "chunk", "text": text, **extra, "ollama": chunk}
