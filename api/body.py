@@ -15,6 +15,10 @@ from common.errors import InvalidRequest
 M = TypeVar("M", bound=BaseModel)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
     """A dependency parsing the raw body as JSON into ``model``: 400 when it is not JSON, 422 when invalid."""
 
@@ -23,7 +27,7 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
         if not raw.strip():
             raise InvalidRequest("missing request body")
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("malformed JSON body") from None
         try:

@@ -23,14 +23,14 @@ def normalise_model(name: str) -> str:
         raise InvalidRequest("model is required")
     if len(name) > MAX_MODEL_NAME:
         raise InvalidRequest(f"model name longer than {MAX_MODEL_NAME} characters")
-    canonical = name.strip().lower()
+    canonical = name.lower()
     last = canonical.rsplit("/", 1)[-1]
     if ":" not in last:
         canonical += ":latest"
-    if not _NAME_RE.match(canonical):
+    if not _NAME_RE.fullmatch(canonical):
         raise InvalidRequest(f"invalid model name {name!r}: use letters, digits, '.', '_', '-', '/' and one ':tag'")
     return canonical
 
 
 def is_job_id(value: str) -> bool:
-    return bool(JOB_ID_RE.match(value))
+    return bool(JOB_ID_RE.fullmatch(value))

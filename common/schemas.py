@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import PayloadTooLarge
+from .errors import InvalidRequest, PayloadTooLarge
 from .names import normalise_model
 
 JobKind = Literal["generate", "chat", "embed"]
@@ -65,7 +65,10 @@ class JobRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
-        return normalise_model(value)
+        try:
+            return normalise_model(value)
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from None
 
     @model_validator(mode="after")
     def _kind(self) -> JobRequest:

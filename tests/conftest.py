@@ -1,0 +1,128 @@
+"""Fixtures: a real redis-server per test (or per module), and factories of simulator, worker and API processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from common.embedded_redis import RedisServer
+
+from .support import Child, base_env, free_port, port_open, wait_for
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port with its own data dir (AOF on, from infra/redis.conf)."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+class Fleet:
+    """Starts simulators, workers and API processes against one Redis, and stops them all at the end."""
+
+    def __init__(self, redis_url: str, log_dir: Path) -> None:
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.children: list[Child] = []
+        self.redis = redis.Redis.from_url(redis_url)
+
+    def _child(self, name: str, argv: list[str], **settings: Any) -> Child:
+        child = Child(name, argv, base_env(self.redis_url, **settings), self.log_dir)
+        self.children.append(child)
+        return child.start()
+
+    def simulator(self, models: str = "llama3:latest", name: str = "", **options: Any) -> str:
+        port = free_port()
+        argv = ["simulate", "--port", str(port), "--models", models]
+        for key, value in {"ttft": 0.01, "tps": 500, "load_time": 0.05, **options}.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        child = self._child(name or f"sim-{port}", argv)
+        wait_for(lambda: port_open(port) or (not child.alive() and _died(child)), what=f"simulator :{port}")
+        return f"http://127.0.0.1:{port}"
+
+    def worker(self, ollama_url: str, worker_id: str, wait_ready: bool = True, **settings: Any) -> Child:
+        defaults = {"heartbeat_interval": 0.5, "heartbeat_ttl": 2.0, "model_refresh_interval": 0.5}
+        child = self._child(f"worker-{worker_id}", ["worker"], ollama_url=ollama_url, worker_id=worker_id,
+                            **{**defaults, **settings})  # fmt: skip
+        if wait_ready:
+            self.wait_worker(worker_id, child)
+        return child
+
+    def wait_worker(self, worker_id: str, child: Child | None = None) -> None:
+        def ready() -> bool:
+            if child is not None and not child.alive():
+                _died(child)
+            return self.redis.hget(f"corral:worker:{worker_id}", "healthy") == b"1"
+
+        wait_for(ready, what=f"worker {worker_id} registered")
+
+    def api(self, **settings: Any) -> str:
+        port = free_port()
+        child = self._child(f"api-{port}", ["api", "--port", str(port)], **settings)
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if not child.alive():
+                _died(child)
+            return httpx.get(base + "/readyz", timeout=1).status_code == 200
+
+        wait_for(ready, what="api ready")
+        return base
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop(timeout=10)
+        self.redis.close()
+
+
+def _died(child: Child) -> bool:
+    raise AssertionError(f"{child.name} exited early:\n{child.log()[-3000:]}")
+
+
+@pytest.fixture
+def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(redis_server.url, tmp_path)
+    yield fleet
+    fleet.stop()
+
+
+class Stack:
+    """One Redis, one simulator, one worker and one API, shared by the tests of a module."""
+
+    def __init__(self, fleet: Fleet, server: RedisServer, sim_url: str, api_url: str) -> None:
+        self.fleet = fleet
+        self.server = server
+        self.sim_url = sim_url
+        self.api = api_url
+        self.redis = fleet.redis
+        self.http = httpx.Client(base_url=api_url, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    server = RedisServer(port=free_port(), data_dir=tmp / "redis").start()
+    fleet = Fleet(server.url, tmp)
+    try:
+        sim = fleet.simulator("llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest", tps=200)
+        fleet.worker(sim, "w-stack")
+        api = fleet.api()
+        stack = Stack(fleet, server, sim, api)
+        yield stack
+        stack.http.close()
+    finally:
+        fleet.stop()
+        server.kill()

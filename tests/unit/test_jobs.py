@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import pickle
+import zlib
+
+import fakeredis
+import pytest
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from common.jobs import Limits, decode_popped, event_json, job_view, prepare_job
+from common.schemas import JobRequest
+
+pytestmark = pytest.mark.unit
+LIMITS = Limits(events_maxlen=100, events_ttl_ms=1000, result_ttl=60, job_timeout=30, max_retries=2)
+
+
+def test_prepared_job_is_an_rq_job_with_corral_fields() -> None:
+    client = fakeredis.FakeRedis()
+    job = prepare_job(JobRequest(model="llama3", prompt="hi", timeout=7), LIMITS, client)
+    client.hset(f"rq:job:{job.id}", mapping=job.mapping)
+    fetched = Job.fetch(job.id, connection=client, serializer=JSONSerializer)
+    assert fetched.func_name == "corral.generate"
+    assert fetched.kwargs["request"]["prompt"] == "hi"
+    assert fetched.origin == "ollama:llama3:latest"
+    assert fetched.timeout == 7
+    assert fetched.get_status() == "queued"
+    view = job_view(job.id, client.hgetall(f"rq:job:{job.id}"), position=3)
+    assert (view.status, view.attempt, view.queue_position, view.model) == ("queued", 1, 3, "llama3:latest")
+
+
+def test_event_json_puts_identity_first() -> None:
+    text = event_json("abc", 4, 2, {"type": "chunk", "text": 'say "hi"'})
+    assert text.startswith('{"job":"abc","seq":4,"attempt":2,"type":"chunk"')
+    assert json.loads(text)["text"] == 'say "hi"'
+
+
+def _reply(data: bytes) -> list[object]:
+    return [b"id1", b"1", data, b"30", b"llama3:latest"]
+
+
+def test_allowed_job_decodes() -> None:
+    data = zlib.compress(json.dumps(["corral.chat", None, [], {"request": {"model": "m"}}]).encode())
+    popped = decode_popped(_reply(data), 600)
+    assert popped.refusal is None and popped.func_name == "corral.chat" and popped.timeout == 30
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        zlib.compress(json.dumps(["os.system", None, ["touch /tmp/pwned"], {}]).encode()),
+        zlib.compress(json.dumps(["corral.generate", None, ["positional"], {}]).encode()),
+        zlib.compress(pickle.dumps(("os.system", None, ("id",), {}))),
+        b"not even zlib",
+        zlib.compress(b'{"a": 1}'),
+    ],
+)
+def test_anything_else_is_refused_unread(data: bytes) -> None:
+    popped = decode_popped(_reply(data), 600)
+    assert popped.refusal and popped.func_name is None
