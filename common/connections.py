@@ -33,11 +33,15 @@ def sync_redis(url: str, name: str = "corral") -> redis.Redis:
     return redis.Redis.from_url(url, retry=retry, **_options(name))  # type: ignore[arg-type]
 
 
-def async_redis(url: str, name: str = "corral") -> aioredis.Redis:
+def async_redis(url: str, name: str = "corral", max_connections: int = 64) -> aioredis.Redis:
     from redis.asyncio.retry import Retry as AsyncRetry
 
     retry = AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)
-    return aioredis.Redis.from_url(url, retry=retry, **_options(name))  # type: ignore[arg-type]
+    # a blocking pool: a burst of requests waits for a free connection instead of failing
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=10, retry=retry, **_options(name)
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def wait_for_redis(client: redis.Redis, timeout: float, what: str = "redis") -> None:

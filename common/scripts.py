@@ -35,11 +35,12 @@ for i = 2, #KEYS do
     local jk = '{keys.RQ_JOB_PREFIX}' .. id
     local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'timeout', 'model')
     if st[1] == 'queued' then
+      local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
       redis.call('RPUSH', KEYS[1], id)
       redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
-                 'last_heartbeat', ARGV[2])
-      emit(jk, id, st[2], '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
-      return {{id, st[2], st[3], st[4] or '', st[5]}}
+                 'last_heartbeat', ARGV[2], 'attempt', attempt)
+      emit(jk, id, attempt, '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
+      return {{id, attempt, st[3] or '', st[4] or '', st[5] or ''}}
     end
   end
 end

@@ -38,6 +38,12 @@ class Fleet:
         self.log_dir = log_dir
         self.children: list[Child] = []
         self.redis = redis.Redis.from_url(redis_url)
+        self.clients: list[httpx.Client] = []
+
+    def http(self, base_url: str) -> httpx.Client:
+        client = httpx.Client(base_url=base_url, timeout=30)
+        self.clients.append(client)
+        return client
 
     def _child(self, name: str, argv: list[str], **settings: Any) -> Child:
         child = Child(name, argv, base_env(self.redis_url, **settings), self.log_dir)
@@ -83,6 +89,8 @@ class Fleet:
         return base
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
         for child in reversed(self.children):
             child.stop(timeout=10)
         self.redis.close()

@@ -8,6 +8,7 @@ messages (cancel); a housekeeping thread refreshes models from ``/api/tags`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -152,7 +153,10 @@ class Worker:
     def on_message(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
         if channel == keys.control_channel(self.id):
-            job_id = message["data"].decode().split('"')[3] if b'"cancel"' in message["data"] else ""
+            try:
+                job_id = str(json.loads(message["data"]).get("cancel", ""))
+            except (ValueError, AttributeError):
+                return
             active = self.active.get(job_id)
             if active is not None:
                 log.info("cancelling job %s", job_id)
@@ -188,9 +192,9 @@ class Worker:
             try:
                 job = self.store.pop(self.id, self.next_queue_order())
                 delay = 0.1
-            except TRANSIENT as exc:
+            except Exception as exc:  # Redis down or a script error: never let the pop loop die
                 self.slots.release()
-                log.warning("pop failed, redis unavailable: %s; retrying in %.1fs", exc, delay)
+                log.warning("pop failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
                 self.draining.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
