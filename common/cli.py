@@ -21,9 +21,10 @@ from urllib.parse import urlparse
 
 import httpx
 
-from .settings import EMBEDDED_REDIS_URL, Settings
+from .settings import Settings
 
 DEMO_OLLAMA_PORT = 11435
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def setup_logging(settings: Settings) -> None:
@@ -77,7 +78,8 @@ class Stack:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        process = subprocess.Popen([sys.executable, "-m", "common.cli", *argv], env=env)
+        # own session: a Ctrl-C in the terminal reaches `up` only, which then stops the parts in order
+        process = subprocess.Popen([sys.executable, "-m", "common.cli", *argv], env=env, start_new_session=True)
         self.children.append((name, process))
 
     def wait_port(self, name: str, host: str, port: int, timeout: float = 30.0) -> None:
@@ -100,23 +102,29 @@ class Stack:
                     process.kill()
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Embedded Redis (if the URL is the default), the simulator (if no Ollama answers), the API and a worker."""
     env = dict(os.environ)
     stack = Stack()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         redis_url = urlparse(settings.redis_url)
-        if settings.redis_url == EMBEDDED_REDIS_URL and not port_open("127.0.0.1", redis_url.port or 6390):
+        redis_port = redis_url.port or 6379
+        if redis_url.hostname in LOOPBACK and not port_open("127.0.0.1", redis_port):
             print(f"corral up: embedded Redis on {settings.redis_url}, data in {settings.data_dir}/redis (AOF on)")
             stack.spawn("redis", ["redis"], env)
-            stack.wait_port("redis", "127.0.0.1", redis_url.port or 6390)
+            stack.wait_port("redis", "127.0.0.1", redis_port)
         ollama = urlparse(settings.ollama_url)
         if args.demo or not port_open(ollama.hostname or "127.0.0.1", ollama.port or 11434):
-            print(f"corral up: no Ollama at {settings.ollama_url}; starting the simulator on :{DEMO_OLLAMA_PORT}")
-            stack.spawn("simulator", ["simulate", "--port", str(DEMO_OLLAMA_PORT)], env)
-            stack.wait_port("simulator", "127.0.0.1", DEMO_OLLAMA_PORT)
-            env["CORRAL_OLLAMA_URL"] = f"http://127.0.0.1:{DEMO_OLLAMA_PORT}"
+            port = args.sim_port
+            print(f"corral up: no Ollama at {settings.ollama_url}; starting the Ollama simulator on :{port}")
+            stack.spawn("simulator", ["simulate", "--port", str(port)], env)
+            stack.wait_port("simulator", "127.0.0.1", port)
+            env["CORRAL_OLLAMA_URL"] = f"http://127.0.0.1:{port}"
         stack.spawn("api", ["api"], env)
         stack.spawn("worker", ["worker"], env)
         stack.wait_port("api", settings.api_host, settings.api_port)
@@ -213,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="embedded Redis + API + worker (+ simulator when no Ollama answers)")
     up.add_argument("--demo", action="store_true", help="always use the bundled Ollama simulator")
+    up.add_argument("--sim-port", type=int, default=DEMO_OLLAMA_PORT, help="port of the simulator if started")
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)

@@ -50,8 +50,8 @@ class Fleet:
         self.children.append(child)
         return child.start()
 
-    def simulator(self, models: str = "llama3:latest", name: str = "", **options: Any) -> str:
-        port = free_port()
+    def simulator(self, models: str = "llama3:latest", name: str = "", port: int = 0, **options: Any) -> str:
+        port = port or free_port()
         argv = ["simulate", "--port", str(port), "--models", models]
         for key, value in {"ttft": 0.01, "tps": 500, "load_time": 0.05, **options}.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]

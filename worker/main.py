@@ -47,6 +47,7 @@ class Worker:
         self.models: list[str] = []
         self.loaded: list[str] = []
         self.healthy = False
+        self._ollama_down = False
         self.draining = threading.Event()
         self.stopped = threading.Event()
         self.wake = threading.Event()
@@ -72,8 +73,9 @@ class Worker:
             names = self.ollama.list_models()
             loaded = self.ollama.loaded_models()
         except OllamaError as exc:
-            if self.healthy or not self.info.models:
+            if not self._ollama_down:
                 log.warning("ollama at %s unavailable (%s); not taking jobs", self.settings.ollama_url, exc.message)
+            self._ollama_down = True
             self.healthy = False
             return
         mapping = {}
@@ -85,8 +87,9 @@ class Worker:
         models = sorted(mapping)
         if models != self.models:
             log.info("models: %s", ", ".join(models) or "(none)")
-        if not self.healthy:
+        if self._ollama_down:
             log.info("ollama at %s is up", self.settings.ollama_url)
+        self._ollama_down = False
         self._dropped |= set(self.models) - set(models)
         self.local_names.clear()
         self.local_names.update(mapping)

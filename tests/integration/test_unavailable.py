@@ -1,0 +1,93 @@
+"""Redis or Ollama unreachable: 503 with a reason from the API, backoff and one log line from the worker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.embedded_redis import RedisServer
+from common.simulator import expected_text
+
+from ..conftest import Fleet
+from ..support import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_api_answers_503_while_redis_is_down_and_recovers(fleet: Fleet, redis_server: RedisServer) -> None:
+    sim = fleet.simulator("llama3:latest")
+    fleet.worker(sim, "w1")
+    http = fleet.http(fleet.api())
+    redis_server.stop()
+    response = http.post("/jobs", json={"model": "llama3", "prompt": "x"})
+    assert response.status_code == 503 and "redis unavailable" in response.json()["error"]
+    assert http.get("/jobs/" + "0" * 32).status_code == 503
+    assert http.get("/readyz").status_code == 503
+    assert http.get("/healthz").status_code == 200
+    redis_server.start()
+    fleet.wait_worker("w1")
+    wait_for(lambda: http.post("/jobs", json={"model": "llama3", "prompt": "back"}).status_code == 202,
+             what="api to accept jobs again")  # fmt: skip
+    job = http.post("/jobs", json={"model": "llama3", "prompt": "after restart"}).json()
+    view = wait_for(lambda: (v := http.get(f"/jobs/{job['id']}").json())["status"] == "succeeded" and v,
+                    what="job after redis restart")  # fmt: skip
+    assert view["text"] == expected_text("llama3", "after restart")
+    assert all(child.alive() for child in fleet.children)
+
+
+def test_worker_waits_for_ollama_logging_once_then_serves(fleet: Fleet) -> None:
+    port = free_port()
+    worker = fleet.worker(f"http://127.0.0.1:{port}", "w1", wait_ready=False, model_refresh_interval=0.1)
+    http = fleet.http(fleet.api())
+    wait_for(lambda: fleet.redis.hget("corral:worker:w1", "healthy") == b"0", what="worker registered unhealthy")
+    wait_for(lambda: worker.log().count("unavailable") >= 1, what="the log line")
+    # several refreshes fail meanwhile; the log says it once
+    beats = int(float(fleet.redis.hget("corral:worker:w1", "last_seen") or 0))
+    wait_for(lambda: float(fleet.redis.hget("corral:worker:w1", "last_seen") or 0) > beats + 1, what="2 beats")
+    assert worker.log().count("unavailable") == 1 and worker.alive()
+    fleet.simulator("llama3:latest", port=port)
+    fleet.wait_worker("w1")
+    job = http.post("/jobs", json={"model": "llama3", "prompt": "ollama is back"}).json()
+    view = wait_for(lambda: (v := http.get(f"/jobs/{job['id']}").json())["status"] == "succeeded" and v,
+                    what="job once ollama is up")  # fmt: skip
+    assert view["text"] == expected_text("llama3", "ollama is back") and "is up" in worker.log()
+
+
+def test_ollama_dying_keeps_models_registered_and_jobs_queue(fleet: Fleet) -> None:
+    port = free_port()
+    fleet.simulator("llama3:latest", port=port, name="sim")
+    fleet.worker(f"http://127.0.0.1:{port}", "w1")
+    http = fleet.http(fleet.api())
+    sim = next(c for c in fleet.children if c.name == "sim")
+    sim.kill()
+    wait_for(lambda: fleet.redis.hget("corral:worker:w1", "healthy") == b"0", what="worker unhealthy")
+    response = http.post("/jobs", json={"model": "llama3", "prompt": "queued while down"})
+    assert response.status_code == 202  # the last known model list still counts
+    job_id = response.json()["id"]
+    assert http.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    fleet.simulator("llama3:latest", port=port, name="sim2")
+    view = wait_for(lambda: (v := http.get(f"/jobs/{job_id}").json())["status"] == "succeeded" and v,
+                    what="queued job to run when ollama is back")  # fmt: skip
+    assert view["text"] == expected_text("llama3", "queued while down")
+
+
+def test_worker_restarting_with_its_id_requeues_its_running_job(fleet: Fleet) -> None:
+    sim = fleet.simulator("llama3:latest", tps=10)
+    worker = fleet.worker(sim, "w1")
+    http = fleet.http(fleet.api())
+    prompt = " ".join(f"w{i}" for i in range(30))
+    job_id = http.post("/jobs", json={"model": "llama3", "prompt": prompt}).json()["id"]
+    wait_for(lambda: http.get(f"/jobs/{job_id}").json()["events"] > 5, what="job streaming")
+    worker.kill()
+    fleet.worker(sim, "w1")
+    view = wait_for(lambda: (v := http.get(f"/jobs/{job_id}").json())["status"] == "succeeded" and v,
+                    timeout=30, what="job to finish after restart")  # fmt: skip
+    assert view["attempt"] == 2 and view["text"] == expected_text("llama3", prompt)
+    lines = http.get(f"/jobs/{job_id}/events", headers={"Accept": "application/x-ndjson"}).text.splitlines()
+    parsed = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in parsed] == list(range(len(parsed)))
+    types = [e["type"] for e in parsed]
+    assert types.count("retry") == 1 and types.count("done") == 1 and types.count("started") == 2
+    after_retry = parsed[types.index("retry") :]
+    assert "".join(e["text"] for e in after_retry if e["type"] == "chunk") == expected_text("llama3", prompt)
