@@ -1,0 +1,1 @@
+"""Corral's benchmarks: `make bench` (python -m bench)."""

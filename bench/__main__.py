@@ -1,0 +1,55 @@
+"""`make bench`: run the benchmarks and print one table (ratios against a baseline measured in the same run)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .core import bench_throughput, bench_ttft
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (CI smoke)")
+    args = parser.parse_args()
+    quick = args.quick or os.environ.get("CORRAL_BENCH_QUICK") == "1"
+    n_ttft, n_jobs = (30, 300) if quick else (200, 3000)
+
+    ttft = bench_ttft(n_ttft)
+    tput = bench_throughput(n_jobs, concurrency=64)
+    rows = [
+        ("TTFT p50, simulator direct (baseline)", ms(ttft["direct"]["p50"]), "1.00x", ""),
+        ("TTFT p50, through Corral", ms(ttft["corral"]["p50"]),
+         f"{ttft['corral']['p50'] / ttft['direct']['p50']:.2f}x", ""),
+        ("TTFT p95, simulator direct (baseline)", ms(ttft["direct"]["p95"]), "1.00x", ""),
+        ("TTFT p95, through Corral", ms(ttft["corral"]["p95"]),
+         f"{ttft['corral']['p95'] / ttft['direct']['p95']:.2f}x", ""),
+        ("added TTFT p50 (paired)", ms(ttft["added"]["p50"]), "", "target <= 5 ms"),
+        ("added TTFT p95 (paired)", ms(ttft["added"]["p95"]), "", ""),
+        ("requests/s, simulator direct (baseline)", f"{tput['direct_rate']:.0f}/s", "1.00x", ""),
+        ("jobs/s end to end through Corral", f"{tput['corral_rate']:.0f}/s",
+         f"{tput['corral_rate'] / tput['direct_rate']:.2f}x", "target >= 300/s"),
+        ("submit -> done latency p50 under load", ms(tput["latency_p50"]), "", ""),
+        ("submit -> done latency p95 under load", ms(tput["latency_p95"]), "", ""),
+        ("idle worker RSS", f"{tput['idle_rss']['worker']:.1f} MB", "", "target <= 80 MB"),
+        ("idle API RSS", f"{tput['idle_rss']['api']:.1f} MB", "", ""),
+        ("worker RSS after load", f"{tput['after_rss']['worker']:.1f} MB", "", ""),
+        ("API RSS after load", f"{tput['after_rss']['api']:.1f} MB", "", ""),
+    ]  # fmt: skip
+    print(f"\nCorral core benchmark ({n_ttft} sequential TTFT pairs, {n_jobs} jobs at concurrency 64, 2 cores)\n")
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    header = ("measure", "value", "ratio", "note")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    print(f"| {line} |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+if __name__ == "__main__":
+    main()
