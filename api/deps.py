@@ -1,4 +1,6 @@
-"""Dependencies of the routes, as ``Annotated`` aliases."""
+"""Dependencies of the routes, as ``Annotated`` aliases.
+
+All ``async def``: FastAPI runs a plain ``def`` dependency in a thread pool, a thread hop per request."""
 
 from __future__ import annotations
 
@@ -12,19 +14,19 @@ from common.settings import Settings
 from common.store import AsyncJobStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_store(request: Request) -> AsyncJobStore:
+async def get_store(request: Request) -> AsyncJobStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_redis(request: Request) -> aioredis.Redis:
+async def get_redis(request: Request) -> aioredis.Redis:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
-def get_hub(request: Request) -> ChunkHub:
+async def get_hub(request: Request) -> ChunkHub:
     return request.app.state.hub  # type: ignore[no-any-return]
 
 

@@ -23,13 +23,16 @@ def main() -> None:
     tput = bench_throughput(n_jobs, concurrency=64)
     rows = [
         ("TTFT p50, simulator direct (baseline)", ms(ttft["direct"]["p50"]), "1.00x", ""),
-        ("TTFT p50, through Corral", ms(ttft["corral"]["p50"]),
+        ("TTFT p50, through Corral (POST stream)", ms(ttft["corral"]["p50"]),
          f"{ttft['corral']['p50'] / ttft['direct']['p50']:.2f}x", ""),
         ("TTFT p95, simulator direct (baseline)", ms(ttft["direct"]["p95"]), "1.00x", ""),
-        ("TTFT p95, through Corral", ms(ttft["corral"]["p95"]),
+        ("TTFT p95, through Corral (POST stream)", ms(ttft["corral"]["p95"]),
          f"{ttft['corral']['p95'] / ttft['direct']['p95']:.2f}x", ""),
         ("added TTFT p50 (paired)", ms(ttft["added"]["p50"]), "", "target <= 5 ms"),
         ("added TTFT p95 (paired)", ms(ttft["added"]["p95"]), "", ""),
+        ("TTFT p50, POST then GET events", ms(ttft["two_step"]["p50"]),
+         f"{ttft['two_step']['p50'] / ttft['direct']['p50']:.2f}x", "two requests"),
+        ("added TTFT p50, POST then GET events", ms(ttft["added_two_step"]["p50"]), "", ""),
         ("requests/s, simulator direct (baseline)", f"{tput['direct_rate']:.0f}/s", "1.00x", ""),
         ("jobs/s end to end through Corral", f"{tput['corral_rate']:.0f}/s",
          f"{tput['corral_rate'] / tput['direct_rate']:.2f}x", "target >= 300/s"),

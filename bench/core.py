@@ -11,6 +11,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from .harness import Rig, pct, rss_mb, summary
+from .rawhttp import RawClient
 
 
 async def ttft_direct(http: httpx.AsyncClient, sim: str, prompt: str) -> float:
@@ -24,7 +25,20 @@ async def ttft_direct(http: httpx.AsyncClient, sim: str, prompt: str) -> float:
     return ttft
 
 
+async def ttft_corral_stream(http: httpx.AsyncClient, api: str, prompt: str) -> float:
+    """Submit and stream in one request (``"stream": true``), as a drop-in client does."""
+    start = time.perf_counter()
+    ttft = 0.0
+    body = {"model": "llama3", "prompt": prompt, "stream": True}
+    async with http.stream("POST", api + "/jobs", json=body, headers={"Accept": "application/x-ndjson"}) as resp:
+        async for line in resp.aiter_lines():
+            if line and not ttft and json.loads(line)["type"] == "chunk":
+                ttft = time.perf_counter() - start
+    return ttft
+
+
 async def ttft_corral(http: httpx.AsyncClient, api: str, prompt: str) -> float:
+    """Submit (202), then follow the events with a second request."""
     start = time.perf_counter()
     job = (await http.post(api + "/jobs", json={"model": "llama3", "prompt": prompt})).json()
     ttft = 0.0
@@ -44,20 +58,27 @@ def bench_ttft(n: int) -> dict[str, Any]:
         rig.worker(sim, "bench-w", worker_slots=4)
         api, _ = rig.api()
 
-        async def run() -> tuple[list[float], list[float]]:
-            direct, corral = [], []
+        async def run() -> tuple[list[float], list[float], list[float]]:
+            direct, stream, two_step = [], [], []
             async with httpx.AsyncClient(timeout=30) as http:
-                for i in range(10):  # warm up both paths
+                for i in range(10):  # warm up every path
                     await ttft_direct(http, sim, f"warm {i}")
+                    await ttft_corral_stream(http, api, f"warm {i}")
                     await ttft_corral(http, api, f"warm {i}")
                 for i in range(n):
                     direct.append(await ttft_direct(http, sim, f"p {i}"))
-                    corral.append(await ttft_corral(http, api, f"p {i}"))
-            return direct, corral
+                    stream.append(await ttft_corral_stream(http, api, f"p {i}"))
+                    two_step.append(await ttft_corral(http, api, f"p {i}"))
+            return direct, stream, two_step
 
-        direct, corral = asyncio.run(run())
-        added = [c - d for c, d in zip(corral, direct, strict=True)]
-        return {"direct": summary(direct), "corral": summary(corral), "added": summary(added)}
+        direct, stream, two_step = asyncio.run(run())
+        return {
+            "direct": summary(direct),
+            "corral": summary(stream),
+            "two_step": summary(two_step),
+            "added": summary([c - d for c, d in zip(stream, direct, strict=True)]),
+            "added_two_step": summary([c - d for c, d in zip(two_step, direct, strict=True)]),
+        }
     finally:
         rig.close()
 
@@ -74,18 +95,19 @@ def bench_throughput(n: int, concurrency: int) -> dict[str, Any]:
 
         async def direct() -> float:
             # one client per virtual user: httpx's shared pool collapses past a few dozen connections
-            clients = [httpx.AsyncClient(timeout=60) for _ in range(concurrency)]
+            clients = [await RawClient(sim).connect() for _ in range(concurrency)]
 
             async def user(k: int) -> None:
                 for i in range(k, n, concurrency):
                     body = {"model": "llama3", "prompt": f"d{i}", "stream": True}
-                    assert (await clients[k].post(sim + "/api/generate", json=body)).status_code == 200
+                    status, _ = await clients[k].request("POST", "/api/generate", body)
+                    assert status == 200
 
             start = time.perf_counter()
             await asyncio.gather(*(user(k) for k in range(concurrency)))
             rate = n / (time.perf_counter() - start)
-            for client in clients:
-                await client.aclose()
+            for raw in clients:
+                await raw.close()
             return rate
 
         async def through_corral() -> tuple[float, list[float]]:
@@ -105,20 +127,21 @@ def bench_throughput(n: int, concurrency: int) -> dict[str, Any]:
                 done.set()
 
             counter = asyncio.create_task(count_done())
-            clients = [httpx.AsyncClient(timeout=60) for _ in range(concurrency)]
+            clients = [await RawClient(api).connect() for _ in range(concurrency)]
 
             async def user(k: int) -> None:
                 for i in range(k, n, concurrency):
                     t = time.perf_counter()
-                    r = await clients[k].post(api + "/jobs", json={"model": "llama3", "prompt": f"c{i}"})
-                    submitted[r.json()["id"]] = t
+                    status, body = await clients[k].request("POST", "/jobs", {"model": "llama3", "prompt": f"c{i}"})
+                    assert status == 202, body
+                    submitted[json.loads(body)["id"]] = t
 
             start = time.perf_counter()
             await asyncio.gather(*(user(k) for k in range(concurrency)))
             await asyncio.wait_for(done.wait(), 120)
             elapsed = time.perf_counter() - start
-            for client in clients:
-                await client.aclose()
+            for raw in clients:
+                await raw.close()
             await counter
             await pubsub.aclose()
             await client.aclose()

@@ -61,6 +61,7 @@ class JobRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1, le=65536)
     timeout: float | None = Field(None, gt=0, le=86400, description="seconds this job may run")
     wait: bool = Field(False, description="queue even when no live worker has the model yet")
+    stream: bool = Field(False, description="answer with the job's event stream instead of 202 + id")
 
     @field_validator("model")
     @classmethod
@@ -107,7 +108,7 @@ class JobRequest(BaseModel):
 
     def ollama_body(self) -> dict[str, Any]:
         """The body the worker posts to Ollama (streaming for generate and chat)."""
-        body = self.model_dump(exclude_none=True, exclude={"kind", "timeout", "wait"})
+        body = self.model_dump(exclude_none=True, exclude={"kind", "timeout", "wait", "stream"})
         if self.kind != "embed":
             body["stream"] = True
         return body

@@ -51,11 +51,6 @@ class JobStore:
     def __init__(self, client: redis.Redis, limits: Limits) -> None:
         self.redis = client
         self.limits = limits
-        self._pop = client.register_script(scripts.POP)
-        self._emit = client.register_script(scripts.EMIT)
-        self._finish = client.register_script(scripts.FINISH)
-        self._requeue = client.register_script(scripts.REQUEUE)
-        self._cancel = client.register_script(scripts.CANCEL)
 
     # -- submit side --------------------------------------------------------------------------------------
     def model_is_served(self, model: str) -> bool:
@@ -83,7 +78,7 @@ class JobStore:
         return parse_events(entries)
 
     def cancel(self, job_id: str) -> str:
-        reply = self._cancel(keys=[keys.job_key(job_id)], args=[job_id, rq_now(), *self._event_args()])
+        reply = scripts.CANCEL(self.redis, keys=[keys.job_key(job_id)], args=[job_id, rq_now(), *self._event_args()])
         return _cancel_outcome(job_id, reply)
 
     # -- worker side --------------------------------------------------------------------------------------
@@ -94,7 +89,8 @@ class JobStore:
         if not models:
             return None
         queue_keys = [keys.queue_key(m) for m in models]
-        reply = self._pop(
+        reply = scripts.POP(
+            self.redis,
             keys=[keys.inflight_key(worker_id), *queue_keys],
             args=[worker_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms],
         )
@@ -102,22 +98,28 @@ class JobStore:
             return None
         return decode_popped(reply, self.limits.job_timeout)
 
-    def emit(self, job: PoppedJob, worker_id: str, body: str) -> int:
-        """Publish one event of a running job. -1: fenced off, 1: cancel asked, 0: carry on."""
-        return int(
-            self._emit(
-                keys=[keys.job_key(job.id)],
-                args=[job.id, job.attempt_arg, worker_id, body, self.limits.events_maxlen, self.limits.events_ttl_ms],
-            )
-        )
+    def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
+        """Publish events of a running job, in one round trip. -1: fenced off, 1: cancel asked, 0: carry on."""
+        args = [job.id, job.attempt_arg, worker_id, self.limits.events_maxlen, self.limits.events_ttl_ms, *bodies]
+        return int(scripts.EMIT(self.redis, keys=[keys.job_key(job.id)], args=args))
 
     def finish(
-        self, job: PoppedJob, worker_id: str, status: str, body: str, result: str = "", error: str = ""
+        self,
+        job: PoppedJob,
+        worker_id: str,
+        status: str,
+        body: str,
+        result: str = "",
+        error: str = "",
+        chunks: tuple[str, ...] = (),
     ) -> bool:
-        """End a job (rq status finished / failed / canceled) with its last event. False: fenced off."""
-        written = self._finish(
+        """End a job (rq status finished / failed / canceled) with its last event, after ``chunks`` events.
+        False: fenced off (nothing written)."""
+        written = scripts.FINISH(
+            self.redis,
             keys=[keys.job_key(job.id), keys.inflight_key(worker_id)],
-            args=[job.id, job.attempt_arg, worker_id, status, rq_now(), result, error, body, *self._event_args()],
+            args=[job.id, job.attempt_arg, worker_id, status, rq_now(), result, error, body, *self._event_args(),
+                  *chunks],  # fmt: skip
         )
         return bool(written)
 
@@ -125,7 +127,8 @@ class JobStore:
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
     ) -> tuple[str, int]:
         """Put a started job back at the front of its queue (or fail it past the retry limit)."""
-        reply = self._requeue(
+        reply = scripts.REQUEUE(
+            self.redis,
             keys=[keys.job_key(job_id), keys.inflight_key(worker_id or "-")],
             args=[
                 job_id,
@@ -150,15 +153,25 @@ class JobStore:
 class AsyncJobStore:
     """Asynchronous job store (API)."""
 
-    def __init__(self, client: aioredis.Redis, limits: Limits) -> None:
+    def __init__(self, client: aioredis.Redis, limits: Limits, served_cache: float = 1.0) -> None:
         self.redis = client
         self.limits = limits
-        self._cancel = client.register_script(scripts.CANCEL)
+        self._served_cache = served_cache
+        self._served_until: dict[str, float] = {}
 
     async def model_is_served(self, model: str) -> bool:
+        """Whether a live worker holds ``model``. A yes is remembered for a second (a heartbeat TTL is
+        several seconds, so this never says yes to a model whose last worker died long ago); a no is not."""
+        now = time.monotonic()
+        if self._served_until.get(model, 0.0) > now:
+            return True
         found = await self.redis.zrangebyscore(
             keys.model_workers_key(model), time.time(), "+inf", start=0, num=1
         )
+        if found:
+            if len(self._served_until) > 10_000:
+                self._served_until.clear()
+            self._served_until[model] = now + self._served_cache
         return bool(found)
 
     async def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
@@ -185,7 +198,8 @@ class AsyncJobStore:
         return parse_events(entries)
 
     async def cancel(self, job_id: str) -> str:
-        reply = await self._cancel(
+        reply = await scripts.CANCEL.call_async(
+            self.redis,
             keys=[keys.job_key(job_id)],
             args=[job_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl],
         )

@@ -222,9 +222,9 @@ class Worker:
         except Exception:
             log.exception("job %s crashed the runner; it stays in flight for recovery", active.job.id)
         finally:
+            # the pop loop, blocked on a free slot, pops again as soon as this one is released
             self.active.pop(active.job.id, None)
             self.slots.release()
-            self.wake.set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def run(self) -> None:

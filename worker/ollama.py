@@ -105,12 +105,35 @@ class OllamaClient:
         return response.json()  # type: ignore[no-any-return]
 
 
-def chunks(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """Ollama's NDJSON lines as dicts; an ``{"error": …}`` line raises (Ollama ends the stream after it)."""
-    for line in response.iter_lines():
+def chunk_batches(response: httpx.Response) -> Iterator[list[dict[str, Any]]]:
+    """Ollama's NDJSON chunks, grouped by network read: what arrived together is published together
+    (one Redis round trip), so a fast model costs fewer round trips and a slow one loses no latency.
+    An ``{"error": …}`` line raises after the chunks before it (Ollama ends the stream after it)."""
+    buffer = b""
+    for data in response.iter_bytes():
+        buffer += data
+        if b"\n" not in data:
+            continue
+        *lines, buffer = buffer.split(b"\n")
+        batch, error = _parse(lines)
+        if batch:
+            yield batch
+        if error is not None:
+            raise error
+    batch, error = _parse([buffer])
+    if batch:
+        yield batch
+    if error is not None:
+        raise error
+
+
+def _parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], OllamaError | None]:
+    batch = []
+    for line in lines:
         if not line.strip():
             continue
         chunk = json.loads(line)
         if "error" in chunk:
-            raise OllamaError(str(chunk["error"]), -1)
-        yield chunk
+            return batch, OllamaError(str(chunk["error"]), -1)
+        batch.append(chunk)
+    return batch, None

@@ -16,7 +16,7 @@ import redis
 from common.jobs import PoppedJob
 from common.store import JobStore
 
-from .ollama import OllamaClient, OllamaError, OllamaModelMissing, OllamaUnavailable, chunks
+from .ollama import OllamaClient, OllamaError, OllamaModelMissing, OllamaUnavailable, chunk_batches
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,8 +90,10 @@ class JobRunner:
         self.local_names = local_names
 
     # -- events -------------------------------------------------------------------------------------------
-    def emit(self, active: Active, body: dict[str, Any]) -> None:
-        code = with_redis_retry(lambda: self.store.emit(active.job, self.worker_id, dumps(body)), "emit")
+    def emit(self, active: Active, *bodies: str) -> None:
+        if not bodies:
+            return
+        code = with_redis_retry(lambda: self.store.emit(active.job, self.worker_id, *bodies), "emit")
         if code == FENCED:
             raise Fenced
         if code == CANCEL_ASKED or active.cancel.is_set():
@@ -168,50 +170,72 @@ class JobRunner:
 
     def _stream(self, active: Active, request: dict[str, Any], chat: bool) -> None:
         job = active.job
+        reply = Reply(chat)
         path = "/api/chat" if chat else "/api/generate"
-        parts: list[str] = []
-        thinking: list[str] = []
-        tool_calls: list[Any] = []
-        final: dict[str, Any] = {}
         with self.ollama.stream(path, request, timeout=self._deadline_check(job)) as response:
             active.response = response
             if active.cancel.is_set():
                 raise Cancelled
             try:
-                for chunk in chunks(response):
-                    if chunk.get("done"):
-                        final = chunk
-                        break
-                    text, event = chunk_event(chunk, chat)
-                    parts.append(text)
-                    if event.get("thinking"):
-                        thinking.append(event["thinking"])
-                    tool_calls += event.get("tool_calls") or []
-                    self.emit(active, event)
+                for batch in chunk_batches(response):
+                    events: list[str] = []
+                    for chunk in batch:
+                        if chunk.get("done"):
+                            self._succeed(active, reply, chunk, events)
+                            return
+                        events.append(dumps(reply.add(chunk)))
+                    self.emit(active, *events)
                     self._deadline_check(job)
             except (httpx.HTTPError, RuntimeError, ValueError) as exc:
                 if active.cancel.is_set():
                     raise Cancelled from exc
                 raise OllamaUnavailable(f"stream broken: {exc}") from exc
-        if not final:
-            raise OllamaUnavailable("stream ended without a final chunk")
-        self._succeed(active, "".join(parts), "".join(thinking), tool_calls, final, chat)
+        raise OllamaUnavailable("stream ended without a final chunk")
 
-    def _succeed(
-        self, active: Active, text: str, thinking: str, tool_calls: list[Any], final: dict[str, Any], chat: bool
-    ) -> None:
+    def _succeed(self, active: Active, reply: Reply, final: dict[str, Any], pending: list[str]) -> None:
         stats = {k: v for k, v in final.items() if k not in ("response", "message", "created_at", "done")}
+        result = dumps(reply.result(stats))
+
+        def call() -> bool:
+            body = dumps({"type": "done", "final": stats})
+            return self.store.finish(active.job, self.worker_id, "finished", body, result, chunks=tuple(pending))
+
+        if not with_redis_retry(call, "finish"):
+            log.info("job %s attempt %d: result discarded, the job was re-queued meanwhile", active.job.id,
+                     active.job.attempt)  # fmt: skip
+
+
+class Reply:
+    """The reply so far: text, thinking and tool calls gathered from the chunks."""
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.parts: list[str] = []
+        self.thinking: list[str] = []
+        self.tool_calls: list[Any] = []
+
+    def add(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """Take one chunk; return its ``chunk`` event."""
+        text, event = chunk_event(chunk, self.chat)
+        self.parts.append(text)
+        if event.get("thinking"):
+            self.thinking.append(event["thinking"])
+        self.tool_calls += event.get("tool_calls") or []
+        return event
+
+    def result(self, stats: dict[str, Any]) -> dict[str, Any]:
+        text, thinking = "".join(self.parts), "".join(self.thinking)
         result: dict[str, Any] = {"text": text, "final": stats}
-        if chat:
+        if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if thinking:
                 message["thinking"] = thinking
-            if tool_calls:
-                message["tool_calls"] = tool_calls
+            if self.tool_calls:
+                message["tool_calls"] = self.tool_calls
             result["message"] = message
         elif thinking:
             result["thinking"] = thinking
-        self.finish(active.job, "finished", {"type": "done", "final": stats}, result=dumps(result))
+        return result
 
 
 def chunk_event(chunk: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]]:

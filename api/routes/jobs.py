@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from common.bus import follow_events
 from common.errors import InvalidRequest, JobNotFound
@@ -28,14 +28,32 @@ def checked_id(job_id: str) -> str:
     return job_id
 
 
-@router.post("", status_code=202, response_model=Submitted, openapi_extra=openapi_body(JobRequest))
+@router.post(
+    "",
+    status_code=202,
+    response_model=Submitted,
+    openapi_extra=openapi_body(JobRequest),
+    responses={404: {"description": "no live worker has the model"}, 413: {"description": "prompt too large"}},
+)
 async def submit_job(
-    request: Annotated[JobRequest, Depends(json_body(JobRequest))], store: StoreDep, settings: SettingsDep
-) -> Submitted:
-    """Validate a job and put it on the queue of its model. 404 when no live worker has the model
-    (unless ``wait`` is true), 413 when the prompt is over ``CORRAL_MAX_PROMPT_BYTES``."""
+    request: Annotated[JobRequest, Depends(json_body(JobRequest))],
+    http: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    client: RedisDep,
+    hub: HubDep,
+) -> Response:
+    """Validate a job and put it on the queue of its model: 202 with its id, or with ``"stream": true`` its
+    events at once (SSE, or NDJSON by ``Accept``; the id is in the ``X-Corral-Job`` header and every event).
+    404 when no live worker has the model (unless ``wait`` is true), 413 when the prompt is over
+    ``CORRAL_MAX_PROMPT_BYTES``."""
     request.check_limits(settings.max_prompt_bytes)
-    return await store.enqueue(request)
+    submitted = await store.enqueue(request)
+    if request.stream:
+        headers = {"X-Corral-Job": submitted.id, "Location": f"/jobs/{submitted.id}"}
+        return event_response(http, follow_events(client, hub, submitted.id, 0), headers)
+    # built here rather than re-validated through response_model: this is the hot path
+    return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)
@@ -94,7 +112,14 @@ async def job_events(
     start = start_seq(from_, last_event_id)
     if not await store.exists(job_id):
         raise JobNotFound(job_id)
-    events = follow_events(client, hub, job_id, start)
+    return event_response(request, follow_events(client, hub, job_id, start))
+
+
+def event_response(
+    request: Request, events: AsyncIterator[dict[str, Any] | None], headers: dict[str, str] | None = None
+) -> StreamingResponse:
+    """SSE by default, NDJSON when the client accepts ``application/x-ndjson``."""
+    headers = {**STREAM_HEADERS, **(headers or {})}
     if NDJSON in request.headers.get("accept", ""):
-        return StreamingResponse(ndjson(events), media_type=NDJSON, headers=STREAM_HEADERS)
-    return StreamingResponse(sse(events), media_type="text/event-stream", headers=STREAM_HEADERS)
+        return StreamingResponse(ndjson(events), media_type=NDJSON, headers=headers)
+    return StreamingResponse(sse(events), media_type="text/event-stream", headers=headers)
