@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from common.bus import ChunkHub
-from common.connections import async_redis
+from common.connections import async_redis, sync_redis
+from common.janitor import Janitor
 from common.jobs import Limits
 from common.registry import VERSION
 from common.schemas import JobRequest
 from common.settings import Settings
-from common.store import AsyncJobStore
+from common.store import AsyncJobStore, JobStore
 
 from . import errors
 from .body import add_body_schemas
@@ -34,10 +35,15 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.store = AsyncJobStore(client, Limits.from_settings(settings))
         app.state.hub = hub
         await hub.start()
+        janitor_client = sync_redis(settings.redis_url, name="corral-api-janitor")
+        _thread, janitor_stop = Janitor(
+            JobStore(janitor_client, Limits.from_settings(settings)), settings.heartbeat_ttl, settings.janitor_interval
+        ).start()
         log.info("corral api ready; redis %s", settings.redis_url)
         try:
             yield
         finally:
+            janitor_stop.set()
             await hub.stop()
             await hub.client.aclose()
             await client.aclose()

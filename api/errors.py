@@ -18,6 +18,7 @@ from common.errors import (
     JobNotFound,
     ModelNotFound,
     PayloadTooLarge,
+    WorkerNotFound,
 )
 
 STATUS: list[tuple[type[CorralError], int]] = [
@@ -25,6 +26,7 @@ STATUS: list[tuple[type[CorralError], int]] = [
     (InvalidRequest, 400),
     (ModelNotFound, 404),
     (JobNotFound, 404),
+    (WorkerNotFound, 404),
     (JobNotCancellable, 409),
     (BackendUnavailable, 503),
 ]

@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a job"),
         ("workers", "list workers"),
         ("queues", "list queues"),
+        ("drain", "drain a worker: no new jobs, finish running ones, exit"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--api", help="API base URL (default from CORRAL_API or CORRAL_API_HOST/PORT)")
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
             p.add_argument("--wait", action="store_true", help="queue even if no worker has the model yet")
             p.add_argument("--json", action="store_true")
-        if name in ("status", "cancel"):
+        if name in ("status", "cancel", "drain"):
             p.add_argument("id")
     return parser
 
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         "cancel": lambda a, s: cmd_get(a, s, "DELETE", f"/jobs/{a.id}"),
         "workers": lambda a, s: cmd_get(a, s, "GET", "/workers"),
         "queues": lambda a, s: cmd_get(a, s, "GET", "/queues"),
+        "drain": lambda a, s: cmd_get(a, s, "POST", f"/workers/{a.id}/drain"),
     }
     sys.exit(handlers[args.command](args, settings))
 

@@ -6,6 +6,7 @@
     ├── ModelNotFound           no live worker has the model (404)
     ├── JobNotFound             unknown or expired job id (404)
     ├── JobNotCancellable       the job has already ended (409)
+    ├── WorkerNotFound          no such live worker (404)
     └── BackendUnavailable      Redis or Ollama cannot be reached (503)
 """
 
@@ -53,6 +54,10 @@ class JobNotFound(CorralError):
 
 class JobNotCancellable(CorralError):
     code = "job_not_cancellable"
+
+
+class WorkerNotFound(CorralError):
+    code = "worker_not_found"
 
 
 class BackendUnavailable(CorralError):

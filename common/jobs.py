@@ -54,6 +54,7 @@ class Limits:
     result_ttl: int
     job_timeout: float
     max_retries: int
+    queue_timeout: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -63,6 +64,7 @@ class Limits:
             result_ttl=settings.result_ttl,
             job_timeout=settings.job_timeout,
             max_retries=settings.max_retries,
+            queue_timeout=settings.queue_timeout,
         )
 
 
@@ -73,6 +75,7 @@ class PreparedJob:
     kind: str
     mapping: dict[str, Any]
     queued_event: str
+    deadline: float = 0.0
 
 
 def prepare_job(request: JobRequest, limits: Limits, connection: Any, job_id: str | None = None) -> PreparedJob:
@@ -102,8 +105,12 @@ def prepare_job(request: JobRequest, limits: Limits, connection: Any, job_id: st
         seq=1,
         max_attempts=limits.max_retries + 1,
     )
+    queue_timeout = request.queue_timeout or limits.queue_timeout
+    deadline = time.time() + queue_timeout if queue_timeout else 0.0
+    if deadline:
+        mapping["queue_timeout"] = f"{queue_timeout:g}"
     queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
-    return PreparedJob(job_id, request.model, request.kind, mapping, queued)
+    return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline)
 
 
 def queue_enqueue_commands(pipe: Any, job: PreparedJob, limits: Limits) -> None:
@@ -116,6 +123,8 @@ def queue_enqueue_commands(pipe: Any, job: PreparedJob, limits: Limits) -> None:
     pipe.pexpire(stream, limits.events_ttl_ms)
     pipe.publish(keys.chunks_channel(job.id), job.queued_event)
     pipe.publish(keys.wake_channel(job.model), job.id)
+    if job.deadline:
+        pipe.zadd(keys.DEADLINES, {job.id: job.deadline})
 
 
 def submitted(job: PreparedJob, results: list[Any]) -> Submitted:

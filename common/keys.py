@@ -11,6 +11,8 @@ RQ_QUEUES = "rq:queues"
 QUEUE_NAME_PREFIX = "ollama:"
 
 WORKERS = "corral:workers"
+JANITOR_LOCK = "corral:janitor:lock"
+DEADLINES = "corral:deadlines"  # zset: queued job id -> time its queue-wait deadline passes
 
 
 def queue_name(model: str) -> str:

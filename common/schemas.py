@@ -60,6 +60,9 @@ class JobRequest(BaseModel):
     truncate: bool | None = None
     dimensions: int | None = Field(None, ge=1, le=65536)
     timeout: float | None = Field(None, gt=0, le=86400, description="seconds this job may run")
+    queue_timeout: float | None = Field(
+        None, gt=0, le=30 * 86400, description="fail the job if it has not started within this many seconds"
+    )
     wait: bool = Field(False, description="queue even when no live worker has the model yet")
     stream: bool = Field(False, description="answer with the job's event stream instead of 202 + id")
 
@@ -108,7 +111,7 @@ class JobRequest(BaseModel):
 
     def ollama_body(self) -> dict[str, Any]:
         """The body the worker posts to Ollama (streaming for generate and chat)."""
-        body = self.model_dump(exclude_none=True, exclude={"kind", "timeout", "wait", "stream"})
+        body = self.model_dump(exclude_none=True, exclude={"kind", "timeout", "queue_timeout", "wait", "stream"})
         if self.kind != "embed":
             body["stream"] = True
         return body

@@ -42,6 +42,7 @@ for i = 2, #KEYS do
     if st[1] == 'queued' then
       local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
       redis.call('RPUSH', KEYS[1], id)
+      redis.call('ZREM', '{keys.DEADLINES}', id)
       redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
                  'last_heartbeat', ARGV[2], 'attempt', attempt)
       emit(jk, id, attempt, '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
@@ -167,9 +168,32 @@ class LuaScript:
             await client.execute_command("SCRIPT", "LOAD", self.source)
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
+# KEYS: job hash, deadlines zset.  ARGV: id, now, maxlen, events ttl ms, result ttl s.
+# Fails a job still queued when its queue-wait deadline has passed. Returns 1 when it expired the job.
+EXPIRE_QUEUED_SRC = (
+    _EMIT
+    + f"""
+redis.call('ZREM', KEYS[2], ARGV[1])
+local st = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'origin', 'queue_timeout')
+if st[1] ~= 'queued' then return 0 end
+redis.call('LREM', '{keys.RQ_QUEUE_PREFIX}' .. st[3], 0, ARGV[1])
+local err = 'expired: not started within ' .. (st[4] or '?') .. 's in the queue'
+redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[2], 'error', err)
+emit(KEYS[1], ARGV[1], st[2], '{{"type":"error","error":' .. cjson.encode(err) .. '}}', ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+)
+
+RELEASE_LOCK_SRC = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 POP = LuaScript(POP_SRC)
 EMIT = LuaScript(EMIT_SRC)
 FINISH = LuaScript(FINISH_SRC)
 REQUEUE = LuaScript(REQUEUE_SRC)
 CANCEL = LuaScript(CANCEL_SRC)
+EXPIRE_QUEUED = LuaScript(EXPIRE_QUEUED_SRC)
+RELEASE_LOCK = LuaScript(RELEASE_LOCK_SRC)

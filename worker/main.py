@@ -23,6 +23,7 @@ import redis
 
 from common import keys, registry
 from common.connections import TRANSIENT, sync_redis, wait_for_redis
+from common.janitor import Janitor
 from common.jobs import Limits, PoppedJob
 from common.names import normalise_model
 from common.settings import Settings
@@ -157,8 +158,13 @@ class Worker:
         channel = message["channel"].decode()
         if channel == keys.control_channel(self.id):
             try:
-                job_id = str(json.loads(message["data"]).get("cancel", ""))
+                command = json.loads(message["data"])
+                job_id = str(command.get("cancel", ""))
             except (ValueError, AttributeError):
+                return
+            if command.get("drain") and not self.draining.is_set():
+                log.info("drain asked through redis")
+                self.drain()
                 return
             active = self.active.get(job_id)
             if active is not None:
@@ -238,12 +244,16 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
+        _janitor_thread, janitor_stop = Janitor(
+            self.store, self.settings.heartbeat_ttl, self.settings.janitor_interval
+        ).start()
         log.info("worker %s up: ollama %s, %d slots", self.id, self.settings.ollama_url, self.settings.worker_slots)
         try:
             self.pop_loop()
         finally:
             log.info("worker %s draining: finishing %d running job(s)", self.id, len(self.active))
             self.executor.shutdown(wait=True)
+            janitor_stop.set()
             self.stopped.set()
             for thread in threads:
                 thread.join(timeout=5)
@@ -255,6 +265,7 @@ class Worker:
             log.info("worker %s stopped", self.id)
 
     def drain(self, *_: object) -> None:
+        """Stop taking jobs, finish the running ones, deregister. A second signal exits at once."""
         if self.draining.is_set():
             log.warning("second signal: exiting now; running jobs will be re-queued")
             os._exit(1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from common import keys
+from common.errors import WorkerNotFound
 from common.registry import decode_worker
 
 from ..deps import HubDep, RedisDep, SettingsDep
@@ -31,6 +33,15 @@ async def list_workers(client: Any, ttl: float) -> list[dict[str, Any]]:
 async def workers(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
     """Every registered worker with its heartbeat; ``alive`` is false once the heartbeat has expired."""
     return {"workers": await list_workers(client, settings.heartbeat_ttl)}
+
+
+@router.post("/workers/{worker_id}/drain", status_code=202)
+async def drain_worker(worker_id: str, client: RedisDep) -> dict[str, str]:
+    """Ask a worker to drain: it takes no new job, finishes its running ones, then deregisters and exits."""
+    if not await client.exists(keys.worker_key(worker_id)):
+        raise WorkerNotFound(f"worker '{worker_id[:128]}' not found", worker_id=worker_id[:128])
+    await client.publish(keys.control_channel(worker_id), json.dumps({"drain": True}))
+    return {"id": worker_id, "status": "draining"}
 
 
 @router.get("/models")

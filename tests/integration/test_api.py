@@ -139,3 +139,22 @@ def test_fleet_views(stack: Stack) -> None:
     assert stack.http.get("/healthz").json() == {"status": "ok"}
     assert stack.http.get("/readyz").status_code == 200
     assert "/jobs" in stack.http.get("/openapi.json").json()["paths"]
+
+
+def test_submit_and_stream_in_one_request(stack: Stack) -> None:
+    body = {"model": "llama3", "prompt": "stream me now", "stream": True}
+    with stack.http.stream("POST", "/jobs", json=body, headers={"Accept": "application/x-ndjson"}) as response:
+        assert response.status_code == 200
+        job_id = response.headers["x-corral-job"]
+        events = [json.loads(line) for line in response.iter_lines() if line]
+    assert {e["job"] for e in events} == {job_id}
+    assert [e["seq"] for e in events] == list(range(len(events))) and events[-1]["type"] == "done"
+    assert "".join(e["text"] for e in events if e["type"] == "chunk") == expected_text("llama3", "stream me now")
+    sse_body = {"model": "llama3", "prompt": "as sse", "stream": True}
+    assert read_sse_post(stack, sse_body)[-1]["type"] == "done"
+
+
+def read_sse_post(stack: Stack, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with stack.http.stream("POST", "/jobs", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]

@@ -1,0 +1,121 @@
+"""The janitor: finds workers whose heartbeat expired and puts their in-flight jobs back on their queues.
+
+Every API and worker process runs one; a Redis lock (``SET NX PX`` with a token) makes exactly one act per pass.
+A job re-queued here goes to the *front* of its model queue with ``attempt + 1`` and a ``retry`` event, or fails
+with a reason once it has used ``CORRAL_MAX_RETRIES`` re-queues. Jobs whose queue-wait deadline passed are expired.
+Right after a Redis restart every heartbeat may look expired, so the janitor waits until Redis has been up for
+two heartbeat TTLs before it declares anybody dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+from . import keys
+from .connections import TRANSIENT
+from .jobs import rq_now
+from .scripts import EXPIRE_QUEUED, RELEASE_LOCK
+from .store import JobStore
+
+log = logging.getLogger("corral.janitor")
+DEAD_WORKER_KEEP = 3600.0  # seconds a dead worker stays listed (marked dead) in /workers
+
+
+@dataclass
+class Sweep:
+    """What one pass did."""
+
+    acted: bool = False
+    dead_workers: int = 0
+    requeued: int = 0
+    failed: int = 0
+    expired: int = 0
+
+
+class Janitor:
+    def __init__(self, store: JobStore, heartbeat_ttl: float, interval: float = 1.0) -> None:
+        self.store = store
+        self.redis: redis.Redis = store.redis
+        self.heartbeat_ttl = heartbeat_ttl
+        self.interval = interval
+        self.token = uuid.uuid4().hex
+
+    def sweep(self) -> Sweep:
+        """One pass, if this process wins the lock."""
+        result = Sweep()
+        lock_ms = int(max(self.interval * 5, 5) * 1000)
+        if not self.redis.set(keys.JANITOR_LOCK, self.token, nx=True, px=lock_ms):
+            return result
+        try:
+            result.acted = True
+            if self._redis_uptime() >= 2 * self.heartbeat_ttl:
+                self._reap_dead_workers(result)
+            self._expire_waiting(result)
+        finally:
+            RELEASE_LOCK(self.redis, keys=[keys.JANITOR_LOCK], args=[self.token])
+        return result
+
+    def _redis_uptime(self) -> float:
+        return float(self.redis.info("server").get("uptime_in_seconds", 0))
+
+    def _reap_dead_workers(self, result: Sweep) -> None:
+        now = time.time()
+        for raw_id, last_seen in self.redis.zrange(keys.WORKERS, 0, -1, withscores=True):
+            worker_id = raw_id.decode()
+            if self.redis.exists(keys.worker_key(worker_id)):
+                continue
+            inflight = self.store.inflight(worker_id)
+            if inflight:
+                result.dead_workers += 1
+                log.warning("worker %s is dead (last heartbeat %.1fs ago); re-queueing %d job(s)",
+                            worker_id, now - last_seen, len(inflight))  # fmt: skip
+            for job_id in inflight:
+                state, attempt = self.store.requeue(job_id, f"worker {worker_id} died", worker_id=worker_id)
+                result.requeued += state == "requeued"
+                result.failed += state == "failed"
+            self._forget_models(worker_id)
+            if now - last_seen > DEAD_WORKER_KEEP:
+                self.redis.zrem(keys.WORKERS, worker_id)
+
+    def _forget_models(self, worker_id: str) -> None:
+        for key in self.redis.scan_iter(keys.model_workers_key("*"), count=500):
+            self.redis.zrem(key, worker_id)
+
+    def _expire_waiting(self, result: Sweep) -> None:
+        due = self.redis.zrangebyscore(keys.DEADLINES, "-inf", time.time(), start=0, num=500)
+        limits = self.store.limits
+        for raw in due:
+            job_id = raw.decode()
+            expired = EXPIRE_QUEUED(
+                self.redis,
+                keys=[keys.job_key(job_id), keys.DEADLINES],
+                args=[job_id, rq_now(), limits.events_maxlen, limits.events_ttl_ms, limits.result_ttl],
+            )
+            result.expired += int(expired)
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep every ``interval`` seconds until ``stop`` is set; Redis outages are waited out."""
+        logged = False
+        while not stop.is_set():
+            try:
+                self.sweep()
+                logged = False
+            except TRANSIENT as exc:
+                if not logged:
+                    log.warning("janitor paused, redis unavailable: %s", exc)
+                logged = True
+            except Exception:
+                log.exception("janitor pass failed")
+            stop.wait(self.interval)
+
+    def start(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="janitor", daemon=True)
+        thread.start()
+        return thread, stop
