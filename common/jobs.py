@@ -9,6 +9,7 @@ number), ``result`` (JSON), ``error``, ``cancel``. Command building and result p
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -82,14 +83,14 @@ def prepare_job(request: JobRequest, limits: Limits, connection: Any, job_id: st
     """Build the RQ job hash of a validated request (no I/O)."""
     assert request.kind is not None
     job_id = job_id or uuid.uuid4().hex
-    timeout = int(request.timeout or limits.job_timeout)
+    timeout = float(request.timeout or limits.job_timeout)
     job = Job.create(
         JOB_FUNCTIONS[request.kind],
         kwargs={"request": request.ollama_body()},
         connection=connection,
         id=job_id,
         serializer=JSONSerializer,
-        timeout=timeout,
+        timeout=max(1, math.ceil(timeout)),  # RQ keeps whole seconds; Corral reads run_timeout
         result_ttl=limits.result_ttl,
         description=f"{request.kind} {request.model}",
         origin=keys.queue_name(request.model),
@@ -104,6 +105,7 @@ def prepare_job(request: JobRequest, limits: Limits, connection: Any, job_id: st
         attempt=1,
         seq=1,
         max_attempts=limits.max_retries + 1,
+        run_timeout=f"{timeout:g}",
     )
     queue_timeout = request.queue_timeout or limits.queue_timeout
     deadline = time.time() + queue_timeout if queue_timeout else 0.0

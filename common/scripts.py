@@ -38,7 +38,7 @@ for i = 2, #KEYS do
     local id = redis.call('LPOP', KEYS[i])
     if not id then break end
     local jk = '{keys.RQ_JOB_PREFIX}' .. id
-    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'timeout', 'model')
+    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model')
     if st[1] == 'queued' then
       local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
       redis.call('RPUSH', KEYS[1], id)

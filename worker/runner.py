@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -49,12 +51,17 @@ class Active:
     response: httpx.Response | None = None
 
     def request_cancel(self) -> None:
+        """Called from the listener thread. Shutting the socket down wakes the slot thread blocked in a read
+        at once, and Ollama sees the connection drop and stops generating."""
         self.cancel.set()
-        if self.response is not None:
-            try:
-                self.response.close()  # Ollama sees the connection drop and stops generating
-            except Exception:  # noqa: S110 - closing from another thread may race the reader; either way it ends
-                pass
+        response = self.response
+        if response is None:
+            return
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
