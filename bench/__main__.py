@@ -6,6 +6,7 @@ import argparse
 import os
 
 from .core import bench_throughput, bench_ttft
+from .failover import bench_failover
 
 
 def ms(x: float) -> str:
@@ -17,10 +18,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples (CI smoke)")
     args = parser.parse_args()
     quick = args.quick or os.environ.get("CORRAL_BENCH_QUICK") == "1"
-    n_ttft, n_jobs = (30, 300) if quick else (200, 3000)
+    n_ttft, n_jobs, n_kills = (30, 300, 3) if quick else (200, 3000, 20)
 
     ttft = bench_ttft(n_ttft)
     tput = bench_throughput(n_jobs, concurrency=64)
+    fail = bench_failover(n_kills)
     rows = [
         ("TTFT p50, simulator direct (baseline)", ms(ttft["direct"]["p50"]), "1.00x", ""),
         ("TTFT p50, through Corral (POST stream)", ms(ttft["corral"]["p50"]),
@@ -38,6 +40,11 @@ def main() -> None:
          f"{tput['corral_rate'] / tput['direct_rate']:.2f}x", "target >= 300/s"),
         ("submit -> done latency p50 under load", ms(tput["latency_p50"]), "", ""),
         ("submit -> done latency p95 under load", ms(tput["latency_p95"]), "", ""),
+        (f"dead worker -> job running again, p50 of {fail['n']} kills", f"{fail['p50']:.2f} s", "",
+         "defaults: heartbeat 2 s, TTL 6 s"),
+        (f"dead worker -> job running again, max of {fail['n']} kills", f"{fail['max']:.2f} s", "", "target <= 10 s"),
+        ("redis kill -9 + restart -> API accepts jobs", f"{fail['redis']['api']:.2f} s", "", ""),
+        ("redis kill -9 + restart -> a new job done", f"{fail['redis']['job_done']:.2f} s", "", ""),
         ("idle worker RSS", f"{tput['idle_rss']['worker']:.1f} MB", "", "target <= 80 MB"),
         ("idle API RSS", f"{tput['idle_rss']['api']:.1f} MB", "", ""),
         ("worker RSS after load", f"{tput['after_rss']['worker']:.1f} MB", "", ""),
