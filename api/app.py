@@ -37,7 +37,9 @@ def create_app(settings: Settings) -> FastAPI:
         await hub.start()
         janitor_client = sync_redis(settings.redis_url, name="corral-api-janitor")
         _thread, janitor_stop = Janitor(
-            JobStore(janitor_client, Limits.from_settings(settings)), settings.heartbeat_ttl, settings.janitor_interval
+            JobStore(janitor_client, Limits.from_settings(settings)),
+            settings.heartbeat_ttl,
+            settings.janitor_interval,
         ).start()
         log.info("corral api ready; redis %s", settings.redis_url)
         try:

@@ -33,7 +33,10 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+            errors = [
+                {**e, "loc": ("body", *e["loc"])}
+                for e in exc.errors(include_url=False, include_context=False)
+            ]
             raise RequestValidationError(errors) from None
 
     return parse
@@ -56,7 +59,7 @@ def add_body_schemas(app: Any, models: list[type[BaseModel]]) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema  # type: ignore[no-any-return]
-        schema = original()
+        schema: dict[str, Any] = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in models:
             spec = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -23,7 +23,7 @@ async def get_store(request: Request) -> AsyncJobStore:
 
 
 async def get_redis(request: Request) -> aioredis.Redis:
-    return request.app.state.redis  # type: ignore[no-any-return]
+    return request.app.state.redis
 
 
 async def get_hub(request: Request) -> ChunkHub:

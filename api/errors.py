@@ -68,7 +68,9 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(404, f"path {request.url.path} not found", "not_found")
         if exc.status_code == 405:
-            return error_response(405, f"method {request.method} not allowed on {request.url.path}", "bad_method")
+            return error_response(
+                405, f"method {request.method} not allowed on {request.url.path}", "bad_method"
+            )
         return error_response(exc.status_code, str(exc.detail), "http_error")
 
     for kind in TRANSIENT:

@@ -50,7 +50,9 @@ def main() -> None:
         ("worker RSS after load", f"{tput['after_rss']['worker']:.1f} MB", "", ""),
         ("API RSS after load", f"{tput['after_rss']['api']:.1f} MB", "", ""),
     ]  # fmt: skip
-    print(f"\nCorral core benchmark ({n_ttft} sequential TTFT pairs, {n_jobs} jobs at concurrency 64, 2 cores)\n")
+    print(
+        f"\nCorral core benchmark ({n_ttft} sequential TTFT pairs, {n_jobs} jobs at concurrency 64, 2 cores)\n"
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     header = ("measure", "value", "ratio", "note")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]

@@ -30,7 +30,9 @@ async def ttft_corral_stream(http: httpx.AsyncClient, api: str, prompt: str) -> 
     start = time.perf_counter()
     ttft = 0.0
     body = {"model": "llama3", "prompt": prompt, "stream": True}
-    async with http.stream("POST", api + "/jobs", json=body, headers={"Accept": "application/x-ndjson"}) as resp:
+    async with http.stream(
+        "POST", api + "/jobs", json=body, headers={"Accept": "application/x-ndjson"}
+    ) as resp:
         async for line in resp.aiter_lines():
             if line and not ttft and json.loads(line)["type"] == "chunk":
                 ttft = time.perf_counter() - start
@@ -132,7 +134,9 @@ def bench_throughput(n: int, concurrency: int) -> dict[str, Any]:
             async def user(k: int) -> None:
                 for i in range(k, n, concurrency):
                     t = time.perf_counter()
-                    status, body = await clients[k].request("POST", "/jobs", {"model": "llama3", "prompt": f"c{i}"})
+                    status, body = await clients[k].request(
+                        "POST", "/jobs", {"model": "llama3", "prompt": f"c{i}"}
+                    )
                     assert status == 202, body
                     submitted[json.loads(body)["id"]] = t
 

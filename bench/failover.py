@@ -22,12 +22,12 @@ def bench_failover(kills: int) -> dict[str, Any]:
         delays: list[float] = []
         for n in range(kills):
             job_id = http.post("/jobs", json={"model": "llama3", "prompt": "x " * 200}).json()["id"]
-            wait(lambda: http.get(f"/jobs/{job_id}").json()["status"] == "running")
+            wait(lambda j=job_id: http.get(f"/jobs/{j}").json()["status"] == "running")
             victim = http.get(f"/jobs/{job_id}").json()["worker"]
             process, sim = workers.pop(victim)
             process.kill()
             killed = time.monotonic()
-            wait(lambda: (v := http.get(f"/jobs/{job_id}").json())["status"] == "running" and v["attempt"] == 2,
+            wait(lambda j=job_id: (v := http.get(f"/jobs/{j}").json())["status"] == "running" and v["attempt"] == 2,
                  timeout=60)  # fmt: skip
             delays.append(time.monotonic() - killed)
             http.delete(f"/jobs/{job_id}")

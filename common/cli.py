@@ -1,7 +1,7 @@
 """The ``corral`` command: the one module that wires the API, the worker and the tools together.
 
-    corral up | api | worker | redis | simulate          start parts
-    corral submit MODEL PROMPT [--stream] | status ID | cancel ID | workers | queues
+corral up | api | worker | redis | simulate          start parts
+corral submit MODEL PROMPT [--stream] | status ID | cancel ID | workers | queues
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -66,7 +67,9 @@ def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
     from .embedded_redis import RedisServer
 
     url = urlparse(settings.redis_url)
-    server = RedisServer(port=url.port or 6379, data_dir=settings.data_dir / "redis", host=url.hostname or "127.0.0.1")
+    server = RedisServer(
+        port=url.port or 6379, data_dir=settings.data_dir / "redis", host=url.hostname or "127.0.0.1"
+    )
     server.data_dir.mkdir(parents=True, exist_ok=True)
     os.execv(server.command()[0], server.command())
 
@@ -79,7 +82,9 @@ class Stack:
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         # own session: a Ctrl-C in the terminal reaches `up` only, which then stops the parts in order
-        process = subprocess.Popen([sys.executable, "-m", "common.cli", *argv], env=env, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "common.cli", *argv], env=env, start_new_session=True
+        )
         self.children.append((name, process))
 
     def wait_port(self, name: str, host: str, port: int, timeout: float = 30.0) -> None:
@@ -115,7 +120,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         redis_url = urlparse(settings.redis_url)
         redis_port = redis_url.port or 6379
         if redis_url.hostname in LOOPBACK and not port_open("127.0.0.1", redis_port):
-            print(f"corral up: embedded Redis on {settings.redis_url}, data in {settings.data_dir}/redis (AOF on)")
+            print(
+                f"corral up: embedded Redis on {settings.redis_url}, data in {settings.data_dir}/redis (AOF on)"
+            )
             stack.spawn("redis", ["redis"], env)
             stack.wait_port("redis", "127.0.0.1", redis_port)
         ollama = urlparse(settings.ollama_url)
@@ -130,7 +137,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         stack.wait_port("api", settings.api_host, settings.api_port)
         base = f"http://{settings.api_host}:{settings.api_port}"
         print(f"corral up: API on {base}  (Ctrl-C stops everything)")
-        print(f"  curl -d '{{\"model\":\"llama3\",\"prompt\":\"hi\"}}' {base}/jobs")
+        print(f'  curl -d \'{{"model":"llama3","prompt":"hi"}}\' {base}/jobs')
         print("  corral submit llama3 'hi' --stream")
         while all(p.poll() is None for _, p in stack.children):
             time.sleep(0.5)
@@ -162,14 +169,16 @@ def stream_events(http: httpx.Client, job_id: str, show: Any) -> dict[str, Any]:
     while attempts < 20:
         try:
             headers = {"Accept": "application/x-ndjson"}
-            with http.stream("GET", f"/jobs/{job_id}/events", params={"from": next_seq}, headers=headers) as resp:
+            with http.stream(
+                "GET", f"/jobs/{job_id}/events", params={"from": next_seq}, headers=headers
+            ) as resp:
                 if resp.status_code != 200:
                     resp.read()
                     return {"type": "error", "error": resp.text}
                 for line in resp.iter_lines():
                     if not line:
                         continue
-                    event = json.loads(line)
+                    event: dict[str, Any] = json.loads(line)
                     next_seq, last_event = event["seq"] + 1, event
                     show(event)
                     if event["type"] in ("done", "error", "cancelled"):
@@ -202,7 +211,10 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         last = stream_events(http, job["id"], show)
         print()
         if last.get("type") != "done":
-            print(f"job {job['id']}: {last.get('type')}: {last.get('error') or last.get('reason')}", file=sys.stderr)
+            print(
+                f"job {job['id']}: {last.get('type')}: {last.get('error') or last.get('reason')}",
+                file=sys.stderr,
+            )
             return 1
         return 0
 
@@ -217,7 +229,9 @@ def cmd_get(args: argparse.Namespace, settings: Settings, method: str, path: str
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="corral", description="Redis-queue job dispatcher for Ollama fleets")
+    parser = argparse.ArgumentParser(
+        prog="corral", description="Redis-queue job dispatcher for Ollama fleets"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="embedded Redis + API + worker (+ simulator when no Ollama answers)")
     up.add_argument("--demo", action="store_true", help="always use the bundled Ollama simulator")
@@ -260,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = Settings()
     settings.data_dir = Path(settings.data_dir)
-    handlers = {
+    handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "up": cmd_up,
         "api": cmd_api,
         "worker": cmd_worker,

@@ -8,10 +8,10 @@ import time
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
@@ -30,7 +30,7 @@ def _options(name: str) -> dict[str, object]:
 def sync_redis(url: str, name: str = "corral") -> redis.Redis:
     """A sync client; a command that hits a dropped connection is retried 3 times with backoff."""
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
-    return redis.Redis.from_url(url, retry=retry, **_options(name))  # type: ignore[arg-type]
+    return redis.Redis.from_url(url, retry=retry, **_options(name))
 
 
 def async_redis(url: str, name: str = "corral", max_connections: int = 64) -> aioredis.Redis:

@@ -7,6 +7,7 @@ directory are set on the command line.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import shutil
@@ -102,10 +103,8 @@ class RedisServer:
         """SHUTDOWN (flushes the AOF), then wait for the process."""
         if not self.process or self.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(redis.ConnectionError):
             redis.Redis(host=self.host, port=self.port).shutdown(nosave=False)
-        except redis.ConnectionError:
-            pass
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:

@@ -1,13 +1,13 @@
 """Corral's exceptions. One root; each carries its context as attributes.
 
-    CorralError
-    ├── InvalidRequest          bad input (400/422)
-    │   └── PayloadTooLarge     prompt or body over its limit (413)
-    ├── ModelNotFound           no live worker has the model (404)
-    ├── JobNotFound             unknown or expired job id (404)
-    ├── JobNotCancellable       the job has already ended (409)
-    ├── WorkerNotFound          no such live worker (404)
-    └── BackendUnavailable      Redis or Ollama cannot be reached (503)
+CorralError
+├── InvalidRequest          bad input (400/422)
+│   └── PayloadTooLarge     prompt or body over its limit (413)
+├── ModelNotFound           no live worker has the model (404)
+├── JobNotFound             unknown or expired job id (404)
+├── JobNotCancellable       the job has already ended (409)
+├── WorkerNotFound          no such live worker (404)
+└── BackendUnavailable      Redis or Ollama cannot be reached (503)
 """
 
 from __future__ import annotations

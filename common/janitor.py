@@ -76,7 +76,7 @@ class Janitor:
                 log.warning("worker %s is dead (last heartbeat %.1fs ago); re-queueing %d job(s)",
                             worker_id, now - last_seen, len(inflight))  # fmt: skip
             for job_id in inflight:
-                state, attempt = self.store.requeue(job_id, f"worker {worker_id} died", worker_id=worker_id)
+                state, _attempt = self.store.requeue(job_id, f"worker {worker_id} died", worker_id=worker_id)
                 result.requeued += state == "requeued"
                 result.failed += state == "failed"
             self._forget_models(worker_id)

@@ -8,10 +8,12 @@ number), ``result`` (JSON), ``error``, ``cancel``. Command building and result p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +81,9 @@ class PreparedJob:
     deadline: float = 0.0
 
 
-def prepare_job(request: JobRequest, limits: Limits, connection: Any, job_id: str | None = None) -> PreparedJob:
+def prepare_job(
+    request: JobRequest, limits: Limits, connection: Any, job_id: str | None = None
+) -> PreparedJob:
     """Build the RQ job hash of a validated request (no I/O)."""
     assert request.kind is not None
     job_id = job_id or uuid.uuid4().hex
@@ -134,7 +138,7 @@ def submitted(job: PreparedJob, results: list[Any]) -> Submitted:
         id=job.id,
         status="queued",
         model=job.model,
-        kind=job.kind,  # type: ignore[arg-type]
+        kind=job.kind,
         queue=keys.queue_name(job.model),
         queue_position=int(results[1]) - 1,
     )
@@ -158,13 +162,16 @@ def job_view(job_id: str, raw: dict[Any, Any], position: int | None = None) -> J
     if not raw:
         raise JobNotFound(job_id)
     h = {_text(k): v for k, v in raw.items()}
-    get = lambda name: _text(h.get(name))  # noqa: E731
+
+    def get(name: str) -> str | None:
+        return _text(h.get(name))
+
     result = json.loads(get("result") or "null") or {}
     status = RQ_TO_STATUS.get(get("status") or "", "failed")
     return JobView(
         id=job_id,
         model=get("model") or "",
-        kind=get("kind") or "generate",  # type: ignore[arg-type]
+        kind=get("kind") or "generate",
         status=status,
         attempt=int(get("attempt") or 1),
         worker=get("worker_name") or None,
@@ -211,13 +218,9 @@ def decode_popped(reply: list[Any], default_timeout: float) -> PoppedJob:
         timeout=float(timeout) if timeout else default_timeout,
     )
     try:
-        import zlib
-
         raw = data if isinstance(data, bytes) else str(data).encode()
-        try:
+        with contextlib.suppress(zlib.error):  # RQ compresses; a hand-written job may not be
             raw = zlib.decompress(raw)
-        except zlib.error:
-            pass
         func_name, _instance, args, kwargs = json.loads(raw.decode())
     except Exception:  # anything not a JSON call (a pickle, garbage) is refused unread
         popped.refusal = "job data is not a Corral job (not JSON); refused"

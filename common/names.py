@@ -28,7 +28,9 @@ def normalise_model(name: str) -> str:
     if ":" not in last:
         canonical += ":latest"
     if not _NAME_RE.fullmatch(canonical):
-        raise InvalidRequest(f"invalid model name {name!r}: use letters, digits, '.', '_', '-', '/' and one ':tag'")
+        raise InvalidRequest(
+            f"invalid model name {name!r}: use letters, digits, '.', '_', '-', '/' and one ':tag'"
+        )
     return canonical
 
 

@@ -86,7 +86,10 @@ def deregister(client: redis.Redis, worker_id: str, models: list[str]) -> None:
 
 def decode_worker(worker_id: str, raw: dict[Any, Any], score: float, ttl: float) -> dict[str, Any]:
     """A worker as the API shows it; ``alive`` is false once its hash has expired."""
-    h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    h = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
     if not h:
         return {"id": worker_id, "alive": False, "last_seen": score, "age": round(time.time() - score, 1)}
     last_seen = float(h.get("last_seen", score))

@@ -106,12 +106,16 @@ class JobRequest(BaseModel):
         size = self.text_bytes()
         if size > max_prompt_bytes:
             raise PayloadTooLarge(
-                f"prompt is {size} bytes, over the limit of {max_prompt_bytes}", size=size, limit=max_prompt_bytes
+                f"prompt is {size} bytes, over the limit of {max_prompt_bytes}",
+                size=size,
+                limit=max_prompt_bytes,
             )
 
     def ollama_body(self) -> dict[str, Any]:
         """The body the worker posts to Ollama (streaming for generate and chat)."""
-        body = self.model_dump(exclude_none=True, exclude={"kind", "timeout", "queue_timeout", "wait", "stream"})
+        body = self.model_dump(
+            exclude_none=True, exclude={"kind", "timeout", "queue_timeout", "wait", "stream"}
+        )
         if self.kind != "embed":
             body["stream"] = True
         return body

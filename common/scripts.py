@@ -152,7 +152,7 @@ class LuaScript:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -167,6 +167,7 @@ class LuaScript:
         except NoScriptError:
             await client.execute_command("SCRIPT", "LOAD", self.source)
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
 
 # KEYS: job hash, deadlines zset.  ARGV: id, now, maxlen, events ttl ms, result ttl s.
 # Fails a job still queued when its queue-wait deadline has passed. Returns 1 when it expired the job.

@@ -268,7 +268,10 @@ class Generation:
         for index, tool in enumerate(tools):
             fn = (tool or {}).get("function") or {}
             if fn.get("name") and fn["name"] in self.prompt:
-                return {"id": f"call_{index}", "function": {"index": index, "name": fn["name"], "arguments": {}}}
+                return {
+                    "id": f"call_{index}",
+                    "function": {"index": index, "name": fn["name"], "arguments": {}},
+                }
         return None
 
     def chunk(self, text: str) -> dict[str, Any]:
@@ -317,7 +320,7 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_app(config: SimConfig) -> Starlette:
+def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per Ollama route
     sim = Simulator(config)
 
     async def root(request: Request) -> Response:
@@ -533,7 +536,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="corral simulate", description="Run the bundled Ollama simulator.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=11434)
-    p.add_argument("--models", default=DEMO_MODELS, help="comma-separated model names ('embed' in a name: embedding)")
+    p.add_argument(
+        "--models", default=DEMO_MODELS, help="comma-separated model names ('embed' in a name: embedding)"
+    )
     p.add_argument("--ttft", type=float, default=0.05, help="seconds to first token")
     p.add_argument("--tps", type=float, default=50.0, help="tokens per second (0 = instant)")
     p.add_argument("--load-time", type=float, default=1.0, help="seconds to load a model")

@@ -78,7 +78,9 @@ class JobStore:
         return parse_events(entries)
 
     def cancel(self, job_id: str) -> str:
-        reply = scripts.CANCEL(self.redis, keys=[keys.job_key(job_id)], args=[job_id, rq_now(), *self._event_args()])
+        reply = scripts.CANCEL(
+            self.redis, keys=[keys.job_key(job_id)], args=[job_id, rq_now(), *self._event_args()]
+        )
         return _cancel_outcome(job_id, reply)
 
     # -- worker side --------------------------------------------------------------------------------------
@@ -100,7 +102,14 @@ class JobStore:
 
     def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
         """Publish events of a running job, in one round trip. -1: fenced off, 1: cancel asked, 0: carry on."""
-        args = [job.id, job.attempt_arg, worker_id, self.limits.events_maxlen, self.limits.events_ttl_ms, *bodies]
+        args = [
+            job.id,
+            job.attempt_arg,
+            worker_id,
+            self.limits.events_maxlen,
+            self.limits.events_ttl_ms,
+            *bodies,
+        ]
         return int(scripts.EMIT(self.redis, keys=[keys.job_key(job.id)], args=args))
 
     def finish(
@@ -118,8 +127,18 @@ class JobStore:
         written = scripts.FINISH(
             self.redis,
             keys=[keys.job_key(job.id), keys.inflight_key(worker_id)],
-            args=[job.id, job.attempt_arg, worker_id, status, rq_now(), result, error, body, *self._event_args(),
-                  *chunks],  # fmt: skip
+            args=[
+                job.id,
+                job.attempt_arg,
+                worker_id,
+                status,
+                rq_now(),
+                result,
+                error,
+                body,
+                *self._event_args(),
+                *chunks,
+            ],
         )
         return bool(written)
 
@@ -201,6 +220,12 @@ class AsyncJobStore:
         reply = await scripts.CANCEL.call_async(
             self.redis,
             keys=[keys.job_key(job_id)],
-            args=[job_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl],
+            args=[
+                job_id,
+                rq_now(),
+                self.limits.events_maxlen,
+                self.limits.events_ttl_ms,
+                self.limits.result_ttl,
+            ],
         )
         return _cancel_outcome(job_id, reply)

@@ -25,7 +25,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition", step: float = 0.02) -> T:
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition", step: float = 0.02
+) -> T:
     """Poll until ``predicate`` returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

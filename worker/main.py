@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
-import redis
 
 from common import keys, registry
 from common.connections import TRANSIENT, sync_redis, wait_for_redis
@@ -75,7 +74,9 @@ class Worker:
             loaded = self.ollama.loaded_models()
         except OllamaError as exc:
             if not self._ollama_down:
-                log.warning("ollama at %s unavailable (%s); not taking jobs", self.settings.ollama_url, exc.message)
+                log.warning(
+                    "ollama at %s unavailable (%s); not taking jobs", self.settings.ollama_url, exc.message
+                )
             self._ollama_down = True
             self.healthy = False
             return
@@ -178,7 +179,9 @@ class Worker:
         """Jobs a previous life of this worker id left in flight go back to the front of their queues."""
         for job_id in self.store.inflight(self.id):
             state, attempt = self.store.requeue(job_id, f"worker {self.id} restarted", worker_id=self.id)
-            log.warning("job %s left running by a previous %s: %s (attempt %d)", job_id, self.id, state, attempt)
+            log.warning(
+                "job %s left running by a previous %s: %s (attempt %d)", job_id, self.id, state, attempt
+            )
 
     def next_queue_order(self) -> list[str]:
         models = self.models
@@ -247,7 +250,9 @@ class Worker:
         _janitor_thread, janitor_stop = Janitor(
             self.store, self.settings.heartbeat_ttl, self.settings.janitor_interval
         ).start()
-        log.info("worker %s up: ollama %s, %d slots", self.id, self.settings.ollama_url, self.settings.worker_slots)
+        log.info(
+            "worker %s up: ollama %s, %d slots", self.id, self.settings.ollama_url, self.settings.worker_slots
+        )
         try:
             self.pop_loop()
         finally:
@@ -288,6 +293,3 @@ def main() -> None:  # pragma: no cover - `python -m worker.main`
 
 if __name__ == "__main__":
     main()
-
-
-

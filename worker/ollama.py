@@ -128,7 +128,7 @@ def chunk_batches(response: httpx.Response) -> Iterator[list[dict[str, Any]]]:
 
 
 def _parse(lines: list[bytes]) -> tuple[list[dict[str, Any]], OllamaError | None]:
-    batch = []
+    batch: list[dict[str, Any]] = []
     for line in lines:
         if not line.strip():
             continue

@@ -106,12 +106,16 @@ class JobRunner:
         if code == CANCEL_ASKED or active.cancel.is_set():
             raise Cancelled
 
-    def finish(self, job: PoppedJob, status: str, body: dict[str, Any], result: str = "", error: str = "") -> None:
+    def finish(
+        self, job: PoppedJob, status: str, body: dict[str, Any], result: str = "", error: str = ""
+    ) -> None:
         def call() -> bool:
             return self.store.finish(job, self.worker_id, status, dumps(body), result, error)
 
         if not with_redis_retry(call, "finish"):
-            log.info("job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt)
+            log.info(
+                "job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt
+            )
 
     # -- one job ------------------------------------------------------------------------------------------
     def run(self, active: Active) -> Outcome:
@@ -205,7 +209,9 @@ class JobRunner:
 
         def call() -> bool:
             body = dumps({"type": "done", "final": stats})
-            return self.store.finish(active.job, self.worker_id, "finished", body, result, chunks=tuple(pending))
+            return self.store.finish(
+                active.job, self.worker_id, "finished", body, result, chunks=tuple(pending)
+            )
 
         if not with_redis_retry(call, "finish"):
             log.info("job %s attempt %d: result discarded, the job was re-queued meanwhile", active.job.id,

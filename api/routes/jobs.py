@@ -33,7 +33,10 @@ def checked_id(job_id: str) -> str:
     status_code=202,
     response_model=Submitted,
     openapi_extra=openapi_body(JobRequest),
-    responses={404: {"description": "no live worker has the model"}, 413: {"description": "prompt too large"}},
+    responses={
+        404: {"description": "no live worker has the model"},
+        413: {"description": "prompt too large"},
+    },
 )
 async def submit_job(
     request: Annotated[JobRequest, Depends(json_body(JobRequest))],

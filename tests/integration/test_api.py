@@ -64,7 +64,11 @@ def test_curl_form_body_is_accepted_and_job_runs(stack: Stack) -> None:
                           headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
     assert response.status_code == 202
     job = response.json()
-    assert job["status"] == "queued" and job["model"] == "llama3:latest" and job["queue"] == "ollama:llama3:latest"
+    assert (
+        job["status"] == "queued"
+        and job["model"] == "llama3:latest"
+        and job["queue"] == "ollama:llama3:latest"
+    )
     view = finished(stack, job["id"])
     assert view["status"] == "succeeded" and view["text"] == expected_text("llama3", "hi")
     assert view["worker"] == "w-stack" and view["attempt"] == 1
@@ -100,7 +104,9 @@ def test_chat_with_tools_images_and_format(stack: Stack) -> None:
     view = finished(stack, job["id"])
     assert view["status"] == "succeeded" and view["kind"] == "chat"
     assert view["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
-    plain = finished(stack, submit(stack, model="llama3", messages=[{"role": "user", "content": "hey"}])["id"])
+    plain = finished(
+        stack, submit(stack, model="llama3", messages=[{"role": "user", "content": "hey"}])["id"]
+    )
     assert plain["message"] == {"role": "assistant", "content": expected_text("llama3", "hey")}
 
 
@@ -112,7 +118,9 @@ def test_embed_job(stack: Stack) -> None:
 
 
 def test_num_predict_reaches_ollama(stack: Stack) -> None:
-    view = finished(stack, submit(stack, model="llama3", prompt="a b c d e", options={"num_predict": 2})["id"])
+    view = finished(
+        stack, submit(stack, model="llama3", prompt="a b c d e", options={"num_predict": 2})["id"]
+    )
     assert view["text"] == expected_text("llama3", "a b c d e", num_predict=2)
     assert view["final"]["done_reason"] == "length"
 
@@ -143,13 +151,17 @@ def test_fleet_views(stack: Stack) -> None:
 
 def test_submit_and_stream_in_one_request(stack: Stack) -> None:
     body = {"model": "llama3", "prompt": "stream me now", "stream": True}
-    with stack.http.stream("POST", "/jobs", json=body, headers={"Accept": "application/x-ndjson"}) as response:
+    with stack.http.stream(
+        "POST", "/jobs", json=body, headers={"Accept": "application/x-ndjson"}
+    ) as response:
         assert response.status_code == 200
         job_id = response.headers["x-corral-job"]
         events = [json.loads(line) for line in response.iter_lines() if line]
     assert {e["job"] for e in events} == {job_id}
     assert [e["seq"] for e in events] == list(range(len(events))) and events[-1]["type"] == "done"
-    assert "".join(e["text"] for e in events if e["type"] == "chunk") == expected_text("llama3", "stream me now")
+    assert "".join(e["text"] for e in events if e["type"] == "chunk") == expected_text(
+        "llama3", "stream me now"
+    )
     sse_body = {"model": "llama3", "prompt": "as sse", "stream": True}
     assert read_sse_post(stack, sse_body)[-1]["type"] == "done"
 

@@ -23,7 +23,9 @@ from ..support import wait_for
 pytestmark = pytest.mark.integration
 
 
-async def run_job(http: httpx.AsyncClient, body: dict[str, Any], follow: bool) -> tuple[str, list[dict[str, Any]]]:
+async def run_job(
+    http: httpx.AsyncClient, body: dict[str, Any], follow: bool
+) -> tuple[str, list[dict[str, Any]]]:
     response = await http.post("/jobs", json=body)
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
@@ -161,7 +163,9 @@ def test_planted_jobs_naming_other_functions_are_refused(fleet: Fleet, tmp_path:
     evil = zlib.compress(pickle.dumps(("os.system", None, (f"touch {marker}",), {})))
     job = Job.create("corral.generate", connection=r, id="e" * 32, serializer=JSONSerializer)
     mapping = job.to_dict()
-    mapping.update(data=evil, status="queued", model="llama3:latest", attempt=1, seq=0, origin="ollama:llama3:latest")
+    mapping.update(
+        data=evil, status="queued", model="llama3:latest", attempt=1, seq=0, origin="ollama:llama3:latest"
+    )
     r.hset("rq:job:" + "e" * 32, mapping=mapping)
     r.rpush("rq:queue:ollama:llama3:latest", "e" * 32)
     r.publish("corral:wake:llama3:latest", "x")

@@ -35,7 +35,9 @@ def test_cancel_a_running_job_stops_ollama_within_a_second(fleet: Fleet) -> None
     assert http.delete(f"/jobs/{job_id}").json()["status"] == "cancelling"
     view = ended(http, job_id, timeout=1.0)  # before the first token, the Ollama request is closed
     assert view["status"] == "cancelled" and time.monotonic() - started < 1.0
-    wait_for(lambda: httpx.get(sim + "/_sim/stats").json()["cancelled"] == 1, timeout=1.0, what="ollama stopped")
+    wait_for(
+        lambda: httpx.get(sim + "/_sim/stats").json()["cancelled"] == 1, timeout=1.0, what="ollama stopped"
+    )
     events = http.get(f"/jobs/{job_id}/events", headers={"Accept": "application/x-ndjson"}).text
     assert events.strip().splitlines()[-1].count('"type":"cancelled"') == 1
 
@@ -55,7 +57,9 @@ def test_queue_deadline_expires_a_waiting_job(fleet: Fleet) -> None:
     sim = fleet.simulator("llama3:latest")
     fleet.worker(sim, "w1", janitor_interval=0.1)
     http = fleet.http(fleet.api(janitor_interval=0.1))
-    job_id = http.post("/jobs", json={"model": "nobody", "prompt": "x", "wait": True, "queue_timeout": 0.3}).json()
+    job_id = http.post(
+        "/jobs", json={"model": "nobody", "prompt": "x", "wait": True, "queue_timeout": 0.3}
+    ).json()
     view = ended(http, job_id["id"])
     assert view["status"] == "failed" and "expired: not started within 0.3s" in str(view["error"])
     assert fleet.redis.llen("rq:queue:ollama:nobody:latest") == 0
@@ -72,7 +76,9 @@ def test_drain_finishes_running_jobs_and_deregisters(fleet: Fleet) -> None:
     assert worker.process is not None and worker.process.wait(15) == 0
     assert ended(http, job_id)["status"] == "succeeded"
     assert not fleet.redis.exists("corral:worker:w1")
-    assert http.post("/jobs", json={"model": "llama3", "prompt": "x"}).status_code == 404  # nobody serves it now
+    assert (
+        http.post("/jobs", json={"model": "llama3", "prompt": "x"}).status_code == 404
+    )  # nobody serves it now
     assert http.post("/workers/nope/drain").status_code == 404
 
 

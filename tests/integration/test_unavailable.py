@@ -40,11 +40,15 @@ def test_worker_waits_for_ollama_logging_once_then_serves(fleet: Fleet) -> None:
     port = free_port()
     worker = fleet.worker(f"http://127.0.0.1:{port}", "w1", wait_ready=False, model_refresh_interval=0.1)
     http = fleet.http(fleet.api())
-    wait_for(lambda: fleet.redis.hget("corral:worker:w1", "healthy") == b"0", what="worker registered unhealthy")
+    wait_for(
+        lambda: fleet.redis.hget("corral:worker:w1", "healthy") == b"0", what="worker registered unhealthy"
+    )
     wait_for(lambda: worker.log().count("unavailable") >= 1, what="the log line")
     # several refreshes fail meanwhile; the log says it once
     beats = int(float(fleet.redis.hget("corral:worker:w1", "last_seen") or 0))
-    wait_for(lambda: float(fleet.redis.hget("corral:worker:w1", "last_seen") or 0) > beats + 1, what="2 beats")
+    wait_for(
+        lambda: float(fleet.redis.hget("corral:worker:w1", "last_seen") or 0) > beats + 1, what="2 beats"
+    )
     assert worker.log().count("unavailable") == 1 and worker.alive()
     fleet.simulator("llama3:latest", port=port)
     fleet.wait_worker("w1")
