@@ -219,12 +219,34 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render(kind: str, body: dict[str, Any]) -> str:
+    """Readable tables for people; ``--json`` gives the API's JSON for scripts."""
+    if kind == "workers":
+        rows = [
+            [w["id"], "alive" if w["alive"] else "DEAD", w.get("state") or "-",
+             "ok" if w.get("healthy") else "unhealthy", f"{w.get('slots_busy', 0)}/{w.get('slots_total', 0)}",
+             f"{w.get('age', 0):.1f}s", ",".join(w.get("models") or []) or "-"]
+            for w in body["workers"]
+        ]  # fmt: skip
+        return table(rows, ["WORKER", "LIVE", "STATE", "OLLAMA", "SLOTS", "HEARTBEAT", "MODELS"])
+    if kind == "queues":
+        return table([[q["model"], str(q["queued"])] for q in body["queues"]], ["MODEL", "QUEUED"])
+    return json.dumps(body, indent=2)
+
+
 def cmd_get(args: argparse.Namespace, settings: Settings, method: str, path: str) -> int:
     with api_client(args, settings) as http:
         response = http.request(method, path)
         if response.status_code >= 400:
             return fail(response)
-        print(json.dumps(response.json(), indent=2))
+        body = response.json()
+        print(json.dumps(body, indent=2) if args.json else render(args.command, body))
         return 0
 
 
@@ -252,13 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--api", help="API base URL (default from CORRAL_API or CORRAL_API_HOST/PORT)")
+        p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
         if name == "submit":
             p.add_argument("model")
             p.add_argument("prompt")
             p.add_argument("--system")
             p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
             p.add_argument("--wait", action="store_true", help="queue even if no worker has the model yet")
-            p.add_argument("--json", action="store_true")
         if name in ("status", "cancel", "drain"):
             p.add_argument("id")
     return parser

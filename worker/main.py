@@ -18,8 +18,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psutil
-
 from common import keys, registry
 from common.connections import TRANSIENT, sync_redis, wait_for_redis
 from common.janitor import Janitor
@@ -28,6 +26,7 @@ from common.names import normalise_model
 from common.settings import Settings
 from common.store import JobStore
 
+from .load import cpu_ram, gpu_stats
 from .ollama import OllamaClient, OllamaError
 from .runner import Active, JobRunner
 
@@ -64,7 +63,6 @@ class Worker:
         )
         self._dropped: set[str] = set()
         self._rotation = 0
-        self._process = psutil.Process()
 
     # -- models and heartbeat -----------------------------------------------------------------------------
     def refresh_models(self) -> None:
@@ -107,9 +105,7 @@ class Worker:
         info.running = list(self.active)
         info.state = "draining" if self.draining.is_set() else "active"
         info.healthy = self.healthy
-        info.cpu_percent = psutil.cpu_percent(None)
-        memory = psutil.virtual_memory()
-        info.ram_used, info.ram_total = memory.total - memory.available, memory.total
+        info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
         registry.heartbeat(self.redis, info, self.settings.heartbeat_ttl, self._dropped)
         self._dropped = set()
 
@@ -120,6 +116,7 @@ class Worker:
             try:
                 if time.monotonic() - last_refresh >= self.settings.model_refresh_interval:
                     self.refresh_models()
+                    self.info.gpu = gpu_stats()
                     last_refresh = time.monotonic()
                 self.beat()
                 if logged:

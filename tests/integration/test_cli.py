@@ -44,8 +44,11 @@ def test_up_starts_everything_and_the_cli_works(tmp_path: Path) -> None:
         status = wait_for(lambda: (v := json.loads(corral(env, "status", job_id).stdout))["status"] == "succeeded"
                           and v, what="cli status")  # fmt: skip
         assert status["text"] == expected_text("llama3", "quiet")
-        assert json.loads(corral(env, "workers").stdout)["workers"][0]["id"] == "demo"
-        assert "ollama:llama3:latest" in corral(env, "queues").stdout
+        assert json.loads(corral(env, "workers", "--json").stdout)["workers"][0]["id"] == "demo"
+        workers = corral(env, "workers").stdout.splitlines()
+        assert workers[0].split()[:3] == ["WORKER", "LIVE", "STATE"] and workers[1].startswith("demo")
+        assert "llama3:latest" in corral(env, "queues").stdout
+        assert "ollama:llama3:latest" in corral(env, "queues", "--json").stdout
         missing = corral(env, "status", "0" * 32)
         assert missing.returncode == 2 and "not found" in missing.stderr
         unknown_model = corral(env, "submit", "nope", "x")
