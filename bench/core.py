@@ -90,7 +90,7 @@ def bench_throughput(n: int, concurrency: int) -> dict[str, Any]:
     rig = Rig()
     try:
         sim = rig.simulator(ttft=0, tps=0, load_time=0, parallel=64, time_scale=0)
-        worker = rig.worker(sim, "bench-w", worker_slots=16)
+        worker = rig.worker(sim, "bench-w")  # the default CORRAL_WORKER_SLOTS (4)
         api, api_proc = rig.api()
         assert rig.server is not None
         idle = {"worker": rss_mb(worker), "api": rss_mb(api_proc)}
