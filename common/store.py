@@ -1,6 +1,7 @@
-"""Sync and async front-ends of the job store: the same commands, awaited or not.
+"""Sync and async front-ends of the job store: the same scripts and arguments, awaited or not.
 
-``JobStore`` (sync) serves the worker and the direct-Redis client; ``AsyncJobStore`` serves the API.
+``JobStore`` (sync) serves the janitor, the CLI and the direct-Redis client; ``AsyncJobStore`` serves the API
+and the worker. The argument lists live in ``_Calls`` so the two never drift apart.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .jobs import (
 )
 from .schemas import JobRequest, JobView, Submitted
 
+Call = tuple[scripts.LuaScript, list[str], list[Any]]
+
 
 def parse_events(entries: list[Any]) -> list[dict[str, Any]]:
     """XRANGE entries → event dicts, in order."""
@@ -36,8 +39,12 @@ def parse_events(entries: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _word(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _cancel_outcome(job_id: str, reply: list[Any]) -> str:
-    state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+    state = _word(reply[0])
     if state == "missing":
         raise JobNotFound(job_id)
     if state in ("cancelled", "cancelling"):
@@ -45,14 +52,54 @@ def _cancel_outcome(job_id: str, reply: list[Any]) -> str:
     raise JobNotCancellable(f"job '{job_id}' has already ended ({state})", job_id=job_id, state=state)
 
 
-class JobStore:
-    """Synchronous job store (worker, direct-Redis client, CLI)."""
+def _requeue_outcome(reply: list[Any]) -> tuple[str, int]:
+    return _word(reply[0]), int(reply[1]) if len(reply) > 1 else 0
+
+
+class _Calls:
+    """The script calls of the job lifecycle: (script, keys, args), built once for both front-ends."""
+
+    limits: Limits
+
+    def _event_args(self) -> list[Any]:
+        return [self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl]
+
+    def _pop(self, worker_id: str, models: list[str]) -> Call:
+        queue_keys = [keys.queue_key(m) for m in models]
+        args = [worker_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms]
+        return scripts.POP, [keys.inflight_key(worker_id), *queue_keys], args
+
+    def _emit(self, job: PoppedJob, worker_id: str, bodies: tuple[str, ...]) -> Call:
+        args = [job.id, job.attempt_arg, worker_id, self.limits.events_maxlen, self.limits.events_ttl_ms, *bodies]
+        return scripts.EMIT, [keys.job_key(job.id)], args
+
+    def _finish(
+        self, job: PoppedJob, worker_id: str, status: str, body: str, result: str, error: str, chunks: tuple[str, ...]
+    ) -> Call:
+        args = [job.id, job.attempt_arg, worker_id, status, rq_now(), result, error, body, *self._event_args()]
+        return scripts.FINISH, [keys.job_key(job.id), keys.inflight_key(worker_id)], [*args, *chunks]
+
+    def _requeue(self, job_id: str, reason: str, attempt: str, worker_id: str, counts: bool) -> Call:
+        limits = self.limits
+        args = [job_id, attempt, worker_id, reason, limits.max_retries + 1, rq_now(), limits.events_maxlen,
+                limits.events_ttl_ms, limits.result_ttl, "1" if counts else "0"]  # fmt: skip
+        return scripts.REQUEUE, [keys.job_key(job_id), keys.inflight_key(worker_id or "-")], args
+
+    def _cancel(self, job_id: str) -> Call:
+        return scripts.CANCEL, [keys.job_key(job_id)], [job_id, rq_now(), *self._event_args()]
+
+
+class JobStore(_Calls):
+    """Synchronous job store (janitor, CLI, direct-Redis client)."""
 
     def __init__(self, client: redis.Redis, limits: Limits) -> None:
         self.redis = client
         self.limits = limits
 
-    # -- submit side --------------------------------------------------------------------------------------
+    def _run(self, call: Call) -> Any:
+        script, script_keys, args = call
+        return script(self.redis, script_keys, args)
+
     def model_is_served(self, model: str) -> bool:
         found = self.redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1)
         return bool(found)
@@ -78,39 +125,15 @@ class JobStore:
         return parse_events(entries)
 
     def cancel(self, job_id: str) -> str:
-        reply = scripts.CANCEL(
-            self.redis, keys=[keys.job_key(job_id)], args=[job_id, rq_now(), *self._event_args()]
-        )
-        return _cancel_outcome(job_id, reply)
-
-    # -- worker side --------------------------------------------------------------------------------------
-    def _event_args(self) -> list[Any]:
-        return [self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl]
+        return _cancel_outcome(job_id, self._run(self._cancel(job_id)))
 
     def pop(self, worker_id: str, models: list[str]) -> PoppedJob | None:
-        if not models:
-            return None
-        queue_keys = [keys.queue_key(m) for m in models]
-        reply = scripts.POP(
-            self.redis,
-            keys=[keys.inflight_key(worker_id), *queue_keys],
-            args=[worker_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms],
-        )
-        if not reply:
-            return None
-        return decode_popped(reply, self.limits.job_timeout)
+        reply = self._run(self._pop(worker_id, models)) if models else None
+        return decode_popped(reply, self.limits.job_timeout) if reply else None
 
     def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
         """Publish events of a running job, in one round trip. -1: fenced off, 1: cancel asked, 0: carry on."""
-        args = [
-            job.id,
-            job.attempt_arg,
-            worker_id,
-            self.limits.events_maxlen,
-            self.limits.events_ttl_ms,
-            *bodies,
-        ]
-        return int(scripts.EMIT(self.redis, keys=[keys.job_key(job.id)], args=args))
+        return int(self._run(self._emit(job, worker_id, bodies)))
 
     def finish(
         self,
@@ -124,53 +147,20 @@ class JobStore:
     ) -> bool:
         """End a job (rq status finished / failed / canceled) with its last event, after ``chunks`` events.
         False: fenced off (nothing written)."""
-        written = scripts.FINISH(
-            self.redis,
-            keys=[keys.job_key(job.id), keys.inflight_key(worker_id)],
-            args=[
-                job.id,
-                job.attempt_arg,
-                worker_id,
-                status,
-                rq_now(),
-                result,
-                error,
-                body,
-                *self._event_args(),
-                *chunks,
-            ],
-        )
-        return bool(written)
+        return bool(self._run(self._finish(job, worker_id, status, body, result, error, chunks)))
 
     def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
     ) -> tuple[str, int]:
         """Put a started job back at the front of its queue (or fail it past the retry limit)."""
-        reply = scripts.REQUEUE(
-            self.redis,
-            keys=[keys.job_key(job_id), keys.inflight_key(worker_id or "-")],
-            args=[
-                job_id,
-                attempt,
-                worker_id,
-                reason,
-                self.limits.max_retries + 1,
-                rq_now(),
-                self.limits.events_maxlen,
-                self.limits.events_ttl_ms,
-                self.limits.result_ttl,
-                "1" if counts else "0",
-            ],
-        )
-        state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-        return state, int(reply[1]) if len(reply) > 1 else 0
+        return _requeue_outcome(self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
 
     def inflight(self, worker_id: str) -> list[str]:
         return [x.decode() for x in self.redis.lrange(keys.inflight_key(worker_id), 0, -1)]
 
 
-class AsyncJobStore:
-    """Asynchronous job store (API)."""
+class AsyncJobStore(_Calls):
+    """Asynchronous job store (API, worker)."""
 
     def __init__(self, client: aioredis.Redis, limits: Limits, served_cache: float = 1.0) -> None:
         self.redis = client
@@ -178,15 +168,17 @@ class AsyncJobStore:
         self._served_cache = served_cache
         self._served_until: dict[str, float] = {}
 
+    async def _run(self, call: Call) -> Any:
+        script, script_keys, args = call
+        return await script.call_async(self.redis, script_keys, args)
+
     async def model_is_served(self, model: str) -> bool:
         """Whether a live worker holds ``model``. A yes is remembered for a second (a heartbeat TTL is
         several seconds, so this never says yes to a model whose last worker died long ago); a no is not."""
         now = time.monotonic()
         if self._served_until.get(model, 0.0) > now:
             return True
-        found = await self.redis.zrangebyscore(
-            keys.model_workers_key(model), time.time(), "+inf", start=0, num=1
-        )
+        found = await self.redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1)
         if found:
             if len(self._served_until) > 10_000:
                 self._served_until.clear()
@@ -217,15 +209,31 @@ class AsyncJobStore:
         return parse_events(entries)
 
     async def cancel(self, job_id: str) -> str:
-        reply = await scripts.CANCEL.call_async(
-            self.redis,
-            keys=[keys.job_key(job_id)],
-            args=[
-                job_id,
-                rq_now(),
-                self.limits.events_maxlen,
-                self.limits.events_ttl_ms,
-                self.limits.result_ttl,
-            ],
-        )
-        return _cancel_outcome(job_id, reply)
+        return _cancel_outcome(job_id, await self._run(self._cancel(job_id)))
+
+    async def pop(self, worker_id: str, models: list[str]) -> PoppedJob | None:
+        reply = await self._run(self._pop(worker_id, models)) if models else None
+        return decode_popped(reply, self.limits.job_timeout) if reply else None
+
+    async def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
+        return int(await self._run(self._emit(job, worker_id, bodies)))
+
+    async def finish(
+        self,
+        job: PoppedJob,
+        worker_id: str,
+        status: str,
+        body: str,
+        result: str = "",
+        error: str = "",
+        chunks: tuple[str, ...] = (),
+    ) -> bool:
+        return bool(await self._run(self._finish(job, worker_id, status, body, result, error, chunks)))
+
+    async def requeue(
+        self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
+    ) -> tuple[str, int]:
+        return _requeue_outcome(await self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
+
+    async def inflight(self, worker_id: str) -> list[str]:
+        return [x.decode() for x in await self.redis.lrange(keys.inflight_key(worker_id), 0, -1)]
