@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from . import keys
 
 VERSION = "0.1.0"
@@ -57,10 +55,10 @@ class WorkerInfo:
         }
 
 
-def heartbeat(client: redis.Redis, info: WorkerInfo, ttl: float, dropped_models: set[str]) -> None:
-    """Write one heartbeat: the hash (with TTL), the index, and the per-model holder sets, in one round trip."""
+def heartbeat_commands(pipe: Any, info: WorkerInfo, ttl: float, dropped_models: set[str]) -> None:
+    """Queue one heartbeat on a (sync or async) MULTI pipeline: the hash (with TTL), the index, and the
+    per-model holder sets."""
     now = time.time()
-    pipe = client.pipeline(transaction=True)
     key = keys.worker_key(info.id)
     pipe.hset(key, mapping=info.to_hash(now))
     pipe.pexpire(key, int(ttl * 1000))
@@ -72,16 +70,19 @@ def heartbeat(client: redis.Redis, info: WorkerInfo, ttl: float, dropped_models:
         dropped_models = dropped_models | set(info.models)
     for model in dropped_models:
         pipe.zrem(keys.model_workers_key(model), info.id)
-    pipe.execute()
 
 
-def deregister(client: redis.Redis, worker_id: str, models: list[str]) -> None:
-    pipe = client.pipeline(transaction=True)
+def deregister_commands(pipe: Any, worker_id: str, models: list[str]) -> None:
     pipe.delete(keys.worker_key(worker_id))
     pipe.zrem(keys.WORKERS, worker_id)
     for model in models:
         pipe.zrem(keys.model_workers_key(model), worker_id)
-    pipe.execute()
+
+
+async def deregister_async(client: Any, worker_id: str, models: list[str]) -> None:
+    pipe = client.pipeline(transaction=True)
+    deregister_commands(pipe, worker_id, models)
+    await pipe.execute()
 
 
 def decode_worker(worker_id: str, raw: dict[Any, Any], score: float, ttl: float) -> dict[str, Any]:

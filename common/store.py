@@ -70,13 +70,37 @@ class _Calls:
         return scripts.POP, [keys.inflight_key(worker_id), *queue_keys], args
 
     def _emit(self, job: PoppedJob, worker_id: str, bodies: tuple[str, ...]) -> Call:
-        args = [job.id, job.attempt_arg, worker_id, self.limits.events_maxlen, self.limits.events_ttl_ms, *bodies]
+        args = [
+            job.id,
+            job.attempt_arg,
+            worker_id,
+            self.limits.events_maxlen,
+            self.limits.events_ttl_ms,
+            *bodies,
+        ]
         return scripts.EMIT, [keys.job_key(job.id)], args
 
     def _finish(
-        self, job: PoppedJob, worker_id: str, status: str, body: str, result: str, error: str, chunks: tuple[str, ...]
+        self,
+        job: PoppedJob,
+        worker_id: str,
+        status: str,
+        body: str,
+        result: str,
+        error: str,
+        chunks: tuple[str, ...],
     ) -> Call:
-        args = [job.id, job.attempt_arg, worker_id, status, rq_now(), result, error, body, *self._event_args()]
+        args = [
+            job.id,
+            job.attempt_arg,
+            worker_id,
+            status,
+            rq_now(),
+            result,
+            error,
+            body,
+            *self._event_args(),
+        ]
         return scripts.FINISH, [keys.job_key(job.id), keys.inflight_key(worker_id)], [*args, *chunks]
 
     def _requeue(self, job_id: str, reason: str, attempt: str, worker_id: str, counts: bool) -> Call:
@@ -178,7 +202,9 @@ class AsyncJobStore(_Calls):
         now = time.monotonic()
         if self._served_until.get(model, 0.0) > now:
             return True
-        found = await self.redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1)
+        found = await self.redis.zrangebyscore(
+            keys.model_workers_key(model), time.time(), "+inf", start=0, num=1
+        )
         if found:
             if len(self._served_until) > 10_000:
                 self._served_until.clear()

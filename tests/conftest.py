@@ -60,7 +60,7 @@ class Fleet:
         return f"http://127.0.0.1:{port}"
 
     def worker(self, ollama_url: str, worker_id: str, wait_ready: bool = True, **settings: Any) -> Child:
-        defaults = {"heartbeat_interval": 0.5, "heartbeat_ttl": 2.0, "model_refresh_interval": 0.5}
+        defaults = {"heartbeat_interval": 0.5, "heartbeat_ttl": 4.0, "model_refresh_interval": 0.5}
         child = self._child(f"worker-{worker_id}", ["worker"], ollama_url=ollama_url, worker_id=worker_id,
                             **{**defaults, **settings})  # fmt: skip
         if wait_ready:

@@ -17,7 +17,7 @@ from ..conftest import Fleet
 from ..support import wait_for
 
 pytestmark = pytest.mark.chaos
-FAST = {"heartbeat_interval": 0.3, "heartbeat_ttl": 1.2, "janitor_interval": 0.2}
+FAST = {"heartbeat_interval": 0.3, "heartbeat_ttl": 2.0, "janitor_interval": 0.2}
 
 
 def follow(api: str, job_id: str, out: list[dict[str, Any]]) -> None:

@@ -76,9 +76,10 @@ def test_drain_finishes_running_jobs_and_deregisters(fleet: Fleet) -> None:
     assert worker.process is not None and worker.process.wait(15) == 0
     assert ended(http, job_id)["status"] == "succeeded"
     assert not fleet.redis.exists("corral:worker:w1")
-    assert (
-        http.post("/jobs", json={"model": "llama3", "prompt": "x"}).status_code == 404
-    )  # nobody serves it now
+    # nobody serves it now (the API remembers a served model for up to a second)
+    wait_for(
+        lambda: http.post("/jobs", json={"model": "llama3", "prompt": "x"}).status_code == 404, what="404"
+    )
     assert http.post("/workers/nope/drain").status_code == 404
 
 

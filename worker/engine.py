@@ -1,34 +1,36 @@
-"""The worker process: discovers its Ollama's models, pops only their queues, runs jobs in N slot threads.
+"""The worker process (asyncio): discovers its Ollama's models, pops only their queues, runs up to N jobs.
 
-Threads: the main thread pops jobs (one Lua call moves a job from a model queue to this worker's in-flight list
-and marks it started, so a crash can never lose a popped job); ``slots`` executor threads run jobs; a listener
-thread holds one pub/sub connection for wake-ups (enqueue publishes ``corral:wake:<model>``) and control
-messages (cancel); a housekeeping thread refreshes models from ``/api/tags`` and writes the heartbeat.
+One event loop runs everything: the pop loop (one Lua call moves a job from a model queue to this worker's
+in-flight list and marks it started, so a crash can never lose a popped job), one task per running job, a
+listener on one pub/sub connection for wake-ups (every enqueue publishes ``corral:wake:<model>``) and control
+messages (cancel, drain), and housekeeping (models from ``/api/tags`` and ``/api/ps``, the heartbeat). The janitor
+runs in a thread with its own connection. No process is forked per job and no thread per slot: at many slots,
+threads cost more CPU per job in GIL hand-offs than the work itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common import keys, registry
-from common.connections import TRANSIENT, sync_redis, wait_for_redis
+from common.connections import TRANSIENT, async_redis, sync_redis
 from common.janitor import Janitor
 from common.jobs import Limits, PoppedJob
 from common.names import normalise_model
 from common.settings import Settings
-from common.store import JobStore
+from common.store import AsyncJobStore, JobStore
 
+from .backend import OllamaClient, OllamaError
+from .execute import Active, JobRunner
 from .load import cpu_ram, gpu_stats
-from .ollama import OllamaClient, OllamaError
-from .runner import Active, JobRunner
 
 log = logging.getLogger("corral.worker")
 IDLE_POLL = 1.0  # a missed wake-up (Redis restart) costs at most this
@@ -38,8 +40,8 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.id = settings.worker_id
-        self.redis = sync_redis(settings.redis_url, name=f"corral-worker:{self.id}")
-        self.store = JobStore(self.redis, Limits.from_settings(settings))
+        self.redis = async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
+        self.store = AsyncJobStore(self.redis, Limits.from_settings(settings))
         self.ollama = OllamaClient(settings.ollama_url, settings.worker_slots)
         self.local_names: dict[str, str] = {}
         self.runner = JobRunner(self.store, self.ollama, self.id, self.local_names)
@@ -47,12 +49,10 @@ class Worker:
         self.loaded: list[str] = []
         self.healthy = False
         self._ollama_down = False
-        self.draining = threading.Event()
-        self.stopped = threading.Event()
-        self.wake = threading.Event()
+        self.draining = asyncio.Event()
+        self.wake = asyncio.Event()
         self.active: dict[str, Active] = {}
-        self.slots = threading.BoundedSemaphore(settings.worker_slots)
-        self.executor = ThreadPoolExecutor(settings.worker_slots, thread_name_prefix="slot")
+        self.slots = asyncio.Semaphore(settings.worker_slots)
         self.info = registry.WorkerInfo(
             id=self.id,
             host=socket.gethostname(),
@@ -65,11 +65,11 @@ class Worker:
         self._rotation = 0
 
     # -- models and heartbeat -----------------------------------------------------------------------------
-    def refresh_models(self) -> None:
+    async def refresh_models(self) -> None:
         """Read /api/tags and /api/ps; on failure keep the last list and mark this host unhealthy."""
         try:
-            names = self.ollama.list_models()
-            loaded = self.ollama.loaded_models()
+            names = await self.ollama.list_models()
+            loaded = await self.ollama.loaded_models()
         except OllamaError as exc:
             if not self._ollama_down:
                 log.warning(
@@ -98,7 +98,7 @@ class Worker:
         self.healthy = True
         self.wake.set()
 
-    def beat(self) -> None:
+    async def beat(self) -> None:
         info = self.info
         info.models = list(self.models)
         info.loaded = list(self.loaded)
@@ -106,19 +106,21 @@ class Worker:
         info.state = "draining" if self.draining.is_set() else "active"
         info.healthy = self.healthy
         info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
-        registry.heartbeat(self.redis, info, self.settings.heartbeat_ttl, self._dropped)
+        pipe = self.redis.pipeline(transaction=True)
+        registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, self._dropped)
+        await pipe.execute()
         self._dropped = set()
 
-    def housekeeping(self) -> None:
+    async def housekeeping(self) -> None:
         last_refresh = 0.0
         logged = False
-        while not self.stopped.is_set():
+        while True:
             try:
                 if time.monotonic() - last_refresh >= self.settings.model_refresh_interval:
-                    self.refresh_models()
-                    self.info.gpu = gpu_stats()
+                    await self.refresh_models()
+                    self.info.gpu = await asyncio.to_thread(gpu_stats)
                     last_refresh = time.monotonic()
-                self.beat()
+                await self.beat()
                 if logged:
                     log.info("redis is back")
                 logged = False
@@ -126,56 +128,60 @@ class Worker:
                 if not logged:
                     log.warning("heartbeat failed, redis unavailable: %s", exc)
                 logged = True
-            self.stopped.wait(self.settings.heartbeat_interval)
+            await asyncio.sleep(self.settings.heartbeat_interval)
 
     # -- wake-ups and control messages --------------------------------------------------------------------
-    def listen(self) -> None:
+    async def listen(self) -> None:
         pubsub: Any = None
         subscribed: set[str] = set()
-        while not self.stopped.is_set():
+        while True:
             try:
                 if pubsub is None:
                     pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                     subscribed = set()
                 wanted = {keys.wake_channel(m) for m in self.models} | {keys.control_channel(self.id)}
                 if wanted - subscribed:
-                    pubsub.subscribe(*(wanted - subscribed))
+                    await pubsub.subscribe(*(wanted - subscribed))
                 if subscribed - wanted:
-                    pubsub.unsubscribe(*(subscribed - wanted))
+                    await pubsub.unsubscribe(*(subscribed - wanted))
                 subscribed = wanted
-                message = pubsub.get_message(timeout=0.5)
+                message = await pubsub.get_message(timeout=0.5)
                 if message:
                     self.on_message(message)
-            except TRANSIENT:
+            except asyncio.CancelledError:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                raise
+            except (*TRANSIENT, OSError):
                 pubsub = None
-                self.stopped.wait(0.5)
-        if pubsub is not None:
-            pubsub.close()
+                await asyncio.sleep(0.5)
 
     def on_message(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
-        if channel == keys.control_channel(self.id):
-            try:
-                command = json.loads(message["data"])
-                job_id = str(command.get("cancel", ""))
-            except (ValueError, AttributeError):
-                return
-            if command.get("drain") and not self.draining.is_set():
-                log.info("drain asked through redis")
-                self.drain()
-                return
-            active = self.active.get(job_id)
-            if active is not None:
-                log.info("cancelling job %s", job_id)
-                active.request_cancel()
-        else:
+        if channel != keys.control_channel(self.id):
             self.wake.set()
+            return
+        try:
+            command = json.loads(message["data"])
+            job_id = str(command.get("cancel", ""))
+        except (ValueError, AttributeError):
+            return
+        if command.get("drain") and not self.draining.is_set():
+            log.info("drain asked through redis")
+            self.drain()
+        active = self.active.get(job_id)
+        if active is not None:
+            log.info("cancelling job %s", job_id)
+            active.request_cancel()
 
     # -- the pop loop -------------------------------------------------------------------------------------
-    def recover_own_jobs(self) -> None:
+    async def recover_own_jobs(self) -> None:
         """Jobs a previous life of this worker id left in flight go back to the front of their queues."""
-        for job_id in self.store.inflight(self.id):
-            state, attempt = self.store.requeue(job_id, f"worker {self.id} restarted", worker_id=self.id)
+        for job_id in await self.store.inflight(self.id):
+            state, attempt = await self.store.requeue(
+                job_id, f"worker {self.id} restarted", worker_id=self.id
+            )
             log.warning(
                 "job %s left running by a previous %s: %s (attempt %d)", job_id, self.id, state, attempt
             )
@@ -187,86 +193,101 @@ class Worker:
         self._rotation = (self._rotation + 1) % len(models)
         return models[self._rotation :] + models[: self._rotation]
 
-    def pop_loop(self) -> None:
+    async def _wait_wake(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def pop_loop(self) -> None:
         delay = 0.1
         while not self.draining.is_set():
-            if not self.slots.acquire(timeout=0.5):
-                continue
-            if not (self.healthy and self.models):
+            await self.slots.acquire()
+            if self.draining.is_set() or not (self.healthy and self.models):
                 self.slots.release()
-                self.wake.wait(IDLE_POLL)
+                await self._wait_wake(IDLE_POLL)
                 self.wake.clear()
                 continue
             self.wake.clear()
             try:
-                job = self.store.pop(self.id, self.next_queue_order())
+                job = await self.store.pop(self.id, self.next_queue_order())
                 delay = 0.1
             except Exception as exc:  # Redis down or a script error: never let the pop loop die
                 self.slots.release()
                 log.warning("pop failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
-                self.draining.wait(delay)
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             if job is None:
                 self.slots.release()
-                self.wake.wait(IDLE_POLL)
+                await self._wait_wake(IDLE_POLL)
                 continue
             self.start_job(job)
 
     def start_job(self, job: PoppedJob) -> None:
         active = Active(job)
         self.active[job.id] = active
-        self.executor.submit(self.run_job, active)
+        active.task = asyncio.create_task(self.run_job(active), name=f"job-{job.id}")
 
-    def run_job(self, active: Active) -> None:
+    async def run_job(self, active: Active) -> None:
         try:
-            outcome = self.runner.run(active)
+            outcome = await self.runner.run(active)
             if outcome.host_unavailable:
                 self.healthy = False
             if outcome.model_missing or outcome.host_unavailable:
-                self.refresh_models()
+                await self.refresh_models()
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("job %s crashed the runner; it stays in flight for recovery", active.job.id)
         finally:
-            # the pop loop, blocked on a free slot, pops again as soon as this one is released
             self.active.pop(active.job.id, None)
             self.slots.release()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    def run(self) -> None:
-        wait_for_redis(self.redis, timeout=3600, what=f"redis at {self.settings.redis_url}")
-        self.recover_own_jobs()
-        self.refresh_models()
-        self.beat()
-        threads = [
-            threading.Thread(target=self.housekeeping, name="housekeeping", daemon=True),
-            threading.Thread(target=self.listen, name="listener", daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
-        _janitor_thread, janitor_stop = Janitor(
-            self.store, self.settings.heartbeat_ttl, self.settings.janitor_interval
-        ).start()
+    async def run(self) -> None:
+        sync_client = sync_redis(self.settings.redis_url, name=f"corral-janitor:{self.id}")
+        await self.wait_for_redis()
+        await self.recover_own_jobs()
+        await self.refresh_models()
+        await self.beat()
+        janitor = Janitor(JobStore(sync_client, self.store.limits), self.settings.heartbeat_ttl,
+                          self.settings.janitor_interval)  # fmt: skip
+        _thread, janitor_stop = janitor.start()
+        helpers = [asyncio.create_task(self.housekeeping()), asyncio.create_task(self.listen())]
         log.info(
             "worker %s up: ollama %s, %d slots", self.id, self.settings.ollama_url, self.settings.worker_slots
         )
         try:
-            self.pop_loop()
-        finally:
+            await self.pop_loop()
             log.info("worker %s draining: finishing %d running job(s)", self.id, len(self.active))
-            self.executor.shutdown(wait=True)
+            running = [a.task for a in self.active.values() if a.task is not None]
+            await asyncio.gather(*running, return_exceptions=True)
+        finally:
             janitor_stop.set()
-            self.stopped.set()
-            for thread in threads:
-                thread.join(timeout=5)
-            try:
-                registry.deregister(self.redis, self.id, self.models)
-            except TRANSIENT:
-                log.warning("could not deregister: redis unavailable")
-            self.ollama.close()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            with contextlib.suppress(*TRANSIENT):
+                await registry.deregister_async(self.redis, self.id, self.models)
+            await self.ollama.close()
+            await self.redis.aclose()
+            sync_client.close()
             log.info("worker %s stopped", self.id)
 
-    def drain(self, *_: object) -> None:
+    async def wait_for_redis(self) -> None:
+        delay, attempt = 0.1, 0
+        while True:
+            attempt += 1
+            try:
+                await self.redis.ping()
+                return
+            except TRANSIENT as exc:
+                log.warning(
+                    "redis at %s not reachable (attempt %d): %s", self.settings.redis_url, attempt, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def drain(self) -> None:
         """Stop taking jobs, finish the running ones, deregister. A second signal exits at once."""
         if self.draining.is_set():
             log.warning("second signal: exiting now; running jobs will be re-queued")
@@ -275,18 +296,16 @@ class Worker:
         self.wake.set()
 
 
-def run_worker(settings: Settings) -> None:
+async def _main(settings: Settings) -> None:
     worker = Worker(settings)
-    signal.signal(signal.SIGTERM, worker.drain)
-    signal.signal(signal.SIGINT, worker.drain)
-    worker.run()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.drain)
+    await worker.run()
 
 
-def main() -> None:  # pragma: no cover - `python -m worker.main`
-    settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_worker(settings)
+def run_worker(settings: Settings) -> None:
+    asyncio.run(_main(settings))
 
 
-if __name__ == "__main__":
-    main()
+__all__ = ["Worker", "run_worker"]

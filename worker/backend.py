@@ -1,0 +1,132 @@
+"""The worker's client of its local Ollama (asyncio): model lists and streamed generation over NDJSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from common.errors import CorralError
+
+
+class OllamaError(CorralError):
+    """Ollama answered with an error.
+
+    OllamaError
+    ├── OllamaUnavailable   cannot connect, 5xx, 503 busy: the host is the problem, re-queue the job
+    ├── OllamaModelMissing  404: this host lacks the model, re-queue for another
+    └── (itself)            4xx or an error line: the request is the problem, fail the job
+    """
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message, status=status)
+        self.status = status
+
+
+class OllamaUnavailable(OllamaError):
+    pass
+
+
+class OllamaModelMissing(OllamaError):
+    pass
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error") or response.text)
+    except (ValueError, AttributeError):
+        return response.text or f"HTTP {response.status_code}"
+
+
+async def raise_for_status(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    await response.aread()
+    message = _error_message(response)
+    if response.status_code == 404:
+        raise OllamaModelMissing(message, response.status_code)
+    if response.status_code >= 500:
+        raise OllamaUnavailable(message, response.status_code)
+    raise OllamaError(message, response.status_code)
+
+
+class OllamaClient:
+    """A pool of one-connection httpx clients, one per slot: httpx's shared pool costs a lot of CPU per
+    request once many requests share it, and a slot never needs more than one connection."""
+
+    def __init__(self, base_url: str, slots: int, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._clients: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self._all = []
+        for _ in range(slots + 1):
+            client = httpx.AsyncClient(
+                base_url=self.base_url, timeout=timeout, limits=httpx.Limits(max_connections=1)
+            )
+            self._all.append(client)
+            self._clients.put_nowait(client)
+
+    async def close(self) -> None:
+        for client in self._all:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        client = await self._clients.get()
+        try:
+            yield client
+        finally:
+            self._clients.put_nowait(client)
+
+    async def _get(self, path: str) -> dict[str, Any]:
+        async with self._client() as client:
+            try:
+                response = await client.get(path)
+            except httpx.HTTPError as exc:
+                raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
+            await raise_for_status(response)
+            return response.json()  # type: ignore[no-any-return]
+
+    async def list_models(self) -> list[str]:
+        """Names of the models on disk (``GET /api/tags``)."""
+        return [m["name"] for m in (await self._get("/api/tags")).get("models") or []]
+
+    async def loaded_models(self) -> list[str]:
+        """Names of the models in memory (``GET /api/ps``)."""
+        return [m["name"] for m in (await self._get("/api/ps")).get("models") or []]
+
+    @asynccontextmanager
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """A streamed POST. Leaving the block (or cancelling the task) closes the connection: Ollama stops."""
+        async with self._client() as client:
+            try:
+                async with client.stream(
+                    "POST", path, json=body, timeout=httpx.Timeout(10.0, read=None)
+                ) as resp:
+                    await raise_for_status(resp)
+                    yield resp
+            except httpx.TransportError as exc:
+                raise OllamaUnavailable(f"ollama at {self.base_url}: {exc}") from exc
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._client() as client:
+            try:
+                response = await client.post(path, json=body, timeout=httpx.Timeout(10.0, read=None))
+            except httpx.HTTPError as exc:
+                raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
+            await raise_for_status(response)
+            return response.json()  # type: ignore[no-any-return]
+
+
+async def chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's NDJSON lines as dicts; an ``{"error": …}`` line raises (Ollama ends the stream after it)."""
+    async for line in response.aiter_lines():
+        if not line.strip():
+            continue
+        chunk = json.loads(line)
+        if "error" in chunk:
+            raise OllamaError(str(chunk["error"]), -1)
+        yield chunk

@@ -1,0 +1,281 @@
+"""Running one job (asyncio): stream from Ollama, publish every chunk, store the result — fenced, cancellable,
+timed. Chunk events are pipelined: while one batch is on its way to Redis, the next ones pile up and go together,
+so a fast model costs few round trips and a slow one waits for none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from common.jobs import PoppedJob
+from common.store import AsyncJobStore
+
+from .backend import OllamaClient, OllamaError, OllamaModelMissing, OllamaUnavailable, chunks
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FENCED, CANCEL_ASKED = -1, 1
+REDIS_GIVE_UP = 120.0
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+class Fenced(Exception):
+    """The job is no longer ours (re-queued to another worker): stop without writing."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Active:
+    """A running job as the control listener sees it."""
+
+    job: PoppedJob
+    task: asyncio.Task[Any] | None = None
+    cancel_requested: bool = False
+
+    def request_cancel(self) -> None:
+        """Cancelling the task closes the Ollama connection at once; Ollama stops generating."""
+        self.cancel_requested = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+@dataclass
+class Outcome:
+    """What the worker loop learns from a job: whether the host looked unhealthy or lacked the model."""
+
+    host_unavailable: bool = False
+    model_missing: bool = False
+
+
+async def with_redis_retry(fn: Callable[[], Awaitable[T]], what: str) -> T:
+    """Redis calls of a running job survive a Redis restart: retry with backoff, log once, give up late."""
+    deadline = time.monotonic() + REDIS_GIVE_UP
+    delay, logged = 0.1, False
+    while True:
+        try:
+            return await fn()
+        except REDIS_ERRORS as exc:
+            if time.monotonic() > deadline:
+                raise
+            if not logged:
+                log.warning("redis unavailable during %s (%s); retrying", what, exc)
+                logged = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class Emitter:
+    """Sends a job's chunk events in order, batching what arrives while a send is in flight."""
+
+    def __init__(self, send: Callable[[tuple[str, ...]], Awaitable[int]]) -> None:
+        self.send = send
+        self.pending: list[str] = []
+        self.task: asyncio.Task[int] | None = None
+
+    def add(self, body: str) -> None:
+        self.pending.append(body)
+        if self.task is not None and self.task.done():
+            check(self.task.result())
+            self.task = None
+        if self.task is None:
+            self.task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> int:
+        while self.pending:
+            batch = tuple(self.pending)
+            self.pending.clear()
+            code = await self.send(batch)
+            if code != 0:
+                return code
+        return 0
+
+    async def close(self) -> tuple[str, ...]:
+        """Wait for the send in flight; return what is still pending (it goes with the final event)."""
+        if self.task is not None:
+            check(await self.task)
+        rest, self.pending = tuple(self.pending), []
+        return rest
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+def check(code: int) -> None:
+    if code == FENCED:
+        raise Fenced
+    if code == CANCEL_ASKED:
+        raise Cancelled
+
+
+class JobRunner:
+    def __init__(
+        self, store: AsyncJobStore, ollama: OllamaClient, worker_id: str, local_names: dict[str, str]
+    ):
+        self.store = store
+        self.ollama = ollama
+        self.worker_id = worker_id
+        self.local_names = local_names
+
+    async def finish(
+        self,
+        job: PoppedJob,
+        status: str,
+        body: dict[str, Any],
+        result: str = "",
+        chunks: tuple[str, ...] = (),
+    ) -> None:
+        error = str(body.get("error", ""))
+
+        async def call() -> bool:
+            return await self.store.finish(job, self.worker_id, status, dumps(body), result, error, chunks)
+
+        if not await with_redis_retry(call, "finish"):
+            log.info(
+                "job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt
+            )
+
+    async def run(self, active: Active) -> Outcome:
+        job = active.job
+        if job.refusal:
+            log.warning("job %s refused: %s", job.id, job.refusal)
+            await self.finish(job, "failed", {"type": "error", "error": job.refusal})
+            return Outcome()
+        try:
+            async with asyncio.timeout(max(job.popped_at + job.timeout - time.monotonic(), 0.001)):
+                await self._execute(job)
+        except asyncio.CancelledError:
+            if not active.cancel_requested:
+                raise  # the worker is shutting down: the job stays in flight and is re-queued
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self.finish(job, "canceled", {"type": "cancelled", "reason": "cancelled while running"})
+        except Cancelled:
+            await self.finish(job, "canceled", {"type": "cancelled", "reason": "cancelled while running"})
+        except Fenced:
+            log.info("job %s attempt %d was taken over; stopped", job.id, job.attempt)
+        except TimeoutError:
+            await self.finish(
+                job, "failed", {"type": "error", "error": f"job timed out after {job.timeout:g}s"}
+            )
+        except OllamaModelMissing as exc:
+            await self._requeue(job, f"model missing on {self.worker_id}: {exc.message}")
+            return Outcome(model_missing=True)
+        except OllamaUnavailable as exc:
+            await self._requeue(job, f"ollama on {self.worker_id} unavailable: {exc.message}")
+            return Outcome(host_unavailable=True)
+        except OllamaError as exc:
+            await self.finish(job, "failed", {"type": "error", "error": f"ollama: {exc.message}"})
+        return Outcome()
+
+    async def _requeue(self, job: PoppedJob, reason: str) -> None:
+        log.warning("job %s: %s; re-queued", job.id, reason)
+
+        async def call() -> tuple[str, int]:
+            return await self.store.requeue(
+                job.id, reason, attempt=job.attempt_arg, worker_id=self.worker_id, counts=False
+            )
+
+        await with_redis_retry(call, "requeue")
+
+    async def _execute(self, job: PoppedJob) -> None:
+        request = dict(job.kwargs.get("request") or {})
+        model = str(request.get("model", job.model))
+        request["model"] = self.local_names.get(model, model)
+        if job.func_name == "corral.embed":
+            answer = await self.ollama.post("/api/embed", request)
+            final = {k: v for k, v in answer.items() if k != "embeddings"}
+            result = dumps({"embeddings": answer.get("embeddings") or [], "final": final})
+            await self.finish(job, "finished", {"type": "done", "final": final}, result)
+        else:
+            await self._stream(job, request, chat=job.func_name == "corral.chat")
+
+    async def _stream(self, job: PoppedJob, request: dict[str, Any], chat: bool) -> None:
+        reply = Reply(chat)
+        emitter = Emitter(
+            lambda batch: with_redis_retry(lambda: self.store.emit(job, self.worker_id, *batch), "emit")
+        )
+        path = "/api/chat" if chat else "/api/generate"
+        try:
+            async with self.ollama.stream(path, request) as response:
+                try:
+                    stream = chunks(response)
+                    async for chunk in stream:
+                        if chunk.get("done"):
+                            await self._succeed(job, reply, chunk, await emitter.close())
+                            async for _ in stream:  # read to the end: the connection is kept alive
+                                pass
+                            return
+                        emitter.add(dumps(reply.add(chunk)))
+                except (httpx.TransportError, ValueError) as exc:
+                    raise OllamaUnavailable(f"stream broken: {exc}") from exc
+            raise OllamaUnavailable("stream ended without a final chunk")
+        finally:
+            emitter.abort()
+
+    async def _succeed(
+        self, job: PoppedJob, reply: Reply, final: dict[str, Any], pending: tuple[str, ...]
+    ) -> None:
+        stats = {k: v for k, v in final.items() if k not in ("response", "message", "created_at", "done")}
+        await self.finish(
+            job, "finished", {"type": "done", "final": stats}, dumps(reply.result(stats)), pending
+        )
+
+
+class Reply:
+    """The reply so far: text, thinking and tool calls gathered from the chunks."""
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.parts: list[str] = []
+        self.thinking: list[str] = []
+        self.tool_calls: list[Any] = []
+
+    def add(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """Take one chunk; return its ``chunk`` event."""
+        text, event = chunk_event(chunk, self.chat)
+        self.parts.append(text)
+        if event.get("thinking"):
+            self.thinking.append(event["thinking"])
+        self.tool_calls += event.get("tool_calls") or []
+        return event
+
+    def result(self, stats: dict[str, Any]) -> dict[str, Any]:
+        text, thinking = "".join(self.parts), "".join(self.thinking)
+        result: dict[str, Any] = {"text": text, "final": stats}
+        if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if thinking:
+                message["thinking"] = thinking
+            if self.tool_calls:
+                message["tool_calls"] = self.tool_calls
+            result["message"] = message
+        elif thinking:
+            result["thinking"] = thinking
+        return result
+
+
+def chunk_event(chunk: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]]:
+    """The text of one Ollama chunk and the ``chunk`` event carrying it (with the raw chunk's fields)."""
+    if chat:
+        message = chunk.get("message") or {}
+        text = str(message.get("content") or "")
+        extra = {k: message[k] for k in ("thinking", "tool_calls") if message.get(k)}
+    else:
+        text = str(chunk.get("response") or "")
+        extra = {"thinking": chunk["thinking"]} if chunk.get("thinking") else {}
+    return text, {"type": "chunk", "text": text, **extra, "ollama": chunk}
