@@ -33,6 +33,15 @@ from .execute import Active, JobRunner
 from .load import cpu_ram, gpu_stats
 
 log = logging.getLogger("corral.worker")
+# Fault injection for the tests: the worker dies (like a SIGKILL) at the named point. Never set in production.
+FAULT_POINT = os.environ.get("CORRAL_TEST_FAULT", "")
+
+
+def crash_here(point: str) -> None:
+    if point == FAULT_POINT:
+        os._exit(137)
+
+
 IDLE_POLL = 1.0  # a missed wake-up (Redis restart) costs at most this
 
 
@@ -220,6 +229,7 @@ class Worker:
                 self.slots.release()
                 await self._wait_wake(IDLE_POLL)
                 continue
+            crash_here("after_pop")
             self.start_job(job)
 
     def start_job(self, job: PoppedJob) -> None:

@@ -154,3 +154,22 @@ def test_ollama_crash_mid_job_finishes_on_another_host(fleet: Fleet) -> None:
     events: list[dict[str, Any]] = []
     follow(api, job_id, events)
     check_job(api, job_id, prompt, events)
+
+
+def test_a_worker_dying_between_pop_and_start_loses_nothing(fleet: Fleet) -> None:
+    """RQ's multi-queue BLPOP loses a job killed right after the pop; Corral's pop is one atomic move into the
+    worker's in-flight list, so the janitor finds it there."""
+    sim = fleet.simulator("llama3:latest")
+    doomed = fleet.worker(sim, "doomed", test_fault="after_pop", **FAST)
+    api = fleet.api(**FAST)
+    job_id = httpx.post(f"{api}/jobs", json={"model": "llama3", "prompt": "survive"}).json()["id"]
+    assert doomed.process is not None and doomed.process.wait(15) == 137  # died holding the job
+    assert fleet.redis.lrange("corral:inflight:doomed", 0, -1) == [job_id.encode()]
+    fleet.worker(sim, "healthy", **FAST)
+    view = wait_for(lambda: (v := httpx.get(f"{api}/jobs/{job_id}").json())["status"] == "succeeded" and v,
+                    what="job recovered")  # fmt: skip
+    assert (
+        view["worker"] == "healthy"
+        and view["attempt"] == 2
+        and view["text"] == expected_text("llama3", "survive")
+    )
