@@ -31,6 +31,7 @@ JOB_FUNCTIONS: dict[str, str] = {
     "generate": "corral.generate",
     "chat": "corral.chat",
     "embed": "corral.embed",
+    "show": "corral.show",
 }
 ALLOWED_FUNCTIONS = frozenset(JOB_FUNCTIONS.values())
 RQ_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -31,6 +31,8 @@ class WorkerInfo:
     ram_used: int = 0
     ram_total: int = 0
     gpu: list[dict[str, Any]] = field(default_factory=list)
+    tags: list[dict[str, Any]] = field(default_factory=list)
+    ps: list[dict[str, Any]] = field(default_factory=list)
 
     def to_hash(self, now: float) -> dict[str, str | int | float]:
         return {
@@ -50,6 +52,8 @@ class WorkerInfo:
             "ram_used": self.ram_used,
             "ram_total": self.ram_total,
             "gpu": json.dumps(self.gpu),
+            "tags": json.dumps(self.tags),
+            "ps": json.dumps(self.ps),
             "started_at": round(self.started_at, 3),
             "last_seen": round(now, 3),
         }
@@ -112,6 +116,8 @@ def decode_worker(worker_id: str, raw: dict[Any, Any], score: float, ttl: float)
         "ram_used": int(h.get("ram_used", 0)),
         "ram_total": int(h.get("ram_total", 0)),
         "gpu": json.loads(h.get("gpu", "[]")),
+        "tags": json.loads(h.get("tags", "[]")),
+        "ps": json.loads(h.get("ps", "[]")),
         "started_at": float(h.get("started_at", 0)),
         "last_seen": last_seen,
         "age": round(time.time() - last_seen, 1),

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .errors import InvalidRequest, PayloadTooLarge
 from .names import normalise_model
 
-JobKind = Literal["generate", "chat", "embed"]
+JobKind = Literal["generate", "chat", "embed", "show"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_EVENTS = frozenset({"done", "error", "cancelled"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -116,7 +116,7 @@ class JobRequest(BaseModel):
         body = self.model_dump(
             exclude_none=True, exclude={"kind", "timeout", "queue_timeout", "wait", "stream"}
         )
-        if self.kind != "embed":
+        if self.kind in ("generate", "chat"):
             body["stream"] = True
         return body
 

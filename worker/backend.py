@@ -90,13 +90,13 @@ class OllamaClient:
             await raise_for_status(response)
             return response.json()  # type: ignore[no-any-return]
 
-    async def list_models(self) -> list[str]:
-        """Names of the models on disk (``GET /api/tags``)."""
-        return [m["name"] for m in (await self._get("/api/tags")).get("models") or []]
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The models on disk (``GET /api/tags``), as Ollama describes them."""
+        return list((await self._get("/api/tags")).get("models") or [])
 
-    async def loaded_models(self) -> list[str]:
-        """Names of the models in memory (``GET /api/ps``)."""
-        return [m["name"] for m in (await self._get("/api/ps")).get("models") or []]
+    async def loaded_models(self) -> list[dict[str, Any]]:
+        """The models in memory (``GET /api/ps``)."""
+        return list((await self._get("/api/ps")).get("models") or [])
 
     @asynccontextmanager
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:

@@ -77,8 +77,8 @@ class Worker:
     async def refresh_models(self) -> None:
         """Read /api/tags and /api/ps; on failure keep the last list and mark this host unhealthy."""
         try:
-            names = await self.ollama.list_models()
-            loaded = await self.ollama.loaded_models()
+            tags = await self.ollama.list_models()
+            ps = await self.ollama.loaded_models()
         except OllamaError as exc:
             if not self._ollama_down:
                 log.warning(
@@ -87,6 +87,9 @@ class Worker:
             self._ollama_down = True
             self.healthy = False
             return
+        names = [str(m.get("name") or m.get("model")) for m in tags]
+        loaded = [str(m.get("name") or m.get("model")) for m in ps]
+        self.info.tags, self.info.ps = tags, ps
         mapping = {}
         for name in names:
             try:

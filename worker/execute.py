@@ -196,7 +196,10 @@ class JobRunner:
         request = dict(job.kwargs.get("request") or {})
         model = str(request.get("model", job.model))
         request["model"] = self.local_names.get(model, model)
-        if job.func_name == "corral.embed":
+        if job.func_name == "corral.show":
+            answer = await self.ollama.post("/api/show", {"model": request["model"]})
+            await self.finish(job, "finished", {"type": "done", "final": {}}, dumps({"show": answer}))
+        elif job.func_name == "corral.embed":
             answer = await self.ollama.post("/api/embed", request)
             final = {k: v for k, v in answer.items() if k != "embeddings"}
             result = dumps({"embeddings": answer.get("embeddings") or [], "final": final})

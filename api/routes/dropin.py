@@ -1,0 +1,81 @@
+"""What the Ollama and OpenAI drop-in routes share: submit a job from a translated body, wait for its end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from common import keys
+from common.bus import ChunkHub, follow_events
+from common.errors import InvalidRequest
+from common.schemas import JobRequest, Submitted
+from common.settings import Settings
+from common.store import AsyncJobStore
+
+from .fleet import list_workers
+
+
+async def submit(store: AsyncJobStore, settings: Settings, body: dict[str, Any]) -> Submitted:
+    """Validate a translated body like ``POST /jobs`` does and enqueue it."""
+    try:
+        request = JobRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "body"
+        raise InvalidRequest(f"{where}: {first.get('msg')}") from None
+    request.check_limits(settings.max_prompt_bytes)
+    return await store.enqueue(request)
+
+
+async def events_of(client: Any, hub: ChunkHub, job_id: str) -> AsyncIterator[dict[str, Any]]:
+    """The job's events, idle ticks left out."""
+    async for event in follow_events(client, hub, job_id):
+        if event is not None:
+            yield event
+
+
+async def outcome(client: Any, hub: ChunkHub, job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait for the job's end: its last event and, when it succeeded, its stored result."""
+    last: dict[str, Any] = {}
+    async for event in events_of(client, hub, job_id):
+        last = event
+    result: dict[str, Any] = {}
+    if last.get("type") == "done":
+        raw = await client.hget(keys.job_key(job_id), "result")
+        result = json.loads(raw) if raw else {}
+    return last, result
+
+
+def failure_message(event: dict[str, Any], job_id: str) -> str:
+    if event.get("type") == "cancelled":
+        return f"job {job_id} was cancelled"
+    return str(event.get("error") or f"job {job_id} ended without a result")
+
+
+def retry_message(event: dict[str, Any], job_id: str) -> str:
+    return (f"job {job_id} was restarted on another worker after tokens were sent ({event.get('reason')}); "
+            f"follow GET /jobs/{job_id}/events for the full answer")  # fmt: skip
+
+
+async def fleet_models(client: Any, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Model name → Ollama's /api/tags entry, over live active workers (first one wins)."""
+    models: dict[str, dict[str, Any]] = {}
+    for worker in await list_workers(client, settings.heartbeat_ttl):
+        if not worker["alive"] or worker.get("state") != "active":
+            continue
+        tags = {str(t.get("name")): t for t in worker.get("tags") or []}
+        for name in worker.get("models") or []:
+            models.setdefault(name, tags.get(name) or {"name": name, "model": name})
+    return models
+
+
+async def fleet_loaded(client: Any, settings: Settings) -> list[dict[str, Any]]:
+    loaded: dict[str, dict[str, Any]] = {}
+    for worker in await list_workers(client, settings.heartbeat_ttl):
+        if worker["alive"]:
+            for entry in worker.get("ps") or []:
+                loaded.setdefault(str(entry.get("name")), entry)
+    return list(loaded.values())

@@ -1,0 +1,193 @@
+"""OpenAI-compatible API: chat completions, completions, embeddings, models — through the queues.
+
+Errors are OpenAI's: ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from common.errors import CorralError, InvalidRequest, ModelNotFound
+from common.names import normalise_model
+from common.wire import (
+    chat_chunk,
+    chat_completion,
+    finish_reason,
+    openai_chat_job,
+    openai_completion_job,
+    openai_error,
+    openai_tool_calls,
+    parse_json_object,
+    text_completion,
+    usage,
+)
+
+from ..deps import HubDep, RedisDep, SettingsDep, StoreDep
+from ..errors import status_of
+from .dropin import events_of, failure_message, fleet_models, outcome, retry_message, submit
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(openai_error(status, message), status_code=status)
+
+
+def sse(obj: dict[str, Any] | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+async def chat_stream(
+    job_id: str, model: str, events: AsyncIterator[dict[str, Any]], with_usage: bool
+) -> AsyncIterator[bytes]:
+    yield sse(chat_chunk(job_id, model, {"role": "assistant", "content": ""}, None))
+    sent, called = False, False
+    async for event in events:
+        if event["type"] == "chunk":
+            sent = True
+            delta: dict[str, Any] = {"content": event.get("text", "")}
+            if event.get("thinking"):
+                delta["reasoning"] = event["thinking"]
+            if event.get("tool_calls"):
+                called = True
+                delta["tool_calls"] = openai_tool_calls(event["tool_calls"])
+            yield sse(chat_chunk(job_id, model, delta, None))
+        elif event["type"] == "retry" and sent:
+            yield sse(openai_error(500, retry_message(event, job_id)))
+            break
+        elif event["type"] == "done":
+            final = event.get("final") or {}
+            yield sse(chat_chunk(job_id, model, {}, finish_reason(final, called)))
+            if with_usage:
+                yield sse({**chat_chunk(job_id, model, {}, None), "choices": [], "usage": usage(final)})
+            break
+        elif event["type"] in ("error", "cancelled"):
+            yield sse(openai_error(500, failure_message(event, job_id)))
+            break
+    yield sse("[DONE]")
+
+
+async def completion_stream(
+    job_id: str, model: str, events: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[bytes]:
+    sent = False
+    async for event in events:
+        if event["type"] == "chunk":
+            sent = True
+            yield sse(text_completion(job_id, model, event.get("text", ""), None, stream=True))
+        elif event["type"] == "retry" and sent:
+            yield sse(openai_error(500, retry_message(event, job_id)))
+            break
+        elif event["type"] == "done":
+            yield sse(text_completion(job_id, model, "", event.get("final") or {}, stream=True))
+            break
+        elif event["type"] in ("error", "cancelled"):
+            yield sse(openai_error(500, failure_message(event, job_id)))
+            break
+    yield sse("[DONE]")
+
+
+async def start(request: Request, store: Any, settings: Any, translate: Any) -> tuple[dict[str, Any], Any]:
+    body = parse_json_object(await request.body())
+    return body, await submit(store, settings, translate(body))
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
+                           hub: HubDep) -> Response:  # fmt: skip
+    """OpenAI chat completions; ``stream`` defaults to false."""
+    try:
+        body, submitted = await start(request, store, settings, openai_chat_job)
+    except CorralError as exc:
+        return error(status_of(exc), exc.message)
+    model = str(body["model"])
+    if body.get("stream"):
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = chat_stream(submitted.id, model, events_of(client, hub, submitted.id), with_usage)
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    last, result = await outcome(client, hub, submitted.id)
+    if last.get("type") != "done":
+        return error(500, failure_message(last, submitted.id))
+    return JSONResponse(chat_completion(submitted.id, model, result))
+
+
+@router.post("/completions")
+async def completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
+                      hub: HubDep) -> Response:  # fmt: skip
+    """OpenAI (legacy) completions; ``stream`` defaults to false."""
+    try:
+        body, submitted = await start(request, store, settings, openai_completion_job)
+    except CorralError as exc:
+        return error(status_of(exc), exc.message)
+    model = str(body["model"])
+    if body.get("stream"):
+        chunks = completion_stream(submitted.id, model, events_of(client, hub, submitted.id))
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    last, result = await outcome(client, hub, submitted.id)
+    if last.get("type") != "done":
+        return error(500, failure_message(last, submitted.id))
+    return JSONResponse(text_completion(submitted.id, model, result.get("text", ""), result.get("final") or {},
+                                        stream=False))  # fmt: skip
+
+
+def embed_job(body: dict[str, Any]) -> dict[str, Any]:
+    model, given = body.get("model"), body.get("input")
+    if not model or not isinstance(model, str):
+        raise InvalidRequest("model is required")
+    if isinstance(given, str):
+        given = [given]
+    if not isinstance(given, list) or not given or not all(isinstance(x, str) for x in given):
+        raise InvalidRequest("input must be a string or a list of strings")
+    job: dict[str, Any] = {"model": model, "kind": "embed", "input": given}
+    if body.get("dimensions"):
+        job["dimensions"] = body["dimensions"]
+    return job
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
+                     hub: HubDep) -> Response:  # fmt: skip
+    """OpenAI embeddings."""
+    try:
+        body, submitted = await start(request, store, settings, embed_job)
+    except CorralError as exc:
+        return error(status_of(exc), exc.message)
+    last, result = await outcome(client, hub, submitted.id)
+    if last.get("type") != "done":
+        return error(500, failure_message(last, submitted.id))
+    vectors = result.get("embeddings") or []
+    tokens = int((result.get("final") or {}).get("prompt_eval_count") or 0)
+    return JSONResponse({
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })  # fmt: skip
+
+
+def model_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "corral"}
+
+
+@router.get("/models")
+async def models(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+    """The models of the live fleet."""
+    return {"object": "list", "data": [model_entry(n) for n in await fleet_models(client, settings)]}
+
+
+@router.get("/models/{model:path}")
+async def model(model: str, client: RedisDep, settings: SettingsDep) -> Response:
+    try:
+        name = normalise_model(model)
+    except CorralError:
+        name = model
+    if name not in await fleet_models(client, settings):
+        return error(404, str(ModelNotFound(model).message))
+    return JSONResponse(model_entry(name))
