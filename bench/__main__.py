@@ -6,6 +6,7 @@ import argparse
 import os
 
 from .core import bench_throughput, bench_ttft
+from .dropin import bench_dropin
 from .failover import bench_failover
 
 
@@ -23,6 +24,7 @@ def main() -> None:
     ttft = bench_ttft(n_ttft)
     tput = bench_throughput(n_jobs, concurrency=64)
     fail = bench_failover(n_kills)
+    dropin = bench_dropin(n_ttft // 2)
     rows = [
         ("TTFT p50, simulator direct (baseline)", ms(ttft["direct"]["p50"]), "1.00x", ""),
         ("TTFT p50, through Corral (POST stream)", ms(ttft["corral"]["p50"]),
@@ -35,6 +37,14 @@ def main() -> None:
         ("TTFT p50, POST then GET events", ms(ttft["two_step"]["p50"]),
          f"{ttft['two_step']['p50'] / ttft['direct']['p50']:.2f}x", "two requests"),
         ("added TTFT p50, POST then GET events", ms(ttft["added_two_step"]["p50"]), "", ""),
+        ("added TTFT p50/p95, Ollama /api/generate", f"{ms(dropin['generate']['added_p50'])} / "
+         f"{ms(dropin['generate']['added_p95'])}", "", "vs simulator /api/generate"),
+        ("added per chunk p50/p95, Ollama /api/generate", f"{ms(dropin['generate']['chunk_p50'])} / "
+         f"{ms(dropin['generate']['chunk_p95'])}", "", "40 tokens at 200/s"),
+        ("added TTFT p50/p95, OpenAI /v1/chat/completions", f"{ms(dropin['openai']['added_p50'])} / "
+         f"{ms(dropin['openai']['added_p95'])}", "", "vs simulator /api/chat"),
+        ("added per chunk p50/p95, /v1/chat/completions", f"{ms(dropin['openai']['chunk_p50'])} / "
+         f"{ms(dropin['openai']['chunk_p95'])}", "", ""),
         ("requests/s, simulator direct (baseline)", f"{tput['direct_rate']:.0f}/s", "1.00x", ""),
         ("jobs/s end to end through Corral", f"{tput['corral_rate']:.0f}/s",
          f"{tput['corral_rate'] / tput['direct_rate']:.2f}x", "target >= 300/s"),
