@@ -18,6 +18,7 @@ from common.errors import (
     JobNotFound,
     ModelNotFound,
     PayloadTooLarge,
+    QueueFull,
     WorkerNotFound,
 )
 
@@ -28,6 +29,7 @@ STATUS: list[tuple[type[CorralError], int]] = [
     (JobNotFound, 404),
     (WorkerNotFound, 404),
     (JobNotCancellable, 409),
+    (QueueFull, 429),
     (BackendUnavailable, 503),
 ]
 
@@ -51,7 +53,10 @@ def _describe(errors: list[Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
-        return error_response(status_of(exc), exc.message, exc.code)
+        response = error_response(status_of(exc), exc.message, exc.code)
+        if isinstance(exc, QueueFull):
+            response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -30,6 +30,9 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def setup_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: one line (and some CPU) per job on a worker
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def port_open(host: str, port: int) -> bool:

@@ -5,6 +5,7 @@ CorralError
 │   └── PayloadTooLarge     prompt or body over its limit (413)
 ├── ModelNotFound           no live worker has the model (404)
 ├── JobNotFound             unknown or expired job id (404)
+├── QueueFull               the model's queue holds CORRAL_MAX_QUEUE jobs (429; Ollama routes: 503)
 ├── JobNotCancellable       the job has already ended (409)
 ├── WorkerNotFound          no such live worker (404)
 └── BackendUnavailable      Redis or Ollama cannot be reached (503)
@@ -41,6 +42,14 @@ class ModelNotFound(CorralError):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"model '{model}' not found", model=model)
+        self.model = model
+
+
+class QueueFull(CorralError):
+    code = "queue_full"
+
+    def __init__(self, model: str, depth: int) -> None:
+        super().__init__(f"queue of model '{model}' is full ({depth} jobs waiting); retry later", model=model)
         self.model = model
 
 

@@ -59,6 +59,7 @@ class Limits:
     job_timeout: float
     max_retries: int
     queue_timeout: float = 0.0
+    max_queue: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -69,6 +70,7 @@ class Limits:
             job_timeout=settings.job_timeout,
             max_retries=settings.max_retries,
             queue_timeout=settings.queue_timeout,
+            max_queue=settings.max_queue,
         )
 
 

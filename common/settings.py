@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     model_refresh_interval: float = Field(5.0, gt=0, description="seconds between /api/tags reads")
     job_timeout: float = Field(600.0, gt=0, description="default seconds a job may run")
     queue_timeout: float = Field(0.0, ge=0, description="default queue-wait deadline in seconds; 0 = none")
+    max_queue: int = Field(
+        10000, ge=0, description="queued jobs per model before new ones are refused; 0 = no limit"
+    )
     janitor_interval: float = Field(1.0, gt=0, description="seconds between janitor passes")
     max_retries: int = Field(3, ge=0, description="re-queues after a worker died before a job fails")
     result_ttl: int = Field(86400, ge=1, description="seconds a finished job and its events are kept")

@@ -265,5 +265,5 @@ def text_completion(
 
 def openai_error(status: int, message: str) -> dict[str, Any]:
     kind = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
-            422: "invalid_request_error"}.get(status, "api_error")  # fmt: skip
+            422: "invalid_request_error", 429: "rate_limit_error"}.get(status, "api_error")  # fmt: skip
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from common.errors import CorralError, ModelNotFound
+from common.errors import CorralError, ModelNotFound, QueueFull
 from common.wire import ollama_chunk, ollama_final, ollama_job, parse_json_object
 
 from ..deps import HubDep, RedisDep, SettingsDep, StoreDep
@@ -67,6 +67,8 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
         submitted = await submit(store, settings, job)
     except ModelNotFound:
         return error(404, not_found(kind, name))
+    except QueueFull:
+        return error(503, "server busy, please try again.  maximum pending requests exceeded")
     except CorralError as exc:
         return error(status_of(exc), exc.message)
     headers = {"X-Corral-Job": submitted.id}

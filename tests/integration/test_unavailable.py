@@ -95,3 +95,28 @@ def test_worker_restarting_with_its_id_requeues_its_running_job(fleet: Fleet) ->
     assert types.count("retry") == 1 and types.count("done") == 1 and types.count("started") == 2
     after_retry = parsed[types.index("retry") :]
     assert "".join(e["text"] for e in after_retry if e["type"] == "chunk") == expected_text("llama3", prompt)
+
+
+def test_model_gone_from_a_host_requeues_for_another(fleet: Fleet) -> None:
+    slow_refresh = {"model_refresh_interval": 60}  # host a still believes it has the model when the job comes
+    sim_a = fleet.simulator("llama3:latest")
+    fleet.worker(sim_a, "a", **slow_refresh)
+    http = fleet.http(fleet.api())
+    assert fleet.redis.zscore("corral:model:llama3:latest:workers", "a")
+    import httpx
+
+    httpx.request("DELETE", sim_a + "/api/delete", json={"model": "llama3"})  # `ollama rm` behind a's back
+    job_id = http.post("/jobs", json={"model": "llama3", "prompt": "find another host"}).json()["id"]
+    events = f"corral:events:{job_id}"
+    wait_for(
+        lambda: any(b'"type":"retry"' in e[b"e"] for _, e in fleet.redis.xrange(events)), what="re-queued"
+    )
+    wait_for(
+        lambda: fleet.redis.zscore("corral:model:llama3:latest:workers", "a") is None, what="a dropped it"
+    )
+    sim_b = fleet.simulator("llama3:latest")
+    fleet.worker(sim_b, "b")
+    view = wait_for(lambda: (v := http.get(f"/jobs/{job_id}").json())["status"] == "succeeded" and v,
+                    what="job done on b")  # fmt: skip
+    assert view["worker"] == "b" and view["text"] == expected_text("llama3", "find another host")
+    assert view["attempt"] == 1  # not the job's fault: the retry limit is not charged
