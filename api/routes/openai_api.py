@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -94,47 +94,59 @@ async def completion_stream(
     yield sse("[DONE]")
 
 
-async def start(request: Request, store: Any, settings: Any, translate: Any) -> tuple[dict[str, Any], Any]:
-    body = parse_json_object(await request.body())
-    return body, await submit(store, settings, translate(body))
+Streamer = Callable[[str, str, AsyncIterator[dict[str, Any]], dict[str, Any]], AsyncIterator[bytes]]
+Answer = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+async def serve(request: Request, store: Any, settings: Any, client: Any, hub: Any,
+                translate: Callable[[dict[str, Any]], dict[str, Any]], streamer: Streamer,
+                answer: Answer) -> Response:  # fmt: skip
+    """Submit the translated body; stream with ``streamer`` or wait and answer with ``answer``."""
+    try:
+        body = parse_json_object(await request.body())
+        submitted = await submit(store, settings, translate(body))
+    except CorralError as exc:
+        return error(status_of(exc), exc.message)
+    model = str(body["model"])
+    if body.get("stream"):
+        events = events_of(client, hub, submitted.id)
+        return StreamingResponse(streamer(submitted.id, model, events, body), media_type="text/event-stream")
+    last, result = await outcome(client, hub, submitted.id)
+    if last.get("type") != "done":
+        return error(500, failure_message(last, submitted.id))
+    return JSONResponse(answer(submitted.id, model, result))
+
+
+def chat_streamer(
+    job_id: str, model: str, events: AsyncIterator[dict[str, Any]], body: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return chat_stream(job_id, model, events, with_usage)
+
+
+def completion_streamer(
+    job_id: str, model: str, events: AsyncIterator[dict[str, Any]], body: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    return completion_stream(job_id, model, events)
+
+
+def completion_answer(job_id: str, model: str, result: dict[str, Any]) -> dict[str, Any]:
+    return text_completion(job_id, model, result.get("text", ""), result.get("final") or {}, stream=False)
 
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
                            hub: HubDep) -> Response:  # fmt: skip
     """OpenAI chat completions; ``stream`` defaults to false."""
-    try:
-        body, submitted = await start(request, store, settings, openai_chat_job)
-    except CorralError as exc:
-        return error(status_of(exc), exc.message)
-    model = str(body["model"])
-    if body.get("stream"):
-        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        chunks = chat_stream(submitted.id, model, events_of(client, hub, submitted.id), with_usage)
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    last, result = await outcome(client, hub, submitted.id)
-    if last.get("type") != "done":
-        return error(500, failure_message(last, submitted.id))
-    return JSONResponse(chat_completion(submitted.id, model, result))
+    return await serve(request, store, settings, client, hub, openai_chat_job, chat_streamer, chat_completion)
 
 
 @router.post("/completions")
 async def completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
                       hub: HubDep) -> Response:  # fmt: skip
     """OpenAI (legacy) completions; ``stream`` defaults to false."""
-    try:
-        body, submitted = await start(request, store, settings, openai_completion_job)
-    except CorralError as exc:
-        return error(status_of(exc), exc.message)
-    model = str(body["model"])
-    if body.get("stream"):
-        chunks = completion_stream(submitted.id, model, events_of(client, hub, submitted.id))
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    last, result = await outcome(client, hub, submitted.id)
-    if last.get("type") != "done":
-        return error(500, failure_message(last, submitted.id))
-    return JSONResponse(text_completion(submitted.id, model, result.get("text", ""), result.get("final") or {},
-                                        stream=False))  # fmt: skip
+    return await serve(request, store, settings, client, hub, openai_completion_job, completion_streamer,
+                       completion_answer)  # fmt: skip
 
 
 def embed_job(body: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +168,8 @@ async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, c
                      hub: HubDep) -> Response:  # fmt: skip
     """OpenAI embeddings."""
     try:
-        body, submitted = await start(request, store, settings, embed_job)
+        body = parse_json_object(await request.body())
+        submitted = await submit(store, settings, embed_job(body))
     except CorralError as exc:
         return error(status_of(exc), exc.message)
     last, result = await outcome(client, hub, submitted.id)
