@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from . import keys
-from .errors import JobNotFound
+from .errors import JobNotFound, QueueFull
 from .schemas import RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
 
@@ -122,28 +122,28 @@ def prepare_job(
     return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline)
 
 
-def queue_enqueue_commands(pipe: Any, job: PreparedJob, limits: Limits) -> None:
-    """Queue the enqueue commands on a (sync or async) MULTI pipeline; RPUSH's answer is at index 1."""
-    pipe.hset(keys.job_key(job.id), mapping=job.mapping)
-    pipe.rpush(keys.queue_key(job.model), job.id)
-    pipe.sadd(keys.RQ_QUEUES, keys.queue_key(job.model))
-    stream = keys.events_key(job.id)
-    pipe.xadd(stream, {"e": job.queued_event}, id="1-0", maxlen=limits.events_maxlen, approximate=True)
-    pipe.pexpire(stream, limits.events_ttl_ms)
-    pipe.publish(keys.chunks_channel(job.id), job.queued_event)
-    pipe.publish(keys.wake_channel(job.model), job.id)
-    if job.deadline:
-        pipe.zadd(keys.DEADLINES, {job.id: job.deadline})
+def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
+    script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
+                   keys.DEADLINES]  # fmt: skip
+    args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
+                       keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0]  # fmt: skip
+    for field_name, value in job.mapping.items():
+        args += [field_name, value]
+    return script_keys, args
 
 
-def submitted(job: PreparedJob, results: list[Any]) -> Submitted:
+def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
+    """The 202 answer from the ENQUEUE reply; a full queue raises ``QueueFull`` (nothing was written)."""
+    if int(reply[0]) < 0:
+        raise QueueFull(job.model, int(reply[1]))
     return Submitted(
         id=job.id,
         status="queued",
         model=job.model,
         kind=job.kind,
         queue=keys.queue_name(job.model),
-        queue_position=int(results[1]) - 1,
+        queue_position=int(reply[0]) - 1,
     )
 
 

@@ -186,6 +186,27 @@ return 1
 """
 )
 
+# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset.
+# ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
+#       (0 = none), then the job hash as field, value pairs.
+# Returns {queue length after the push} or {-1, current length} when the queue is full (nothing written).
+ENQUEUE_SRC = """
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local depth = redis.call('LLEN', KEYS[2])
+  if depth >= limit then return {-1, depth} end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+local n = redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '1-0', 'e', ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+redis.call('PUBLISH', ARGV[7], ARGV[3])
+redis.call('PUBLISH', ARGV[6], ARGV[1])
+if tonumber(ARGV[8]) > 0 then redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1]) end
+return {n}
+"""
+
 RELEASE_LOCK_SRC = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -197,4 +218,5 @@ FINISH = LuaScript(FINISH_SRC)
 REQUEUE = LuaScript(REQUEUE_SRC)
 CANCEL = LuaScript(CANCEL_SRC)
 EXPIRE_QUEUED = LuaScript(EXPIRE_QUEUED_SRC)
+ENQUEUE = LuaScript(ENQUEUE_SRC)
 RELEASE_LOCK = LuaScript(RELEASE_LOCK_SRC)

@@ -14,14 +14,14 @@ import redis
 import redis.asyncio as aioredis
 
 from . import keys, scripts
-from .errors import JobNotCancellable, JobNotFound, ModelNotFound, QueueFull
+from .errors import JobNotCancellable, JobNotFound, ModelNotFound
 from .jobs import (
     Limits,
     PoppedJob,
     decode_popped,
+    enqueue_arguments,
     job_view,
     prepare_job,
-    queue_enqueue_commands,
     rq_now,
     submitted,
 )
@@ -132,9 +132,8 @@ class JobStore(_Calls):
         if not request.wait and not self.model_is_served(request.model):
             raise ModelNotFound(request.model)
         job = prepare_job(request, self.limits, self.redis, job_id)
-        pipe = self.redis.pipeline(transaction=True)
-        queue_enqueue_commands(pipe, job, self.limits)
-        return submitted(job, pipe.execute())
+        script_keys, args = enqueue_arguments(job, self.limits)
+        return submitted(job, scripts.ENQUEUE(self.redis, script_keys, args))
 
     def get(self, job_id: str) -> JobView:
         raw = self.redis.hgetall(keys.job_key(job_id))
@@ -191,7 +190,6 @@ class AsyncJobStore(_Calls):
         self.limits = limits
         self._served_cache = served_cache
         self._served_until: dict[str, float] = {}
-        self._depth: dict[str, tuple[int, float]] = {}
 
     async def _run(self, call: Call) -> Any:
         script, script_keys, args = call
@@ -215,26 +213,9 @@ class AsyncJobStore(_Calls):
     async def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
         if not request.wait and not await self.model_is_served(request.model):
             raise ModelNotFound(request.model)
-        await self._check_depth(request.model)
         job = prepare_job(request, self.limits, self.redis, job_id)
-        pipe = self.redis.pipeline(transaction=True)
-        queue_enqueue_commands(pipe, job, self.limits)
-        results = await pipe.execute()
-        self._depth[request.model] = (int(results[1]), time.monotonic())
-        return submitted(job, results)
-
-    async def _check_depth(self, model: str) -> None:
-        """Refuse a job when the model's queue is full. The depth our last enqueue saw is trusted for a second
-        while it is well under the limit, so the hot path pays no extra round trip."""
-        limit = self.limits.max_queue
-        if not limit:
-            return
-        seen, when = self._depth.get(model, (limit, 0.0))
-        depth = seen
-        if seen >= 0.9 * limit or time.monotonic() - when > 1.0:
-            depth = int(await self.redis.llen(keys.queue_key(model)))
-        if depth >= limit:
-            raise QueueFull(model, depth)
+        script_keys, args = enqueue_arguments(job, self.limits)
+        return submitted(job, await scripts.ENQUEUE.call_async(self.redis, script_keys, args))
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))
