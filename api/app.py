@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             janitor_stop.set()
+            janitor_client.close()
             await hub.stop()
             await hub.client.aclose()
             await client.aclose()

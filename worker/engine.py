@@ -259,6 +259,10 @@ class Worker:
     async def run(self) -> None:
         sync_client = sync_redis(self.settings.redis_url, name=f"corral-janitor:{self.id}")
         await self.wait_for_redis()
+        if self.draining.is_set():
+            await self.redis.aclose()
+            sync_client.close()
+            return
         await self.recover_own_jobs()
         await self.refresh_models()
         await self.beat()
@@ -287,8 +291,9 @@ class Worker:
             log.info("worker %s stopped", self.id)
 
     async def wait_for_redis(self) -> None:
+        """Ping until Redis answers (a SIGTERM meanwhile ends the wait: there is nothing to drain yet)."""
         delay, attempt = 0.1, 0
-        while True:
+        while not self.draining.is_set():
             attempt += 1
             try:
                 await self.redis.ping()

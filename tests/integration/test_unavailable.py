@@ -120,3 +120,17 @@ def test_model_gone_from_a_host_requeues_for_another(fleet: Fleet) -> None:
                     what="job done on b")  # fmt: skip
     assert view["worker"] == "b" and view["text"] == expected_text("llama3", "find another host")
     assert view["attempt"] == 1  # not the job's fault: the retry limit is not charged
+
+
+def test_worker_waiting_for_redis_stops_on_sigterm(fleet: Fleet) -> None:
+    import signal
+
+    from ..support import Child, base_env, free_port
+
+    env = base_env(f"redis://127.0.0.1:{free_port()}/0", ollama_url="http://127.0.0.1:1", worker_id="lonely")
+    worker = Child("worker-lonely", ["worker"], env, fleet.log_dir).start()
+    fleet.children.append(worker)
+    wait_for(lambda: "not reachable" in worker.log(), what="worker waiting for redis")
+    assert worker.process is not None
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(10) == 0
