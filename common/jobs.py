@@ -125,7 +125,7 @@ def prepare_job(
 def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
     script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
-                   keys.DEADLINES]  # fmt: skip
+                   keys.DEADLINES, keys.STATS]  # fmt: skip
     args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
                        keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0]  # fmt: skip
     for field_name, value in job.mapping.items():

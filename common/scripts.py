@@ -73,7 +73,7 @@ return 0
 # Returns 1 when written, 0 when fenced off (a late result of a presumed-dead worker is discarded).
 FINISH_SRC = (
     _EMIT
-    + """
+    + f"""
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'started' then return 0 end
@@ -84,6 +84,7 @@ redis.call('HDEL', KEYS[1], 'cancel')
 for i = 12, #ARGV do emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[9], ARGV[10]) end
 emit(KEYS[1], ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[10])
 redis.call('EXPIRE', KEYS[1], ARGV[11])
+redis.call('HINCRBY', '{keys.STATS}', 'finished:' .. ARGV[4], 1)
 return 1
 """
 )
@@ -106,6 +107,7 @@ if ARGV[10] == '1' and ARGV[5] ~= '' and attempt >= tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[6], 'error', err)
   emit(KEYS[1], ARGV[1], attempt, '{{"type":"error","error":' .. cjson.encode(err) .. '}}', ARGV[7], ARGV[8])
   redis.call('EXPIRE', KEYS[1], ARGV[9])
+  redis.call('HINCRBY', '{keys.STATS}', 'finished:failed', 1)
   return {{'failed', attempt}}
 end
 local next_attempt = attempt
@@ -116,6 +118,7 @@ emit(KEYS[1], ARGV[1], next_attempt, '{{"type":"retry","reason":' .. reason .. '
 redis.call('LPUSH', '{keys.RQ_QUEUE_PREFIX}' .. cur[4], ARGV[1])
 local model = redis.call('HGET', KEYS[1], 'model')
 redis.call('PUBLISH', '{keys.wake_channel("")}' .. model, ARGV[1])
+redis.call('HINCRBY', '{keys.STATS}', 'requeued', 1)
 return {{'requeued', next_attempt}}
 """
 )
@@ -131,6 +134,7 @@ if not st[1] then return {{'missing'}} end
 if st[1] == 'queued' then
   redis.call('LREM', '{keys.RQ_QUEUE_PREFIX}' .. st[4], 0, ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
+  redis.call('HINCRBY', '{keys.STATS}', 'finished:canceled', 1)
   emit(KEYS[1], ARGV[1], st[3], '{{"type":"cancelled","reason":"cancelled while queued"}}', ARGV[3], ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   return {{'cancelled'}}
@@ -180,13 +184,15 @@ if st[1] ~= 'queued' then return 0 end
 redis.call('LREM', '{keys.RQ_QUEUE_PREFIX}' .. st[3], 0, ARGV[1])
 local err = 'expired: not started within ' .. (st[4] or '?') .. 's in the queue'
 redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[2], 'error', err)
+redis.call('HINCRBY', '{keys.STATS}', 'expired', 1)
+redis.call('HINCRBY', '{keys.STATS}', 'finished:failed', 1)
 emit(KEYS[1], ARGV[1], st[2], '{{"type":"error","error":' .. cjson.encode(err) .. '}}', ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 )
 
-# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset.
+# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash.
 # ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
 #       (0 = none), then the job hash as field, value pairs.
 # Returns {queue length after the push} or {-1, current length} when the queue is full (nothing written).
@@ -204,6 +210,7 @@ redis.call('PEXPIRE', KEYS[4], ARGV[5])
 redis.call('PUBLISH', ARGV[7], ARGV[3])
 redis.call('PUBLISH', ARGV[6], ARGV[1])
 if tonumber(ARGV[8]) > 0 then redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1]) end
+redis.call('HINCRBY', KEYS[6], 'submitted', 1)
 return {n}
 """
 

@@ -170,3 +170,18 @@ def read_sse_post(stack: Stack, body: dict[str, Any]) -> list[dict[str, Any]]:
     with stack.http.stream("POST", "/jobs", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         return [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def test_prometheus_metrics(stack: Stack) -> None:
+    finished(stack, submit(stack, model="llama3", prompt="count me")["id"])
+    text = stack.http.get("/metrics").text
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and not line[0] == "#"
+    }
+    assert samples["corral_jobs_submitted_total"] >= 1
+    assert samples['corral_jobs_finished_total{status="succeeded"}'] >= 1
+    assert samples['corral_worker_up{worker="w-stack"}'] == 1
+    assert samples['corral_worker_slots{kind="total",worker="w-stack"}'] == 4
+    assert 'corral_queue_depth{model="llama3:latest"}' in samples

@@ -1,0 +1,81 @@
+"""``GET /metrics`` for Prometheus, computed from Redis at scrape time, so every API replica reports the same
+fleet-wide numbers (counters live in ``corral:stats``, written by the job scripts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from common import keys
+
+from ..deps import RedisDep, SettingsDep
+from .fleet import list_workers
+
+router = APIRouter(tags=["fleet"])
+
+
+class Snapshot:
+    """A collector yielding metric families built before the scrape (prometheus_client's API is synchronous)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def job_families(stats: dict[str, int]) -> list[Metric]:
+    submitted = CounterMetricFamily("corral_jobs_submitted", "Jobs accepted by the API")
+    submitted.add_metric([], stats.get("submitted", 0))
+    finished = CounterMetricFamily("corral_jobs_finished", "Jobs ended, by status", labels=["status"])
+    for rq_status, status in (("finished", "succeeded"), ("failed", "failed"), ("canceled", "cancelled")):
+        finished.add_metric([status], stats.get(f"finished:{rq_status}", 0))
+    requeued = CounterMetricFamily("corral_jobs_requeued", "Jobs put back on their queue after a worker died")
+    requeued.add_metric([], stats.get("requeued", 0))
+    expired = CounterMetricFamily("corral_jobs_expired", "Jobs that waited past their queue deadline")
+    expired.add_metric([], stats.get("expired", 0))
+    return [submitted, finished, requeued, expired]
+
+
+def worker_families(workers: list[dict[str, Any]]) -> list[Metric]:
+    up = GaugeMetricFamily("corral_worker_up", "1 while the worker's heartbeat is fresh", labels=["worker"])
+    healthy = GaugeMetricFamily(
+        "corral_worker_healthy", "1 while the worker's Ollama answers", labels=["worker"]
+    )
+    slots = GaugeMetricFamily("corral_worker_slots", "Job slots of a worker", labels=["worker", "kind"])
+    cpu = GaugeMetricFamily("corral_worker_cpu_percent", "Host CPU use", labels=["worker"])
+    ram = GaugeMetricFamily("corral_worker_ram_used_bytes", "Host RAM in use", labels=["worker"])
+    for w in workers:
+        up.add_metric([w["id"]], 1 if w["alive"] else 0)
+        if not w["alive"]:
+            continue
+        healthy.add_metric([w["id"]], 1 if w.get("healthy") else 0)
+        slots.add_metric([w["id"], "total"], w.get("slots_total", 0))
+        slots.add_metric([w["id"], "busy"], w.get("slots_busy", 0))
+        cpu.add_metric([w["id"]], w.get("cpu_percent", 0))
+        ram.add_metric([w["id"]], w.get("ram_used", 0))
+    return [up, healthy, slots, cpu, ram]
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(client: RedisDep, settings: SettingsDep) -> Response:
+    """Queue depth per model, jobs by outcome, re-queues, live workers and their slots and load."""
+    stats = {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
+    queue_keys = sorted(k.decode() for k in await client.smembers(keys.RQ_QUEUES))
+    queue_keys = [k for k in queue_keys if k.startswith(keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX)]
+    pipe = client.pipeline(transaction=False)
+    for key in queue_keys:
+        pipe.llen(key)
+    depths = await pipe.execute() if queue_keys else []
+    depth = GaugeMetricFamily("corral_queue_depth", "Jobs waiting in a model's queue", labels=["model"])
+    prefix = len(keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX)
+    for key, n in zip(queue_keys, depths, strict=True):
+        depth.add_metric([key[prefix:]], n)
+    workers = await list_workers(client, settings.heartbeat_ttl)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot([depth, *job_families(stats), *worker_families(workers)]))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
