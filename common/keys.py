@@ -12,8 +12,8 @@ QUEUE_NAME_PREFIX = "ollama:"
 
 WORKERS = "corral:workers"
 JANITOR_LOCK = "corral:janitor:lock"
-DEADLINES = "corral:deadlines"
-STATS = "corral:stats"  # hash of counters: submitted, finished:<rq status>, requeued, expired  # zset: queued job id -> time its queue-wait deadline passes
+DEADLINES = "corral:deadlines"  # zset: queued job id -> time its queue-wait deadline passes
+STATS = "corral:stats"  # hash of counters: submitted, finished:<rq status>, requeued, expired
 
 
 def queue_name(model: str) -> str:

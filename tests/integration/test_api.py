@@ -178,7 +178,7 @@ def test_prometheus_metrics(stack: Stack) -> None:
     samples = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in text.splitlines()
-        if line and not line[0] == "#"
+        if line and line[0] != "#"
     }
     assert samples["corral_jobs_submitted_total"] >= 1
     assert samples['corral_jobs_finished_total{status="succeeded"}'] >= 1
