@@ -176,9 +176,7 @@ def test_prometheus_metrics(stack: Stack) -> None:
     finished(stack, submit(stack, model="llama3", prompt="count me")["id"])
     text = stack.http.get("/metrics").text
     samples = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines()
-        if line and line[0] != "#"
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"
     }
     assert samples["corral_jobs_submitted_total"] >= 1
     assert samples['corral_jobs_finished_total{status="succeeded"}'] >= 1
