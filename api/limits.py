@@ -23,7 +23,7 @@ class BodyLimit:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._refuse(send)
+            await self._refuse(send, scope.get("path", ""))
             return
         seen = 0
         started = False
@@ -45,13 +45,18 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, scope.get("path", ""))
 
-    async def _refuse(self, send: Send) -> None:
-        body: dict[str, Any] = {
-            "error": f"request body over the limit of {self.max_bytes} bytes",
-            "code": "payload_too_large",
-        }
+    async def _refuse(self, send: Send, path: str) -> None:
+        """413 in the error shape of the API the path belongs to (Corral's, Ollama's or OpenAI's)."""
+        message = f"request body over the limit of {self.max_bytes} bytes"
+        body: dict[str, Any] = {"error": message, "code": "payload_too_large"}
+        if path.startswith("/api/"):
+            body = {"error": message}
+        elif path.startswith("/v1/"):
+            body = {
+                "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+            }
         raw = json.dumps(body).encode()
         await send(
             {

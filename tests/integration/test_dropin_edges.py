@@ -80,3 +80,12 @@ def test_worker_dying_before_the_first_token_is_invisible_after_it_an_error_line
     view = wait_for(lambda: (v := http.get(f"/jobs/{job_id}").json())["status"] == "succeeded" and v,
                     what="the job itself finished elsewhere")  # fmt: skip
     assert view["text"] == expected_text("llama3", prompt) and view["attempt"] == 2
+
+
+def test_oversized_bodies_get_each_apis_error_shape(fleet: Fleet) -> None:
+    http = fleet.http(fleet.api(max_body_bytes=2048))
+    big = b"x" * 4096
+    assert set(http.post("/jobs", content=big).json()) == {"error", "code"}
+    assert set(http.post("/api/generate", content=big).json()) == {"error"}
+    openai_error = http.post("/v1/chat/completions", content=big).json()["error"]
+    assert openai_error["type"] == "invalid_request_error" and "limit" in openai_error["message"]
