@@ -63,19 +63,24 @@ async def models(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
     return {"models": sorted(table.values(), key=lambda r: r["name"])}
 
 
-@router.get("/queues")
-async def queues(client: RedisDep) -> dict[str, Any]:
-    """Every model queue Corral has used and its depth."""
+async def queue_depths(client: Any) -> dict[str, int]:
+    """Model → jobs waiting, for every model queue Corral has used (one round trip for the depths)."""
+    prefix = keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX
     names = sorted(k.decode() for k in await client.smembers(keys.RQ_QUEUES))
-    names = [n for n in names if n.startswith(keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX)]
+    names = [n for n in names if n.startswith(prefix)]
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.llen(name)
     depths = await pipe.execute() if names else []
-    prefix = len(keys.RQ_QUEUE_PREFIX)
+    return {n[len(prefix) :]: int(d) for n, d in zip(names, depths, strict=True)}
+
+
+@router.get("/queues")
+async def queues(client: RedisDep) -> dict[str, Any]:
+    """Every model queue Corral has used and its depth."""
     rows = [
-        {"queue": n[prefix:], "model": n[prefix + len(keys.QUEUE_NAME_PREFIX) :], "queued": d}
-        for n, d in zip(names, depths, strict=True)
+        {"queue": keys.queue_name(model), "model": model, "queued": depth}
+        for model, depth in (await queue_depths(client)).items()
     ]
     return {"queues": rows}
 

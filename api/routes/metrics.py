@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from common import keys
 
 from ..deps import RedisDep, SettingsDep
-from .fleet import list_workers
+from .fleet import list_workers, queue_depths
 
 router = APIRouter(tags=["fleet"])
 
@@ -65,16 +65,9 @@ def worker_families(workers: list[dict[str, Any]]) -> list[Metric]:
 async def metrics(client: RedisDep, settings: SettingsDep) -> Response:
     """Queue depth per model, jobs by outcome, re-queues, live workers and their slots and load."""
     stats = {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
-    queue_keys = sorted(k.decode() for k in await client.smembers(keys.RQ_QUEUES))
-    queue_keys = [k for k in queue_keys if k.startswith(keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX)]
-    pipe = client.pipeline(transaction=False)
-    for key in queue_keys:
-        pipe.llen(key)
-    depths = await pipe.execute() if queue_keys else []
     depth = GaugeMetricFamily("corral_queue_depth", "Jobs waiting in a model's queue", labels=["model"])
-    prefix = len(keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX)
-    for key, n in zip(queue_keys, depths, strict=True):
-        depth.add_metric([key[prefix:]], n)
+    for model, n in (await queue_depths(client)).items():
+        depth.add_metric([model], n)
     workers = await list_workers(client, settings.heartbeat_ttl)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot([depth, *job_families(stats), *worker_families(workers)]))
