@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
-
 from common.errors import CorralError
+
+from .http import LeanClient, Response, TransportError
 
 
 class OllamaError(CorralError):
@@ -35,18 +35,18 @@ class OllamaModelMissing(OllamaError):
     pass
 
 
-def _error_message(response: httpx.Response) -> str:
+async def _error_message(response: Response) -> str:
+    body = await response.read()
     try:
-        return str(response.json().get("error") or response.text)
+        return str(json.loads(body).get("error") or body.decode(errors="replace"))
     except (ValueError, AttributeError):
-        return response.text or f"HTTP {response.status_code}"
+        return body.decode(errors="replace") or f"HTTP {response.status_code}"
 
 
-async def raise_for_status(response: httpx.Response) -> None:
+async def raise_for_status(response: Response) -> None:
     if response.status_code < 400:
         return
-    await response.aread()
-    message = _error_message(response)
+    message = await _error_message(response)
     if response.status_code == 404:
         raise OllamaModelMissing(message, response.status_code)
     if response.status_code >= 500:
@@ -55,17 +55,16 @@ async def raise_for_status(response: httpx.Response) -> None:
 
 
 class OllamaClient:
-    """A pool of one-connection httpx clients, one per slot: httpx's shared pool costs a lot of CPU per
-    request once many requests share it, and a slot never needs more than one connection."""
+    """A pool of lean one-connection clients, one per slot (plus one for housekeeping): a slot never needs
+    more than one connection, and a shared pool costs CPU per request (see worker/http.py)."""
 
     def __init__(self, base_url: str, slots: int, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._clients: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self.timeout = timeout
+        self._clients: asyncio.Queue[LeanClient] = asyncio.Queue()
         self._all = []
         for _ in range(slots + 1):
-            client = httpx.AsyncClient(
-                base_url=self.base_url, timeout=timeout, limits=httpx.Limits(max_connections=1)
-            )
+            client = LeanClient(self.base_url, connect_timeout=timeout)
             self._all.append(client)
             self._clients.put_nowait(client)
 
@@ -74,7 +73,7 @@ class OllamaClient:
             await client.aclose()
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def _client(self) -> AsyncIterator[LeanClient]:
         client = await self._clients.get()
         try:
             yield client
@@ -84,11 +83,12 @@ class OllamaClient:
     async def _get(self, path: str) -> dict[str, Any]:
         async with self._client() as client:
             try:
-                response = await client.get(path)
-            except httpx.HTTPError as exc:
+                async with asyncio.timeout(self.timeout):
+                    response = await client.request("GET", path)
+            except (TransportError, TimeoutError) as exc:
                 raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
             await raise_for_status(response)
-            return response.json()  # type: ignore[no-any-return]
+            return await _json(response)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The models on disk (``GET /api/tags``), as Ollama describes them."""
@@ -99,29 +99,37 @@ class OllamaClient:
         return list((await self._get("/api/ps")).get("models") or [])
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Response]:
         """A streamed POST. Leaving the block (or cancelling the task) closes the connection: Ollama stops."""
         async with self._client() as client:
             try:
-                async with client.stream(
-                    "POST", path, json=body, timeout=httpx.Timeout(10.0, read=None)
-                ) as resp:
+                async with client.stream("POST", path, body) as resp:
                     await raise_for_status(resp)
                     yield resp
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 raise OllamaUnavailable(f"ollama at {self.base_url}: {exc}") from exc
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         async with self._client() as client:
             try:
-                response = await client.post(path, json=body, timeout=httpx.Timeout(10.0, read=None))
-            except httpx.HTTPError as exc:
+                response = await client.request("POST", path, body)
+            except TransportError as exc:
                 raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
             await raise_for_status(response)
-            return response.json()  # type: ignore[no-any-return]
+            return await _json(response)
 
 
-async def chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def _json(response: Response) -> dict[str, Any]:
+    try:
+        answer = await response.json()
+    except ValueError as exc:
+        raise OllamaUnavailable(f"ollama answered something that is not JSON: {exc}") from exc
+    if not isinstance(answer, dict):
+        raise OllamaError("ollama answered JSON that is not an object", response.status_code)
+    return answer
+
+
+async def chunks(response: Response) -> AsyncIterator[dict[str, Any]]:
     """Ollama's NDJSON lines as dicts; an ``{"error": …}`` line raises (Ollama ends the stream after it)."""
     async for line in response.aiter_lines():
         if not line.strip():

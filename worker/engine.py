@@ -323,7 +323,14 @@ async def _main(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    asyncio.run(_main(settings))
+    # uvloop (installed with uvicorn[standard]) when there: its transports and scheduling cost a fraction of
+    # the default loop's CPU per job
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_main(settings))
+    else:
+        uvloop.run(_main(settings))
 
 
 __all__ = ["Worker", "run_worker"]

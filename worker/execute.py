@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 import redis
 
 from common.jobs import PoppedJob
 from common.store import AsyncJobStore
 
 from .backend import OllamaClient, OllamaError, OllamaModelMissing, OllamaUnavailable, chunks
+from .http import TransportError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -224,7 +224,7 @@ class JobRunner:
                                 pass
                             return
                         emitter.add(dumps(reply.add(chunk)))
-                except (httpx.TransportError, ValueError) as exc:
+                except (TransportError, ValueError) as exc:
                     raise OllamaUnavailable(f"stream broken: {exc}") from exc
             raise OllamaUnavailable("stream ended without a final chunk")
         finally:

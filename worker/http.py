@@ -1,0 +1,219 @@
+"""A lean HTTP/1.1 client for the worker's hot path: one keep-alive connection, one write per request.
+
+httpx (with httpcore, anyio and h11 under it) cost about a third of a worker's CPU per job: a cancel scope, an
+event object and a state machine per request, headers and body in separate socket writes. The worker needs far
+less: requests with a JSON body to one configured origin, and a response read whole or line by line (Ollama
+streams NDJSON with chunked transfer encoding). This module does that and nothing else; anything it does not
+understand (a protocol upgrade, a malformed frame) is a :class:`TransportError` and the connection is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+MAX_HEAD = 64 * 1024
+MAX_LINE = 16 * 1024 * 1024  # one NDJSON line (an embedding of a long batch can be large)
+
+
+class TransportError(OSError):
+    """The connection failed or the peer spoke something that is not the HTTP/1.1 this client reads."""
+
+
+class Response:
+    """Status, headers (lower-case names) and a body read either whole (``read``/``json``) or by lines."""
+
+    def __init__(self, conn: Connection, status: int, headers: dict[str, str]) -> None:
+        self._conn = conn
+        self.status_code = status
+        self.headers = headers
+        self.complete = False
+        self._body: bytes | None = None
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self._chunked = chunked
+        length = headers.get("content-length")
+        self._remaining = int(length) if length is not None and not chunked else -1
+        if self._remaining == 0 or status in (204, 304):
+            self.complete = True
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, de-chunked."""
+        reader = self._conn.reader
+        if self.complete:
+            return
+        if self._chunked:
+            while True:
+                size_line = await reader.readuntil(b"\r\n")
+                size = int(size_line.split(b";", 1)[0], 16)
+                if size == 0:
+                    while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+                        pass
+                    self.complete = True
+                    return
+                data = await reader.readexactly(size + 2)
+                yield data[:-2]
+        elif self._remaining >= 0:
+            while self._remaining > 0:
+                data = await reader.read(min(self._remaining, 65536))
+                if not data:
+                    raise TransportError("connection closed before the end of the body")
+                self._remaining -= len(data)
+                yield data
+            self.complete = True
+        else:  # no length, not chunked: the body ends with the connection
+            while data := await reader.read(65536):
+                yield data
+            self._conn.reusable = False
+            self.complete = True
+
+    async def aiter_lines(self) -> AsyncIterator[str]:
+        buffer = b""
+        try:
+            async for piece in self._pieces():
+                buffer += piece
+                if len(buffer) > MAX_LINE:
+                    raise TransportError("response line too long")
+                while (end := buffer.find(b"\n")) >= 0:
+                    line, buffer = buffer[:end], buffer[end + 1 :]
+                    yield line.decode()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise TransportError(f"broken response body: {exc}") from exc
+        if buffer:
+            yield buffer.decode()
+
+    async def read(self) -> bytes:
+        if self._body is not None:
+            return self._body
+        try:
+            self._body = b"".join([piece async for piece in self._pieces()])
+            return self._body
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise TransportError(f"broken response body: {exc}") from exc
+
+    async def json(self) -> Any:
+        return json.loads(await self.read())
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.reusable = True
+
+    def close(self) -> None:
+        self.reusable = False
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class LeanClient:
+    """Requests to one origin over a single keep-alive connection, used by one task at a time.
+
+    ``headers`` go with every request (a bearer token, say); ``ssl_context`` is used for ``https`` URLs."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str] | None = None,
+        connect_timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.ssl_context = ssl_context if self.tls else None
+        if self.tls and self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context()
+        self.connect_timeout = connect_timeout
+        host_header = parts.netloc.rsplit("@", 1)[-1]
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._fixed_headers = f"Host: {host_header}\r\nUser-Agent: corral-worker\r\n{extra}"
+        self._conn: Connection | None = None
+
+    async def _connect(self) -> Connection:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, ssl=self.ssl_context, limit=MAX_LINE),
+                self.connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        return Connection(reader, writer)
+
+    def _head(self, method: str, path: str, body: bytes) -> bytes:
+        head = f"{method} {self.prefix}{path} HTTP/1.1\r\n{self._fixed_headers}"
+        if body or method == "POST":
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        return (head + "\r\n").encode("latin-1")
+
+    async def _send(self, method: str, path: str, body: bytes) -> Response:
+        """Send on the kept connection; a connection the server closed meanwhile is replaced once."""
+        for fresh in (False, True):
+            conn = self._conn if not fresh and self._conn is not None else None
+            if conn is None:
+                conn = self._conn = await self._connect()
+            try:
+                conn.writer.write(self._head(method, path, body) + body)
+                if len(body) > 65536:
+                    await conn.writer.drain()
+                return await self._read_head(conn)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+                conn.close()
+                self._conn = None
+                if fresh or isinstance(exc, TransportError):
+                    raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def _read_head(self, conn: Connection) -> Response:
+        raw = await conn.reader.readuntil(b"\r\n\r\n")
+        if len(raw) > MAX_HEAD:
+            raise TransportError("response head too large")
+        lines = raw.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        if not version.startswith("HTTP/1."):
+            raise TransportError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        if headers.get("connection", "").lower() == "close" or version == "HTTP/1.0":
+            conn.reusable = False
+        return Response(conn, int(rest[:3]), headers)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, path: str, payload: Any = None) -> AsyncIterator[Response]:
+        """A request whose response is read inside the block. Leaving the block before the body's end (or a
+        cancelled task) closes the connection, which is how the server learns to stop."""
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        response = await self._send(method, path, body)
+        try:
+            yield response
+        finally:
+            if not (response.complete and response._conn.reusable):
+                response._conn.close()
+                if self._conn is response._conn:
+                    self._conn = None
+
+    async def request(self, method: str, path: str, payload: Any = None) -> Response:
+        """A request whose body is read whole before it returns (``response.json()`` then costs no I/O)."""
+        async with self.stream(method, path, payload) as response:
+            await response.read()
+        return response
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+__all__ = ["LeanClient", "Response", "TransportError"]
