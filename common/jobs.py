@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rq.job import Job
-from rq.serializers import JSONSerializer
-
 from . import keys
 from .errors import JobNotFound, QueueFull
 from .schemas import RQ_TO_STATUS, JobRequest, JobView, Submitted
@@ -84,36 +81,33 @@ class PreparedJob:
     deadline: float = 0.0
 
 
-def prepare_job(
-    request: JobRequest, limits: Limits, connection: Any, job_id: str | None = None
-) -> PreparedJob:
-    """Build the RQ job hash of a validated request (no I/O)."""
+def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None) -> PreparedJob:
+    """Build the RQ job hash of a validated request (no I/O).
+
+    The hash has the fields RQ's ``Job.fetch`` reads (``data`` is the JSON call RQ's JSONSerializer writes; RQ
+    reads it uncompressed as well as compressed), built directly: ``Job.create`` and ``to_dict`` cost more than
+    the rest of a submit together. Every value is text, so the script takes the hash as one JSON argument."""
     assert request.kind is not None
     job_id = job_id or uuid.uuid4().hex
     timeout = float(request.timeout or limits.job_timeout)
-    job = Job.create(
-        JOB_FUNCTIONS[request.kind],
-        kwargs={"request": request.ollama_body()},
-        connection=connection,
-        id=job_id,
-        serializer=JSONSerializer,
-        timeout=max(1, math.ceil(timeout)),  # RQ keeps whole seconds; Corral reads run_timeout
-        result_ttl=limits.result_ttl,
-        description=f"{request.kind} {request.model}",
-        origin=keys.queue_name(request.model),
-    )
+    call: list[Any] = [JOB_FUNCTIONS[request.kind], None, [], {"request": request.ollama_body()}]
     now = rq_now()
-    mapping = job.to_dict()
-    mapping.update(
-        status="queued",
-        enqueued_at=now,
-        model=request.model,
-        kind=request.kind,
-        attempt=1,
-        seq=1,
-        max_attempts=limits.max_retries + 1,
-        run_timeout=f"{timeout:g}",
-    )
+    mapping = {
+        "created_at": now,
+        "data": json.dumps(call, separators=(",", ":")),
+        "origin": keys.queue_name(request.model),
+        "description": f"{request.kind} {request.model}",
+        "timeout": str(max(1, math.ceil(timeout))),  # RQ keeps whole seconds; Corral reads run_timeout
+        "result_ttl": str(limits.result_ttl),
+        "status": "queued",
+        "enqueued_at": now,
+        "model": request.model,
+        "kind": request.kind,
+        "attempt": "1",
+        "seq": "1",
+        "max_attempts": str(limits.max_retries + 1),
+        "run_timeout": f"{timeout:g}",
+    }
     queue_timeout = request.queue_timeout or limits.queue_timeout
     deadline = time.time() + queue_timeout if queue_timeout else 0.0
     if deadline:
@@ -127,9 +121,8 @@ def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list
     script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
                    keys.DEADLINES, keys.STATS]  # fmt: skip
     args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
-                       keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0]  # fmt: skip
-    for field_name, value in job.mapping.items():
-        args += [field_name, value]
+                       keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0,
+                       json.dumps(job.mapping, separators=(",", ":"))]  # fmt: skip
     return script_keys, args
 
 

@@ -131,7 +131,7 @@ class JobStore(_Calls):
     def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
         if not request.wait and not self.model_is_served(request.model):
             raise ModelNotFound(request.model)
-        job = prepare_job(request, self.limits, self.redis, job_id)
+        job = prepare_job(request, self.limits, job_id)
         script_keys, args = enqueue_arguments(job, self.limits)
         return submitted(job, scripts.ENQUEUE(self.redis, script_keys, args))
 
@@ -213,7 +213,7 @@ class AsyncJobStore(_Calls):
     async def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
         if not request.wait and not await self.model_is_served(request.model):
             raise ModelNotFound(request.model)
-        job = prepare_job(request, self.limits, self.redis, job_id)
+        job = prepare_job(request, self.limits, job_id)
         script_keys, args = enqueue_arguments(job, self.limits)
         return submitted(job, await scripts.ENQUEUE.call_async(self.redis, script_keys, args))
 

@@ -18,7 +18,7 @@ LIMITS = Limits(events_maxlen=100, events_ttl_ms=1000, result_ttl=60, job_timeou
 
 def test_prepared_job_is_an_rq_job_with_corral_fields() -> None:
     client = fakeredis.FakeRedis()
-    job = prepare_job(JobRequest(model="llama3", prompt="hi", timeout=7), LIMITS, client)
+    job = prepare_job(JobRequest(model="llama3", prompt="hi", timeout=7), LIMITS)
     client.hset(f"rq:job:{job.id}", mapping=job.mapping)
     fetched = Job.fetch(job.id, connection=client, serializer=JSONSerializer)
     assert fetched.func_name == "corral.generate"
