@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from common.bus import ChunkHub
 from common.connections import async_redis, sync_redis
+from common.fastredis import fast_redis
 from common.janitor import Janitor
 from common.jobs import Limits
 from common.registry import VERSION
@@ -32,7 +33,8 @@ def create_app(settings: Settings) -> FastAPI:
         hub = ChunkHub(async_redis(settings.redis_url, name="corral-api-bus"))
         app.state.settings = settings
         app.state.redis = client
-        app.state.store = AsyncJobStore(client, Limits.from_settings(settings))
+        fast = fast_redis(settings.redis_url)
+        app.state.store = AsyncJobStore(client, Limits.from_settings(settings), fast=fast)
         app.state.hub = hub
         await hub.start()
         janitor_client = sync_redis(settings.redis_url, name="corral-api-janitor")
@@ -50,6 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
             await hub.stop()
             await hub.client.aclose()
             await client.aclose()
+            if fast is not None:
+                await fast.aclose()
 
     app = FastAPI(
         title="Corral",

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from . import keys, scripts
 from .errors import JobNotCancellable, JobNotFound, ModelNotFound
+from .fastredis import FastRedis
 from .jobs import (
     Limits,
     PoppedJob,
@@ -185,15 +186,19 @@ class JobStore(_Calls):
 class AsyncJobStore(_Calls):
     """Asynchronous job store (API, worker)."""
 
-    def __init__(self, client: aioredis.Redis, limits: Limits, served_cache: float = 1.0) -> None:
+    def __init__(
+        self, client: aioredis.Redis, limits: Limits, served_cache: float = 1.0, fast: FastRedis | None = None
+    ) -> None:
         self.redis = client
+        # the scripts of the job path go through the lean client when there is one (see common/fastredis.py)
+        self.scripts_client: Any = fast or client
         self.limits = limits
         self._served_cache = served_cache
         self._served_until: dict[str, float] = {}
 
     async def _run(self, call: Call) -> Any:
         script, script_keys, args = call
-        return await script.call_async(self.redis, script_keys, args)
+        return await script.call_async(self.scripts_client, script_keys, args)
 
     async def model_is_served(self, model: str) -> bool:
         """Whether a live worker holds ``model``. A yes is remembered for a second (a heartbeat TTL is
@@ -215,7 +220,7 @@ class AsyncJobStore(_Calls):
             raise ModelNotFound(request.model)
         job = prepare_job(request, self.limits, job_id)
         script_keys, args = enqueue_arguments(job, self.limits)
-        return submitted(job, await scripts.ENQUEUE.call_async(self.redis, script_keys, args))
+        return submitted(job, await scripts.ENQUEUE.call_async(self.scripts_client, script_keys, args))
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))

@@ -22,6 +22,7 @@ from typing import Any
 
 from common import keys, registry
 from common.connections import TRANSIENT, async_redis, sync_redis
+from common.fastredis import fast_redis
 from common.janitor import Janitor
 from common.jobs import Limits, PoppedJob
 from common.names import normalise_model
@@ -50,7 +51,8 @@ class Worker:
         self.settings = settings
         self.id = settings.worker_id
         self.redis = async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
-        self.store = AsyncJobStore(self.redis, Limits.from_settings(settings))
+        self.fast = fast_redis(settings.redis_url)
+        self.store = AsyncJobStore(self.redis, Limits.from_settings(settings), fast=self.fast)
         self.ollama = OllamaClient(settings.ollama_url, settings.worker_slots)
         self.local_names: dict[str, str] = {}
         self.runner = JobRunner(self.store, self.ollama, self.id, self.local_names)
@@ -287,6 +289,8 @@ class Worker:
                 await registry.deregister_async(self.redis, self.id, self.models)
             await self.ollama.close()
             await self.redis.aclose()
+            if self.fast is not None:
+                await self.fast.aclose()
             sync_client.close()
             log.info("worker %s stopped", self.id)
 
