@@ -30,7 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = async_redis(settings.redis_url, name="corral-api")
-        hub = ChunkHub(async_redis(settings.redis_url, name="corral-api-bus"))
+        hub = ChunkHub(async_redis(settings.redis_url, name="corral-api-bus"), url=settings.redis_url)
         app.state.settings = settings
         app.state.redis = client
         fast = fast_redis(settings.redis_url)

@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import keys
 from .connections import TRANSIENT
+from .fastredis import PubSubConnection, pubsub_connection
 from .schemas import TERMINAL_EVENTS
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,13 @@ RESYNC = b"\x00resync"
 class ChunkHub:
     """One pub/sub connection, dynamically (un)subscribed, dispatching messages to per-reader queues."""
 
-    def __init__(self, client: aioredis.Redis, confirm_timeout: float = 5.0) -> None:
+    def __init__(self, client: aioredis.Redis, confirm_timeout: float = 5.0, url: str = "") -> None:
         self.client = client
+        self.url = url
         self.confirm_timeout = confirm_timeout
         self._subs: dict[str, set[asyncio.Queue[bytes]]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
-        self._pubsub: Any = None
+        self._pubsub: PubSubConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._own = keys.chunks_channel(f"hub-{os.getpid()}-{id(self)}")
         self._resync: set[str] = set()
@@ -56,23 +59,24 @@ class ChunkHub:
         return len(self._subs)
 
     async def _connect(self) -> None:
-        self._pubsub = self.client.pubsub()
+        pubsub = pubsub_connection(self.url, self.client, self._dispatch)
+        await pubsub.connect()
+        self._pubsub = pubsub
         self._resync = set(self._subs)
         for event in self._confirmed.values():
             event.clear()
-        await self._pubsub.subscribe(self._own, *self._subs)
+        await pubsub.subscribe(self._own, *self._subs)
         self.connected.set()
 
     async def _run(self) -> None:
         delay = 0.05
         while True:
             try:
-                if self._pubsub is None:
-                    await self._connect()
-                    delay = 0.05
-                message = await self._pubsub.get_message(timeout=1.0)
-                if message:
-                    self._dispatch(message)
+                await self._connect()
+                delay = 0.05
+                assert self._pubsub is not None
+                await self._pubsub.wait_closed()
+                raise RedisConnectionError("pub/sub connection closed")
             except asyncio.CancelledError:
                 raise
             except (*TRANSIENT, OSError) as exc:
@@ -114,7 +118,7 @@ class ChunkHub:
         if channel not in self._confirmed:
             self._confirmed[channel] = asyncio.Event()
             with contextlib.suppress(*TRANSIENT, AttributeError):
-                await self._pubsub.subscribe(channel)
+                await self._pubsub.subscribe(channel)  # type: ignore[union-attr]
         try:
             # a reader still works without the confirmation: it polls the stream (see follow_events)
             with contextlib.suppress(TimeoutError):
@@ -126,7 +130,7 @@ class ChunkHub:
                 self._subs.pop(channel, None)
                 self._confirmed.pop(channel, None)
                 with contextlib.suppress(*TRANSIENT, AttributeError):
-                    await self._pubsub.unsubscribe(channel)
+                    await self._pubsub.unsubscribe(channel)  # type: ignore[union-attr]
 
 
 async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[dict[str, Any]]:

@@ -27,7 +27,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 
-
 def pack(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(args)]
@@ -196,11 +195,11 @@ class FastPubSub:
             raise RedisConnectionError("pub/sub connection is not open")
         protocol.transport.write(pack(args))
 
-    def subscribe(self, *channels: str) -> None:
+    async def subscribe(self, *channels: str) -> None:
         if channels:
             self._write("SUBSCRIBE", *channels)
 
-    def unsubscribe(self, *channels: str) -> None:
+    async def unsubscribe(self, *channels: str) -> None:
         if channels:
             self._write("UNSUBSCRIBE", *channels)
 
@@ -208,10 +207,73 @@ class FastPubSub:
         if self._protocol is not None:
             await asyncio.shield(self._protocol.lost)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             with contextlib.suppress(Exception):
                 self._protocol.transport.close()
+
+
+class RedisPyPubSub:
+    """The same interface over redis-py's PubSub, for URLs FastPubSub does not take (TLS, unix sockets)."""
+
+    def __init__(self, client: Any, on_message: Callable[[dict[str, Any]], None]) -> None:
+        self.client = client
+        self.on_message = on_message
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        self._pubsub = self.client.pubsub()
+        await self._pubsub.connect()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                if not self._pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                    continue
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message:
+                    self.on_message(message)
+        except (RedisConnectionError, OSError):
+            raise
+        except Exception as exc:  # whatever broke the subscriber, its owner reconnects
+            raise RedisConnectionError(f"pub/sub failed: {exc}") from exc
+
+    async def subscribe(self, *channels: str) -> None:
+        if channels:
+            await self._pubsub.subscribe(*channels)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        if channels:
+            await self._pubsub.unsubscribe(*channels)
+
+    async def wait_closed(self) -> None:
+        assert self._task is not None
+        await asyncio.shield(self._task)  # it only ends by raising: the connection was lost
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+
+
+PubSubConnection = FastPubSub | RedisPyPubSub
+
+
+def pubsub_connection(
+    url: str, client: Any, on_message: Callable[[dict[str, Any]], None]
+) -> PubSubConnection:
+    """A subscriber: the lean one for plain ``redis://`` URLs, redis-py's (with ``client``'s options) else."""
+    parts = urlsplit(url)
+    if parts.scheme == "redis" and not parts.query and parts.hostname:
+        return FastPubSub(url, on_message)
+    return RedisPyPubSub(client, on_message)
 
 
 def fast_redis(url: str) -> FastRedis | None:
@@ -223,4 +285,12 @@ def fast_redis(url: str) -> FastRedis | None:
     return FastRedis(url)
 
 
-__all__ = ["FastPubSub", "FastRedis", "fast_redis", "pack"]
+__all__ = [
+    "FastPubSub",
+    "FastRedis",
+    "PubSubConnection",
+    "RedisPyPubSub",
+    "fast_redis",
+    "pack",
+    "pubsub_connection",
+]

@@ -22,7 +22,7 @@ from typing import Any
 
 from common import keys, registry
 from common.connections import TRANSIENT, async_redis, sync_redis
-from common.fastredis import fast_redis
+from common.fastredis import fast_redis, pubsub_connection
 from common.janitor import Janitor
 from common.jobs import Limits, PoppedJob
 from common.names import normalise_model
@@ -146,32 +146,31 @@ class Worker:
 
     # -- wake-ups and control messages --------------------------------------------------------------------
     async def listen(self) -> None:
-        pubsub: Any = None
-        subscribed: set[str] = set()
+        """Wake-ups and control messages on one subscriber connection, following the model list."""
         while True:
+            pubsub = pubsub_connection(self.settings.redis_url, self.redis, self.on_message)
             try:
-                if pubsub is None:
-                    pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                    subscribed = set()
-                wanted = {keys.wake_channel(m) for m in self.models} | {keys.control_channel(self.id)}
-                if wanted - subscribed:
+                await pubsub.connect()
+                closed = asyncio.ensure_future(pubsub.wait_closed())
+                subscribed: set[str] = set()
+                while not closed.done():
+                    wanted = {keys.wake_channel(m) for m in self.models} | {keys.control_channel(self.id)}
                     await pubsub.subscribe(*(wanted - subscribed))
-                if subscribed - wanted:
                     await pubsub.unsubscribe(*(subscribed - wanted))
-                subscribed = wanted
-                message = await pubsub.get_message(timeout=0.5)
-                if message:
-                    self.on_message(message)
+                    subscribed = wanted
+                    await asyncio.wait([closed], timeout=0.5)
+                closed.result()
             except asyncio.CancelledError:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                await pubsub.aclose()
                 raise
             except (*TRANSIENT, OSError):
-                pubsub = None
-                await asyncio.sleep(0.5)
+                pass
+            await pubsub.aclose()
+            await asyncio.sleep(0.5)
 
     def on_message(self, message: dict[str, Any]) -> None:
+        if message["type"] != "message":
+            return
         channel = message["channel"].decode()
         if channel != keys.control_channel(self.id):
             self.wake.set()
