@@ -1,0 +1,101 @@
+"""The lean Redis client against a real redis-server: replies, errors, pipelining, reconnects, pub/sub."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from common.embedded_redis import RedisServer
+from common.fastredis import FastPubSub, FastRedis, RedisPyPubSub, fast_redis, pack, pubsub_connection
+
+from ..support import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_pack_is_resp() -> None:
+    assert pack(("SET", b"k", 7, 1.5)) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n7\r\n$3\r\n1.5\r\n"
+    with pytest.raises(TypeError):
+        pack(("SET", None))
+
+
+def test_only_plain_urls_take_the_fast_path() -> None:
+    assert isinstance(fast_redis("redis://127.0.0.1:6390/0"), FastRedis)
+    for url in ("rediss://h:6379/0", "unix:///tmp/r.sock", "redis://h:6379/0?ssl_cert_reqs=none"):
+        assert fast_redis(url) is None
+        assert isinstance(pubsub_connection(url, object(), print), RedisPyPubSub)
+    assert isinstance(pubsub_connection("redis://127.0.0.1:1/0", object(), print), FastPubSub)
+
+
+def test_replies_errors_and_many_commands_at_once(redis_server: RedisServer, r: redis.Redis) -> None:
+    async def main() -> None:
+        client = FastRedis(redis_server.url.rsplit("/", 1)[0] + "/3")
+        assert await client.execute_command("SET", "k", "v") == b"OK"
+        assert await client.execute_command("GET", "k") == b"v"
+        assert await client.execute_command("GET", "missing") is None
+        assert await client.execute_command("RPUSH", "l", 1, 2) == 2
+        assert await client.execute_command("LRANGE", "l", 0, -1) == [b"1", b"2"]
+        with pytest.raises(NoScriptError):
+            await client.execute_command("EVALSHA", "0" * 40, 0)
+        with pytest.raises(ResponseError, match="wrong number"):
+            await client.execute_command("GET")
+        replies = await asyncio.gather(*(client.execute_command("INCR", "n") for _ in range(500)))
+        assert sorted(replies) == list(range(1, 501))
+        await client.aclose()
+
+    asyncio.run(main())
+    assert r.execute_command("SELECT", 3) and r.get("k") == b"v"  # the URL's db was selected
+
+
+def test_reconnects_after_a_redis_restart(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        client = FastRedis(redis_server.url)
+        assert await client.execute_command("PING") == b"PONG"
+        redis_server.kill()
+        with pytest.raises(RedisConnectionError):
+            await client.execute_command("PING")
+        redis_server.start()
+        assert await client.execute_command("PING") == b"PONG"
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_refused_connection_is_a_redis_connection_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(RedisConnectionError):
+            await FastRedis(f"redis://127.0.0.1:{free_port()}/0").execute_command("PING")
+
+    asyncio.run(main())
+
+
+def test_pubsub_delivers_and_reports_a_lost_connection(redis_server: RedisServer, r: redis.Redis) -> None:
+    async def main() -> None:
+        got: list[dict[str, Any]] = []
+        confirmed = asyncio.Event()
+        arrived = asyncio.Event()
+
+        def on_message(message: dict[str, Any]) -> None:
+            got.append(message)
+            (confirmed if message["type"] == "subscribe" else arrived).set()
+
+        sub = FastPubSub(redis_server.url, on_message)
+        await sub.connect()
+        await sub.subscribe("ch")
+        await asyncio.wait_for(confirmed.wait(), 5)
+        assert await asyncio.to_thread(r.publish, "ch", b"hello") == 1
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert got[-1] == {"type": "message", "channel": b"ch", "data": b"hello"}
+        redis_server.kill()
+        await asyncio.wait_for(sub.wait_closed(), 5)
+        with pytest.raises(RedisConnectionError):
+            await sub.subscribe("other")
+        await sub.aclose()
+
+    asyncio.run(main())
