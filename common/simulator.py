@@ -533,7 +533,9 @@ DEMO_MODELS = "llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="corral simulate", description="Run the bundled Ollama simulator.")
+    p = argparse.ArgumentParser(
+        prog="corral simulate", description="Run the bundled Ollama (or OpenAI) simulator."
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=11434)
     p.add_argument(
@@ -550,6 +552,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-alive", type=float, default=300.0, help="seconds a model stays loaded")
     p.add_argument("--time-scale", type=float, default=1.0, help="multiplies every delay (0 = instant)")
     p.add_argument("--min-tokens", type=int, default=0, help="pad every reply to this many tokens")
+    p.add_argument("--flavor", choices=("ollama", "openai"), default="ollama",
+                   help="which API to speak: Ollama's or OpenAI's (/v1, like vLLM or llama.cpp's server)")  # fmt: skip
+    p.add_argument("--token", default="", help="answer 401 unless 'Authorization: Bearer <token>'")
+    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
     return p.parse_args(argv)
 
 
@@ -581,9 +588,15 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from .simulator_openai import build_openai_app, require_token
+
     args = parse_args(argv)
-    app = build_app(config_from_args(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    build = build_openai_app if args.flavor == "openai" else build_app
+    app: Any = build(config_from_args(args))
+    if args.token:
+        app = require_token(app, args.token, args.flavor)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,25 +1,36 @@
-"""The worker's client of its local Ollama (asyncio): model lists and streamed generation over NDJSON."""
+"""The worker's backend: one small interface to the engine that runs the models, and its Ollama implementation.
+
+``Backend`` is what the worker needs of an engine: the models it has, the models it holds in memory, a streamed
+generation or chat (Ollama-shaped chunk dicts: Corral's internal format), embeddings, a model's description.
+Leaving a stream's ``async with`` block (or cancelling the task) closes the HTTP stream, which stops the engine.
+``OllamaBackend`` (this module) speaks Ollama's API; ``OpenAIBackend`` (``openai_backend.py``) speaks the
+OpenAI-compatible API of vLLM, llama.cpp's server, LM Studio…; ``make_backend`` picks one from the settings.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 
 from common.errors import CorralError
+from common.settings import Settings
 
 
-class OllamaError(CorralError):
-    """Ollama answered with an error.
+class BackendError(CorralError):
+    """The backend answered with an error.
 
-    OllamaError
-    ├── OllamaUnavailable   cannot connect, 5xx, 503 busy: the host is the problem, re-queue the job
-    ├── OllamaModelMissing  404: this host lacks the model, re-queue for another
-    └── (itself)            4xx or an error line: the request is the problem, fail the job
+    BackendError
+    ├── BackendUnavailable      cannot connect, TLS failure, 5xx, 503 busy: the host is the problem, re-queue
+    │   └── BackendAuthRefused  401/403: the token or headers are wrong (a host problem too)
+    ├── BackendModelMissing     404: this host lacks the model, re-queue for another
+    └── (itself)                4xx or an error in the stream: the request is the problem, fail the job
     """
 
     def __init__(self, message: str, status: int = 0) -> None:
@@ -27,44 +38,114 @@ class OllamaError(CorralError):
         self.status = status
 
 
-class OllamaUnavailable(OllamaError):
+class BackendUnavailable(BackendError):
     pass
 
 
-class OllamaModelMissing(OllamaError):
+class BackendAuthRefused(BackendUnavailable):
     pass
 
 
-def _error_message(response: httpx.Response) -> str:
+class BackendModelMissing(BackendError):
+    pass
+
+
+# the names the worker used before there was more than one backend
+OllamaError, OllamaUnavailable, OllamaModelMissing = BackendError, BackendUnavailable, BackendModelMissing
+
+Chunks = AsyncIterator[dict[str, Any]]
+
+
+class Backend(Protocol):
+    """What a worker needs of an engine. Models are dicts with at least ``name``; chunks are Ollama-shaped
+    (``response`` or ``message``, ``done``; the last one ``done: true`` with what stats are known)."""
+
+    url: str
+    kind: str
+
+    async def list_models(self) -> list[dict[str, Any]]: ...
+
+    async def loaded_models(self) -> list[dict[str, Any]]: ...
+
+    def stream(self, kind: str, request: dict[str, Any]) -> AbstractAsyncContextManager[Chunks]: ...
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def show(self, model: str) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a backend: URL, headers (may hold secrets: ``repr`` hides them), TLS, timeouts."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    verify: str = "true"
+    connect_timeout: float = 10.0
+    read_timeout: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Connection:
+        return cls(settings.engine_url, settings.engine_headers(), settings.backend_verify,
+                   settings.backend_connect_timeout, settings.backend_read_timeout)  # fmt: skip
+
+    def ssl_verify(self) -> bool | ssl.SSLContext:
+        if self.verify == "false":
+            return False
+        if self.verify == "true":
+            return True
+        return ssl.create_default_context(cafile=self.verify)
+
+    def timeout(self, stream: bool) -> httpx.Timeout:
+        """Model lists answer fast (10 s unless set); a generation may wait long for its first token."""
+        read = self.read_timeout or (None if stream else 10.0)
+        return httpx.Timeout(self.connect_timeout, read=read)
+
+
+def error_message(response: httpx.Response) -> str:
+    """The message of an Ollama (``{"error": "…"}``) or OpenAI (``{"error": {"message": "…"}}``) error body."""
     try:
-        return str(response.json().get("error") or response.text)
+        error = response.json().get("error")
     except (ValueError, AttributeError):
         return response.text or f"HTTP {response.status_code}"
+    if isinstance(error, dict):
+        error = error.get("message")
+    return str(error or response.text or f"HTTP {response.status_code}")
 
 
 async def raise_for_status(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     await response.aread()
-    message = _error_message(response)
+    message = error_message(response)
+    if response.status_code in (401, 403):
+        raise BackendAuthRefused(f"authentication refused: {message}", response.status_code)
     if response.status_code == 404:
-        raise OllamaModelMissing(message, response.status_code)
-    if response.status_code >= 500:
-        raise OllamaUnavailable(message, response.status_code)
-    raise OllamaError(message, response.status_code)
+        raise BackendModelMissing(message, response.status_code)
+    if response.status_code >= 500 or response.status_code == 429:
+        raise BackendUnavailable(message, response.status_code)
+    raise BackendError(message, response.status_code)
 
 
-class OllamaClient:
+class HttpPool:
     """A pool of one-connection httpx clients, one per slot: httpx's shared pool costs a lot of CPU per
     request once many requests share it, and a slot never needs more than one connection."""
 
-    def __init__(self, base_url: str, slots: int, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, connection: Connection, slots: int) -> None:
+        self.connection = connection
+        self.url = connection.url
         self._clients: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         self._all = []
+        verify = connection.ssl_verify()
         for _ in range(slots + 1):
             client = httpx.AsyncClient(
-                base_url=self.base_url, timeout=timeout, limits=httpx.Limits(max_connections=1)
+                base_url=self.url,
+                headers=connection.headers,
+                verify=verify,
+                timeout=connection.timeout(stream=False),
+                limits=httpx.Limits(max_connections=1),
             )
             self._all.append(client)
             self._clients.put_nowait(client)
@@ -81,52 +162,91 @@ class OllamaClient:
         finally:
             self._clients.put_nowait(client)
 
-    async def _get(self, path: str) -> dict[str, Any]:
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request and its JSON answer; a long one (``body`` given) has the streaming read timeout."""
         async with self._client() as client:
+            timeout = self.connection.timeout(stream=body is not None)
             try:
-                response = await client.get(path)
+                response = await client.request(method, path, json=body, timeout=timeout)
             except httpx.HTTPError as exc:
-                raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
+                raise BackendUnavailable(f"backend at {self.url} unreachable: {describe(exc)}") from exc
             await raise_for_status(response)
-            return response.json()  # type: ignore[no-any-return]
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        """The models on disk (``GET /api/tags``), as Ollama describes them."""
-        return list((await self._get("/api/tags")).get("models") or [])
-
-    async def loaded_models(self) -> list[dict[str, Any]]:
-        """The models in memory (``GET /api/ps``)."""
-        return list((await self._get("/api/ps")).get("models") or [])
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise BackendUnavailable(f"backend at {self.url}: not JSON: {response.text[:200]}") from exc
 
     @asynccontextmanager
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
-        """A streamed POST. Leaving the block (or cancelling the task) closes the connection: Ollama stops."""
+        """A streamed POST. Leaving the block (or cancelling the task) closes the connection: the engine stops."""
         async with self._client() as client:
             try:
                 async with client.stream(
-                    "POST", path, json=body, timeout=httpx.Timeout(10.0, read=None)
+                    "POST", path, json=body, timeout=self.connection.timeout(stream=True)
                 ) as resp:
                     await raise_for_status(resp)
                     yield resp
             except httpx.TransportError as exc:
-                raise OllamaUnavailable(f"ollama at {self.base_url}: {exc}") from exc
-
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self._client() as client:
-            try:
-                response = await client.post(path, json=body, timeout=httpx.Timeout(10.0, read=None))
-            except httpx.HTTPError as exc:
-                raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
-            await raise_for_status(response)
-            return response.json()  # type: ignore[no-any-return]
+                raise BackendUnavailable(f"backend at {self.url}: {describe(exc)}") from exc
 
 
-async def chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+def describe(exc: Exception) -> str:
+    """A readable reason: httpx's message, or the class name when it has none (a timeout often has none)."""
+    return str(exc) or type(exc).__name__
+
+
+class OllamaBackend:
+    """Ollama's API: ``/api/tags``, ``/api/ps``, NDJSON ``/api/generate`` and ``/api/chat``, ``/api/embed``."""
+
+    kind = "ollama"
+
+    def __init__(self, connection: Connection, slots: int) -> None:
+        self.http = HttpPool(connection, slots)
+        self.url = connection.url
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The models on disk (``GET /api/tags``), as Ollama describes them."""
+        return list((await self.http.request("GET", "/api/tags")).get("models") or [])
+
+    async def loaded_models(self) -> list[dict[str, Any]]:
+        """The models in memory (``GET /api/ps``)."""
+        return list((await self.http.request("GET", "/api/ps")).get("models") or [])
+
+    @asynccontextmanager
+    async def stream(self, kind: str, request: dict[str, Any]) -> AsyncIterator[Chunks]:
+        path = "/api/chat" if kind == "chat" else "/api/generate"
+        async with self.http.stream(path, request) as response:
+            chunks = ndjson_chunks(response)
+            yield chunks
+            async for _ in chunks:  # read to the end: the connection is kept alive
+                pass
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.http.request("POST", "/api/embed", request))
+
+    async def show(self, model: str) -> dict[str, Any]:
+        return dict(await self.http.request("POST", "/api/show", {"model": model}))
+
+
+async def ndjson_chunks(response: httpx.Response) -> Chunks:
     """Ollama's NDJSON lines as dicts; an ``{"error": …}`` line raises (Ollama ends the stream after it)."""
     async for line in response.aiter_lines():
         if not line.strip():
             continue
         chunk = json.loads(line)
         if "error" in chunk:
-            raise OllamaError(str(chunk["error"]), -1)
+            raise BackendError(str(chunk["error"]), -1)
         yield chunk
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings name (``CORRAL_BACKEND``, or inferred from the URL)."""
+    connection = Connection.from_settings(settings)
+    if settings.engine_kind == "openai":
+        from .openai_backend import OpenAIBackend
+
+        return OpenAIBackend(connection, settings.worker_slots)
+    return OllamaBackend(connection, settings.worker_slots)
