@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import ValidationError
 
 from .settings import Settings
 
@@ -59,8 +60,10 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import run_worker
+    from worker import check_backend, run_worker
 
+    if args.check:
+        return check_backend(settings)
     setup_logging(settings)
     run_worker(settings)
     return 0
@@ -264,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
-    sub.add_parser("worker", help="run a worker for the local Ollama")
+    worker = sub.add_parser(
+        "worker", help="run a worker for the configured backend (Ollama or OpenAI-compatible)"
+    )
+    worker.add_argument("--check", action="store_true",
+                        help="test the backend (reachable, auth, models, a 1-token generation) and exit: "
+                        "0 ok, 4 unreachable, 5 auth refused, 6 no models, 7 generation failed")  # fmt: skip
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
     for name, helptext in (
@@ -297,7 +305,14 @@ def main(argv: list[str] | None = None) -> None:
         simulator.main(argv[1:])
         return
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CORRAL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"corral: invalid settings: {problems}", file=sys.stderr)
+        sys.exit(2)
     settings.data_dir = Path(settings.data_dir)
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "up": cmd_up,
