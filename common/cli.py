@@ -1,7 +1,7 @@
 """The ``corral`` command: the one module that wires the API, the worker and the tools together.
 
 corral up | api | worker | redis | simulate          start parts
-corral submit MODEL PROMPT [--stream] | status ID | cancel ID | workers | queues
+corral submit MODEL PROMPT [--stream] | status ID | cancel ID | jobs | workers | queues
 """
 
 from __future__ import annotations
@@ -237,18 +237,54 @@ def render(kind: str, body: dict[str, Any]) -> str:
         rows = [
             [w["id"], "alive" if w["alive"] else "DEAD", w.get("state") or "-",
              "ok" if w.get("healthy") else "unhealthy", f"{w.get('slots_busy', 0)}/{w.get('slots_total', 0)}",
-             f"{w.get('age', 0):.1f}s", ",".join(w.get("models") or []) or "-"]
+             f"{w.get('age', 0):.1f}s", w.get("backend") or "-", _num(w.get("weight")),
+             _num(w.get("max_loaded_models") or None), ",".join(w.get("models") or []) or "-"]
             for w in body["workers"]
         ]  # fmt: skip
-        return table(rows, ["WORKER", "LIVE", "STATE", "OLLAMA", "SLOTS", "HEARTBEAT", "MODELS"])
+        header = [
+            "WORKER",
+            "LIVE",
+            "STATE",
+            "HEALTH",
+            "SLOTS",
+            "HEARTBEAT",
+            "BACKEND",
+            "WEIGHT",
+            "MAX_LOADED",
+        ]
+        return table(rows, [*header, "MODELS"])
+    if kind == "jobs":
+        return jobs_table(body)
     if kind == "queues":
         return table([[q["model"], str(q["queued"])] for q in body["queues"]], ["MODEL", "QUEUED"])
     return json.dumps(body, indent=2)
 
 
-def cmd_get(args: argparse.Namespace, settings: Settings, method: str, path: str) -> int:
+def _num(value: Any, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def jobs_table(body: dict[str, Any]) -> str:
+    rows = [
+        [j["id"], j["status"], j["model"], j.get("worker") or "-", _num(j.get("queued_s"), "s"),
+         _num(j.get("ttft_s"), "s"), _num(j.get("tokens_per_s")), str(j["attempt"]), (j.get("error") or "")[:60]]
+        for j in body["jobs"]
+    ]  # fmt: skip
+    header = ["JOB", "STATUS", "MODEL", "WORKER", "QUEUED", "TTFT", "TOK/S", "ATTEMPTS", "ERROR"]
+    more = f"\nmore: --cursor {body['next_cursor']}" if body.get("next_cursor") else ""
+    return table(rows, header) + more
+
+
+def jobs_query(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("status", "model", "worker", "since", "limit", "cursor")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def cmd_get(
+    args: argparse.Namespace, settings: Settings, method: str, path: str, params: dict[str, Any] | None = None
+) -> int:
     with api_client(args, settings) as http:
-        response = http.request(method, path)
+        response = http.request(method, path, params=params)
         if response.status_code >= 400:
             return fail(response)
         body = response.json()
@@ -279,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("submit", "submit a job"),
         ("status", "show a job"),
         ("cancel", "cancel a job"),
+        ("jobs", "job history: what ran where, queue time, time to first token, tokens/s"),
         ("workers", "list workers"),
         ("queues", "list queues"),
         ("drain", "drain a worker: no new jobs, finish running ones, exit"),
@@ -294,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--wait", action="store_true", help="queue even if no worker has the model yet")
         if name in ("status", "cancel", "drain"):
             p.add_argument("id")
+        if name == "jobs":
+            p.add_argument("--status", help="queued, running, succeeded, failed or cancelled")
+            p.add_argument("--model")
+            p.add_argument("--worker")
+            p.add_argument("--since", help="epoch seconds or ISO 8601")
+            p.add_argument("--limit", type=int)
+            p.add_argument("--cursor", help="next page (printed after a full page)")
     return parser
 
 
@@ -322,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         "submit": cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "cancel": lambda a, s: cmd_get(a, s, "DELETE", f"/jobs/{a.id}"),
+        "jobs": lambda a, s: cmd_get(a, s, "GET", "/jobs", jobs_query(a)),
         "workers": lambda a, s: cmd_get(a, s, "GET", "/workers"),
         "queues": lambda a, s: cmd_get(a, s, "GET", "/queues"),
         "drain": lambda a, s: cmd_get(a, s, "POST", f"/workers/{a.id}/drain"),

@@ -137,11 +137,14 @@ class JobRunner:
         body: dict[str, Any],
         result: str = "",
         chunks: tuple[str, ...] = (),
+        metrics: str = "",
     ) -> None:
         error = str(body.get("error", ""))
 
         async def call() -> bool:
-            return await self.store.finish(job, self.worker_id, status, dumps(body), result, error, chunks)
+            return await self.store.finish(
+                job, self.worker_id, status, dumps(body), result, error, chunks, metrics
+            )
 
         if not await with_redis_retry(call, "finish"):
             log.info(
@@ -230,9 +233,8 @@ class JobRunner:
         self, job: PoppedJob, reply: Reply, final: dict[str, Any], pending: tuple[str, ...]
     ) -> None:
         stats = {k: v for k, v in final.items() if k not in ("response", "message", "created_at", "done")}
-        await self.finish(
-            job, "finished", {"type": "done", "final": stats}, dumps(reply.result(stats)), pending
-        )
+        await self.finish(job, "finished", {"type": "done", "final": stats}, dumps(reply.result(stats)), pending,
+                          dumps(reply.metrics(job.popped_at, stats)))  # fmt: skip
 
 
 class Reply:
@@ -243,15 +245,33 @@ class Reply:
         self.parts: list[str] = []
         self.thinking: list[str] = []
         self.tool_calls: list[Any] = []
+        self.first_at: float | None = None
 
     def add(self, chunk: dict[str, Any]) -> dict[str, Any]:
         """Take one chunk; return its ``chunk`` event."""
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         text, event = chunk_event(chunk, self.chat)
         self.parts.append(text)
         if event.get("thinking"):
             self.thinking.append(event["thinking"])
         self.tool_calls += event.get("tool_calls") or []
         return event
+
+    def metrics(self, started: float, stats: dict[str, Any]) -> dict[str, Any]:
+        """For the job history: seconds to the first token (from the pop), tokens and tokens/s."""
+        out: dict[str, Any] = {}
+        if self.first_at is not None:
+            out["ttft"] = round(self.first_at - started, 4)
+        tokens = stats.get("eval_count")
+        if isinstance(tokens, int):
+            out["eval_count"] = tokens
+            seconds = (stats.get("eval_duration") or 0) / 1e9
+            if not seconds and self.first_at is not None:
+                seconds = time.monotonic() - self.first_at
+            if seconds > 0:
+                out["tokens_per_s"] = round(tokens / seconds, 2)
+        return out
 
     def result(self, stats: dict[str, Any]) -> dict[str, Any]:
         text, thinking = "".join(self.parts), "".join(self.thinking)
