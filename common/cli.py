@@ -344,9 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # the simulator has its own parser
-        from . import simulator
+        from . import simulator_openai
 
-        simulator.main(argv[1:])
+        simulator_openai.main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

@@ -533,9 +533,7 @@ DEMO_MODELS = "llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="corral simulate", description="Run the bundled Ollama (or OpenAI) simulator."
-    )
+    p = argparse.ArgumentParser(prog="corral simulate", description="Run the bundled Ollama simulator.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=11434)
     p.add_argument(
@@ -588,15 +586,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from .simulator_openai import build_openai_app, require_token
-
     args = parse_args(argv)
-    build = build_openai_app if args.flavor == "openai" else build_app
-    app: Any = build(config_from_args(args))
-    if args.token:
-        app = require_token(app, args.token, args.flavor)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)  # fmt: skip
+    if args.flavor != "ollama" or args.token or args.tls_cert:
+        raise SystemExit("--flavor, --token and --tls-*: run `corral simulate` (common.simulator_openai)")
+    app = build_app(config_from_args(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .simulator import ApiError, Generation, Loaded, SimConfig, Simulator, embedding_of
+from .simulator import (
+    ApiError,
+    Generation,
+    Loaded,
+    SimConfig,
+    Simulator,
+    build_app,
+    config_from_args,
+    embedding_of,
+)
+from .simulator import parse_args as parse_args
 
 ERROR_TYPES = {
     400: "BadRequestError",
@@ -253,3 +263,20 @@ def require_token(app: ASGIApp, token: str, flavor: str) -> ASGIApp:
         await app(scope, receive, send)
 
     return guard
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``corral simulate``: either flavour, optionally behind a bearer token and over TLS."""
+    import uvicorn
+
+    args = parse_args(argv)
+    build = build_openai_app if args.flavor == "openai" else build_app
+    app: ASGIApp = build(config_from_args(args))
+    if args.token:
+        app = require_token(app, args.token, args.flavor)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
