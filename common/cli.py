@@ -131,13 +131,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             )
             stack.spawn("redis", ["redis"], env)
             stack.wait_port("redis", "127.0.0.1", redis_port)
-        ollama = urlparse(settings.ollama_url)
-        if args.demo or not port_open(ollama.hostname or "127.0.0.1", ollama.port or 11434):
+        engine = urlparse(settings.engine_url)
+        if args.demo or not port_open(engine.hostname or "127.0.0.1", engine.port or 11434):
             port = args.sim_port
-            print(f"corral up: no Ollama at {settings.ollama_url}; starting the Ollama simulator on :{port}")
+            print(
+                f"corral up: nothing at {settings.engine_display_url}; starting the Ollama simulator on :{port}"
+            )
             stack.spawn("simulator", ["simulate", "--port", str(port)], env)
             stack.wait_port("simulator", "127.0.0.1", port)
-            env["CORRAL_OLLAMA_URL"] = f"http://127.0.0.1:{port}"
+            env.update(
+                CORRAL_OLLAMA_URL=f"http://127.0.0.1:{port}", CORRAL_BACKEND_URL="", CORRAL_BACKEND="ollama"
+            )
         stack.spawn("api", ["api"], env)
         stack.spawn("worker", ["worker"], env)
         stack.wait_port("api", settings.api_host, settings.api_port)

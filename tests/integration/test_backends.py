@@ -125,6 +125,16 @@ def test_dropin_openai_chat_streamed_with_usage_and_tool_calls(bstack: Stack) ->
         assert called.choices[0].finish_reason == "tool_calls"
 
 
+def test_cancel_closes_the_backend_stream(bstack: Stack) -> None:
+    before = httpx.get(f"{bstack.sim_url}/_sim/stats").json()["cancelled"]
+    job_id = submit(bstack, model="llama3", prompt=" ".join(f"w{i}" for i in range(2000)))  # ~10 s
+    wait_for(lambda: bstack.http.get(f"/jobs/{job_id}").json()["events"] > 5, what="job streaming")
+    assert bstack.http.delete(f"/jobs/{job_id}").json()["status"] == "cancelling"
+    assert finished(bstack, job_id)["status"] == "cancelled"
+    wait_for(lambda: httpx.get(f"{bstack.sim_url}/_sim/stats").json()["cancelled"] == before + 1,
+             what="the backend to see the stream closed")  # fmt: skip
+
+
 @pytest.mark.parametrize("flavor", ["ollama", "openai"])
 def test_worker_sigkilled_mid_job_finishes_on_another_host(fleet: Fleet, flavor: str) -> None:
     sim_a = fleet.simulator("llama3:latest", tps=20, name="sim-a", flavor=flavor)
