@@ -220,6 +220,7 @@ class OpenAIBackend:
         self.http = HttpPool(connection, slots)
         self.url = connection.url
         self.prefix = "" if self.url.endswith("/v1") else "/v1"
+        self._listed: tuple[float, list[dict[str, Any]]] | None = None
 
     async def close(self) -> None:
         await self.http.close()
@@ -229,10 +230,15 @@ class OpenAIBackend:
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list):
             raise BackendUnavailable(f"backend at {self.url}: /models did not answer a model list")
-        return [{"name": str(m["id"]), "model": str(m["id"]), "owned_by": m.get("owned_by")}
-                for m in data if isinstance(m, dict) and m.get("id")]  # fmt: skip
+        models = [{"name": str(m["id"]), "model": str(m["id"]), "owned_by": m.get("owned_by")}
+                  for m in data if isinstance(m, dict) and m.get("id")]  # fmt: skip
+        self._listed = (time.monotonic(), models)
+        return models
 
     async def loaded_models(self) -> list[dict[str, Any]]:
+        """The served models (the worker asks right after ``list_models``: that answer is reused)."""
+        if self._listed is not None and time.monotonic() - self._listed[0] < 1.0:
+            return self._listed[1]
         return await self.list_models()
 
     @asynccontextmanager
