@@ -1,7 +1,7 @@
 """The ``corral`` command: the one module that wires the API, the worker and the tools together.
 
 corral up | api | worker | redis | simulate          start parts
-corral submit MODEL PROMPT [--stream] | status ID | cancel ID | workers | queues
+corral submit MODEL PROMPT [--stream] | status ID | cancel ID | jobs | workers | queues
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import ValidationError
 
 from .settings import Settings
 
@@ -59,8 +60,10 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import run_worker
+    from worker import check_backend, run_worker
 
+    if args.check:
+        return check_backend(settings)
     setup_logging(settings)
     run_worker(settings)
     return 0
@@ -128,13 +131,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             )
             stack.spawn("redis", ["redis"], env)
             stack.wait_port("redis", "127.0.0.1", redis_port)
-        ollama = urlparse(settings.ollama_url)
-        if args.demo or not port_open(ollama.hostname or "127.0.0.1", ollama.port or 11434):
+        engine = urlparse(settings.engine_url)
+        if args.demo or not port_open(engine.hostname or "127.0.0.1", engine.port or 11434):
             port = args.sim_port
-            print(f"corral up: no Ollama at {settings.ollama_url}; starting the Ollama simulator on :{port}")
+            print(
+                f"corral up: nothing at {settings.engine_display_url}; starting the Ollama simulator on :{port}"
+            )
             stack.spawn("simulator", ["simulate", "--port", str(port)], env)
             stack.wait_port("simulator", "127.0.0.1", port)
-            env["CORRAL_OLLAMA_URL"] = f"http://127.0.0.1:{port}"
+            env.update(
+                CORRAL_OLLAMA_URL=f"http://127.0.0.1:{port}", CORRAL_BACKEND_URL="", CORRAL_BACKEND="ollama"
+            )
         stack.spawn("api", ["api"], env)
         stack.spawn("worker", ["worker"], env)
         stack.wait_port("api", settings.api_host, settings.api_port)
@@ -234,18 +241,54 @@ def render(kind: str, body: dict[str, Any]) -> str:
         rows = [
             [w["id"], "alive" if w["alive"] else "DEAD", w.get("state") or "-",
              "ok" if w.get("healthy") else "unhealthy", f"{w.get('slots_busy', 0)}/{w.get('slots_total', 0)}",
-             f"{w.get('age', 0):.1f}s", ",".join(w.get("models") or []) or "-"]
+             f"{w.get('age', 0):.1f}s", w.get("backend") or "-", _num(w.get("weight")),
+             _num(w.get("max_loaded_models") or None), ",".join(w.get("models") or []) or "-"]
             for w in body["workers"]
         ]  # fmt: skip
-        return table(rows, ["WORKER", "LIVE", "STATE", "OLLAMA", "SLOTS", "HEARTBEAT", "MODELS"])
+        header = [
+            "WORKER",
+            "LIVE",
+            "STATE",
+            "HEALTH",
+            "SLOTS",
+            "HEARTBEAT",
+            "BACKEND",
+            "WEIGHT",
+            "MAX_LOADED",
+        ]
+        return table(rows, [*header, "MODELS"])
+    if kind == "jobs":
+        return jobs_table(body)
     if kind == "queues":
         return table([[q["model"], str(q["queued"])] for q in body["queues"]], ["MODEL", "QUEUED"])
     return json.dumps(body, indent=2)
 
 
-def cmd_get(args: argparse.Namespace, settings: Settings, method: str, path: str) -> int:
+def _num(value: Any, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def jobs_table(body: dict[str, Any]) -> str:
+    rows = [
+        [j["id"], j["status"], j["model"], j.get("worker") or "-", _num(j.get("queued_s"), "s"),
+         _num(j.get("ttft_s"), "s"), _num(j.get("tokens_per_s")), str(j["attempt"]), (j.get("error") or "")[:60]]
+        for j in body["jobs"]
+    ]  # fmt: skip
+    header = ["JOB", "STATUS", "MODEL", "WORKER", "QUEUED", "TTFT", "TOK/S", "ATTEMPTS", "ERROR"]
+    more = f"\nmore: --cursor {body['next_cursor']}" if body.get("next_cursor") else ""
+    return table(rows, header) + more
+
+
+def jobs_query(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("status", "model", "worker", "since", "limit", "cursor")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def cmd_get(
+    args: argparse.Namespace, settings: Settings, method: str, path: str, params: dict[str, Any] | None = None
+) -> int:
     with api_client(args, settings) as http:
-        response = http.request(method, path)
+        response = http.request(method, path, params=params)
         if response.status_code >= 400:
             return fail(response)
         body = response.json()
@@ -264,13 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
-    sub.add_parser("worker", help="run a worker for the local Ollama")
+    worker = sub.add_parser(
+        "worker", help="run a worker for the configured backend (Ollama or OpenAI-compatible)"
+    )
+    worker.add_argument("--check", action="store_true",
+                        help="test the backend (reachable, auth, models, a 1-token generation) and exit: "
+                        "0 ok, 4 unreachable, 5 auth refused, 6 no models, 7 generation failed")  # fmt: skip
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
         ("cancel", "cancel a job"),
+        ("jobs", "job history: what ran where, queue time, time to first token, tokens/s"),
         ("workers", "list workers"),
         ("queues", "list queues"),
         ("drain", "drain a worker: no new jobs, finish running ones, exit"),
@@ -286,18 +335,32 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--wait", action="store_true", help="queue even if no worker has the model yet")
         if name in ("status", "cancel", "drain"):
             p.add_argument("id")
+        if name == "jobs":
+            p.add_argument("--status", help="queued, running, succeeded, failed or cancelled")
+            p.add_argument("--model")
+            p.add_argument("--worker")
+            p.add_argument("--since", help="epoch seconds or ISO 8601")
+            p.add_argument("--limit", type=int)
+            p.add_argument("--cursor", help="next page (printed after a full page)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # the simulator has its own parser
-        from . import simulator
+        from . import simulator_openai
 
-        simulator.main(argv[1:])
+        simulator_openai.main(argv[1:])
         return
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CORRAL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"corral: invalid settings: {problems}", file=sys.stderr)
+        sys.exit(2)
     settings.data_dir = Path(settings.data_dir)
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "up": cmd_up,
@@ -307,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         "submit": cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "cancel": lambda a, s: cmd_get(a, s, "DELETE", f"/jobs/{a.id}"),
+        "jobs": lambda a, s: cmd_get(a, s, "GET", "/jobs", jobs_query(a)),
         "workers": lambda a, s: cmd_get(a, s, "GET", "/workers"),
         "queues": lambda a, s: cmd_get(a, s, "GET", "/queues"),
         "drain": lambda a, s: cmd_get(a, s, "POST", f"/workers/{a.id}/drain"),

@@ -57,6 +57,8 @@ class Limits:
     max_retries: int
     queue_timeout: float = 0.0
     max_queue: int = 0
+    history_ttl: int = 86400
+    history_max: int = 100_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -68,6 +70,8 @@ class Limits:
             max_retries=settings.max_retries,
             queue_timeout=settings.queue_timeout,
             max_queue=settings.max_queue,
+            history_ttl=settings.history_ttl,
+            history_max=settings.history_max,
         )
 
 
@@ -79,6 +83,7 @@ class PreparedJob:
     mapping: dict[str, Any]
     queued_event: str
     deadline: float = 0.0
+    created: float = field(default_factory=time.time)
 
 
 def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None) -> PreparedJob:
@@ -119,9 +124,10 @@ def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None) 
 def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
     script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
-                   keys.DEADLINES, keys.STATS]  # fmt: skip
+                   keys.DEADLINES, keys.STATS, keys.HISTORY]  # fmt: skip
     args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
                        keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0,
+                       repr(job.created), repr(job.created - limits.history_ttl), limits.history_max,
                        json.dumps(job.mapping, separators=(",", ":"))]  # fmt: skip
     return script_keys, args
 

@@ -14,6 +14,7 @@ WORKERS = "corral:workers"
 JANITOR_LOCK = "corral:janitor:lock"
 DEADLINES = "corral:deadlines"  # zset: queued job id -> time its queue-wait deadline passes
 STATS = "corral:stats"  # hash of counters: submitted, finished:<rq status>, requeued, expired
+HISTORY = "corral:history"  # zset: job id -> creation time (epoch s), trimmed by age and count on enqueue
 
 
 def queue_name(model: str) -> str:

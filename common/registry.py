@@ -22,6 +22,9 @@ class WorkerInfo:
     ollama_url: str
     slots_total: int
     started_at: float
+    backend: str = "ollama"
+    max_loaded_models: int = 0
+    weight: float = 1.0
     models: list[str] = field(default_factory=list)
     loaded: list[str] = field(default_factory=list)
     running: list[str] = field(default_factory=list)
@@ -44,7 +47,10 @@ class WorkerInfo:
             "models": json.dumps(self.models),
             "loaded": json.dumps(self.loaded),
             "running": json.dumps(self.running),
+            "backend": self.backend,
             "slots_total": self.slots_total,
+            "max_loaded_models": self.max_loaded_models,
+            "weight": self.weight,
             "slots_busy": len(self.running),
             "state": self.state,
             "healthy": int(self.healthy),
@@ -110,7 +116,10 @@ def decode_worker(worker_id: str, raw: dict[Any, Any], score: float, ttl: float)
         "models": json.loads(h.get("models", "[]")),
         "loaded": json.loads(h.get("loaded", "[]")),
         "running": json.loads(h.get("running", "[]")),
+        "backend": h.get("backend", "ollama"),
         "slots_total": int(h.get("slots_total", 0)),
+        "max_loaded_models": int(h.get("max_loaded_models", 0)),
+        "weight": float(h.get("weight", 1.0)),
         "slots_busy": int(h.get("slots_busy", 0)),
         "cpu_percent": float(h.get("cpu_percent", 0)),
         "ram_used": int(h.get("ram_used", 0)),

@@ -69,7 +69,8 @@ return 0
 
 # KEYS: job hash, inflight list.
 # ARGV: id, attempt, worker, rq status, ended_at, result json or '', error or '', event body, maxlen,
-#       events ttl ms, result ttl s, then the bodies of chunk events that precede the last one (if any).
+#       events ttl ms, result ttl s, metrics json or '' (first token, tokens: for the history), then the
+#       bodies of chunk events that precede the last one (if any).
 # Returns 1 when written, 0 when fenced off (a late result of a presumed-dead worker is discarded).
 FINISH_SRC = (
     _EMIT
@@ -80,8 +81,9 @@ if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'started' then return 0 e
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ended_at', ARGV[5])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'metrics', ARGV[12]) end
 redis.call('HDEL', KEYS[1], 'cancel')
-for i = 12, #ARGV do emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[9], ARGV[10]) end
+for i = 13, #ARGV do emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[9], ARGV[10]) end
 emit(KEYS[1], ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[10])
 redis.call('EXPIRE', KEYS[1], ARGV[11])
 redis.call('HINCRBY', '{keys.STATS}', 'finished:' .. ARGV[4], 1)
@@ -192,9 +194,10 @@ return 1
 """
 )
 
-# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash.
+# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, history zset.
 # ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
-#       (0 = none), the job hash as a JSON object of strings (one argument: far cheaper to send than 2N).
+#       (0 = none), created (epoch s), history min score, history max count, the job hash as a JSON object
+#       of strings (one argument: far cheaper to send than 2N).
 # Returns {queue length after the push} or {-1, current length} when the queue is full (nothing written).
 ENQUEUE_SRC = """
 local limit = tonumber(ARGV[2])
@@ -203,7 +206,7 @@ if limit > 0 then
   if depth >= limit then return {-1, depth} end
 end
 local flat = {}
-for field, value in pairs(cjson.decode(ARGV[9])) do
+for field, value in pairs(cjson.decode(ARGV[12])) do
   flat[#flat + 1] = field
   flat[#flat + 1] = value
 end
@@ -216,6 +219,11 @@ redis.call('PUBLISH', ARGV[7], ARGV[3])
 redis.call('PUBLISH', ARGV[6], ARGV[1])
 if tonumber(ARGV[8]) > 0 then redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1]) end
 redis.call('HINCRBY', KEYS[6], 'submitted', 1)
+redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[10])
+if redis.call('ZCARD', KEYS[7]) > tonumber(ARGV[11]) then
+  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[11]) - 1)
+end
 return {n}
 """
 

@@ -5,10 +5,13 @@ Built once at an edge (CLI, API app factory, worker main) and passed down; nothi
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6390/0"
@@ -22,6 +25,19 @@ class Settings(BaseSettings):
     redis_url: str = Field(EMBEDDED_REDIS_URL, description="Redis URL; the default is the embedded Redis")
     data_dir: Path = Field(Path(".corral"), description="embedded Redis data (AOF) and logs")
     ollama_url: str = Field("http://127.0.0.1:11434", description="the worker's local Ollama")
+    backend: Literal["auto", "ollama", "openai"] = Field(
+        "auto", description="the worker's engine API; auto: openai when the URL path ends in /v1"
+    )
+    backend_url: str = Field("", description="the worker's engine; empty: CORRAL_OLLAMA_URL")
+    backend_token: SecretStr | None = Field(None, description="bearer token sent to the backend")
+    backend_headers: SecretStr | None = Field(None, description="extra headers: JSON object or k=v,k=v")
+    backend_verify: str = Field("true", description="TLS verification: true, false or a CA bundle path")
+    backend_connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to the backend")
+    backend_read_timeout: float = Field(0.0, ge=0, description="seconds between bytes; 0 = no limit")
+    max_loaded_models: int = Field(0, ge=0, description="models this host can hold at once; 0 = unknown")
+    worker_weight: float = Field(1.0, ge=0, description="host weight / priority for the scheduler")
+    history_ttl: int = Field(86400, ge=1, description="seconds a job stays in the history index")
+    history_max: int = Field(100_000, ge=1, description="jobs kept in the history index")
     worker_id: str = Field(default_factory=socket.gethostname, description="stable id of this worker host")
     worker_slots: int = Field(4, ge=1, le=256, description="concurrent jobs per worker")
     heartbeat_interval: float = Field(2.0, gt=0, description="seconds between worker heartbeats")
@@ -56,3 +72,75 @@ class Settings(BaseSettings):
         if not value or len(value) > 128 or any(c.isspace() for c in value):
             raise ValueError("worker_id must be 1-128 characters without spaces")
         return value
+
+    @field_validator("backend_verify")
+    @classmethod
+    def _verify(cls, value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered in {"true", "1", "yes", "on", ""}:
+            return "true"
+        if lowered in {"false", "0", "no", "off"}:
+            return "false"
+        if not Path(value).is_file():
+            raise ValueError("backend_verify must be true, false or the path of a CA bundle file")
+        return value
+
+    @field_validator("backend_headers")
+    @classmethod
+    def _headers(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_headers(value.get_secret_value())  # fails early on a malformed value
+        return value
+
+    @property
+    def engine_url(self) -> str:
+        """The backend's base URL: ``CORRAL_BACKEND_URL``, else ``CORRAL_OLLAMA_URL``."""
+        return (self.backend_url or self.ollama_url).rstrip("/")
+
+    @property
+    def engine_kind(self) -> str:
+        """``ollama`` or ``openai``: ``CORRAL_BACKEND``, or inferred (a URL path ending in ``/v1`` is OpenAI)."""
+        if self.backend != "auto":
+            return self.backend
+        return "openai" if self.engine_url.endswith("/v1") else "ollama"
+
+    @property
+    def engine_display_url(self) -> str:
+        """The backend's URL without any ``user:password@`` part: what logs and heartbeats show."""
+        return redact_url(self.engine_url)
+
+    def engine_headers(self) -> dict[str, str]:
+        """Extra headers plus ``Authorization: Bearer …`` when a token is set (secrets: never log these)."""
+        headers = parse_headers(self.backend_headers.get_secret_value()) if self.backend_headers else {}
+        if self.backend_token is not None and self.backend_token.get_secret_value():
+            headers["Authorization"] = f"Bearer {self.backend_token.get_secret_value()}"
+        return headers
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """``{"X-A": "1"}`` or ``X-A=1,X-B=2`` → a dict; raises ``ValueError`` on anything else."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ValueError("backend_headers: invalid JSON object") from None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError("backend_headers: a JSON object of strings is expected")
+        return {str(k): v for k, v in value.items()}
+    headers = {}
+    for pair in text.split(","):
+        name, sep, val = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError("backend_headers: use name=value,name=value or a JSON object")
+        headers[name.strip()] = val.strip()
+    return headers

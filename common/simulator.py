@@ -550,6 +550,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-alive", type=float, default=300.0, help="seconds a model stays loaded")
     p.add_argument("--time-scale", type=float, default=1.0, help="multiplies every delay (0 = instant)")
     p.add_argument("--min-tokens", type=int, default=0, help="pad every reply to this many tokens")
+    p.add_argument("--flavor", choices=("ollama", "openai"), default="ollama",
+                   help="which API to speak: Ollama's or OpenAI's (/v1, like vLLM or llama.cpp's server)")  # fmt: skip
+    p.add_argument("--token", default="", help="answer 401 unless 'Authorization: Bearer <token>'")
+    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
     return p.parse_args(argv)
 
 
@@ -582,6 +587,8 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     args = parse_args(argv)
+    if args.flavor != "ollama" or args.token or args.tls_cert:
+        raise SystemExit("--flavor, --token and --tls-*: run `corral simulate` (common.simulator_openai)")
     app = build_app(config_from_args(args))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 

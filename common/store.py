@@ -90,6 +90,7 @@ class _Calls:
         result: str,
         error: str,
         chunks: tuple[str, ...],
+        metrics: str = "",
     ) -> Call:
         args = [
             job.id,
@@ -101,6 +102,7 @@ class _Calls:
             error,
             body,
             *self._event_args(),
+            metrics,
         ]
         return scripts.FINISH, [keys.job_key(job.id), keys.inflight_key(worker_id)], [*args, *chunks]
 
@@ -168,10 +170,11 @@ class JobStore(_Calls):
         result: str = "",
         error: str = "",
         chunks: tuple[str, ...] = (),
+        metrics: str = "",
     ) -> bool:
         """End a job (rq status finished / failed / canceled) with its last event, after ``chunks`` events.
         False: fenced off (nothing written)."""
-        return bool(self._run(self._finish(job, worker_id, status, body, result, error, chunks)))
+        return bool(self._run(self._finish(job, worker_id, status, body, result, error, chunks, metrics)))
 
     def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
@@ -256,8 +259,11 @@ class AsyncJobStore(_Calls):
         result: str = "",
         error: str = "",
         chunks: tuple[str, ...] = (),
+        metrics: str = "",
     ) -> bool:
-        return bool(await self._run(self._finish(job, worker_id, status, body, result, error, chunks)))
+        return bool(
+            await self._run(self._finish(job, worker_id, status, body, result, error, chunks, metrics))
+        )
 
     async def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True

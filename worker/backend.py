@@ -1,25 +1,36 @@
-"""The worker's client of its local Ollama (asyncio): model lists and streamed generation over NDJSON."""
+"""The worker's backend: one small interface to the engine that runs the models, and its Ollama implementation.
+
+``Backend`` is what the worker needs of an engine: the models it has, the models it holds in memory, a streamed
+generation or chat (Ollama-shaped chunk dicts: Corral's internal format), embeddings, a model's description.
+Leaving a stream's ``async with`` block (or cancelling the task) closes the HTTP stream, which stops the engine.
+``OllamaBackend`` (this module) speaks Ollama's API; ``OpenAIBackend`` (``openai_backend.py``) speaks the
+OpenAI-compatible API of vLLM, llama.cpp's server, LM Studio…; ``make_backend`` picks one from the settings.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from common.errors import CorralError
+from common.settings import Settings
 
 from .http import LeanClient, Response, TransportError
 
 
-class OllamaError(CorralError):
-    """Ollama answered with an error.
+class BackendError(CorralError):
+    """The backend answered with an error.
 
-    OllamaError
-    ├── OllamaUnavailable   cannot connect, 5xx, 503 busy: the host is the problem, re-queue the job
-    ├── OllamaModelMissing  404: this host lacks the model, re-queue for another
-    └── (itself)            4xx or an error line: the request is the problem, fail the job
+    BackendError
+    ├── BackendUnavailable      cannot connect, TLS failure, 5xx, 503 busy: the host is the problem, re-queue
+    │   └── BackendAuthRefused  401/403: the token or headers are wrong (a host problem too)
+    ├── BackendModelMissing     404: this host lacks the model, re-queue for another
+    └── (itself)                4xx or an error in the stream: the request is the problem, fail the job
     """
 
     def __init__(self, message: str, status: int = 0) -> None:
@@ -27,44 +38,116 @@ class OllamaError(CorralError):
         self.status = status
 
 
-class OllamaUnavailable(OllamaError):
+class BackendUnavailable(BackendError):
     pass
 
 
-class OllamaModelMissing(OllamaError):
+class BackendAuthRefused(BackendUnavailable):
     pass
 
 
-async def _error_message(response: Response) -> str:
+class BackendModelMissing(BackendError):
+    pass
+
+
+# the names the worker used before there was more than one backend
+OllamaError, OllamaUnavailable, OllamaModelMissing = BackendError, BackendUnavailable, BackendModelMissing
+
+Chunks = AsyncIterator[dict[str, Any]]
+
+
+class Backend(Protocol):
+    """What a worker needs of an engine. Models are dicts with at least ``name``; chunks are Ollama-shaped
+    (``response`` or ``message``, ``done``; the last one ``done: true`` with what stats are known)."""
+
+    url: str
+    kind: str
+
+    async def list_models(self) -> list[dict[str, Any]]: ...
+
+    async def loaded_models(self) -> list[dict[str, Any]]: ...
+
+    def stream(self, kind: str, request: dict[str, Any]) -> AbstractAsyncContextManager[Chunks]: ...
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def show(self, model: str) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a backend: URL, headers (may hold secrets: ``repr`` hides them), TLS, timeouts."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    verify: str = "true"
+    connect_timeout: float = 10.0
+    read_timeout: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Connection:
+        return cls(settings.engine_url, settings.engine_headers(), settings.backend_verify,
+                   settings.backend_connect_timeout, settings.backend_read_timeout)  # fmt: skip
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For an ``https`` URL: verification on (system CAs), off, or against a CA bundle file."""
+        if not self.url.startswith("https:"):
+            return None
+        if self.verify == "false":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        if self.verify == "true":
+            return ssl.create_default_context()
+        return ssl.create_default_context(cafile=self.verify)
+
+    def read_timeout_for(self, stream: bool) -> float | None:
+        """Model lists answer fast (10 s unless set); a generation may wait long for its first token."""
+        return self.read_timeout or (None if stream else 10.0)
+
+
+async def error_message(response: Response) -> str:
+    """The message of an Ollama (``{"error": "…"}``) or OpenAI (``{"error": {"message": "…"}}``) error body."""
     body = await response.read()
+    text = body.decode(errors="replace")
     try:
-        return str(json.loads(body).get("error") or body.decode(errors="replace"))
+        error = json.loads(body).get("error")
     except (ValueError, AttributeError):
-        return body.decode(errors="replace") or f"HTTP {response.status_code}"
+        return text or f"HTTP {response.status_code}"
+    if isinstance(error, dict):
+        error = error.get("message")
+    return str(error or text or f"HTTP {response.status_code}")
 
 
 async def raise_for_status(response: Response) -> None:
     if response.status_code < 400:
         return
-    message = await _error_message(response)
+    message = await error_message(response)
+    if response.status_code in (401, 403):
+        raise BackendAuthRefused(f"authentication refused: {message}", response.status_code)
     if response.status_code == 404:
-        raise OllamaModelMissing(message, response.status_code)
-    if response.status_code >= 500:
-        raise OllamaUnavailable(message, response.status_code)
-    raise OllamaError(message, response.status_code)
+        raise BackendModelMissing(message, response.status_code)
+    if response.status_code >= 500 or response.status_code == 429:
+        raise BackendUnavailable(message, response.status_code)
+    raise BackendError(message, response.status_code)
 
 
-class OllamaClient:
-    """A pool of lean one-connection clients, one per slot (plus one for housekeeping): a slot never needs
-    more than one connection, and a shared pool costs CPU per request (see worker/http.py)."""
+class HttpPool:
+    """A pool of lean one-connection clients (worker/http.py), one per slot plus one for housekeeping: a slot
+    never needs more than one connection, and httpx's machinery cost a third of a worker's CPU per job."""
 
-    def __init__(self, base_url: str, slots: int, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
+    def __init__(self, connection: Connection, slots: int) -> None:
+        self.connection = connection
+        self.url = connection.url
         self._clients: asyncio.Queue[LeanClient] = asyncio.Queue()
         self._all = []
+        context = connection.ssl_context()
         for _ in range(slots + 1):
-            client = LeanClient(self.base_url, connect_timeout=timeout)
+            client = LeanClient(self.url, headers=connection.headers,
+                                connect_timeout=connection.connect_timeout, ssl_context=context)  # fmt: skip
             self._all.append(client)
             self._clients.put_nowait(client)
 
@@ -80,61 +163,92 @@ class OllamaClient:
         finally:
             self._clients.put_nowait(client)
 
-    async def _get(self, path: str) -> dict[str, Any]:
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request and its JSON answer; a long one (``body`` given) has the streaming read timeout."""
         async with self._client() as client:
             try:
-                async with asyncio.timeout(self.timeout):
-                    response = await client.request("GET", path)
+                async with asyncio.timeout(self.connection.read_timeout_for(stream=body is not None)):
+                    response = await client.request(method, path, body)
             except (TransportError, TimeoutError) as exc:
-                raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
+                raise BackendUnavailable(f"backend at {self.url} unreachable: {describe(exc)}") from exc
             await raise_for_status(response)
-            return await _json(response)
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        """The models on disk (``GET /api/tags``), as Ollama describes them."""
-        return list((await self._get("/api/tags")).get("models") or [])
-
-    async def loaded_models(self) -> list[dict[str, Any]]:
-        """The models in memory (``GET /api/ps``)."""
-        return list((await self._get("/api/ps")).get("models") or [])
+            raw = await response.read()
+            try:
+                return json.loads(raw)
+            except ValueError as exc:
+                raise BackendUnavailable(f"backend at {self.url}: not JSON: {raw[:200]!r}") from exc
 
     @asynccontextmanager
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Response]:
-        """A streamed POST. Leaving the block (or cancelling the task) closes the connection: Ollama stops."""
+        """A streamed POST. Leaving the block (or cancelling the task) closes the connection: the engine stops.
+        The read timeout (``CORRAL_BACKEND_READ_TIMEOUT``, none by default) bounds each wait for data."""
         async with self._client() as client:
+            client.read_timeout = self.connection.read_timeout_for(stream=True)
             try:
                 async with client.stream("POST", path, body) as resp:
                     await raise_for_status(resp)
                     yield resp
             except TransportError as exc:
-                raise OllamaUnavailable(f"ollama at {self.base_url}: {exc}") from exc
-
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self._client() as client:
-            try:
-                response = await client.request("POST", path, body)
-            except TransportError as exc:
-                raise OllamaUnavailable(f"ollama at {self.base_url} unreachable: {exc}") from exc
-            await raise_for_status(response)
-            return await _json(response)
+                raise BackendUnavailable(f"backend at {self.url}: {describe(exc)}") from exc
 
 
-async def _json(response: Response) -> dict[str, Any]:
-    try:
-        answer = await response.json()
-    except ValueError as exc:
-        raise OllamaUnavailable(f"ollama answered something that is not JSON: {exc}") from exc
-    if not isinstance(answer, dict):
-        raise OllamaError("ollama answered JSON that is not an object", response.status_code)
-    return answer
+def describe(exc: Exception) -> str:
+    """A readable reason: the error's message, or its class name when it has none (a timeout often has none)."""
+    return str(exc) or type(exc).__name__
 
 
-async def chunks(response: Response) -> AsyncIterator[dict[str, Any]]:
+class OllamaBackend:
+    """Ollama's API: ``/api/tags``, ``/api/ps``, NDJSON ``/api/generate`` and ``/api/chat``, ``/api/embed``."""
+
+    kind = "ollama"
+
+    def __init__(self, connection: Connection, slots: int) -> None:
+        self.http = HttpPool(connection, slots)
+        self.url = connection.url
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The models on disk (``GET /api/tags``), as Ollama describes them."""
+        return list((await self.http.request("GET", "/api/tags")).get("models") or [])
+
+    async def loaded_models(self) -> list[dict[str, Any]]:
+        """The models in memory (``GET /api/ps``)."""
+        return list((await self.http.request("GET", "/api/ps")).get("models") or [])
+
+    @asynccontextmanager
+    async def stream(self, kind: str, request: dict[str, Any]) -> AsyncIterator[Chunks]:
+        path = "/api/chat" if kind == "chat" else "/api/generate"
+        async with self.http.stream(path, request) as response:
+            chunks = ndjson_chunks(response)
+            yield chunks
+            async for _ in chunks:  # read to the end: the connection is kept alive
+                pass
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.http.request("POST", "/api/embed", request))
+
+    async def show(self, model: str) -> dict[str, Any]:
+        return dict(await self.http.request("POST", "/api/show", {"model": model}))
+
+
+async def ndjson_chunks(response: Response) -> Chunks:
     """Ollama's NDJSON lines as dicts; an ``{"error": …}`` line raises (Ollama ends the stream after it)."""
     async for line in response.aiter_lines():
         if not line.strip():
             continue
         chunk = json.loads(line)
         if "error" in chunk:
-            raise OllamaError(str(chunk["error"]), -1)
+            raise BackendError(str(chunk["error"]), -1)
         yield chunk
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings name (``CORRAL_BACKEND``, or inferred from the URL)."""
+    connection = Connection.from_settings(settings)
+    if settings.engine_kind == "openai":
+        from .openai_backend import OpenAIBackend
+
+        return OpenAIBackend(connection, settings.worker_slots)
+    return OllamaBackend(connection, settings.worker_slots)

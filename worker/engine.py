@@ -29,7 +29,7 @@ from common.names import normalise_model
 from common.settings import Settings
 from common.store import AsyncJobStore, JobStore
 
-from .backend import OllamaClient, OllamaError
+from .backend import BackendError, make_backend
 from .execute import Active, JobRunner
 from .load import cpu_ram, gpu_stats
 
@@ -53,7 +53,7 @@ class Worker:
         self.redis = async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
         self.fast = fast_redis(settings.redis_url)
         self.store = AsyncJobStore(self.redis, Limits.from_settings(settings), fast=self.fast)
-        self.ollama = OllamaClient(settings.ollama_url, settings.worker_slots)
+        self.ollama = make_backend(settings)
         self.local_names: dict[str, str] = {}
         self.runner = JobRunner(self.store, self.ollama, self.id, self.local_names)
         self.models: list[str] = []
@@ -68,8 +68,11 @@ class Worker:
             id=self.id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            ollama_url=settings.ollama_url,
+            ollama_url=settings.engine_display_url,
             slots_total=settings.worker_slots,
+            backend=settings.engine_kind,
+            max_loaded_models=settings.max_loaded_models,
+            weight=settings.worker_weight,
             started_at=time.time(),
         )
         self._dropped: set[str] = set()
@@ -81,11 +84,10 @@ class Worker:
         try:
             tags = await self.ollama.list_models()
             ps = await self.ollama.loaded_models()
-        except OllamaError as exc:
+        except BackendError as exc:
             if not self._ollama_down:
-                log.warning(
-                    "ollama at %s unavailable (%s); not taking jobs", self.settings.ollama_url, exc.message
-                )
+                log.warning("%s at %s unavailable (%s); not taking jobs", self.ollama.kind,
+                            self.settings.engine_display_url, exc.message)  # fmt: skip
             self._ollama_down = True
             self.healthy = False
             return
@@ -102,7 +104,7 @@ class Worker:
         if models != self.models:
             log.info("models: %s", ", ".join(models) or "(none)")
         if self._ollama_down:
-            log.info("ollama at %s is up", self.settings.ollama_url)
+            log.info("%s at %s is up", self.ollama.kind, self.settings.engine_display_url)
         self._ollama_down = False
         self._dropped |= set(self.models) - set(models)
         self.local_names.clear()
@@ -271,9 +273,8 @@ class Worker:
                           self.settings.janitor_interval)  # fmt: skip
         _thread, janitor_stop = janitor.start()
         helpers = [asyncio.create_task(self.housekeeping()), asyncio.create_task(self.listen())]
-        log.info(
-            "worker %s up: ollama %s, %d slots", self.id, self.settings.ollama_url, self.settings.worker_slots
-        )
+        log.info("worker %s up: %s %s, %d slots", self.id, self.ollama.kind, self.settings.engine_display_url,
+                 self.settings.worker_slots)  # fmt: skip
         try:
             await self.pop_loop()
             log.info("worker %s draining: finishing %d running job(s)", self.id, len(self.active))

@@ -17,7 +17,7 @@ import redis
 from common.jobs import PoppedJob
 from common.store import AsyncJobStore
 
-from .backend import OllamaClient, OllamaError, OllamaModelMissing, OllamaUnavailable, chunks
+from .backend import Backend, BackendError, BackendModelMissing, BackendUnavailable
 from .http import TransportError
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,9 @@ def check(code: int) -> None:
 
 
 class JobRunner:
-    def __init__(
-        self, store: AsyncJobStore, ollama: OllamaClient, worker_id: str, local_names: dict[str, str]
-    ):
+    def __init__(self, store: AsyncJobStore, backend: Backend, worker_id: str, local_names: dict[str, str]):
         self.store = store
-        self.ollama = ollama
+        self.backend = backend
         self.worker_id = worker_id
         self.local_names = local_names
 
@@ -139,11 +137,14 @@ class JobRunner:
         body: dict[str, Any],
         result: str = "",
         chunks: tuple[str, ...] = (),
+        metrics: str = "",
     ) -> None:
         error = str(body.get("error", ""))
 
         async def call() -> bool:
-            return await self.store.finish(job, self.worker_id, status, dumps(body), result, error, chunks)
+            return await self.store.finish(
+                job, self.worker_id, status, dumps(body), result, error, chunks, metrics
+            )
 
         if not await with_redis_retry(call, "finish"):
             log.info(
@@ -172,14 +173,16 @@ class JobRunner:
             await self.finish(
                 job, "failed", {"type": "error", "error": f"job timed out after {job.timeout:g}s"}
             )
-        except OllamaModelMissing as exc:
+        except BackendModelMissing as exc:
             await self._requeue(job, f"model missing on {self.worker_id}: {exc.message}")
             return Outcome(model_missing=True)
-        except OllamaUnavailable as exc:
-            await self._requeue(job, f"ollama on {self.worker_id} unavailable: {exc.message}")
+        except BackendUnavailable as exc:
+            await self._requeue(job, f"{self.backend.kind} on {self.worker_id} unavailable: {exc.message}")
             return Outcome(host_unavailable=True)
-        except OllamaError as exc:
-            await self.finish(job, "failed", {"type": "error", "error": f"ollama: {exc.message}"})
+        except BackendError as exc:
+            await self.finish(
+                job, "failed", {"type": "error", "error": f"{self.backend.kind}: {exc.message}"}
+            )
         return Outcome()
 
     async def _requeue(self, job: PoppedJob, reason: str) -> None:
@@ -197,10 +200,10 @@ class JobRunner:
         model = str(request.get("model", job.model))
         request["model"] = self.local_names.get(model, model)
         if job.func_name == "corral.show":
-            answer = await self.ollama.post("/api/show", {"model": request["model"]})
+            answer = await self.backend.show(request["model"])
             await self.finish(job, "finished", {"type": "done", "final": {}}, dumps({"show": answer}))
         elif job.func_name == "corral.embed":
-            answer = await self.ollama.post("/api/embed", request)
+            answer = await self.backend.embed(request)
             final = {k: v for k, v in answer.items() if k != "embeddings"}
             result = dumps({"embeddings": answer.get("embeddings") or [], "final": final})
             await self.finish(job, "finished", {"type": "done", "final": final}, result)
@@ -212,21 +215,17 @@ class JobRunner:
         emitter = Emitter(
             lambda batch: with_redis_retry(lambda: self.store.emit(job, self.worker_id, *batch), "emit")
         )
-        path = "/api/chat" if chat else "/api/generate"
         try:
-            async with self.ollama.stream(path, request) as response:
+            async with self.backend.stream("chat" if chat else "generate", request) as stream:
                 try:
-                    stream = chunks(response)
                     async for chunk in stream:
                         if chunk.get("done"):
                             await self._succeed(job, reply, chunk, await emitter.close())
-                            async for _ in stream:  # read to the end: the connection is kept alive
-                                pass
                             return
                         emitter.add(dumps(reply.add(chunk)))
                 except (TransportError, ValueError) as exc:
-                    raise OllamaUnavailable(f"stream broken: {exc}") from exc
-            raise OllamaUnavailable("stream ended without a final chunk")
+                    raise BackendUnavailable(f"stream broken: {exc}") from exc
+            raise BackendUnavailable("stream ended without a final chunk")
         finally:
             emitter.abort()
 
@@ -234,9 +233,8 @@ class JobRunner:
         self, job: PoppedJob, reply: Reply, final: dict[str, Any], pending: tuple[str, ...]
     ) -> None:
         stats = {k: v for k, v in final.items() if k not in ("response", "message", "created_at", "done")}
-        await self.finish(
-            job, "finished", {"type": "done", "final": stats}, dumps(reply.result(stats)), pending
-        )
+        await self.finish(job, "finished", {"type": "done", "final": stats}, dumps(reply.result(stats)), pending,
+                          dumps(reply.metrics(job.popped_at, stats)))  # fmt: skip
 
 
 class Reply:
@@ -247,15 +245,33 @@ class Reply:
         self.parts: list[str] = []
         self.thinking: list[str] = []
         self.tool_calls: list[Any] = []
+        self.first_at: float | None = None
 
     def add(self, chunk: dict[str, Any]) -> dict[str, Any]:
         """Take one chunk; return its ``chunk`` event."""
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         text, event = chunk_event(chunk, self.chat)
         self.parts.append(text)
         if event.get("thinking"):
             self.thinking.append(event["thinking"])
         self.tool_calls += event.get("tool_calls") or []
         return event
+
+    def metrics(self, started: float, stats: dict[str, Any]) -> dict[str, Any]:
+        """For the job history: seconds to the first token (from the pop), tokens and tokens/s."""
+        out: dict[str, Any] = {}
+        if self.first_at is not None:
+            out["ttft"] = round(self.first_at - started, 4)
+        tokens = stats.get("eval_count")
+        if isinstance(tokens, int):
+            out["eval_count"] = tokens
+            seconds = (stats.get("eval_duration") or 0) / 1e9
+            if not seconds and self.first_at is not None:
+                seconds = time.monotonic() - self.first_at
+            if seconds > 0:
+                out["tokens_per_s"] = round(tokens / seconds, 2)
+        return out
 
     def result(self, stats: dict[str, Any]) -> dict[str, Any]:
         text, thinking = "".join(self.parts), "".join(self.thinking)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,8 +28,11 @@ class TransportError(OSError):
 class Response:
     """Status, headers (lower-case names) and a body read either whole (``read``/``json``) or by lines."""
 
-    def __init__(self, conn: Connection, status: int, headers: dict[str, str]) -> None:
+    def __init__(
+        self, conn: Connection, status: int, headers: dict[str, str], read_timeout: float | None = None
+    ) -> None:
         self._conn = conn
+        self.read_timeout = read_timeout
         self.status_code = status
         self.headers = headers
         self.complete = False
@@ -41,25 +44,34 @@ class Response:
         if self._remaining == 0 or status in (204, 304):
             self.complete = True
 
+    async def _timed(self, awaitable: Awaitable[bytes]) -> bytes:
+        if self.read_timeout is None:
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, self.read_timeout)
+        except TimeoutError:
+            raise TransportError(f"no data from the server for {self.read_timeout:g}s") from None
+
     async def _pieces(self) -> AsyncIterator[bytes]:
         """The body as it arrives, de-chunked."""
         reader = self._conn.reader
+        timed = self._timed
         if self.complete:
             return
         if self._chunked:
             while True:
-                size_line = await reader.readuntil(b"\r\n")
+                size_line = await timed(reader.readuntil(b"\r\n"))
                 size = int(size_line.split(b";", 1)[0], 16)
                 if size == 0:
                     while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
                         pass
                     self.complete = True
                     return
-                data = await reader.readexactly(size + 2)
+                data = await timed(reader.readexactly(size + 2))
                 yield data[:-2]
         elif self._remaining >= 0:
             while self._remaining > 0:
-                data = await reader.read(min(self._remaining, 65536))
+                data = await timed(reader.read(min(self._remaining, 65536)))
                 if not data:
                     raise TransportError("connection closed before the end of the body")
                 self._remaining -= len(data)
@@ -134,6 +146,7 @@ class LeanClient:
         if self.tls and self.ssl_context is None:
             self.ssl_context = ssl.create_default_context()
         self.connect_timeout = connect_timeout
+        self.read_timeout: float | None = None  # seconds a stream may wait for data; None = no limit
         host_header = parts.netloc.rsplit("@", 1)[-1]
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._fixed_headers = f"Host: {host_header}\r\nUser-Agent: corral-worker\r\n{extra}"
@@ -165,7 +178,13 @@ class LeanClient:
                 conn.writer.write(self._head(method, path, body) + body)
                 if len(body) > 65536:
                     await conn.writer.drain()
-                return await self._read_head(conn)
+                if self.read_timeout is None:
+                    return await self._read_head(conn)
+                return await asyncio.wait_for(self._read_head(conn), self.read_timeout)
+            except TimeoutError:
+                conn.close()
+                self._conn = None
+                raise TransportError(f"no answer from the server for {self.read_timeout:g}s") from None
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
                 conn.close()
                 self._conn = None
@@ -188,7 +207,7 @@ class LeanClient:
                 headers[name.strip().lower()] = value.strip()
         if headers.get("connection", "").lower() == "close" or version == "HTTP/1.0":
             conn.reusable = False
-        return Response(conn, int(rest[:3]), headers)
+        return Response(conn, int(rest[:3]), headers, self.read_timeout)
 
     @contextlib.asynccontextmanager
     async def stream(self, method: str, path: str, payload: Any = None) -> AsyncIterator[Response]:

@@ -11,8 +11,9 @@ from fastapi.responses import Response, StreamingResponse
 
 from common.bus import follow_events
 from common.errors import InvalidRequest, JobNotFound
+from common.history import list_history, make_filters, parse_cursor
 from common.names import is_job_id
-from common.schemas import JobRequest, JobView, Submitted
+from common.schemas import JobRequest, JobStatus, JobView, Submitted
 
 from ..body import json_body, openapi_body
 from ..deps import HubDep, RedisDep, StoreDep
@@ -55,6 +56,28 @@ async def submit_job(http: Request) -> Response:
         return event_response(http, follow_events(state.redis, state.hub, submitted.id, 0), headers)
     # built here rather than re-validated through response_model: this is the hot path
     return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
+
+
+@router.get("")
+async def list_jobs(
+    client: RedisDep,
+    status: Annotated[
+        JobStatus | None, Query(description="queued, running, succeeded, failed, cancelled")
+    ] = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    worker: Annotated[str | None, Query(max_length=128)] = None,
+    since: Annotated[str | None, Query(max_length=64, description="epoch seconds or ISO 8601")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+) -> dict[str, Any]:
+    """The job history, newest first: what ran where, how long it queued, time to first token, tokens/s,
+    attempts, error. Paginated with ``next_cursor``; kept ``CORRAL_HISTORY_TTL`` seconds."""
+    filters = make_filters(status, model, worker, since)
+    position = parse_cursor(cursor) if cursor else None
+    jobs, next_cursor = await list_history(client, filters, limit, position)
+    return {"jobs": jobs, "next_cursor": next_cursor}
 
 
 @router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)
