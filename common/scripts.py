@@ -29,7 +29,8 @@ end
 
 # KEYS: inflight list, then the queue keys in the order to try.
 # ARGV: worker id, now (RQ time format), events maxlen, events ttl ms.
-# Returns {id, attempt, data, timeout, model} or false. Skips ids whose job is gone or no longer queued.
+# Returns {id, attempt, data, timeout, model, enqueued_at} or false. Skips ids whose job is gone or no longer
+# queued.
 POP_SRC = (
     _EMIT
     + f"""
@@ -38,7 +39,7 @@ for i = 2, #KEYS do
     local id = redis.call('LPOP', KEYS[i])
     if not id then break end
     local jk = '{keys.RQ_JOB_PREFIX}' .. id
-    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model')
+    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model', 'enqueued_at')
     if st[1] == 'queued' then
       local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
       redis.call('RPUSH', KEYS[1], id)
@@ -46,7 +47,7 @@ for i = 2, #KEYS do
       redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
                  'last_heartbeat', ARGV[2], 'attempt', attempt)
       emit(jk, id, attempt, '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
-      return {{id, attempt, st[3] or '', st[4] or '', st[5] or ''}}
+      return {{id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or ''}}
     end
   end
 end
@@ -192,15 +193,15 @@ return 1
 """
 )
 
-# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash.
+# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, recent jobs list.
 # ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
 #       (0 = none), then the job hash as field, value pairs.
 # Returns {queue length after the push} or {-1, current length} when the queue is full (nothing written).
-ENQUEUE_SRC = """
+ENQUEUE_SRC = f"""
 local limit = tonumber(ARGV[2])
 if limit > 0 then
   local depth = redis.call('LLEN', KEYS[2])
-  if depth >= limit then return {-1, depth} end
+  if depth >= limit then return {{-1, depth}} end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 local n = redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -211,7 +212,9 @@ redis.call('PUBLISH', ARGV[7], ARGV[3])
 redis.call('PUBLISH', ARGV[6], ARGV[1])
 if tonumber(ARGV[8]) > 0 then redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1]) end
 redis.call('HINCRBY', KEYS[6], 'submitted', 1)
-return {n}
+redis.call('LPUSH', KEYS[7], ARGV[1])
+redis.call('LTRIM', KEYS[7], 0, {keys.RECENT_JOBS_MAX - 1})
+return {{n}}
 """
 
 RELEASE_LOCK_SRC = """

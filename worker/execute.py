@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from common.histograms import JobTiming, add_increments, timing_increments
 from common.jobs import PoppedJob
+from common.schemas import RQ_TO_STATUS
 from common.store import AsyncJobStore
 
 from .backend import OllamaClient, OllamaError, OllamaModelMissing, OllamaUnavailable, chunks
@@ -149,6 +151,27 @@ class JobRunner:
             log.info(
                 "job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt
             )
+            return
+        await self.record_timing(job, RQ_TO_STATUS.get(status, "failed"), body.get("final") or {})
+
+    async def record_timing(self, job: PoppedJob, status: str, final: dict[str, Any]) -> None:
+        """Add the job's timing to the fleet-wide histograms; a lost observation never fails a job."""
+        now = time.monotonic()
+        timing = JobTiming(
+            model=job.model,
+            status=status,
+            duration=now - job.popped_at,
+            queue_wait=job.queue_wait,
+            first_token=None if job.first_token_at is None else job.first_token_at - job.popped_at,
+            eval_count=as_int(final.get("eval_count")),
+            eval_duration_ns=as_int(final.get("eval_duration")),
+        )
+        pipe = self.store.redis.pipeline(transaction=False)
+        add_increments(pipe, timing_increments(timing))
+        try:
+            await pipe.execute()
+        except REDIS_ERRORS as exc:
+            log.warning("job %s: timing not recorded (%s)", job.id, exc)
 
     async def run(self, active: Active) -> Outcome:
         job = active.job
@@ -223,6 +246,8 @@ class JobRunner:
                             async for _ in stream:  # read to the end: the connection is kept alive
                                 pass
                             return
+                        if job.first_token_at is None:
+                            job.first_token_at = time.monotonic()
                         emitter.add(dumps(reply.add(chunk)))
                 except (httpx.TransportError, ValueError) as exc:
                     raise OllamaUnavailable(f"stream broken: {exc}") from exc
@@ -270,6 +295,10 @@ class Reply:
         elif thinking:
             result["thinking"] = thinking
         return result
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def chunk_event(chunk: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]]:
