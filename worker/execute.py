@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
-from common.histograms import JobTiming, add_increments, timing_increments
+from common.histograms import RECORD, JobTiming, record_arguments, timing_increments
 from common.jobs import PoppedJob
 from common.schemas import RQ_TO_STATUS
 from common.store import AsyncJobStore
@@ -166,10 +166,9 @@ class JobRunner:
             eval_count=as_int(final.get("eval_count")),
             eval_duration_ns=as_int(final.get("eval_duration")),
         )
-        pipe = self.store.redis.pipeline(transaction=False)
-        add_increments(pipe, timing_increments(timing))
+        script_keys, args = record_arguments(timing_increments(timing))
         try:
-            await pipe.execute()
+            await RECORD.call_async(self.store.redis, script_keys, args)
         except REDIS_ERRORS as exc:
             log.warning("job %s: timing not recorded (%s)", job.id, exc)
 

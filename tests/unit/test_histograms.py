@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import fakeredis
+from typing import Any
+
 import pytest
 
 from common.histograms import (
@@ -11,8 +12,8 @@ from common.histograms import (
     TIME_TO_FIRST_TOKEN,
     TOKENS_PER_SECOND,
     JobTiming,
-    add_increments,
     read_series,
+    record_arguments,
     timing_increments,
 )
 from common.jobs import queue_wait, rq_now, unix_time
@@ -28,29 +29,41 @@ def test_a_value_goes_to_the_first_bucket_that_holds_it() -> None:
     assert QUEUE_WAIT.bucket(601) == "+Inf"
 
 
+def apply(hashes: dict[str, dict[str, Any]], script_keys: list[str], args: list[Any]) -> None:
+    """What the RECORD script does, in Python (the integration tests run the script itself)."""
+    for i, key in enumerate(script_keys):
+        field, amount = args[2 * i], args[2 * i + 1]
+        table = hashes.setdefault(key, {})
+        table[field] = table.get(field, 0) + (float(amount) if field.endswith("|sum") else int(amount))
+
+
 def test_one_job_recorded_and_read_back() -> None:
-    client = fakeredis.FakeRedis()
+    hashes: dict[str, dict[str, Any]] = {}
     timings = [
         JobTiming("llama3:latest", "succeeded", 1.5, queue_wait=0.02, first_token=0.3, eval_count=50,
                   eval_duration_ns=1_000_000_000),
         JobTiming("llama3:latest", "succeeded", 0.07, queue_wait=700.0),
         JobTiming("llama3:latest", "failed", 0.2),
     ]  # fmt: skip
-    pipe = client.pipeline(transaction=False)
     for timing in timings:
-        add_increments(pipe, timing_increments(timing))
-    pipe.execute()
-    durations = read_series(JOB_DURATION, client.hgetall(JOB_DURATION.key))
+        apply(hashes, *record_arguments(timing_increments(timing)))
+    durations = read_series(JOB_DURATION, hashes[JOB_DURATION.key])
     assert [s.labels for s in durations] == [("llama3:latest", "failed"), ("llama3:latest", "succeeded")]
     ok = durations[1]
     assert ok.count == 2 and ok.sum == pytest.approx(1.57)
     assert dict(ok.buckets)[0.1] == 1 and dict(ok.buckets)[2.5] == 2  # cumulative
-    waits = read_series(QUEUE_WAIT, client.hgetall(QUEUE_WAIT.key))[0]
+    waits = read_series(QUEUE_WAIT, hashes[QUEUE_WAIT.key])[0]
     assert waits.count == 2 and dict(waits.buckets)[600] == 1  # 700 s is only in +Inf
-    assert read_series(TIME_TO_FIRST_TOKEN, client.hgetall(TIME_TO_FIRST_TOKEN.key))[0].count == 1
-    speed = read_series(TOKENS_PER_SECOND, client.hgetall(TOKENS_PER_SECOND.key))[0]
+    assert read_series(TIME_TO_FIRST_TOKEN, hashes[TIME_TO_FIRST_TOKEN.key])[0].count == 1
+    speed = read_series(TOKENS_PER_SECOND, hashes[TOKENS_PER_SECOND.key])[0]
     assert speed.count == 1 and speed.sum == 50.0
-    assert client.hget("corral:tokens", "llama3:latest") == b"50"
+    assert hashes["corral:tokens"] == {"llama3:latest": 50}
+
+
+def test_record_arguments_pass_sums_as_floats_and_counts_as_integers() -> None:
+    script_keys, args = record_arguments(timing_increments(JobTiming("m:latest", "failed", 1e-05)))
+    assert script_keys == [JOB_DURATION.key, JOB_DURATION.key]
+    assert args == ["m:latest|failed|0.05", 1, "m:latest|failed|sum", "1e-05"]
 
 
 def test_fields_that_do_not_parse_are_ignored() -> None:
