@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -19,6 +18,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from common import keys
+from common.client import Client
 from common.simulator import expected_text
 
 from ..conftest import Fleet
@@ -167,6 +168,15 @@ def test_dashboard_data_and_page_headers(fleet: Fleet) -> None:
     assert data["queues"] == {"llama3:latest": 0} and data["stats"]["submitted"] == 3
     assert [w["id"] for w in data["workers"]] == ["w-data"] and "tags" not in data["workers"][0]
     assert len(http.get("/dashboard/data", params={"limit": 1}).json()["jobs"]) == 1
-    bad = http.get("/dashboard/data", params={"limit": 0})
-    assert bad.status_code == 422
-    assert httpx.codes.is_success(http.get("/dashboard/data").status_code)
+    assert http.get("/dashboard/data", params={"limit": 0}).status_code == 422
+    assert http.get("/dashboard/data", params={"limit": 201}).status_code == 422
+
+    direct = Client.from_redis(fleet.redis_url)  # the enqueue script keeps the list, whoever calls it
+    try:
+        later = [direct.submit("not-served", "x", wait=True) for _ in range(keys.RECENT_JOBS_MAX + 5)]
+    finally:
+        direct.close()
+    assert fleet.redis.llen(keys.RECENT_JOBS) == keys.RECENT_JOBS_MAX  # capped
+    listed = http.get("/dashboard/data", params={"limit": keys.RECENT_JOBS_MAX}).json()["jobs"]
+    assert [j["id"] for j in listed] == later[::-1][: keys.RECENT_JOBS_MAX]
+    assert {j["status"] for j in listed} == {"queued"} and listed[0]["started"] is None
