@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration chaos bench lint format clean
+.PHONY: run test unit integration chaos bench lint format clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,13 +17,24 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/corral up
 
-test: $(STAMP)
+# The dashboard test drives Debian's chromium through chromium-driver: installed by apt when missing (as root),
+# so a repeat run costs nothing.
+BROWSER := $(if $(and $(wildcard /usr/bin/chromium),$(wildcard /usr/bin/chromedriver)),,browser)
+
+browser:
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make: the dashboard test needs Debian's chromium and chromium-driver;" \
+			"run as root or: sudo apt-get install -y chromium chromium-driver" >&2; exit 1; fi
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+
+test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -m "not bench" -q
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit -q
 
-integration: $(STAMP)
+integration: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -m "integration or chaos" -q
 
 bench: $(STAMP)

@@ -21,7 +21,7 @@ from common.store import AsyncJobStore, JobStore
 from . import errors
 from .body import add_body_schemas
 from .limits import BodyLimit
-from .routes import fleet, jobs, metrics, ollama_api, openai_api
+from .routes import dashboard, fleet, jobs, metrics, ollama_api, openai_api
 
 log = logging.getLogger("corral.api")
 
@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(fleet.router)
     app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
     add_body_schemas(app, [JobRequest])

@@ -1,7 +1,8 @@
 """The ``corral`` command: the one module that wires the API, the worker and the tools together.
 
 corral up | api | worker | redis | simulate          start parts
-corral submit MODEL PROMPT [--stream] | status ID | cancel ID | jobs | workers | queues
+corral submit MODEL PROMPT [--stream] | submit MODEL --file F | status ID | watch ID | cancel ID | jobs
+corral workers | queues | drain WORKER
 """
 
 from __future__ import annotations
@@ -159,9 +160,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- talking to the API -------------------------------------------------------------------------------------
+def api_base(args: argparse.Namespace, settings: Settings) -> str:
+    return args.api or os.environ.get("CORRAL_API") or f"http://{settings.api_host}:{settings.api_port}"
+
+
 def api_client(args: argparse.Namespace, settings: Settings) -> httpx.Client:
-    base = args.api or os.environ.get("CORRAL_API") or f"http://{settings.api_host}:{settings.api_port}"
-    return httpx.Client(base_url=base, timeout=httpx.Timeout(30.0, read=None))
+    return httpx.Client(base_url=api_base(args, settings), timeout=httpx.Timeout(30.0, read=None))
 
 
 def fail(response: httpx.Response) -> int:
@@ -200,6 +204,10 @@ def stream_events(http: httpx.Client, job_id: str, show: Any) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    if args.file is not None:
+        from .cli_jobs import cmd_submit_batch
+
+        return cmd_submit_batch(args, settings)
     body: dict[str, Any] = {"model": args.model, "prompt": args.prompt, "wait": args.wait}
     if args.system:
         body["system"] = args.system
@@ -318,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
+        ("watch", "follow a job: its status, then its tokens until it ends"),
         ("cancel", "cancel a job"),
         ("jobs", "job history: what ran where, queue time, time to first token, tokens/s"),
         ("workers", "list workers"),
@@ -329,11 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
         if name == "submit":
             p.add_argument("model")
-            p.add_argument("prompt")
+            p.add_argument("prompt", nargs="?")
+            p.add_argument("--file", help="many jobs: a prompt (or a JSON job body) per line; - reads stdin")
             p.add_argument("--system")
             p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
             p.add_argument("--wait", action="store_true", help="queue even if no worker has the model yet")
-        if name in ("status", "cancel", "drain"):
+        if name in ("status", "watch", "cancel", "drain"):
             p.add_argument("id")
         if name == "jobs":
             p.add_argument("--status", help="queued, running, succeeded, failed or cancelled")
@@ -345,6 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_submit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command != "submit":
+        return
+    if (args.prompt is None) == (args.file is None):
+        parser.error("submit takes a PROMPT or --file, one of the two")
+    if args.file is not None and args.stream:
+        parser.error("--stream follows one job; with --file a progress bar shows the batch")
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli_jobs import cmd_watch as watch
+
+    return watch(args, settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # the simulator has its own parser
@@ -352,7 +377,9 @@ def main(argv: list[str] | None = None) -> None:
 
         simulator_openai.main(argv[1:])
         return
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_submit(parser, args)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -369,13 +396,19 @@ def main(argv: list[str] | None = None) -> None:
         "redis": cmd_redis,
         "submit": cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
+        "watch": cmd_watch,
         "cancel": lambda a, s: cmd_get(a, s, "DELETE", f"/jobs/{a.id}"),
         "jobs": lambda a, s: cmd_get(a, s, "GET", "/jobs", jobs_query(a)),
         "workers": lambda a, s: cmd_get(a, s, "GET", "/workers"),
         "queues": lambda a, s: cmd_get(a, s, "GET", "/queues"),
         "drain": lambda a, s: cmd_get(a, s, "POST", f"/workers/{a.id}/drain"),
     }
-    sys.exit(handlers[args.command](args, settings))
+    try:
+        code = handlers[args.command](args, settings)
+    except httpx.TransportError as exc:  # a client command that could not reach the API
+        print(f"error: the API is unavailable ({exc})", file=sys.stderr)
+        code = 3
+    sys.exit(code)
 
 
 if __name__ == "__main__":

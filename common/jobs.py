@@ -124,7 +124,7 @@ def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None) 
 def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
     script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
-                   keys.DEADLINES, keys.STATS, keys.HISTORY]  # fmt: skip
+                   keys.DEADLINES, keys.STATS, keys.HISTORY, keys.RECENT_JOBS]  # fmt: skip
     args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
                        keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0,
                        repr(job.created), repr(job.created - limits.history_ttl), limits.history_max,
@@ -204,20 +204,37 @@ class PoppedJob:
     kwargs: dict[str, Any] = field(default_factory=dict)
     refusal: str | None = None
     popped_at: float = field(default_factory=time.monotonic)
+    queue_wait: float | None = None  # seconds between (re-)enqueue and this pop, by the hosts' clocks
+    first_token_at: float | None = None  # monotonic, set by the runner at the first chunk
 
     @property
     def attempt_arg(self) -> str:
         return str(self.attempt)
 
 
+def unix_time(rq_time: str | None) -> float | None:
+    """An RQ timestamp (``2024-05-01T12:00:00.123456Z``, UTC) as a Unix time; None when absent or malformed."""
+    try:
+        return datetime.strptime(rq_time or "", RQ_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def queue_wait(enqueued_at: str | None) -> float | None:
+    """Seconds since a job's ``enqueued_at``, never negative; None when absent."""
+    then = unix_time(enqueued_at)
+    return None if then is None else max(time.time() - then, 0.0)
+
+
 def decode_popped(reply: list[Any], default_timeout: float) -> PoppedJob:
     """Decode POP's reply. A job whose data is not Corral's JSON call of an allowed function gets a refusal."""
-    job_id, attempt, data, timeout, model = (_text(x) if i != 2 else x for i, x in enumerate(reply))
+    job_id, attempt, data, timeout, model = (_text(x) if i != 2 else x for i, x in enumerate(reply[:5]))
     popped = PoppedJob(
         id=str(job_id),
         attempt=int(attempt or 1),
         model=str(model or ""),
         timeout=float(timeout) if timeout else default_timeout,
+        queue_wait=queue_wait(_text(reply[5]) if len(reply) > 5 else None),
     )
     try:
         raw = data if isinstance(data, bytes) else str(data).encode()

@@ -15,6 +15,9 @@ JANITOR_LOCK = "corral:janitor:lock"
 DEADLINES = "corral:deadlines"  # zset: queued job id -> time its queue-wait deadline passes
 STATS = "corral:stats"  # hash of counters: submitted, finished:<rq status>, requeued, expired
 HISTORY = "corral:history"  # zset: job id -> creation time (epoch s), trimmed by age and count on enqueue
+RECENT_JOBS = "corral:recent"  # list: the newest submitted job ids first, capped (the dashboard's list)
+RECENT_JOBS_MAX = 200
+TOKENS = "corral:tokens"  # hash: model -> tokens generated (eval_count summed over finished jobs)
 
 
 def queue_name(model: str) -> str:
@@ -63,3 +66,8 @@ def inflight_key(worker_id: str) -> str:
 def model_workers_key(model: str) -> str:
     """Zset of the workers holding a model, scored by the time their heartbeat expires."""
     return f"corral:model:{model}:workers"
+
+
+def histogram_key(name: str) -> str:
+    """Hash of one fleet-wide histogram: ``<labels>|<bucket>`` and ``<labels>|sum`` fields."""
+    return f"corral:hist:{name}"

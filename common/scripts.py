@@ -29,7 +29,8 @@ end
 
 # KEYS: inflight list, then the queue keys in the order to try.
 # ARGV: worker id, now (RQ time format), events maxlen, events ttl ms.
-# Returns {id, attempt, data, timeout, model} or false. Skips ids whose job is gone or no longer queued.
+# Returns {id, attempt, data, timeout, model, enqueued_at} or false. Skips ids whose job is gone or no longer
+# queued.
 POP_SRC = (
     _EMIT
     + f"""
@@ -38,7 +39,7 @@ for i = 2, #KEYS do
     local id = redis.call('LPOP', KEYS[i])
     if not id then break end
     local jk = '{keys.RQ_JOB_PREFIX}' .. id
-    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model')
+    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model', 'enqueued_at')
     if st[1] == 'queued' then
       local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
       redis.call('RPUSH', KEYS[1], id)
@@ -46,7 +47,7 @@ for i = 2, #KEYS do
       redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
                  'last_heartbeat', ARGV[2], 'attempt', attempt)
       emit(jk, id, attempt, '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
-      return {{id, attempt, st[3] or '', st[4] or '', st[5] or ''}}
+      return {{id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or ''}}
     end
   end
 end
@@ -194,7 +195,7 @@ return 1
 """
 )
 
-# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, history zset.
+# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, history zset, recent list.
 # ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
 #       (0 = none), created (epoch s), history min score, history max count, the job hash as a JSON object
 #       of strings (one argument: far cheaper to send than 2N).
@@ -224,8 +225,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[10])
 if redis.call('ZCARD', KEYS[7]) > tonumber(ARGV[11]) then
   redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[11]) - 1)
 end
+redis.call('LPUSH', KEYS[8], ARGV[1])
+redis.call('LTRIM', KEYS[8], 0, RECENT_LAST)
 return {n}
-"""
+""".replace("RECENT_LAST", str(keys.RECENT_JOBS_MAX - 1))
 
 RELEASE_LOCK_SRC = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

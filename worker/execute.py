@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import redis
 
+from common.histograms import RECORD, JobTiming, record_arguments, timing_increments
 from common.jobs import PoppedJob
+from common.schemas import RQ_TO_STATUS
 from common.store import AsyncJobStore
 
 from .backend import Backend, BackendError, BackendModelMissing, BackendUnavailable
@@ -150,6 +152,26 @@ class JobRunner:
             log.info(
                 "job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt
             )
+            return
+        await self.record_timing(job, RQ_TO_STATUS.get(status, "failed"), body.get("final") or {})
+
+    async def record_timing(self, job: PoppedJob, status: str, final: dict[str, Any]) -> None:
+        """Add the job's timing to the fleet-wide histograms; a lost observation never fails a job."""
+        now = time.monotonic()
+        timing = JobTiming(
+            model=job.model,
+            status=status,
+            duration=now - job.popped_at,
+            queue_wait=job.queue_wait,
+            first_token=None if job.first_token_at is None else job.first_token_at - job.popped_at,
+            eval_count=as_int(final.get("eval_count")),
+            eval_duration_ns=as_int(final.get("eval_duration")),
+        )
+        script_keys, args = record_arguments(timing_increments(timing))
+        try:
+            await RECORD.call_async(self.store.redis, script_keys, args)
+        except REDIS_ERRORS as exc:
+            log.warning("job %s: timing not recorded (%s)", job.id, exc)
 
     async def run(self, active: Active) -> Outcome:
         job = active.job
@@ -222,6 +244,8 @@ class JobRunner:
                         if chunk.get("done"):
                             await self._succeed(job, reply, chunk, await emitter.close())
                             return
+                        if job.first_token_at is None:
+                            job.first_token_at = time.monotonic()
                         emitter.add(dumps(reply.add(chunk)))
                 except (TransportError, ValueError) as exc:
                     raise BackendUnavailable(f"stream broken: {exc}") from exc
@@ -286,6 +310,10 @@ class Reply:
         elif thinking:
             result["thinking"] = thinking
         return result
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def chunk_event(chunk: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]]:

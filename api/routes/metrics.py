@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from common import keys
+from common.histograms import HISTOGRAMS, read_series
 
 from ..deps import RedisDep, SettingsDep
 from .fleet import list_workers, queue_depths
@@ -58,17 +59,47 @@ def worker_families(workers: list[dict[str, Any]]) -> list[Metric]:
         slots.add_metric([w["id"], "busy"], w.get("slots_busy", 0))
         cpu.add_metric([w["id"]], w.get("cpu_percent", 0))
         ram.add_metric([w["id"]], w.get("ram_used", 0))
-    return [up, healthy, slots, cpu, ram]
+    fleet = GaugeMetricFamily("corral_fleet_slots", "Job slots of the live workers, summed", labels=["kind"])
+    live = [w for w in workers if w["alive"]]
+    fleet.add_metric(["total"], sum(w.get("slots_total", 0) for w in live))
+    fleet.add_metric(["busy"], sum(w.get("slots_busy", 0) for w in live))
+    return [up, healthy, slots, cpu, ram, fleet]
+
+
+def le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+async def timing_families(client: Any) -> list[Metric]:
+    """The fleet-wide histograms and the tokens counter, read from the hashes the workers add to."""
+    pipe = client.pipeline(transaction=False)
+    for histogram in HISTOGRAMS:
+        pipe.hgetall(histogram.key)
+    pipe.hgetall(keys.TOKENS)
+    *raws, tokens_raw = await pipe.execute()
+    families: list[Metric] = []
+    for histogram, raw in zip(HISTOGRAMS, raws, strict=True):
+        family = HistogramMetricFamily(histogram.name, histogram.help, labels=list(histogram.labels))
+        for series in read_series(histogram, raw):
+            buckets = [(le(bound), count) for bound, count in series.buckets]
+            family.add_metric(list(series.labels), buckets, series.sum)
+        families.append(family)
+    tokens = CounterMetricFamily("corral_tokens_generated", "Tokens generated (eval_count)", labels=["model"])
+    for model, count in sorted(tokens_raw.items()):
+        tokens.add_metric([model.decode()], int(count))
+    return [*families, tokens]
 
 
 @router.get("/metrics", response_class=Response)
 async def metrics(client: RedisDep, settings: SettingsDep) -> Response:
-    """Queue depth per model, jobs by outcome, re-queues, live workers and their slots and load."""
+    """Queue depth per model, jobs by outcome, re-queues, live workers and their slots and load, latency
+    histograms (queue wait, time to first token, duration), generation speed and tokens."""
     stats = {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
     depth = GaugeMetricFamily("corral_queue_depth", "Jobs waiting in a model's queue", labels=["model"])
     for model, n in (await queue_depths(client)).items():
         depth.add_metric([model], n)
     workers = await list_workers(client, settings.heartbeat_ttl)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot([depth, *job_families(stats), *worker_families(workers)]))
+    families = [depth, *job_families(stats), *worker_families(workers), *await timing_families(client)]
+    registry.register(Snapshot(families))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,97 @@
+"""``GET /dashboard``: a live page for operators (one self-contained HTML file: no build step, nothing fetched
+from elsewhere), and ``GET /dashboard/data``, the snapshot it polls. Both read Redis only, so any API replica
+shows the whole fleet."""
+
+from __future__ import annotations
+
+import functools
+import time
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from common import keys
+from common.jobs import unix_time
+from common.schemas import RQ_TO_STATUS
+
+from ..deps import RedisDep, SettingsDep
+from .fleet import list_workers, queue_depths
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"])
+
+# the page's script and style are inline; it talks to this origin only
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+JOB_FIELDS = ("status", "model", "kind", "attempt", "worker_name", "created_at", "enqueued_at", "started_at",
+              "ended_at", "error", "seq")  # fmt: skip
+WORKER_FIELDS_LEFT_OUT = ("tags", "ps")  # Ollama's raw listings: large, and the page shows models already
+
+
+@functools.cache
+def page() -> bytes:
+    return (resources.files("api") / "static" / "dashboard.html").read_bytes()
+
+
+@router.get("", response_class=Response, responses={200: {"content": {"text/html": {}}}})
+async def dashboard() -> Response:
+    """The live dashboard: workers, queue depth over time, recent jobs, a job's tokens as they stream."""
+    return Response(page(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
+def job_row(job_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
+    """A recent job as the page lists it; None once its hash has expired."""
+    h = dict(zip(JOB_FIELDS, (v.decode() if v is not None else None for v in values), strict=True))
+    if h["status"] is None:
+        return None
+    return {
+        "id": job_id,
+        "status": RQ_TO_STATUS.get(h["status"], "failed"),
+        "model": h["model"] or "",
+        "kind": h["kind"] or "generate",
+        "attempt": int(h["attempt"] or 1),
+        "worker": h["worker_name"],
+        "created": unix_time(h["created_at"]),
+        "enqueued": unix_time(h["enqueued_at"]),
+        "started": unix_time(h["started_at"]) if h["status"] != "queued" else None,
+        "ended": unix_time(h["ended_at"]),
+        "error": (h["error"] or "")[:300] or None,
+        "events": int(h["seq"] or 0),
+    }
+
+
+async def recent_jobs(client: Any, limit: int) -> list[dict[str, Any]]:
+    ids = [i.decode() for i in await client.lrange(keys.RECENT_JOBS, 0, limit - 1)]
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(keys.job_key(job_id), JOB_FIELDS)
+    rows = [job_row(job_id, values) for job_id, values in zip(ids, await pipe.execute() if ids else [],
+                                                              strict=True)]  # fmt: skip
+    return [row for row in rows if row is not None]
+
+
+@router.get("/data")
+async def dashboard_data(
+    client: RedisDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=keys.RECENT_JOBS_MAX, description="recent jobs to list")] = 30,
+) -> dict[str, Any]:
+    """What the dashboard shows, in one answer: the server's time, workers, queue depths, job counters and the
+    most recent jobs (newest first; times are Unix seconds)."""
+    workers = [
+        {k: v for k, v in w.items() if k not in WORKER_FIELDS_LEFT_OUT}
+        for w in await list_workers(client, settings.heartbeat_ttl)
+    ]
+    stats = {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
+    return {
+        "time": time.time(),
+        "workers": workers,
+        "queues": await queue_depths(client),
+        "stats": stats,
+        "jobs": await recent_jobs(client, limit),
+    }
