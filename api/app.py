@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from common import keys
+from common.auth import parse_api_keys
 from common.bus import ChunkHub
-from common.connections import async_redis, sync_redis
+from common.connections import async_redis, redacted_url, sync_redis
 from common.janitor import Janitor
 from common.jobs import Limits
 from common.registry import VERSION
@@ -18,6 +20,7 @@ from common.settings import Settings
 from common.store import AsyncJobStore, JobStore
 
 from . import errors
+from .auth import Authenticate
 from .body import add_body_schemas
 from .limits import BodyLimit
 from .routes import fleet, jobs, metrics, ollama_api, openai_api
@@ -41,7 +44,14 @@ def create_app(settings: Settings) -> FastAPI:
             settings.heartbeat_ttl,
             settings.janitor_interval,
         ).start()
-        log.info("corral api ready; redis %s", settings.redis_url)
+        log.info("corral api ready; redis %s", redacted_url(settings.redis_url))
+        if not parse_api_keys(settings.api_keys.get_secret_value()) and not await client.exists(
+            keys.AUTH_REQUIRED
+        ):
+            log.warning(
+                "no API keys configured: the API is UNAUTHENTICATED (anyone who reaches it may submit jobs); "
+                "set CORRAL_API_KEYS or run `corral keys create`"
+            )
         try:
             yield
         finally:
@@ -65,4 +75,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai_api.router)
     add_body_schemas(app, [JobRequest])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # added last, so it runs first: a caller without a valid key gets 401 before its body is read
+    app.add_middleware(Authenticate, settings=settings)
     return app

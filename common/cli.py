@@ -2,6 +2,7 @@
 
 corral up | api | worker | redis | simulate          start parts
 corral submit MODEL PROMPT [--stream] | status ID | cancel ID | workers | queues
+corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from urllib.parse import urlparse
 
 import httpx
 
+from . import key_commands, keys
+from .connections import TRANSIENT, redacted_url
+from .errors import CorralError
 from .settings import Settings
 
 DEMO_OLLAMA_PORT = 11435
@@ -48,14 +52,39 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from api import create_app
 
     setup_logging(settings)
+    host = args.host or settings.api_host
+    if not check_api_bind(host, settings):
+        return 2
     uvicorn.run(
         create_app(settings),
-        host=args.host or settings.api_host,
+        host=host,
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
     )
     return 0
+
+
+def check_api_bind(host: str, settings: Settings) -> bool:
+    """False (with the reason on stderr) when an API without keys would listen beyond loopback."""
+    from .auth import check_bind, is_loopback, parse_api_keys
+    from .connections import sync_redis
+
+    configured = bool(parse_api_keys(settings.api_keys.get_secret_value()))
+    if not configured and not settings.allow_unauthenticated and not is_loopback(host):
+        client = sync_redis(settings.redis_url, name="corral-api-check")
+        try:
+            configured = bool(client.exists(keys.AUTH_REQUIRED))
+        except TRANSIENT:
+            pass  # cannot tell: refuse below
+        finally:
+            client.close()
+    try:
+        check_bind(host, configured, settings.allow_unauthenticated)
+    except CorralError as exc:
+        print(f"corral api: {exc.message}", file=sys.stderr)
+        return False
+    return True
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,7 +153,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         redis_port = redis_url.port or 6379
         if redis_url.hostname in LOOPBACK and not port_open("127.0.0.1", redis_port):
             print(
-                f"corral up: embedded Redis on {settings.redis_url}, data in {settings.data_dir}/redis (AOF on)"
+                f"corral up: embedded Redis on {redacted_url(settings.redis_url)}, "
+                f"data in {settings.data_dir}/redis (AOF on)"
             )
             stack.spawn("redis", ["redis"], env)
             stack.wait_port("redis", "127.0.0.1", redis_port)
@@ -154,7 +184,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 # -- talking to the API -------------------------------------------------------------------------------------
 def api_client(args: argparse.Namespace, settings: Settings) -> httpx.Client:
     base = args.api or os.environ.get("CORRAL_API") or f"http://{settings.api_host}:{settings.api_port}"
-    return httpx.Client(base_url=base, timeout=httpx.Timeout(30.0, read=None))
+    key = settings.api_key.get_secret_value()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30.0, read=None))
 
 
 def fail(response: httpx.Response) -> int:
@@ -267,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a worker for the local Ollama")
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
+    key_commands.add_parser(sub)
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
@@ -304,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         "api": cmd_api,
         "worker": cmd_worker,
         "redis": cmd_redis,
+        "keys": key_commands.cmd_keys,
         "submit": cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "cancel": lambda a, s: cmd_get(a, s, "DELETE", f"/jobs/{a.id}"),

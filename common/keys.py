@@ -15,6 +15,11 @@ JANITOR_LOCK = "corral:janitor:lock"
 DEADLINES = "corral:deadlines"  # zset: queued job id -> time its queue-wait deadline passes
 STATS = "corral:stats"  # hash of counters: submitted, finished:<rq status>, requeued, expired
 
+# Authentication lives under its own prefix so that the workers' Redis user (``~corral:*``) cannot read or
+# mint API keys; only the API's user and the operator's reach ``corral-auth:*``.
+API_KEYS = "corral-auth:keys"  # hash: sha256 of a key (hex) -> JSON record (id, scope, name, rate, max_jobs)
+AUTH_REQUIRED = "corral-auth:required"  # set by `corral keys create`: keys are required from then on
+
 
 def queue_name(model: str) -> str:
     """The RQ queue name of a (normalised) model: ``ollama:llama3:latest``."""
@@ -62,3 +67,13 @@ def inflight_key(worker_id: str) -> str:
 def model_workers_key(model: str) -> str:
     """Zset of the workers holding a model, scored by the time their heartbeat expires."""
     return f"corral:model:{model}:workers"
+
+
+def rate_key(key_id: str) -> str:
+    """Token bucket (hash: tokens, ts) of one API key's request rate."""
+    return f"corral-auth:rate:{key_id}"
+
+
+def owner_jobs_key(key_id: str) -> str:
+    """Set of the job ids an API key has queued or running: what its concurrent-job quota counts."""
+    return f"corral:owner:{key_id}:active"

@@ -192,17 +192,27 @@ return 1
 """
 )
 
-# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash.
+# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, owner's active-jobs set.
 # ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
-#       (0 = none), then the job hash as field, value pairs.
-# Returns {queue length after the push} or {-1, current length} when the queue is full (nothing written).
-ENQUEUE_SRC = """
+#       (0 = none), owner's quota of queued + running jobs (0 = none), then the job hash as field, value pairs.
+# Returns {queue length after the push}, {-1, current length} when the queue is full or {-2, active jobs} when
+# the owner's quota is used up (nothing written either way; ended jobs leave the owner's set here, lazily).
+ENQUEUE_SRC = f"""
 local limit = tonumber(ARGV[2])
 if limit > 0 then
   local depth = redis.call('LLEN', KEYS[2])
-  if depth >= limit then return {-1, depth} end
+  if depth >= limit then return {{-1, depth}} end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+local quota = tonumber(ARGV[9])
+if quota > 0 then
+  local active = 0
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    local st = redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. id, 'status')
+    if st == 'queued' or st == 'started' then active = active + 1 else redis.call('SREM', KEYS[7], id) end
+  end
+  if active >= quota then return {{-2, active}} end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 local n = redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '1-0', 'e', ARGV[3])
@@ -211,7 +221,11 @@ redis.call('PUBLISH', ARGV[7], ARGV[3])
 redis.call('PUBLISH', ARGV[6], ARGV[1])
 if tonumber(ARGV[8]) > 0 then redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1]) end
 redis.call('HINCRBY', KEYS[6], 'submitted', 1)
-return {n}
+if quota > 0 then
+  redis.call('SADD', KEYS[7], ARGV[1])
+  redis.call('PEXPIRE', KEYS[7], ARGV[5])
+end
+return {{n}}
 """
 
 RELEASE_LOCK_SRC = """

@@ -9,13 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from common.auth import job_quota, may_see
 from common.bus import follow_events
 from common.errors import InvalidRequest, JobNotFound
+from common.inputs import check_request
 from common.names import is_job_id
 from common.schemas import JobRequest, JobView, Submitted
 
 from ..body import json_body, openapi_body
-from ..deps import HubDep, RedisDep, SettingsDep, StoreDep
+from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 NDJSON = "application/x-ndjson"
@@ -26,6 +28,18 @@ def checked_id(job_id: str) -> str:
     if not is_job_id(job_id):
         raise JobNotFound(job_id[:64])
     return job_id
+
+
+async def owned(store: StoreDep, job_id: str, principal: PrincipalDep) -> str:
+    """The id of a job the caller may see; 404 for a malformed id (before Redis), an unknown job, or another
+    key's job (the same answer: a job id says nothing about whether it exists)."""
+    checked_id(job_id)
+    if not may_see(principal, await store.owner(job_id)):
+        raise JobNotFound(job_id)
+    return job_id
+
+
+OwnedJob = Annotated[str, Depends(owned)]
 
 
 @router.post(
@@ -45,13 +59,16 @@ async def submit_job(
     settings: SettingsDep,
     client: RedisDep,
     hub: HubDep,
+    principal: PrincipalDep,
 ) -> Response:
     """Validate a job and put it on the queue of its model: 202 with its id, or with ``"stream": true`` its
     events at once (SSE, or NDJSON by ``Accept``; the id is in the ``X-Corral-Job`` header and every event).
     404 when no live worker has the model (unless ``wait`` is true), 413 when the prompt is over
     ``CORRAL_MAX_PROMPT_BYTES``."""
-    request.check_limits(settings.max_prompt_bytes)
-    submitted = await store.enqueue(request)
+    check_request(request, settings)
+    submitted = await store.enqueue(
+        request, owner=principal.id, max_jobs=job_quota(principal, settings.max_jobs_per_key)
+    )
     if request.stream:
         headers = {"X-Corral-Job": submitted.id, "Location": f"/jobs/{submitted.id}"}
         return event_response(http, follow_events(client, hub, submitted.id, 0), headers)
@@ -60,15 +77,18 @@ async def submit_job(
 
 
 @router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)
-async def get_job(job_id: str, store: StoreDep) -> JobView:
+async def get_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JobView:
     """Status, worker, attempt, timestamps; when done, the full text (or embeddings) and Ollama's stats."""
-    return await store.get(checked_id(job_id))
+    view = await store.get(checked_id(job_id))
+    if not may_see(principal, view.owner or ""):
+        raise JobNotFound(job_id)
+    return view
 
 
 @router.delete("/{job_id}")
-async def cancel_job(job_id: str, store: StoreDep) -> dict[str, str]:
+async def cancel_job(job_id: OwnedJob, store: StoreDep) -> dict[str, str]:
     """Cancel: a queued job leaves its queue at once; a running one is stopped by its worker."""
-    outcome = await store.cancel(checked_id(job_id))
+    outcome = await store.cancel(job_id)
     return {"id": job_id, "status": outcome}
 
 
@@ -100,9 +120,8 @@ async def ndjson(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[
 
 @router.get("/{job_id}/events")
 async def job_events(
-    job_id: str,
+    job_id: OwnedJob,
     request: Request,
-    store: StoreDep,
     client: RedisDep,
     hub: HubDep,
     from_: Annotated[int | None, Query(alias="from", ge=0, description="first seq to send")] = None,
@@ -111,10 +130,7 @@ async def job_events(
     """Every event of the job in order, from ``?from=N`` or after ``Last-Event-ID``, until done/error/cancelled.
 
     Server-Sent Events by default; NDJSON with ``Accept: application/x-ndjson``."""
-    checked_id(job_id)
     start = start_seq(from_, last_event_id)
-    if not await store.exists(job_id):
-        raise JobNotFound(job_id)
     return event_response(request, follow_events(client, hub, job_id, start))
 
 
