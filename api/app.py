@@ -58,8 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
             janitor_stop.set()
             janitor_client.close()
             await hub.stop()
-            await hub.client.aclose()
-            await client.aclose()
+            await hub.client.aclose(close_connection_pool=True)
+            await client.aclose(close_connection_pool=True)
 
     app = FastAPI(
         title="Corral",

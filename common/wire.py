@@ -125,8 +125,14 @@ def _openai_message(message: Any) -> dict[str, Any]:
     if images:
         out["images"] = images
     calls = []
-    for call in message.get("tool_calls") or []:
-        fn = dict((call or {}).get("function") or {})
+    given = message.get("tool_calls") or []
+    if not isinstance(given, list) or not all(isinstance(c, dict) for c in given):
+        raise InvalidRequest("tool_calls must be a list of objects")
+    for call in given:
+        fn = call.get("function") or {}
+        if not isinstance(fn, dict):
+            raise InvalidRequest("a tool call's function must be an object")
+        fn = dict(fn)
         args = fn.get("arguments")
         if isinstance(args, str):
             try:
@@ -154,7 +160,8 @@ def openai_format(body: dict[str, Any]) -> Any:
     if fmt.get("type") == "json_object":
         return "json"
     if fmt.get("type") == "json_schema":
-        return (fmt.get("json_schema") or {}).get("schema") or "json"
+        spec = fmt.get("json_schema")
+        return (spec.get("schema") if isinstance(spec, dict) else None) or "json"
     return None
 
 

@@ -120,7 +120,8 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
 def chat_streamer(
     job_id: str, model: str, events: AsyncIterator[dict[str, Any]], body: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    options = body.get("stream_options")
+    with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     return chat_stream(job_id, model, events, with_usage)
 
 
