@@ -17,6 +17,7 @@ import redis
 
 from common import Client
 from common.embedded_redis import RedisServer
+from common.errors import Unauthorized
 from common.simulator import expected_text
 
 from ..conftest import Fleet
@@ -91,6 +92,8 @@ def test_a_key_is_needed_except_for_the_probes(secured: Secured) -> None:
     assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
     assert secured.http("corral_not-a-real-key").get("/queues").json()["error"] == "invalid API key"
     assert secured.http(ADMIN_KEY).get("/queues").status_code == 200
+    with Client(secured.api) as keyless, pytest.raises(Unauthorized):
+        keyless.submit("llama3", "hi")
 
 
 def test_python_client_with_a_key_runs_a_job(secured: Secured) -> None:
