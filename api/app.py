@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from common import keys
+from common.auth import parse_api_keys
 from common.bus import ChunkHub
-from common.connections import async_redis, sync_redis
+from common.connections import async_redis, redacted_url, sync_redis
 from common.fastredis import fast_redis
 from common.janitor import Janitor
 from common.jobs import Limits
@@ -19,6 +21,7 @@ from common.settings import Settings
 from common.store import AsyncJobStore, JobStore
 
 from . import errors
+from .auth import Authenticate
 from .body import add_body_schemas
 from .limits import BodyLimit
 from .routes import dashboard, fleet, jobs, metrics, ollama_api, openai_api
@@ -43,15 +46,22 @@ def create_app(settings: Settings) -> FastAPI:
             settings.heartbeat_ttl,
             settings.janitor_interval,
         ).start()
-        log.info("corral api ready; redis %s", settings.redis_url)
+        log.info("corral api ready; redis %s", redacted_url(settings.redis_url))
+        if not parse_api_keys(settings.api_keys.get_secret_value()) and not await client.exists(
+            keys.AUTH_REQUIRED
+        ):
+            log.warning(
+                "no API keys configured: the API is UNAUTHENTICATED (anyone who reaches it may submit jobs); "
+                "set CORRAL_API_KEYS or run `corral keys create`"
+            )
         try:
             yield
         finally:
             janitor_stop.set()
             janitor_client.close()
             await hub.stop()
-            await hub.client.aclose()
-            await client.aclose()
+            await hub.client.aclose(close_connection_pool=True)
+            await client.aclose(close_connection_pool=True)
             if fast is not None:
                 await fast.aclose()
 
@@ -70,4 +80,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai_api.router)
     add_body_schemas(app, [JobRequest])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # added last, so it runs first: a caller without a valid key gets 401 before its body is read
+    app.add_middleware(Authenticate, settings=settings)
     return app

@@ -9,6 +9,7 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
+from common.auth import ANONYMOUS, Principal
 from common.bus import ChunkHub
 from common.settings import Settings
 from common.store import AsyncJobStore
@@ -30,7 +31,14 @@ async def get_hub(request: Request) -> ChunkHub:
     return request.app.state.hub  # type: ignore[no-any-return]
 
 
+async def get_principal(request: Request) -> Principal:
+    """The caller that ``api.auth.Authenticate`` let in (``ANONYMOUS`` when the API runs without keys)."""
+    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
+    return principal
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[AsyncJobStore, Depends(get_store)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 HubDep = Annotated[ChunkHub, Depends(get_hub)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,14 +14,18 @@ from common.connections import TRANSIENT
 from common.errors import (
     BackendUnavailable,
     CorralError,
+    Forbidden,
     InvalidRequest,
     JobNotCancellable,
     JobNotFound,
     ModelNotFound,
     PayloadTooLarge,
     QueueFull,
+    RateLimited,
+    Unauthorized,
     WorkerNotFound,
 )
+from common.wire import openai_error
 
 STATUS: list[tuple[type[CorralError], int]] = [
     (PayloadTooLarge, 413),
@@ -30,6 +35,9 @@ STATUS: list[tuple[type[CorralError], int]] = [
     (WorkerNotFound, 404),
     (JobNotCancellable, 409),
     (QueueFull, 429),
+    (RateLimited, 429),
+    (Unauthorized, 401),
+    (Forbidden, 403),
     (BackendUnavailable, 503),
 ]
 
@@ -40,6 +48,26 @@ def status_of(exc: CorralError) -> int:
 
 def error_response(status: int, message: str, code: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, "code": code, **extra}, status_code=status)
+
+
+def retry_headers(exc: CorralError) -> dict[str, str]:
+    """``Retry-After`` for the 429s."""
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return {"Retry-After": "1"} if isinstance(exc, QueueFull) else {}
+
+
+def shaped_error(
+    path: str, status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error in the shape of the API ``path`` belongs to: Ollama's ``{"error": message}`` on ``/api/``,
+    OpenAI's error object on ``/v1/``, Corral's ``{"error", "code"}`` elsewhere."""
+    body: dict[str, Any] = {"error": message, "code": code}
+    if path.startswith("/api/"):
+        body = {"error": message}
+    elif path.startswith("/v1/"):
+        body = openai_error(status, message, code)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _describe(errors: list[Any]) -> str:
@@ -54,8 +82,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
         response = error_response(status_of(exc), exc.message, exc.code)
-        if isinstance(exc, QueueFull):
-            response.headers["Retry-After"] = "1"
+        response.headers.update(retry_headers(exc))
         return response
 
     @app.exception_handler(RequestValidationError)

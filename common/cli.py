@@ -3,6 +3,7 @@
 corral up | api | worker | redis | simulate          start parts
 corral submit MODEL PROMPT [--stream] | submit MODEL --file F | status ID | watch ID | cancel ID | jobs
 corral workers | queues | drain WORKER
+corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from urllib.parse import urlparse
 import httpx
 from pydantic import ValidationError
 
+from . import key_commands, keys
+from .connections import TRANSIENT, redacted_url
+from .errors import CorralError
 from .settings import Settings
 
 DEMO_OLLAMA_PORT = 11435
@@ -50,14 +54,39 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from api import create_app
 
     setup_logging(settings)
+    host = args.host or settings.api_host
+    if not check_api_bind(host, settings):
+        return 2
     uvicorn.run(
         create_app(settings),
-        host=args.host or settings.api_host,
+        host=host,
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
     )
     return 0
+
+
+def check_api_bind(host: str, settings: Settings) -> bool:
+    """False (with the reason on stderr) when an API without keys would listen beyond loopback."""
+    from .auth import check_bind, is_loopback, parse_api_keys
+    from .connections import sync_redis
+
+    configured = bool(parse_api_keys(settings.api_keys.get_secret_value()))
+    if not configured and not settings.allow_unauthenticated and not is_loopback(host):
+        client = sync_redis(settings.redis_url, name="corral-api-check")
+        try:
+            configured = bool(client.exists(keys.AUTH_REQUIRED))
+        except TRANSIENT:
+            pass  # cannot tell: refuse below
+        finally:
+            client.close()
+    try:
+        check_bind(host, configured, settings.allow_unauthenticated)
+    except CorralError as exc:
+        print(f"corral api: {exc.message}", file=sys.stderr)
+        return False
+    return True
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -128,7 +157,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         redis_port = redis_url.port or 6379
         if redis_url.hostname in LOOPBACK and not port_open("127.0.0.1", redis_port):
             print(
-                f"corral up: embedded Redis on {settings.redis_url}, data in {settings.data_dir}/redis (AOF on)"
+                f"corral up: embedded Redis on {redacted_url(settings.redis_url)}, "
+                f"data in {settings.data_dir}/redis (AOF on)"
             )
             stack.spawn("redis", ["redis"], env)
             stack.wait_port("redis", "127.0.0.1", redis_port)
@@ -165,7 +195,11 @@ def api_base(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def api_client(args: argparse.Namespace, settings: Settings) -> httpx.Client:
-    return httpx.Client(base_url=api_base(args, settings), timeout=httpx.Timeout(30.0, read=None))
+    key = settings.api_key.get_secret_value()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(
+        base_url=api_base(args, settings), headers=headers, timeout=httpx.Timeout(30.0, read=None)
+    )
 
 
 def fail(response: httpx.Response) -> int:
@@ -323,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 ok, 4 unreachable, 5 auth refused, 6 no models, 7 generation failed")  # fmt: skip
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
+    key_commands.add_parser(sub)
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
@@ -394,6 +429,7 @@ def main(argv: list[str] | None = None) -> None:
         "api": cmd_api,
         "worker": cmd_worker,
         "redis": cmd_redis,
+        "keys": key_commands.cmd_keys,
         "submit": cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "watch": cmd_watch,

@@ -168,7 +168,7 @@ def cmd_submit_batch(args: argparse.Namespace, settings: Settings) -> int:
         else:
             with Path(args.file).open(encoding="utf-8") as handle:
                 bodies = read_batch(handle, args.model, defaults)
-        with Client(base) as client:
+        with Client(base, api_key=settings.api_key.get_secret_value() or None) as client:
             jobs = client.submit_many(bodies)
             views = follow_batch(client, [job.id for job in jobs], Progress(len(jobs), sys.stderr))
     except OSError as exc:

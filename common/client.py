@@ -20,7 +20,16 @@ from typing import Any
 
 import httpx
 
-from .errors import BackendUnavailable, CorralError, InvalidRequest, JobNotFound, ModelNotFound
+from .errors import (
+    BackendUnavailable,
+    CorralError,
+    Forbidden,
+    InvalidRequest,
+    JobNotFound,
+    ModelNotFound,
+    RateLimited,
+    Unauthorized,
+)
 from .schemas import TERMINAL_EVENTS, TERMINAL_STATUSES, JobRequest, JobView
 
 NDJSON = {"Accept": "application/x-ndjson"}
@@ -46,6 +55,13 @@ def raise_for(response: httpx.Response) -> None:
         message = str(response.json().get("error"))
     except ValueError:
         message = response.text
+    if response.status_code == 401:
+        raise Unauthorized(message)
+    if response.status_code == 403:
+        raise Forbidden(message)
+    if response.status_code == 429:
+        retry = response.headers.get("retry-after", "1")
+        raise RateLimited(message, retry_after=float(retry) if retry.isdigit() else 1.0)
     if response.status_code == 404 and "model" in message:
         raise ModelNotFound(message.split("'")[1] if "'" in message else message)
     if response.status_code == 404:

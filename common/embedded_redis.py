@@ -46,11 +46,19 @@ def redis_conf() -> Path:
 class RedisServer:
     """One redis-server process bound to loopback, with its own data directory."""
 
-    def __init__(self, port: int, data_dir: Path, host: str = "127.0.0.1", extra: list[str] | None = None):
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        extra: list[str] | None = None,
+        ping_url: str | None = None,
+    ):
         self.port = port
         self.host = host
         self.data_dir = Path(data_dir)
         self.extra = extra or []
+        self.ping_url = ping_url  # how to reach it when it needs a password or TLS
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,7 +85,10 @@ class RedisServer:
         return self
 
     def wait_ready(self, wait: float) -> None:
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        if self.ping_url:
+            client = redis.Redis.from_url(self.ping_url, socket_connect_timeout=0.5)
+        else:
+            client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + wait
         try:
             while True:

@@ -6,6 +6,9 @@ CorralError
 ├── ModelNotFound           no live worker has the model (404)
 ├── JobNotFound             unknown or expired job id (404)
 ├── QueueFull               the model's queue holds CORRAL_MAX_QUEUE jobs (429; Ollama routes: 503)
+├── Unauthorized            no API key, or an unknown one (401)
+├── Forbidden               the key's scope is too small for the route (403)
+├── RateLimited             the key's request rate or concurrent-job quota is used up (429 + Retry-After)
 ├── JobNotCancellable       the job has already ended (409)
 ├── WorkerNotFound          no such live worker (404)
 └── BackendUnavailable      Redis or Ollama cannot be reached (503)
@@ -71,3 +74,19 @@ class WorkerNotFound(CorralError):
 
 class BackendUnavailable(CorralError):
     code = "backend_unavailable"
+
+
+class Unauthorized(CorralError):
+    code = "unauthorized"
+
+
+class Forbidden(CorralError):
+    code = "forbidden"
+
+
+class RateLimited(CorralError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float, **context: object) -> None:
+        super().__init__(message, retry_after=retry_after, **context)
+        self.retry_after = retry_after

@@ -24,7 +24,7 @@ from .schemas import RQ_TO_STATUS
 BATCH = 200
 SCAN_BUDGET = 5000  # entries read per page at most, whatever the filters
 FIELDS = ("status", "model", "kind", "worker_name", "attempt", "created_at", "enqueued_at", "started_at",
-          "ended_at", "error", "metrics")  # fmt: skip
+          "ended_at", "error", "metrics", "owner")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,12 @@ class Filters:
     model: str | None = None
     worker: str | None = None
     since: float | None = None  # epoch seconds
+    owner: str | None = None  # only this API key's jobs (tenancy); None: everyone's (admin, or no keys)
 
     def match(self, view: dict[str, Any]) -> bool:
         return (
-            (self.status is None or view["status"] == self.status)
+            (self.owner is None or view["owner"] == self.owner)
+            and (self.status is None or view["status"] == self.status)
             and (self.model is None or view["model"] == self.model)
             and (self.worker is None or view["worker"] == self.worker)
         )
@@ -119,6 +121,7 @@ def history_entry(job_id: str, values: list[Any]) -> dict[str, Any] | None:
         "eval_count": metrics.get("eval_count"),
         "tokens_per_s": metrics.get("tokens_per_s"),
         "error": h["error"] or None,
+        "owner": h["owner"] or "",
     }
 
 

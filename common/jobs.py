@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import keys
-from .errors import JobNotFound, QueueFull
+from .errors import JobNotFound, QueueFull, RateLimited
 from .schemas import RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
 
@@ -84,9 +84,13 @@ class PreparedJob:
     queued_event: str
     deadline: float = 0.0
     created: float = field(default_factory=time.time)
+    owner: str = ""
+    max_jobs: int = 0
 
 
-def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None) -> PreparedJob:
+def prepare_job(
+    request: JobRequest, limits: Limits, job_id: str | None = None, owner: str = "", max_jobs: int = 0
+) -> PreparedJob:
     """Build the RQ job hash of a validated request (no I/O).
 
     The hash has the fields RQ's ``Job.fetch`` reads (``data`` is the JSON call RQ's JSONSerializer writes; RQ
@@ -117,23 +121,32 @@ def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None) 
     deadline = time.time() + queue_timeout if queue_timeout else 0.0
     if deadline:
         mapping["queue_timeout"] = f"{queue_timeout:g}"
+    if owner:
+        mapping["owner"] = owner  # the id of the API key that created the job (tenancy)
     queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
-    return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline)
+    return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline,
+                       owner=owner, max_jobs=max_jobs if owner else 0)  # fmt: skip
 
 
 def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
     script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
-                   keys.DEADLINES, keys.STATS, keys.HISTORY, keys.RECENT_JOBS]  # fmt: skip
+                   keys.DEADLINES, keys.STATS, keys.HISTORY, keys.RECENT_JOBS,
+                   keys.owner_jobs_key(job.owner or "-")]  # fmt: skip
     args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
                        keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0,
                        repr(job.created), repr(job.created - limits.history_ttl), limits.history_max,
-                       json.dumps(job.mapping, separators=(",", ":"))]  # fmt: skip
+                       json.dumps(job.mapping, separators=(",", ":")), job.max_jobs]  # fmt: skip
     return script_keys, args
 
 
 def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
     """The 202 answer from the ENQUEUE reply; a full queue raises ``QueueFull`` (nothing was written)."""
+    if int(reply[0]) == -2:
+        raise RateLimited(
+            f"this API key has {int(reply[1])} jobs queued or running, its limit; retry when one ends",
+            retry_after=1.0,
+        )
     if int(reply[0]) < 0:
         raise QueueFull(job.model, int(reply[1]))
     return Submitted(
@@ -189,6 +202,7 @@ def job_view(job_id: str, raw: dict[Any, Any], position: int | None = None) -> J
         final=result.get("final"),
         error=get("error"),
         events=int(get("seq") or 0),
+        owner=get("owner") or None,
     )
 
 

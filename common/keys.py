@@ -19,6 +19,11 @@ RECENT_JOBS = "corral:recent"  # list: the newest submitted job ids first, cappe
 RECENT_JOBS_MAX = 200
 TOKENS = "corral:tokens"  # hash: model -> tokens generated (eval_count summed over finished jobs)
 
+# Authentication lives under its own prefix so that the workers' Redis user (``~corral:*``) cannot read or
+# mint API keys; only the API's user and the operator's reach ``corral-auth:*``.
+API_KEYS = "corral-auth:keys"  # hash: sha256 of a key (hex) -> JSON record (id, scope, name, rate, max_jobs)
+AUTH_REQUIRED = "corral-auth:required"  # set by `corral keys create`: keys are required from then on
+
 
 def queue_name(model: str) -> str:
     """The RQ queue name of a (normalised) model: ``ollama:llama3:latest``."""
@@ -71,3 +76,13 @@ def model_workers_key(model: str) -> str:
 def histogram_key(name: str) -> str:
     """Hash of one fleet-wide histogram: ``<labels>|<bucket>`` and ``<labels>|sum`` fields."""
     return f"corral:hist:{name}"
+
+
+def rate_key(key_id: str) -> str:
+    """Token bucket (hash: tokens, ts) of one API key's request rate."""
+    return f"corral-auth:rate:{key_id}"
+
+
+def owner_jobs_key(key_id: str) -> str:
+    """Set of the job ids an API key has queued or running: what its concurrent-job quota counts."""
+    return f"corral:owner:{key_id}:active"

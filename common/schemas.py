@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import InvalidRequest, PayloadTooLarge
+from .inputs import check_image, check_options
 from .names import normalise_model
 
 JobKind = Literal["generate", "chat", "embed", "show"]
@@ -34,6 +35,11 @@ class Message(BaseModel):
     images: list[str] | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_name: str | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, value: list[str] | None) -> list[str] | None:
+        return [check_image(i) for i in value] if value is not None else None
 
 
 class JobRequest(BaseModel):
@@ -73,6 +79,16 @@ class JobRequest(BaseModel):
             return normalise_model(value)
         except InvalidRequest as exc:
             raise ValueError(exc.message) from None
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, value: list[str] | None) -> list[str] | None:
+        return [check_image(i) for i in value] if value is not None else None
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_options(value)
 
     @model_validator(mode="after")
     def _kind(self) -> JobRequest:
@@ -142,6 +158,7 @@ class JobView(BaseModel):
     final: dict[str, Any] | None = None
     error: str | None = None
     events: int = Field(0, description="events so far; the next has this seq")
+    owner: str | None = Field(None, description="id of the API key that created the job")
 
 
 class Submitted(BaseModel):

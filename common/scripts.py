@@ -195,16 +195,27 @@ return 1
 """
 )
 
-# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, history zset, recent list.
+# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, history zset, recent list,
+#       owner's active-jobs set.
 # ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
 #       (0 = none), created (epoch s), history min score, history max count, the job hash as a JSON object
-#       of strings (one argument: far cheaper to send than 2N).
-# Returns {queue length after the push} or {-1, current length} when the queue is full (nothing written).
+#       of strings (one argument: far cheaper to send than 2N), owner's quota of queued + running jobs (0 = none).
+# Returns {queue length after the push}, {-1, current length} when the queue is full or {-2, active jobs} when
+# the owner's quota is used up (nothing written either way; ended jobs leave the owner's set here, lazily).
 ENQUEUE_SRC = """
 local limit = tonumber(ARGV[2])
 if limit > 0 then
   local depth = redis.call('LLEN', KEYS[2])
   if depth >= limit then return {-1, depth} end
+end
+local quota = tonumber(ARGV[13])
+if quota > 0 then
+  local active = 0
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+    local st = redis.call('HGET', 'RQ_JOB_PREFIX' .. id, 'status')
+    if st == 'queued' or st == 'started' then active = active + 1 else redis.call('SREM', KEYS[9], id) end
+  end
+  if active >= quota then return {-2, active} end
 end
 local flat = {}
 for field, value in pairs(cjson.decode(ARGV[12])) do
@@ -227,8 +238,12 @@ if redis.call('ZCARD', KEYS[7]) > tonumber(ARGV[11]) then
 end
 redis.call('LPUSH', KEYS[8], ARGV[1])
 redis.call('LTRIM', KEYS[8], 0, RECENT_LAST)
+if quota > 0 then
+  redis.call('SADD', KEYS[9], ARGV[1])
+  redis.call('PEXPIRE', KEYS[9], ARGV[5])
+end
 return {n}
-""".replace("RECENT_LAST", str(keys.RECENT_JOBS_MAX - 1))
+""".replace("RECENT_LAST", str(keys.RECENT_JOBS_MAX - 1)).replace("RQ_JOB_PREFIX", keys.RQ_JOB_PREFIX)
 
 RELEASE_LOCK_SRC = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(10000, ge=100, description="cap of a job's replay stream")
     max_prompt_bytes: int = Field(1_048_576, ge=1, description="prompt + system + messages text, bytes")
     max_body_bytes: int = Field(16 * 1_048_576, ge=1024, description="largest request body, bytes")
+    max_messages: int = Field(1024, ge=1, description="messages in one chat request")
+    max_image_bytes: int = Field(10 * 1_048_576, ge=1, description="one image, decoded bytes")
+    api_keys: SecretStr = Field(SecretStr(""), description="API keys, comma-separated KEY[:SCOPE]")
+    allow_unauthenticated: bool = Field(
+        False, description="let an API without keys bind a non-loopback address"
+    )
+    rate_limit: float = Field(20.0, ge=0, description="requests per second per API key; 0 = no limit")
+    rate_burst: int = Field(
+        40, ge=1, description="requests an API key may send at once before the rate applies"
+    )
+    max_jobs_per_key: int = Field(1000, ge=0, description="queued + running jobs per API key; 0 = no limit")
+    api_key: SecretStr = Field(SecretStr(""), description="the key the CLI's client commands send")
     api_host: str = Field("127.0.0.1", description="address the API binds")
     api_port: int = Field(8000, ge=1, le=65535, description="port the API binds")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")

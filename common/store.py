@@ -131,10 +131,13 @@ class JobStore(_Calls):
         found = self.redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1)
         return bool(found)
 
-    def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
+    def enqueue(
+        self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
+    ) -> Submitted:
+        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
         if not request.wait and not self.model_is_served(request.model):
             raise ModelNotFound(request.model)
-        job = prepare_job(request, self.limits, job_id)
+        job = prepare_job(request, self.limits, job_id, owner, max_jobs)
         script_keys, args = enqueue_arguments(job, self.limits)
         return submitted(job, scripts.ENQUEUE(self.redis, script_keys, args))
 
@@ -218,10 +221,13 @@ class AsyncJobStore(_Calls):
             self._served_until[model] = now + self._served_cache
         return bool(found)
 
-    async def enqueue(self, request: JobRequest, job_id: str | None = None) -> Submitted:
+    async def enqueue(
+        self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
+    ) -> Submitted:
+        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
         if not request.wait and not await self.model_is_served(request.model):
             raise ModelNotFound(request.model)
-        job = prepare_job(request, self.limits, job_id)
+        job = prepare_job(request, self.limits, job_id, owner, max_jobs)
         script_keys, args = enqueue_arguments(job, self.limits)
         return submitted(job, await scripts.ENQUEUE.call_async(self.scripts_client, script_keys, args))
 
@@ -235,6 +241,13 @@ class AsyncJobStore(_Calls):
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))
+
+    async def owner(self, job_id: str) -> str | None:
+        """The owner of a job ('' when it has none), or None when there is no such job."""
+        status, owner = await self.redis.hmget(keys.job_key(job_id), "status", "owner")
+        if status is None:
+            return None
+        return owner.decode() if owner else ""
 
     async def events(self, job_id: str, after: int = -1, count: int | None = None) -> list[dict[str, Any]]:
         entries = await self.redis.xrange(keys.events_key(job_id), f"{after + 2}-0", "+", count=count)

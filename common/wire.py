@@ -23,11 +23,15 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("missing request body")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"invalid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -107,7 +111,9 @@ def _text_of(content: Any) -> tuple[str, list[str]]:
                 if isinstance(part.get("image_url"), dict)
                 else ""
             )
-            images.append(url.split(",", 1)[1] if url.startswith("data:") and "," in url else url)
+            if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
+                raise InvalidRequest("image_url must be a base64 data: URL (Corral fetches no URLs)")
+            images.append(url.split(",", 1)[1])
     return "".join(texts), images
 
 
@@ -119,8 +125,14 @@ def _openai_message(message: Any) -> dict[str, Any]:
     if images:
         out["images"] = images
     calls = []
-    for call in message.get("tool_calls") or []:
-        fn = dict((call or {}).get("function") or {})
+    given = message.get("tool_calls") or []
+    if not isinstance(given, list) or not all(isinstance(c, dict) for c in given):
+        raise InvalidRequest("tool_calls must be a list of objects")
+    for call in given:
+        fn = call.get("function") or {}
+        if not isinstance(fn, dict):
+            raise InvalidRequest("a tool call's function must be an object")
+        fn = dict(fn)
         args = fn.get("arguments")
         if isinstance(args, str):
             try:
@@ -148,7 +160,8 @@ def openai_format(body: dict[str, Any]) -> Any:
     if fmt.get("type") == "json_object":
         return "json"
     if fmt.get("type") == "json_schema":
-        return (fmt.get("json_schema") or {}).get("schema") or "json"
+        spec = fmt.get("json_schema")
+        return (spec.get("schema") if isinstance(spec, dict) else None) or "json"
     return None
 
 
@@ -263,7 +276,10 @@ def text_completion(
     return out
 
 
-def openai_error(status: int, message: str) -> dict[str, Any]:
-    kind = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
-            422: "invalid_request_error", 429: "rate_limit_error"}.get(status, "api_error")  # fmt: skip
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+def openai_error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    kind = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+            404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
+            429: "rate_limit_error"}.get(status, "api_error")  # fmt: skip
+    if status == 401:
+        code = "invalid_api_key"  # what OpenAI sends, and what its clients look for
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}

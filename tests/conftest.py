@@ -46,7 +46,10 @@ class Fleet:
         return client
 
     def _child(self, name: str, argv: list[str], **settings: Any) -> Child:
-        child = Child(name, argv, base_env(self.redis_url, **settings), self.log_dir)
+        # a child may get its own Redis URL (another ACL user, say): `redis_url=...`
+        child = Child(
+            name, argv, base_env(settings.pop("redis_url", self.redis_url), **settings), self.log_dir
+        )
         self.children.append(child)
         return child.start()
 

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from common import keys, registry
-from common.connections import TRANSIENT, async_redis, sync_redis
+from common.connections import TRANSIENT, async_redis, redacted_url, sync_redis
 from common.fastredis import fast_redis, pubsub_connection
 from common.janitor import Janitor
 from common.jobs import Limits, PoppedJob
@@ -304,7 +304,10 @@ class Worker:
                 return
             except TRANSIENT as exc:
                 log.warning(
-                    "redis at %s not reachable (attempt %d): %s", self.settings.redis_url, attempt, exc
+                    "redis at %s not reachable (attempt %d): %s",
+                    redacted_url(self.settings.redis_url),
+                    attempt,
+                    exc,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

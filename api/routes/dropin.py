@@ -9,8 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from common import keys
+from common.auth import Principal, job_quota
 from common.bus import ChunkHub, follow_events
 from common.errors import InvalidRequest
+from common.inputs import check_request
 from common.schemas import JobRequest, Submitted
 from common.settings import Settings
 from common.store import AsyncJobStore
@@ -18,16 +20,19 @@ from common.store import AsyncJobStore
 from .fleet import list_workers
 
 
-async def submit(store: AsyncJobStore, settings: Settings, body: dict[str, Any]) -> Submitted:
-    """Validate a translated body like ``POST /jobs`` does and enqueue it."""
+async def submit(
+    store: AsyncJobStore, settings: Settings, body: dict[str, Any], principal: Principal
+) -> Submitted:
+    """Validate a translated body like ``POST /jobs`` does and enqueue it as ``principal``'s job."""
     try:
         request = JobRequest.model_validate(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
         raise InvalidRequest(f"{where}: {first.get('msg')}") from None
-    request.check_limits(settings.max_prompt_bytes)
-    return await store.enqueue(request)
+    check_request(request, settings)
+    quota = job_quota(principal, settings.max_jobs_per_key)
+    return await store.enqueue(request, owner=principal.id, max_jobs=quota)
 
 
 async def events_of(client: Any, hub: ChunkHub, job_id: str) -> AsyncIterator[dict[str, Any]]:

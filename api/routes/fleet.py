@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from common import keys
 from common.errors import WorkerNotFound
+from common.names import WORKER_ID_RE
 from common.registry import decode_worker
 
 from ..deps import HubDep, RedisDep, SettingsDep
@@ -38,7 +39,7 @@ async def workers(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
 @router.post("/workers/{worker_id}/drain", status_code=202)
 async def drain_worker(worker_id: str, client: RedisDep) -> dict[str, str]:
     """Ask a worker to drain: it takes no new job, finishes its running ones, then deregisters and exits."""
-    if not await client.exists(keys.worker_key(worker_id)):
+    if not WORKER_ID_RE.fullmatch(worker_id) or not await client.exists(keys.worker_key(worker_id)):
         raise WorkerNotFound(f"worker '{worker_id[:128]}' not found", worker_id=worker_id[:128])
     await client.publish(keys.control_channel(worker_id), json.dumps({"drain": True}))
     return {"id": worker_id, "status": "draining"}

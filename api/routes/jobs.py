@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from common.auth import Scope, job_quota, may_see
 from common.bus import follow_events
 from common.errors import InvalidRequest, JobNotFound
 from common.history import list_history, make_filters, parse_cursor
+from common.inputs import check_request
 from common.names import is_job_id
 from common.schemas import JobRequest, JobStatus, JobView, Submitted
 
 from ..body import json_body, openapi_body
-from ..deps import HubDep, RedisDep, StoreDep
+from ..deps import HubDep, PrincipalDep, RedisDep, StoreDep, get_principal
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 parse_job_request = json_body(JobRequest)
@@ -28,6 +31,18 @@ def checked_id(job_id: str) -> str:
     if not is_job_id(job_id):
         raise JobNotFound(job_id[:64])
     return job_id
+
+
+async def owned(store: StoreDep, job_id: str, principal: PrincipalDep) -> str:
+    """The id of a job the caller may see; 404 for a malformed id (before Redis), an unknown job, or another
+    key's job (the same answer: a job id says nothing about whether it exists)."""
+    checked_id(job_id)
+    if not may_see(principal, await store.owner(job_id)):
+        raise JobNotFound(job_id)
+    return job_id
+
+
+OwnedJob = Annotated[str, Depends(owned)]
 
 
 @router.post(
@@ -45,12 +60,15 @@ async def submit_job(http: Request) -> Response:
     events at once (SSE, or NDJSON by ``Accept``; the id is in the ``X-Corral-Job`` header and every event).
     404 when no live worker has the model (unless ``wait`` is true), 413 when the prompt is over
     ``CORRAL_MAX_PROMPT_BYTES``."""
-    # The hot path: one parameter, no dependency graph to solve (five dependencies cost more CPU than the
+    # The hot path: one parameter, no dependency graph to solve (six dependencies cost more CPU than the
     # validation and the enqueue together); the body is documented through ``openapi_extra``.
     state = http.app.state
     request = await parse_job_request(http)
-    request.check_limits(state.settings.max_prompt_bytes)
-    submitted = await state.store.enqueue(request)
+    check_request(request, state.settings)
+    principal = await get_principal(http)
+    submitted = await state.store.enqueue(
+        request, owner=principal.id, max_jobs=job_quota(principal, state.settings.max_jobs_per_key)
+    )
     if request.stream:
         headers = {"X-Corral-Job": submitted.id, "Location": f"/jobs/{submitted.id}"}
         return event_response(http, follow_events(state.redis, state.hub, submitted.id, 0), headers)
@@ -61,6 +79,7 @@ async def submit_job(http: Request) -> Response:
 @router.get("")
 async def list_jobs(
     client: RedisDep,
+    principal: PrincipalDep,
     status: Annotated[
         JobStatus | None, Query(description="queued, running, succeeded, failed, cancelled")
     ] = None,
@@ -75,21 +94,26 @@ async def list_jobs(
     """The job history, newest first: what ran where, how long it queued, time to first token, tokens/s,
     attempts, error. Paginated with ``next_cursor``; kept ``CORRAL_HISTORY_TTL`` seconds."""
     filters = make_filters(status, model, worker, since)
+    if principal.scope is not Scope.ADMIN:  # tenancy: a key sees its own jobs only
+        filters = dataclasses.replace(filters, owner=principal.id)
     position = parse_cursor(cursor) if cursor else None
     jobs, next_cursor = await list_history(client, filters, limit, position)
     return {"jobs": jobs, "next_cursor": next_cursor}
 
 
 @router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)
-async def get_job(job_id: str, store: StoreDep) -> JobView:
+async def get_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JobView:
     """Status, worker, attempt, timestamps; when done, the full text (or embeddings) and Ollama's stats."""
-    return await store.get(checked_id(job_id))
+    view = await store.get(checked_id(job_id))
+    if not may_see(principal, view.owner or ""):
+        raise JobNotFound(job_id)
+    return view
 
 
 @router.delete("/{job_id}")
-async def cancel_job(job_id: str, store: StoreDep) -> dict[str, str]:
+async def cancel_job(job_id: OwnedJob, store: StoreDep) -> dict[str, str]:
     """Cancel: a queued job leaves its queue at once; a running one is stopped by its worker."""
-    outcome = await store.cancel(checked_id(job_id))
+    outcome = await store.cancel(job_id)
     return {"id": job_id, "status": outcome}
 
 
@@ -121,9 +145,8 @@ async def ndjson(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[
 
 @router.get("/{job_id}/events")
 async def job_events(
-    job_id: str,
+    job_id: OwnedJob,
     request: Request,
-    store: StoreDep,
     client: RedisDep,
     hub: HubDep,
     from_: Annotated[int | None, Query(alias="from", ge=0, description="first seq to send")] = None,
@@ -132,10 +155,7 @@ async def job_events(
     """Every event of the job in order, from ``?from=N`` or after ``Last-Event-ID``, until done/error/cancelled.
 
     Server-Sent Events by default; NDJSON with ``Accept: application/x-ndjson``."""
-    checked_id(job_id)
     start = start_seq(from_, last_event_id)
-    if not await store.exists(job_id):
-        raise JobNotFound(job_id)
     return event_response(request, follow_events(client, hub, job_id, start))
 
 

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from common.errors import CorralError, ModelNotFound, QueueFull
 from common.wire import ollama_chunk, ollama_final, ollama_job, parse_json_object
 
-from ..deps import HubDep, RedisDep, SettingsDep, StoreDep
-from ..errors import status_of
+from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..errors import retry_headers, status_of
 from .dropin import events_of, failure_message, fleet_loaded, fleet_models, outcome, retry_message, submit
 
 router = APIRouter(tags=["ollama"])
@@ -24,8 +24,8 @@ OLLAMA_VERSION = "0.12.0"
 NDJSON = "application/x-ndjson"
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def line(obj: dict[str, Any]) -> bytes:
@@ -64,13 +64,13 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
         body = parse_json_object(await request.body())
         name = str(body.get("model") or body.get("name") or "")
         job = ollama_job(kind, body)
-        submitted = await submit(store, settings, job)
+        submitted = await submit(store, settings, job, await get_principal(request))
     except ModelNotFound:
         return error(404, not_found(kind, name))
     except QueueFull:
         return error(503, "server busy, please try again.  maximum pending requests exceeded")
     except CorralError as exc:
-        return error(status_of(exc), exc.message)
+        return error(status_of(exc), exc.message, retry_headers(exc))
     headers = {"X-Corral-Job": submitted.id}
     if kind in ("generate", "chat") and body.get("stream", True) is not False:
         lines = stream_lines(kind, name, submitted.id, events_of(client, hub, submitted.id))
@@ -131,11 +131,13 @@ async def show(
     try:
         body = parse_json_object(await request.body())
         name = str(body.get("model") or body.get("name") or "")
-        submitted = await submit(store, settings, {"model": name, "kind": "show"})
+        submitted = await submit(
+            store, settings, {"model": name, "kind": "show"}, await get_principal(request)
+        )
     except ModelNotFound:
         return error(404, not_found("show", name))
     except CorralError as exc:
-        return error(status_of(exc), exc.message)
+        return error(status_of(exc), exc.message, retry_headers(exc))
     last, result = await outcome(client, hub, submitted.id)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))

@@ -28,15 +28,15 @@ from common.wire import (
     usage,
 )
 
-from ..deps import HubDep, RedisDep, SettingsDep, StoreDep
-from ..errors import status_of
+from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..errors import retry_headers, status_of
 from .dropin import events_of, failure_message, fleet_models, outcome, retry_message, submit
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(openai_error(status, message), status_code=status)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(openai_error(status, message), status_code=status, headers=headers)
 
 
 def sse(obj: dict[str, Any] | str) -> bytes:
@@ -104,9 +104,9 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
     """Submit the translated body; stream with ``streamer`` or wait and answer with ``answer``."""
     try:
         body = parse_json_object(await request.body())
-        submitted = await submit(store, settings, translate(body))
+        submitted = await submit(store, settings, translate(body), await get_principal(request))
     except CorralError as exc:
-        return error(status_of(exc), exc.message)
+        return error(status_of(exc), exc.message, retry_headers(exc))
     model = str(body["model"])
     if body.get("stream"):
         events = events_of(client, hub, submitted.id)
@@ -120,7 +120,8 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
 def chat_streamer(
     job_id: str, model: str, events: AsyncIterator[dict[str, Any]], body: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    options = body.get("stream_options")
+    with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     return chat_stream(job_id, model, events, with_usage)
 
 
@@ -169,9 +170,9 @@ async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, c
     """OpenAI embeddings."""
     try:
         body = parse_json_object(await request.body())
-        submitted = await submit(store, settings, embed_job(body))
+        submitted = await submit(store, settings, embed_job(body), await get_principal(request))
     except CorralError as exc:
-        return error(status_of(exc), exc.message)
+        return error(status_of(exc), exc.message, retry_headers(exc))
     last, result = await outcome(client, hub, submitted.id)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))

@@ -1,0 +1,119 @@
+"""Authentication, scopes and the per-key request rate, as one ASGI middleware in front of every route.
+
+Being a middleware (not a per-route dependency), it covers every route added later, mounted apps and unknown
+paths included; the scope a request needs comes from its method and path (``common.auth.required_scope``).
+The caller ends up in ``request.state.principal`` (see ``api.deps.PrincipalDep``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from common import keys
+from common.auth import (
+    ANONYMOUS,
+    RATE,
+    Principal,
+    credential,
+    hash_key,
+    parse_api_keys,
+    rate_arguments,
+    required_scope,
+    retry_after,
+)
+from common.auth import Scope as KeyScope
+from common.connections import TRANSIENT
+from common.errors import CorralError, Forbidden, RateLimited, Unauthorized
+from common.settings import Settings
+
+from .errors import shaped_error
+
+log = logging.getLogger("corral.api")
+REQUIRED_CACHE_SECONDS = 1.0
+
+
+class Authenticate:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.env_keys = parse_api_keys(settings.api_keys.get_secret_value())
+        self._required = bool(self.env_keys)
+        self._checked_at = -math.inf
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        needed = required_scope(scope["method"], scope["path"])
+        if needed is not None:
+            try:
+                principal = await self.admit(scope, needed)
+            except CorralError as exc:
+                await refusal(scope, exc)(scope, receive, send)
+                return
+            except TRANSIENT as exc:
+                message = f"redis unavailable: {exc}"
+                await shaped_error(scope["path"], 503, message, "redis_unavailable")(scope, receive, send)
+                return
+            scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def admit(self, scope: Scope, needed: KeyScope) -> Principal:
+        client = scope["app"].state.redis
+        principal = await self.principal(client, credential(Headers(scope=scope)))
+        if not principal.can(needed):
+            raise Forbidden(
+                f"this API key has scope '{principal.scope.word}'; {scope['method']} {scope['path'][:200]} "
+                f"needs '{needed.word}'"
+            )
+        limit = rate_arguments(principal, self.settings.rate_limit, self.settings.rate_burst)
+        if limit is not None:
+            wait = retry_after(await RATE.call_async(client, *limit))
+            if wait is not None:
+                raise RateLimited("request rate limit of this API key reached; retry later", wait)
+        return principal
+
+    async def principal(self, client: Any, key: str | None) -> Principal:
+        """The caller. Without keys configured anyone is ``ANONYMOUS`` (whatever they send: OpenAI's clients
+        always send a key); with keys a missing or unknown key is refused."""
+        found = None
+        if key is not None:
+            digest = hash_key(key)
+            found = self.env_keys.get(digest)
+            if found is None:
+                raw = await client.hget(keys.API_KEYS, digest)
+                found = Principal.from_record(raw) if raw else None
+        if found is not None:
+            return found
+        if not await self.required(client):
+            return ANONYMOUS
+        if key is None:
+            raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+        raise Unauthorized("invalid API key")
+
+    async def required(self, client: Any) -> bool:
+        """Keys are required when CORRAL_API_KEYS is set or once a key was created in Redis (looked up at most
+        once a second; it never turns off by itself, so revoking every key locks the API rather than opening it)."""
+        if self._required:
+            return True
+        now = time.monotonic()
+        if now - self._checked_at > REQUIRED_CACHE_SECONDS:
+            self._required = bool(await client.exists(keys.AUTH_REQUIRED))
+            self._checked_at = now
+        return self._required
+
+
+def refusal(scope: Scope, exc: CorralError) -> Any:
+    status = {Unauthorized: 401, Forbidden: 403, RateLimited: 429}.get(type(exc), 400)
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return shaped_error(scope["path"], status, exc.message, exc.code, headers)
