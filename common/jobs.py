@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 
 from . import keys
 from .errors import JobNotFound, QueueFull
-from .schemas import RQ_TO_STATUS, JobRequest, JobView, Submitted
+from .schemas import ANONYMOUS, RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
 
 # The only functions a worker ever runs; anything else found in a job is refused, never imported.
@@ -60,6 +60,8 @@ class Limits:
     max_retries: int
     queue_timeout: float = 0.0
     max_queue: int = 0
+    cold_delay: float = 0.0
+    warm_ttl: float = 6.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -71,6 +73,8 @@ class Limits:
             max_retries=settings.max_retries,
             queue_timeout=settings.queue_timeout,
             max_queue=settings.max_queue,
+            cold_delay=settings.cold_delay,
+            warm_ttl=settings.heartbeat_ttl,
         )
 
 
@@ -82,6 +86,8 @@ class PreparedJob:
     mapping: dict[str, Any]
     queued_event: str
     deadline: float = 0.0
+    priority: str = "normal"
+    submitter: str = ANONYMOUS
 
 
 def prepare_job(
@@ -113,24 +119,47 @@ def prepare_job(
         seq=1,
         max_attempts=limits.max_retries + 1,
         run_timeout=f"{timeout:g}",
+        priority=request.priority,
+        submitter=request.submitter or ANONYMOUS,
     )
     queue_timeout = request.queue_timeout or limits.queue_timeout
     deadline = time.time() + queue_timeout if queue_timeout else 0.0
     if deadline:
         mapping["queue_timeout"] = f"{queue_timeout:g}"
     queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
-    return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline)
+    return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline, request.priority,
+                       request.submitter or ANONYMOUS)  # fmt: skip
+
+
+def job_block(job: PreparedJob) -> list[Any]:
+    """A job's block of ENQUEUE / ENQUEUE_BATCH arguments: id, event, deadline, model, priority, submitter, hash."""
+    block: list[Any] = [job.id, job.queued_event, job.deadline or 0, job.model, job.priority, job.submitter]
+    for field_name, value in job.mapping.items():
+        block += [field_name, value]
+    return block
 
 
 def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
-    script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
-                   keys.DEADLINES, keys.STATS]  # fmt: skip
-    args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
-                       keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0]  # fmt: skip
-    for field_name, value in job.mapping.items():
-        args += [field_name, value]
-    return script_keys, args
+    args: list[Any] = [limits.max_queue, limits.events_maxlen, limits.events_ttl_ms, *job_block(job)]
+    return [keys.queue_key(job.model)], args
+
+
+def batch_arguments(jobs: list[PreparedJob], limits: Limits) -> list[Any]:
+    """ARGV of the ENQUEUE_BATCH script: every job's block, each after its length."""
+    args: list[Any] = [limits.max_queue, limits.events_maxlen, limits.events_ttl_ms]
+    for job in jobs:
+        block = job_block(job)
+        args += [len(block), *block]
+    return args
+
+
+def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted]:
+    """The answers of ENQUEUE_BATCH; a model queue the batch would overfill raises ``QueueFull`` (nothing written)."""
+    if reply and int(reply[0]) < 0:
+        model = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        raise QueueFull(model, int(reply[2]))
+    return [submitted(job, [n]) for job, n in zip(jobs, reply, strict=True)]
 
 
 def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
@@ -160,7 +189,9 @@ def _iso(value: str | None) -> str | None:
     return value if value.endswith("Z") else value + "Z"
 
 
-def job_view(job_id: str, raw: dict[Any, Any], position: int | None = None) -> JobView:
+def job_view(
+    job_id: str, raw: dict[Any, Any], position: int | None = None, eta: str | None = None
+) -> JobView:
     """Turn a job hash (HGETALL) into the public view."""
     if not raw:
         raise JobNotFound(job_id)
@@ -180,6 +211,9 @@ def job_view(job_id: str, raw: dict[Any, Any], position: int | None = None) -> J
         worker=get("worker_name") or None,
         queue=get("origin") or "",
         queue_position=position if status == "queued" else None,
+        estimated_start_at=eta if status == "queued" else None,
+        priority=get("priority") or "normal",
+        submitter=get("submitter"),
         created_at=_iso(get("created_at")),
         enqueued_at=_iso(get("enqueued_at")),
         started_at=_iso(get("started_at")) if status != "queued" else None,
