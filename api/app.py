@@ -13,7 +13,7 @@ from common.connections import async_redis, sync_redis
 from common.janitor import Janitor
 from common.jobs import Limits
 from common.registry import VERSION
-from common.schemas import JobRequest
+from common.schemas import BatchRequest, JobRequest
 from common.settings import Settings
 from common.store import AsyncJobStore, JobStore
 
@@ -63,6 +63,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
-    add_body_schemas(app, [JobRequest])
+    add_body_schemas(app, [JobRequest, BatchRequest])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

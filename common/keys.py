@@ -67,7 +67,9 @@ def model_workers_key(model: str) -> str:
 # -- scheduling (docs/scheduling.md) -------------------------------------------------------------------------------
 PRIORITIES = ("high", "normal", "low")  # popped in this order
 SUBQUEUE_PREFIX = "corral:sq:"  # list per (model, priority, submitter): the fair-share index of queued ids
-ACTIVE_PREFIX = "corral:active:"  # zset per (model, priority): submitter -> virtual start time of its next job
+ACTIVE_PREFIX = (
+    "corral:active:"  # zset per (model, priority): submitter -> virtual start time of its next job
+)
 VTIME = "corral:vtime"  # hash "<model>|<priority>" -> virtual time of the job last popped
 WEIGHTS = "corral:weights"  # hash submitter -> fair-share weight (default 1)
 WARM_PREFIX = "corral:warm:"  # zset per model: worker -> time its claim to have the model loaded expires

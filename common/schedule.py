@@ -107,7 +107,9 @@ if i then
   pos = i
   for _, hp in ipairs(PRIOS) do
     if hp == p then break end
-    for _, t in ipairs(redis.call('ZRANGE', activek(m, hp), 0, -1)) do pos = pos + redis.call('LLEN', subq(m, hp, t)) end
+    for _, t in ipairs(redis.call('ZRANGE', activek(m, hp), 0, -1)) do
+      pos = pos + redis.call('LLEN', subq(m, hp, t))
+    end
   end
   local mine = tonumber(redis.call('ZSCORE', activek(m, p), s) or '0') + i / weight(s)
   local others = redis.call('ZRANGE', activek(m, p), 0, -1, 'WITHSCORES')

@@ -68,7 +68,9 @@ class JobRequest(BaseModel):
     )
     wait: bool = Field(False, description="queue even when no live worker has the model yet")
     stream: bool = Field(False, description="answer with the job's event stream instead of 202 + id")
-    priority: Priority = Field("normal", description="high jobs of a model start before normal, normal before low")
+    priority: Priority = Field(
+        "normal", description="high jobs of a model start before normal, normal before low"
+    )
     submitter: str | None = Field(
         None,
         validation_alias=AliasChoices("submitter", "user"),

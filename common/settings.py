@@ -33,7 +33,9 @@ class Settings(BaseSettings):
         10000, ge=0, description="queued jobs per model before new ones are refused; 0 = no limit"
     )
     cold_delay: float = Field(
-        2.0, ge=0, description="seconds a job waits for a worker with its model loaded before a cold one takes it"
+        2.0,
+        ge=0,
+        description="seconds a job waits for a worker with its model loaded before a cold one takes it",
     )
     max_batch: int = Field(1000, ge=1, le=100_000, description="jobs per POST /jobs/batch")
     janitor_interval: float = Field(1.0, gt=0, description="seconds between janitor passes")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,11 +15,17 @@ from common.schemas import JobRequest, Submitted
 from common.settings import Settings
 from common.store import AsyncJobStore
 
+from ..submitter import header_fields
 from .fleet import list_workers
 
 
-async def submit(store: AsyncJobStore, settings: Settings, body: dict[str, Any]) -> Submitted:
-    """Validate a translated body like ``POST /jobs`` does and enqueue it."""
+async def submit(
+    store: AsyncJobStore, settings: Settings, body: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> Submitted:
+    """Validate a translated body like ``POST /jobs`` does and enqueue it; ``X-Corral-Priority`` and
+    ``X-Corral-User`` headers give the scheduling fields."""
+    if headers is not None:
+        body = {**header_fields(headers), **body}
     try:
         request = JobRequest.model_validate(body)
     except ValidationError as exc:

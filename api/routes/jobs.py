@@ -7,15 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from common.bus import follow_events
-from common.errors import InvalidRequest, JobNotFound
+from common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
 from common.names import is_job_id
-from common.schemas import JobRequest, JobView, Submitted
+from common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobView, Submitted
 
 from ..body import json_body, openapi_body
 from ..deps import HubDep, RedisDep, SettingsDep, StoreDep
+from ..submitter import apply_headers
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 NDJSON = "application/x-ndjson"
@@ -51,12 +53,47 @@ async def submit_job(
     404 when no live worker has the model (unless ``wait`` is true), 413 when the prompt is over
     ``CORRAL_MAX_PROMPT_BYTES``."""
     request.check_limits(settings.max_prompt_bytes)
+    if "x-corral-priority" in http.headers or "x-corral-user" in http.headers:
+        apply_headers(request, http.headers)
     submitted = await store.enqueue(request)
     if request.stream:
         headers = {"X-Corral-Job": submitted.id, "Location": f"/jobs/{submitted.id}"}
         return event_response(http, follow_events(client, hub, submitted.id, 0), headers)
     # built here rather than re-validated through response_model: this is the hot path
     return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
+
+
+def invalid_item(index: int, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", "jobs", index), "msg": message, "type": "value_error"}])
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchSubmitted,
+    openapi_extra=openapi_body(BatchRequest),
+    responses={422: {"description": "an invalid job (named by its index): nothing was queued"}},
+)
+async def submit_batch(
+    batch: Annotated[BatchRequest, Depends(json_body(BatchRequest))],
+    http: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> BatchSubmitted:
+    """Validate every job, then queue them all in one Redis round trip, or none: 202 with their ids in order.
+    422 naming the index of an invalid job, 404 when a model has no live worker, 429 when a model's queue
+    would pass ``CORRAL_MAX_QUEUE``; nothing is queued in every such case."""
+    if len(batch.jobs) > settings.max_batch:
+        raise invalid_item(settings.max_batch, f"a batch holds at most {settings.max_batch} jobs")
+    for index, request in enumerate(batch.jobs):
+        if request.stream:
+            raise invalid_item(index, "stream is not supported in a batch; follow GET /jobs/{id}/events")
+        try:
+            request.check_limits(settings.max_prompt_bytes)
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(f"jobs[{index}]: {exc.message}") from None
+        apply_headers(request, http.headers)
+    return BatchSubmitted(jobs=await store.enqueue_many(batch.jobs))
 
 
 @router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)

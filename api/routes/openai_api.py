@@ -104,7 +104,7 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
     """Submit the translated body; stream with ``streamer`` or wait and answer with ``answer``."""
     try:
         body = parse_json_object(await request.body())
-        submitted = await submit(store, settings, translate(body))
+        submitted = await submit(store, settings, translate(body), request.headers)
     except CorralError as exc:
         return error(status_of(exc), exc.message)
     model = str(body["model"])
@@ -169,7 +169,7 @@ async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, c
     """OpenAI embeddings."""
     try:
         body = parse_json_object(await request.body())
-        submitted = await submit(store, settings, embed_job(body))
+        submitted = await submit(store, settings, embed_job(body), request.headers)
     except CorralError as exc:
         return error(status_of(exc), exc.message)
     last, result = await outcome(client, hub, submitted.id)
