@@ -42,13 +42,15 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     overrides = {normalise(k): v for k, v in json.loads(args.specs or "{}").items()}
     specs = [
         ModelSpec(
-            name=normalise(name),
-            size_gb=args.size_gb,
-            load_time=args.load_time,
-            ttft=args.ttft,
-            tps=args.tps,
-            embedding="embed" in name,
-            **overrides.get(normalise(name), {}),
+            **{
+                "name": normalise(name),
+                "size_gb": args.size_gb,
+                "load_time": args.load_time,
+                "ttft": args.ttft,
+                "tps": args.tps,
+                "embedding": "embed" in name,
+                **overrides.get(normalise(name), {}),
+            }
         )
         for name in args.models.split(",")
         if name.strip()
