@@ -27,10 +27,11 @@ TIME_SCALE = 0.05
 MODELS = [f"bench-m{i}:latest" for i in range(6)]
 SPEEDS = [1.0, 0.7, 1.4]
 SIM_OPTIONS: dict[str, Any] = {
-    "ttft": 0.4, "tps": 10, "min_tokens": 24, "parallel": 4, "max_loaded": 2, "memory_gb": 16, "size_gb": 8,
+    "ttft": 2.0, "tps": 2, "min_tokens": 6, "parallel": 4, "max_loaded": 2, "memory_gb": 16, "size_gb": 8,
     "max_queue": 100_000, "keep_alive": 3600, "time_scale": TIME_SCALE,
 }  # fmt: skip
 SPECS = {m: {"load_time": 10 + 2 * i} for i, m in enumerate(MODELS)}
+CLIENT_CONNECTIONS = 256  # requests the load generator keeps open at once, like an application's connection pool
 COLD_DELAY = 0.5  # seconds, real time: about the scaled time of a model load (0.5-1 s here)
 
 
@@ -51,7 +52,7 @@ class Outcome:
     last_done: float = 0.0
 
 
-def workload(n: int, bursts: int = 8, gap: float = 2.0, spread: float = 0.6, seed: int = 7) -> list[Request]:
+def workload(n: int, bursts: int = 10, gap: float = 2.0, spread: float = 0.5, seed: int = 7) -> list[Request]:
     """``n`` requests in ``bursts`` bursts ``gap`` s apart, each spread over ``spread`` s; Zipf(1.1) models."""
     rng = random.Random(seed)
     weights = [1 / (k + 1) ** 1.1 for k in range(len(MODELS))]
@@ -67,16 +68,17 @@ async def run_http(base: str, requests: list[Request], headers: dict[str, str] |
     """Send every request to ``base``/api/generate at its offset, streaming; time the first and last line."""
     outcome = Outcome()
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    gate = asyncio.Semaphore(CLIENT_CONNECTIONS)
     async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits, headers=headers) as http:
         start = time.perf_counter()
 
         async def one(req: Request) -> None:
-            await asyncio.sleep(max(0.0, start + req.at - time.perf_counter()))
-            sent = time.perf_counter()
+            sent = start + req.at  # times count from when the request was due, waiting for a connection included
+            await asyncio.sleep(max(0.0, sent - time.perf_counter()))
             first = 0.0
             body = {"model": req.model, "prompt": req.prompt, "stream": True}
             try:
-                async with http.stream("POST", "/api/generate", json=body) as answer:
+                async with gate, http.stream("POST", "/api/generate", json=body) as answer:
                     async for line in answer.aiter_lines():
                         if not line:
                             continue
@@ -104,23 +106,27 @@ async def run_litellm(sims: list[str], requests: list[Request]) -> Outcome:
     from litellm import Router  # type: ignore[import-not-found, unused-ignore]
 
     model_list = [
-        {"model_name": m, "litellm_params": {"model": f"ollama/{m}", "api_base": sim}} for m in MODELS for sim in sims
+        {"model_name": m, "litellm_params": {"model": f"ollama/{m}", "api_base": sim}}
+        for m in MODELS
+        for sim in sims
     ]
     router = Router(model_list=model_list, num_retries=0, timeout=600)
     outcome = Outcome()
+    gate = asyncio.Semaphore(CLIENT_CONNECTIONS)
     start = time.perf_counter()
 
     async def one(req: Request) -> None:
-        await asyncio.sleep(max(0.0, start + req.at - time.perf_counter()))
-        sent = time.perf_counter()
+        sent = start + req.at
+        await asyncio.sleep(max(0.0, sent - time.perf_counter()))
         first = 0.0
         try:
-            stream = await router.acompletion(
-                model=req.model, messages=[{"role": "user", "content": req.prompt}], stream=True
-            )
-            async for _chunk in stream:
-                if not first:
-                    first = time.perf_counter()
+            async with gate:
+                stream = await router.acompletion(
+                    model=req.model, messages=[{"role": "user", "content": req.prompt}], stream=True
+                )
+                async for _chunk in stream:
+                    if not first:
+                        first = time.perf_counter()
         except Exception:  # LiteLLM raises its own zoo of exceptions; any is a failed request here
             outcome.errors += 1
             return
@@ -136,7 +142,8 @@ async def run_litellm(sims: list[str], requests: list[Request]) -> Outcome:
 
 def start_sims(rig: Rig) -> list[str]:
     return [
-        rig.simulator(",".join(MODELS), speed=speed, specs=json.dumps(SPECS), **SIM_OPTIONS) for speed in SPEEDS
+        rig.simulator(",".join(MODELS), speed=speed, specs=json.dumps(SPECS), **SIM_OPTIONS)
+        for speed in SPEEDS
     ]
 
 
