@@ -1,17 +1,19 @@
 """Scheduling benchmark: one fleet, one workload, four dispatchers (Corral, round-robin, least-busy, LiteLLM).
 
 The fleet: 3 simulated hosts of different speeds (1.0, 0.7, 1.4), each with room for 2 of the 6 models (8 GB
-each in 16 GB), 4 parallel slots per loaded model, loads of 10-20 s, 0.4 s to first token, 10 tokens/s, 24-token
-answers; every delay is multiplied by ``TIME_SCALE`` so the run takes seconds. The workload: ``n`` streamed
-``/api/generate`` requests, model popularity Zipf(1.1) over the 6 models, arriving in bursts. Every dispatcher
-gets fresh simulators (nothing loaded) and the same requests at the same offsets; the Ollama simulators count
-the model loads (``GET /sim/stats``).
+each in 16 GB), 4 parallel slots per loaded model, loads of 10-20 s, 2 s to first token, 2 tokens/s, 6-token
+answers (long jobs, few tokens: the dispatchers' CPU stays small next to the simulated GPU time); every delay is
+multiplied by ``TIME_SCALE`` so the run takes seconds. The workload: ``n`` streamed ``/api/generate`` requests,
+model popularity Zipf(1.1) over the 6 models, arriving in bursts, at most ``CLIENT_CONNECTIONS`` open at once.
+Every dispatcher gets fresh simulators (nothing loaded) and the same requests at the same offsets; the simulators
+count the model loads (``GET /sim/stats``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -31,7 +33,9 @@ SIM_OPTIONS: dict[str, Any] = {
     "max_queue": 100_000, "keep_alive": 3600, "time_scale": TIME_SCALE,
 }  # fmt: skip
 SPECS = {m: {"load_time": 10 + 2 * i} for i, m in enumerate(MODELS)}
-CLIENT_CONNECTIONS = 256  # requests the load generator keeps open at once, like an application's connection pool
+CLIENT_CONNECTIONS = (
+    256  # requests the load generator keeps open at once, like an application's connection pool
+)
 COLD_DELAY = 0.5  # seconds, real time: about the scaled time of a model load (0.5-1 s here)
 
 
@@ -52,7 +56,7 @@ class Outcome:
     last_done: float = 0.0
 
 
-def workload(n: int, bursts: int = 10, gap: float = 2.0, spread: float = 0.5, seed: int = 7) -> list[Request]:
+def workload(n: int, bursts: int = 10, gap: float = 3.0, spread: float = 0.5, seed: int = 7) -> list[Request]:
     """``n`` requests in ``bursts`` bursts ``gap`` s apart, each spread over ``spread`` s; Zipf(1.1) models."""
     rng = random.Random(seed)
     weights = [1 / (k + 1) ** 1.1 for k in range(len(MODELS))]
@@ -73,7 +77,9 @@ async def run_http(base: str, requests: list[Request], headers: dict[str, str] |
         start = time.perf_counter()
 
         async def one(req: Request) -> None:
-            sent = start + req.at  # times count from when the request was due, waiting for a connection included
+            sent = (
+                start + req.at
+            )  # times count from when the request was due, waiting for a connection included
             await asyncio.sleep(max(0.0, sent - time.perf_counter()))
             first = 0.0
             body = {"model": req.model, "prompt": req.prompt, "stream": True}
@@ -103,6 +109,7 @@ async def run_http(base: str, requests: list[Request], headers: dict[str, str] |
 
 async def run_litellm(sims: list[str], requests: list[Request]) -> Outcome:
     """LiteLLM's Router, in this process: one deployment per host for each model name, its default strategy."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of its price list at import
     from litellm import Router  # type: ignore[import-not-found, unused-ignore]
 
     model_list = [
@@ -204,6 +211,7 @@ def summarise(outcome: Outcome, model_loads: int) -> dict[str, Any]:
 
 def litellm_available() -> str:
     """'' when LiteLLM imports, else why not."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         import litellm  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install
@@ -251,9 +259,10 @@ def table(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
 def main(n: int) -> None:
     results, missing = bench_scheduling(n)
     print(
-        f"\nScheduling benchmark: {n} streamed /api/generate requests in 8 bursts, Zipf(1.1) over 6 models; 3 "
-        f"simulated hosts (speed 1.0/0.7/1.4, 2 models fit each, 4 slots per model, loads 10-20 s), every delay "
-        f"x{TIME_SCALE} (seconds below are real); ratios vs round-robin\n"
+        f"\nScheduling benchmark: {n} streamed /api/generate requests in 10 bursts 3 s apart, Zipf(1.1) over 6 "
+        f"models, at most {CLIENT_CONNECTIONS} open at once; 3 simulated hosts (speed 1.0/0.7/1.4, 2 models fit "
+        f"each, 4 slots per loaded model, loads 10-20 s), every delay x{TIME_SCALE} (times below are real seconds, "
+        f"from each request's due time); ratios vs round-robin\n"
     )
     print("\n".join(table(results)))
     if missing:

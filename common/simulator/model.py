@@ -106,8 +106,7 @@ class Simulator:
         self.waiting = 0
         self.stats = {"requests": 0, "loads": 0, "unloads": 0, "cancelled": 0, "active": 0, "completed": 0}
         self._load_lock = asyncio.Lock()
-        self.loading: dict[str, ModelSpec] = {}
-        self._events: dict[str, asyncio.Event] = {}
+        self._idle = asyncio.Event()  # set when a loaded model's last request ends
 
     def delay(self, seconds: float) -> float:
         return seconds * self.config.time_scale
@@ -145,66 +144,46 @@ class Simulator:
                 del self.loaded[name]
                 self.stats["unloads"] += 1
 
-    def _make_room(self, spec: ModelSpec) -> None:
-        """Evict idle models, least recently used first, until ``spec`` fits (models loading count as used)."""
-
-        def used() -> int:
-            return sum(x.spec.size for x in self.loaded.values()) + sum(x.size for x in self.loading.values())
-
-        def count() -> int:
-            return len(self.loaded) + len(self.loading)
-
+    def _fits(self, spec: ModelSpec) -> bool:
+        """Evict idle models, least recently used first, until ``spec`` fits; False when only busy ones are left."""
         while self.loaded and (
-            count() >= self.config.max_loaded or used() + spec.size > self.config.memory_gb * GIB
+            len(self.loaded) >= self.config.max_loaded
+            or sum(x.spec.size for x in self.loaded.values()) + spec.size > self.config.memory_gb * GIB
         ):
             idle = [(x.last_used, n) for n, x in self.loaded.items() if x.active == 0]
             if not idle:
-                return  # everything busy: load anyway (Ollama would wait; close enough)
+                return False
             del self.loaded[min(idle)[1]]
             self.stats["unloads"] += 1
-
-    async def _load(self, spec: ModelSpec, name: str) -> Loaded:
-        """Load one model: one load at a time per host (the disk and the GPU are shared); requests to models
-        already loaded carry on meanwhile."""
-        self._make_room(spec)
-        self.loading[name] = spec
-        try:
-            async with self._load_lock:
-                await self.sleep(self.load_delay(spec))
-            item = Loaded(spec, asyncio.Semaphore(self.config.parallel), expires_at=math.inf)
-            self.loaded[name] = item
-            self.stats["loads"] += 1
-            return item
-        finally:
-            del self.loading[name]
-            self._loaded_event(name).set()
-
-    def _loaded_event(self, name: str) -> asyncio.Event:
-        return self._events.setdefault(name, asyncio.Event())
+        return True
 
     async def _ensure_loaded(self, spec: ModelSpec, name: str) -> Loaded:
-        for _ in range(1000):
+        """Under the scheduler lock: the loaded model, or load it once memory can be freed (like Ollama, a
+        request that must wait for a busy model to go idle holds up the requests behind it)."""
+        self._expire()
+        item = self.loaded.get(name)
+        if item is not None:
+            return item
+        while not self._fits(spec):
+            self._idle.clear()
+            await self._idle.wait()
             self._expire()
-            item = self.loaded.get(name)
-            if item is not None:
-                return item
-            if name in self.loading:
-                event = self._loaded_event(name)
-                await event.wait()
-                continue
-            self._events[name] = asyncio.Event()
-            return await self._load(spec, name)
-        raise ApiError(500, f"model '{name}' could not be loaded")
+        await self.sleep(self.load_delay(spec))
+        item = Loaded(spec, asyncio.Semaphore(self.config.parallel), expires_at=math.inf)
+        self.loaded[name] = item
+        self.stats["loads"] += 1
+        return item
 
     async def acquire(self, spec: ModelSpec, keep_alive: float) -> Loaded:
-        """Load the model if needed, then take one of its parallel slots."""
+        """Load the model if needed (one request at a time through the scheduler), then take one of its slots."""
         name = normalise(spec.name)
         if self.waiting >= self.config.max_queue:
             raise ApiError(503, "server busy, please try again.  maximum pending requests exceeded")
         self.waiting += 1
         try:
-            item = await self._ensure_loaded(spec, name)
-            item.active += 1
+            async with self._load_lock:
+                item = await self._ensure_loaded(spec, name)
+                item.active += 1
             await item.slots.acquire()
         finally:
             self.waiting -= 1
@@ -215,6 +194,8 @@ class Simulator:
         item.slots.release()
         item.active -= 1
         item.last_used = time.monotonic()
+        if item.active == 0:
+            self._idle.set()
         if keep_alive < 0:
             item.expires_at = math.inf
         elif item.active == 0:

@@ -54,7 +54,9 @@ def test_speed_scales_every_delay() -> None:
 
 
 def test_command_line_specs_and_stats_endpoint() -> None:
-    args = parse_args(["--models", "a,b", "--speed", "1.5", "--specs", '{"a": {"size_gb": 2, "load_time": 9}}'])
+    args = parse_args(
+        ["--models", "a,b", "--speed", "1.5", "--specs", '{"a": {"size_gb": 2, "load_time": 9}}']
+    )
     config = config_from_args(args)
     assert config.speed == 1.5 and (config.models[0].size_gb, config.models[0].load_time) == (2, 9)
     assert config.models[1].load_time == args.load_time
