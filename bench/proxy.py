@@ -34,13 +34,17 @@ class Balancer:
 
 def build_app(backends: list[str], policy: str) -> Starlette:
     balancer = Balancer(backends, policy)
-    http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), limits=httpx.Limits(max_connections=None))
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(600, connect=10), limits=httpx.Limits(max_connections=None)
+    )
 
     async def relay(backend: str, request: Request, body: bytes) -> AsyncIterator[bytes]:
         balancer.inflight[backend] += 1
         try:
             headers = {"content-type": "application/json"}
-            async with http.stream("POST", backend + request.url.path, content=body, headers=headers) as answer:
+            async with http.stream(
+                "POST", backend + request.url.path, content=body, headers=headers
+            ) as answer:
                 async for chunk in answer.aiter_raw():
                     yield chunk
         finally:
