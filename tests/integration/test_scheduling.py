@@ -57,7 +57,8 @@ def test_warm_host_gets_the_job_and_a_cold_one_helps_after_the_delay(fleet: Flee
     assert view.worker == "wb"  # a is saturated: b loaded the model and took it, but only after the delay
     assert ts(view.started_at) - ts(view.enqueued_at) >= 1.3
     assert store.cancel(slow) in ("cancelling", "cancelled")
-    stats = httpx.get(sim_b + "/sim/stats", timeout=5).json()
+    wait_for(lambda: store.get(waiting).status == "succeeded", what="second job done")
+    stats = httpx.get(sim_b + "/sim/stats", timeout=5).json()  # b loaded the model once, for that job
     assert stats["loads"] == 1 and M in stats["loaded"]
 
 
