@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration chaos bench lint format clean browser redis-tls
+.PHONY: run test unit integration chaos bench bench-scheduling lint format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,8 +48,14 @@ unit: $(STAMP)
 integration: $(STAMP) $(BROWSER) redis-tls
 	$(BIN)/python -m pytest -m "integration or chaos" -q
 
+# LiteLLM is a peer the scheduling benchmark compares against, not a dependency: installed here only.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
 	$(BIN)/python -m bench
+
+bench-scheduling: $(STAMP)
+	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
+	$(BIN)/python -m bench --scheduling
 
 lint: $(STAMP)
 	$(BIN)/ruff check api worker common tests bench

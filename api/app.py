@@ -16,7 +16,7 @@ from common.fastredis import fast_redis
 from common.janitor import Janitor
 from common.jobs import Limits
 from common.registry import VERSION
-from common.schemas import JobRequest
+from common.schemas import BatchRequest, JobRequest
 from common.settings import Settings
 from common.store import AsyncJobStore, JobStore
 
@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
-    add_body_schemas(app, [JobRequest])
+    add_body_schemas(app, [JobRequest, BatchRequest])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # added last, so it runs first: a caller without a valid key gets 401 before its body is read
     app.add_middleware(Authenticate, settings=settings)

@@ -8,6 +8,7 @@ import os
 from .core import bench_throughput, bench_ttft
 from .dropin import bench_dropin
 from .failover import bench_failover
+from .scheduling import main as bench_scheduling
 
 
 def ms(x: float) -> str:
@@ -17,8 +18,13 @@ def ms(x: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer samples (CI smoke)")
+    parser.add_argument("--scheduling", action="store_true", help="only the scheduling benchmark")
+    parser.add_argument("--no-scheduling", action="store_true", help="skip the scheduling benchmark")
     args = parser.parse_args()
     quick = args.quick or os.environ.get("CORRAL_BENCH_QUICK") == "1"
+    if args.scheduling:
+        bench_scheduling(400 if quick else 2000)
+        return
     n_ttft, n_jobs, n_kills = (30, 300, 3) if quick else (200, 3000, 20)
 
     ttft = bench_ttft(n_ttft)
@@ -73,6 +79,8 @@ def main() -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    if not args.no_scheduling:
+        bench_scheduling(400 if quick else 2000)
 
 
 if __name__ == "__main__":

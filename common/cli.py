@@ -302,7 +302,8 @@ def render(kind: str, body: dict[str, Any]) -> str:
     if kind == "jobs":
         return jobs_table(body)
     if kind == "queues":
-        return table([[q["model"], str(q["queued"])] for q in body["queues"]], ["MODEL", "QUEUED"])
+        rows = [[q["model"], str(q["queued"]), str(q.get("running", 0))] for q in body["queues"]]
+        return table(rows, ["MODEL", "QUEUED", "RUNNING"])
     return json.dumps(body, indent=2)
 
 

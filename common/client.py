@@ -34,6 +34,7 @@ from .schemas import TERMINAL_EVENTS, TERMINAL_STATUSES, JobRequest, JobView
 
 NDJSON = {"Accept": "application/x-ndjson"}
 STREAM_TIMEOUT = httpx.Timeout(30, read=None)
+BATCH_SIZE = 1000  # jobs per POST /jobs/batch (the API's CORRAL_MAX_BATCH default)
 
 
 def job_body(
@@ -160,13 +161,14 @@ class Client:
         raise_for(response)
         return Job(self, response.json()["id"])
 
-    def submit_many(self, jobs: list[dict[str, Any]]) -> list[Job]:
-        """Queue several jobs (each a ``POST /jobs`` body)."""
+    def submit_many(self, jobs: list[dict[str, Any]], batch_size: int = BATCH_SIZE) -> list[Job]:
+        """Queue several jobs (each a ``POST /jobs`` body) through ``POST /jobs/batch``, ``batch_size`` per
+        request: each request is all or nothing (an error names the job's index within it)."""
         handles = []
-        for body in jobs:
-            response = self.http.post("/jobs", json=body)
+        for start in range(0, len(jobs), batch_size):
+            response = self.http.post("/jobs/batch", json={"jobs": jobs[start : start + batch_size]})
             raise_for(response)
-            handles.append(Job(self, response.json()["id"]))
+            handles += [Job(self, item["id"]) for item in response.json()["jobs"]]
         return handles
 
     def job(self, job_id: str) -> Job:

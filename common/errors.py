@@ -43,8 +43,9 @@ class PayloadTooLarge(InvalidRequest):
 class ModelNotFound(CorralError):
     code = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"model '{model}' not found", model=model)
+    def __init__(self, model: str, index: int | None = None) -> None:
+        where = "" if index is None else f"jobs[{index}]: "
+        super().__init__(f"{where}model '{model}' not found", model=model)
         self.model = model
 
 

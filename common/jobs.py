@@ -20,7 +20,7 @@ from typing import Any
 
 from . import keys
 from .errors import JobNotFound, QueueFull, RateLimited
-from .schemas import RQ_TO_STATUS, JobRequest, JobView, Submitted
+from .schemas import ANONYMOUS, RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
 
 # The only functions a worker ever runs; anything else found in a job is refused, never imported.
@@ -59,6 +59,8 @@ class Limits:
     max_queue: int = 0
     history_ttl: int = 86400
     history_max: int = 100_000
+    cold_delay: float = 0.0
+    warm_ttl: float = 6.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -72,6 +74,8 @@ class Limits:
             max_queue=settings.max_queue,
             history_ttl=settings.history_ttl,
             history_max=settings.history_max,
+            cold_delay=settings.cold_delay,
+            warm_ttl=settings.heartbeat_ttl,
         )
 
 
@@ -86,6 +90,8 @@ class PreparedJob:
     created: float = field(default_factory=time.time)
     owner: str = ""
     max_jobs: int = 0
+    priority: str = "normal"
+    submitter: str = ANONYMOUS
 
 
 def prepare_job(
@@ -116,6 +122,8 @@ def prepare_job(
         "seq": "1",
         "max_attempts": str(limits.max_retries + 1),
         "run_timeout": f"{timeout:g}",
+        "priority": request.priority,
+        "submitter": request.submitter or ANONYMOUS,
     }
     queue_timeout = request.queue_timeout or limits.queue_timeout
     deadline = time.time() + queue_timeout if queue_timeout else 0.0
@@ -125,19 +133,48 @@ def prepare_job(
         mapping["owner"] = owner  # the id of the API key that created the job (tenancy)
     queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
     return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline,
-                       owner=owner, max_jobs=max_jobs if owner else 0)  # fmt: skip
+                       owner=owner, max_jobs=max_jobs if owner else 0, priority=request.priority,
+                       submitter=request.submitter or ANONYMOUS)  # fmt: skip
+
+
+JOB_BLOCK = 9  # arguments per job in ENQUEUE / ENQUEUE_BATCH
+
+
+def job_block(job: PreparedJob) -> list[Any]:
+    """A job's block of ENQUEUE / ENQUEUE_BATCH arguments: id, event, deadline, model, priority, submitter,
+    created (epoch s), owner, and the job hash as one JSON object of strings (far cheaper to send than 2N)."""
+    mapping = json.dumps(job.mapping, separators=(",", ":"))
+    return [job.id, job.queued_event, job.deadline or 0, job.model, job.priority, job.submitter,
+            repr(job.created), job.owner, mapping]  # fmt: skip
 
 
 def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
-    script_keys = [keys.job_key(job.id), keys.queue_key(job.model), keys.RQ_QUEUES, keys.events_key(job.id),
-                   keys.DEADLINES, keys.STATS, keys.HISTORY, keys.RECENT_JOBS,
-                   keys.owner_jobs_key(job.owner or "-")]  # fmt: skip
-    args: list[Any] = [job.id, limits.max_queue, job.queued_event, limits.events_maxlen, limits.events_ttl_ms,
-                       keys.wake_channel(job.model), keys.chunks_channel(job.id), job.deadline or 0,
-                       repr(job.created), repr(job.created - limits.history_ttl), limits.history_max,
-                       json.dumps(job.mapping, separators=(",", ":")), job.max_jobs]  # fmt: skip
-    return script_keys, args
+    return [keys.queue_key(job.model)], [*_script_head(limits, job.max_jobs), *job_block(job)]
+
+
+def _script_head(limits: Limits, max_jobs: int) -> list[Any]:
+    return [limits.max_queue, limits.events_maxlen, limits.events_ttl_ms,
+            repr(time.time() - limits.history_ttl), limits.history_max, max_jobs]  # fmt: skip
+
+
+def batch_arguments(jobs: list[PreparedJob], limits: Limits) -> list[Any]:
+    """ARGV of the ENQUEUE_BATCH script: the limits, then every job's block (all of one owner)."""
+    args: list[Any] = _script_head(limits, jobs[0].max_jobs if jobs else 0)
+    for job in jobs:
+        args += job_block(job)
+    return args
+
+
+def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted]:
+    """The answers of ENQUEUE_BATCH; a model queue the batch would overfill raises ``QueueFull`` and a used-up
+    job quota ``RateLimited`` (nothing written either way)."""
+    if reply and int(reply[0]) == -2:
+        submitted(jobs[0], reply)  # raises
+    if reply and int(reply[0]) < 0:
+        model = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        raise QueueFull(model, int(reply[2]))
+    return [submitted(job, [n]) for job, n in zip(jobs, reply, strict=True)]
 
 
 def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
@@ -172,7 +209,9 @@ def _iso(value: str | None) -> str | None:
     return value if value.endswith("Z") else value + "Z"
 
 
-def job_view(job_id: str, raw: dict[Any, Any], position: int | None = None) -> JobView:
+def job_view(
+    job_id: str, raw: dict[Any, Any], position: int | None = None, eta: str | None = None
+) -> JobView:
     """Turn a job hash (HGETALL) into the public view."""
     if not raw:
         raise JobNotFound(job_id)
@@ -192,6 +231,9 @@ def job_view(job_id: str, raw: dict[Any, Any], position: int | None = None) -> J
         worker=get("worker_name") or None,
         queue=get("origin") or "",
         queue_position=position if status == "queued" else None,
+        estimated_start_at=eta if status == "queued" else None,
+        priority=get("priority") or "normal",
+        submitter=get("submitter"),
         created_at=_iso(get("created_at")),
         enqueued_at=_iso(get("enqueued_at")),
         started_at=_iso(get("started_at")) if status != "queued" else None,

@@ -86,3 +86,34 @@ def rate_key(key_id: str) -> str:
 def owner_jobs_key(key_id: str) -> str:
     """Set of the job ids an API key has queued or running: what its concurrent-job quota counts."""
     return f"corral:owner:{key_id}:active"
+
+
+# -- scheduling (docs/scheduling.md) -------------------------------------------------------------------------------
+PRIORITIES = ("high", "normal", "low")  # popped in this order
+SUBQUEUE_PREFIX = "corral:sq:"  # list per (model, priority, submitter): the fair-share index of queued ids
+ACTIVE_PREFIX = (
+    "corral:active:"  # zset per (model, priority): submitter -> virtual start time of its next job
+)
+VTIME = "corral:vtime"  # hash "<model>|<priority>" -> virtual time of the job last popped
+WEIGHTS = "corral:weights"  # hash submitter -> fair-share weight (default 1)
+WARM_PREFIX = "corral:warm:"  # zset per model: worker -> time its claim to have the model loaded expires
+STARTS_PREFIX = "corral:starts:"  # list per model: times of its latest job starts, newest first (for the ETA)
+RUNNING = "corral:running"  # hash model -> jobs running now
+
+
+def subqueue_key(model: str, priority: str, submitter: str) -> str:
+    """A submitter's queued job ids for one model and priority, oldest first."""
+    return f"{SUBQUEUE_PREFIX}{model}|{priority}|{submitter}"
+
+
+def active_key(model: str, priority: str) -> str:
+    """The submitters with queued jobs for one model and priority, scored by virtual start time."""
+    return f"{ACTIVE_PREFIX}{model}|{priority}"
+
+
+def warm_key(model: str) -> str:
+    return WARM_PREFIX + model
+
+
+def starts_key(model: str) -> str:
+    return STARTS_PREFIX + model

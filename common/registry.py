@@ -80,6 +80,7 @@ def heartbeat_commands(pipe: Any, info: WorkerInfo, ttl: float, dropped_models: 
         dropped_models = dropped_models | set(info.models)
     for model in dropped_models:
         pipe.zrem(keys.model_workers_key(model), info.id)
+        pipe.zrem(keys.warm_key(model), info.id)
 
 
 def deregister_commands(pipe: Any, worker_id: str, models: list[str]) -> None:
@@ -87,6 +88,7 @@ def deregister_commands(pipe: Any, worker_id: str, models: list[str]) -> None:
     pipe.zrem(keys.WORKERS, worker_id)
     for model in models:
         pipe.zrem(keys.model_workers_key(model), worker_id)
+        pipe.zrem(keys.warm_key(model), worker_id)
 
 
 async def deregister_async(client: Any, worker_id: str, models: list[str]) -> None:

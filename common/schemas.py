@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import InvalidRequest, PayloadTooLarge
 from .inputs import check_image, check_options
 from .names import normalise_model
 
 JobKind = Literal["generate", "chat", "embed", "show"]
+Priority = Literal["high", "normal", "low"]
+ANONYMOUS = "anonymous"  # the submitter of a job that names none
+SUBMITTER_PATTERN = r"^[^\s|]{1,128}$"
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_EVENTS = frozenset({"done", "error", "cancelled"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -71,6 +74,15 @@ class JobRequest(BaseModel):
     )
     wait: bool = Field(False, description="queue even when no live worker has the model yet")
     stream: bool = Field(False, description="answer with the job's event stream instead of 202 + id")
+    priority: Priority = Field(
+        "normal", description="high jobs of a model start before normal, normal before low"
+    )
+    submitter: str | None = Field(
+        None,
+        validation_alias=AliasChoices("submitter", "user"),
+        pattern=SUBMITTER_PATTERN,
+        description="who the job is for, for fair share (also `user`, or the X-Corral-User header)",
+    )
 
     @field_validator("model")
     @classmethod
@@ -130,7 +142,8 @@ class JobRequest(BaseModel):
     def ollama_body(self) -> dict[str, Any]:
         """The body the worker posts to Ollama (streaming for generate and chat)."""
         body = self.model_dump(
-            exclude_none=True, exclude={"kind", "timeout", "queue_timeout", "wait", "stream"}
+            exclude_none=True,
+            exclude={"kind", "timeout", "queue_timeout", "wait", "stream", "priority", "submitter"},
         )
         if self.kind in ("generate", "chat"):
             body["stream"] = True
@@ -147,7 +160,12 @@ class JobView(BaseModel):
     attempt: int
     worker: str | None = None
     queue: str
-    queue_position: int | None = None
+    queue_position: int | None = Field(
+        None, description="jobs expected to start before this one (priorities and fair share counted)"
+    )
+    estimated_start_at: str | None = Field(None, description="from the model's recent job start rate")
+    priority: Priority = "normal"
+    submitter: str | None = None
     created_at: str | None = None
     enqueued_at: str | None = None
     started_at: str | None = None
@@ -171,3 +189,17 @@ class Submitted(BaseModel):
     queue: str
     queue_position: int
     attempt: int = 1
+
+
+class BatchRequest(BaseModel):
+    """What ``POST /jobs/batch`` takes: jobs validated all together, enqueued all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobRequest] = Field(min_length=1, description="job requests as for POST /jobs (no `stream`)")
+
+
+class BatchSubmitted(BaseModel):
+    """What ``POST /jobs/batch`` answers (202): the jobs in the order given."""
+
+    jobs: list[Submitted]

@@ -14,6 +14,8 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from . import keys
+from .jobs import JOB_BLOCK
+from .schedule import POSITION_SRC, SCHED_LUA, STARTS_KEPT
 
 _EMIT = f"""
 local function emit(jk, id, attempt, body, maxlen, ttl_ms)
@@ -28,29 +30,65 @@ end
 """
 
 # KEYS: inflight list, then the queue keys in the order to try.
-# ARGV: worker id, now (RQ time format), events maxlen, events ttl ms.
-# Returns {id, attempt, data, timeout, model, enqueued_at} or false. Skips ids whose job is gone or no longer
+# ARGV: worker id, now (RQ time format), events maxlen, events ttl ms, warm flags (one '1'/'0' per queue key:
+#       whether this worker has the model loaded), cold delay s, warm claim ttl s.
+# Returns {id, attempt, data, timeout, model, enqueued_at}; or, when only jobs a cold worker must not take yet
+# are queued, the milliseconds until the first may be taken; or false. Skips ids whose job is gone or no longer
 # queued.
 POP_SRC = (
     _EMIT
+    + SCHED_LUA
     + f"""
-for i = 2, #KEYS do
+local function start(jk, id, st, m)
+  local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
+  redis.call('RPUSH', KEYS[1], id)
+  redis.call('ZREM', '{keys.DEADLINES}', id)
+  redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
+             'last_heartbeat', ARGV[2], 'attempt', attempt)
+  emit(jk, id, attempt, '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
+  local sk = '{keys.STARTS_PREFIX}' .. m
+  redis.call('LPUSH', sk, string.format('%.3f', clock()))
+  redis.call('LTRIM', sk, 0, {STARTS_KEPT - 1})
+  redis.call('HINCRBY', '{keys.RUNNING}', m, 1)
+  return {{id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or ''}}
+end
+local function take(qkey, m)
   for _ = 1, 100 do
-    local id = redis.call('LPOP', KEYS[i])
-    if not id then break end
-    local jk = '{keys.RQ_JOB_PREFIX}' .. id
-    local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model', 'enqueued_at')
-    if st[1] == 'queued' then
-      local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
-      redis.call('RPUSH', KEYS[1], id)
-      redis.call('ZREM', '{keys.DEADLINES}', id)
-      redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
-                 'last_heartbeat', ARGV[2], 'attempt', attempt)
-      emit(jk, id, attempt, '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
-      return {{id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or ''}}
+    local id = index_pop(m)
+    if id then
+      if redis.call('LREM', qkey, 1, id) == 0 then id = false end  -- no longer queued: skip
+    else
+      id = redis.call('LPOP', qkey)  -- a job outside the index (pushed by RQ's own tools)
+      if not id then return nil end
+    end
+    if id then
+      local jk = '{keys.RQ_JOB_PREFIX}' .. id
+      local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model', 'enqueued_at')
+      if st[1] == 'queued' then return start(jk, id, st, m) end
     end
   end
+  return nil
 end
+local now = clock()
+local qp = #'{keys.queue_key("")}' + 1
+for i = 2, #KEYS do
+  if string.sub(ARGV[5], i - 1, i - 1) == '1' then
+    redis.call('ZADD', '{keys.WARM_PREFIX}' .. string.sub(KEYS[i], qp), now + tonumber(ARGV[7]), ARGV[1])
+  end
+end
+local wait = nil
+for i = 2, #KEYS do
+  local m = string.sub(KEYS[i], qp)
+  local left = 0
+  if string.sub(ARGV[5], i - 1, i - 1) ~= '1' then left = cold_wait(m, KEYS[i], now, tonumber(ARGV[6])) end
+  if left == 0 then
+    local job = take(KEYS[i], m)
+    if job then return job end
+  elseif left > 0 and (wait == nil or left < wait) then
+    wait = left
+  end
+end
+if wait then return math.ceil(wait * 1000) end
 return false
 """
 )
@@ -77,8 +115,9 @@ FINISH_SRC = (
     _EMIT
     + f"""
 redis.call('LREM', KEYS[2], 0, ARGV[1])
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'model')
 if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'started' then return 0 end
+if cur[4] then redis.call('HINCRBY', '{keys.RUNNING}', cur[4], -1) end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ended_at', ARGV[5])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
@@ -98,11 +137,14 @@ return 1
 # Returns {'requeued', attempt} | {'failed', attempt} | {'skipped'}.
 REQUEUE_SRC = (
     _EMIT
+    + SCHED_LUA
     + f"""
 redis.call('LREM', KEYS[2], 0, ARGV[1])
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'origin')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'origin', 'model', 'priority',
+                      'submitter')
 if cur[3] ~= 'started' then return {{'skipped'}} end
 if (ARGV[2] ~= '' and cur[1] ~= ARGV[2]) or (ARGV[3] ~= '' and cur[2] ~= ARGV[3]) then return {{'skipped'}} end
+if cur[5] then redis.call('HINCRBY', '{keys.RUNNING}', cur[5], -1) end
 local attempt = tonumber(cur[1])
 local reason = cjson.encode(ARGV[4])
 if ARGV[10] == '1' and ARGV[5] ~= '' and attempt >= tonumber(ARGV[5]) then
@@ -119,8 +161,8 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', next_attempt, 'enqueu
 redis.call('HDEL', KEYS[1], 'worker_name', 'started_at', 'cancel')
 emit(KEYS[1], ARGV[1], next_attempt, '{{"type":"retry","reason":' .. reason .. '}}', ARGV[7], ARGV[8])
 redis.call('LPUSH', '{keys.RQ_QUEUE_PREFIX}' .. cur[4], ARGV[1])
-local model = redis.call('HGET', KEYS[1], 'model')
-redis.call('PUBLISH', '{keys.wake_channel("")}' .. model, ARGV[1])
+if cur[5] and cur[6] and cur[7] then index_push(cur[5], cur[6], cur[7], ARGV[1], true) end
+redis.call('PUBLISH', '{keys.wake_channel("")}' .. (cur[5] or ''), ARGV[1])
 redis.call('HINCRBY', '{keys.STATS}', 'requeued', 1)
 return {{'requeued', next_attempt}}
 """
@@ -131,11 +173,14 @@ return {{'requeued', next_attempt}}
 # (the worker stops it), {status} when it has already ended, {'missing'} when there is no such job.
 CANCEL_SRC = (
     _EMIT
+    + SCHED_LUA
     + f"""
-local st = redis.call('HMGET', KEYS[1], 'status', 'worker_name', 'attempt', 'origin')
+local st = redis.call('HMGET', KEYS[1], 'status', 'worker_name', 'attempt', 'origin', 'model', 'priority',
+                      'submitter')
 if not st[1] then return {{'missing'}} end
 if st[1] == 'queued' then
   redis.call('LREM', '{keys.RQ_QUEUE_PREFIX}' .. st[4], 0, ARGV[1])
+  index_remove(st[5], st[6], st[7], ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
   redis.call('HINCRBY', '{keys.STATS}', 'finished:canceled', 1)
   emit(KEYS[1], ARGV[1], st[3], '{{"type":"cancelled","reason":"cancelled while queued"}}', ARGV[3], ARGV[4])
@@ -180,11 +225,14 @@ class LuaScript:
 # Fails a job still queued when its queue-wait deadline has passed. Returns 1 when it expired the job.
 EXPIRE_QUEUED_SRC = (
     _EMIT
+    + SCHED_LUA
     + f"""
 redis.call('ZREM', KEYS[2], ARGV[1])
-local st = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'origin', 'queue_timeout')
+local st = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'origin', 'queue_timeout', 'model', 'priority',
+                      'submitter')
 if st[1] ~= 'queued' then return 0 end
 redis.call('LREM', '{keys.RQ_QUEUE_PREFIX}' .. st[3], 0, ARGV[1])
+index_remove(st[5], st[6], st[7], ARGV[1])
 local err = 'expired: not started within ' .. (st[4] or '?') .. 's in the queue'
 redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[2], 'error', err)
 redis.call('HINCRBY', '{keys.STATS}', 'expired', 1)
@@ -195,55 +243,117 @@ return 1
 """
 )
 
-# KEYS: job hash, model queue, rq:queues, events stream, deadlines zset, stats hash, history zset, recent list,
-#       owner's active-jobs set.
-# ARGV: id, max queue (0 = none), queued event, maxlen, events ttl ms, wake channel, chunks channel, deadline
-#       (0 = none), created (epoch s), history min score, history max count, the job hash as a JSON object
-#       of strings (one argument: far cheaper to send than 2N), owner's quota of queued + running jobs (0 = none).
-# Returns {queue length after the push}, {-1, current length} when the queue is full or {-2, active jobs} when
-# the owner's quota is used up (nothing written either way; ended jobs leave the owner's set here, lazily).
-ENQUEUE_SRC = """
-local limit = tonumber(ARGV[2])
-if limit > 0 then
-  local depth = redis.call('LLEN', KEYS[2])
-  if depth >= limit then return {-1, depth} end
-end
-local quota = tonumber(ARGV[13])
-if quota > 0 then
-  local active = 0
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
-    local st = redis.call('HGET', 'RQ_JOB_PREFIX' .. id, 'status')
-    if st == 'queued' or st == 'started' then active = active + 1 else redis.call('SREM', KEYS[9], id) end
+# Lua: write one queued job (hash, RQ list, fair-share index, queued event, wake-up, deadline, history, recent
+# list, owner's active set). a: index in ARGV of the job's block (common.jobs.job_block): id, queued event,
+# deadline (0 = none), model, priority, submitter, created (epoch s), owner ('' = none), the job hash as a JSON
+# object of strings. Returns the model queue's length after the push.
+_PUSH_JOB = (
+    SCHED_LUA
+    + f"""
+local function push_job(a, maxlen, ttl_ms, track_owner)
+  local id, m = ARGV[a], ARGV[a + 3]
+  local jk, qk = '{keys.RQ_JOB_PREFIX}' .. id, '{keys.queue_key("")}' .. m
+  local sk = '{keys.events_key("")}' .. id
+  local flat = {{}}
+  for field, value in pairs(cjson.decode(ARGV[a + 8])) do
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
   end
-  if active >= quota then return {-2, active} end
+  redis.call('HSET', jk, unpack(flat))
+  redis.call('HSET', jk, 'enq_ts', string.format('%.6f', clock()))
+  local n = redis.call('RPUSH', qk, id)
+  index_push(m, ARGV[a + 4], ARGV[a + 5], id, false)
+  redis.call('SADD', '{keys.RQ_QUEUES}', qk)
+  redis.call('XADD', sk, 'MAXLEN', '~', maxlen, '1-0', 'e', ARGV[a + 1])
+  redis.call('PEXPIRE', sk, ttl_ms)
+  redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ARGV[a + 1])
+  redis.call('PUBLISH', '{keys.wake_channel("")}' .. m, id)
+  if tonumber(ARGV[a + 2]) > 0 then redis.call('ZADD', '{keys.DEADLINES}', ARGV[a + 2], id) end
+  redis.call('ZADD', '{keys.HISTORY}', ARGV[a + 6], id)
+  redis.call('LPUSH', '{keys.RECENT_JOBS}', id)
+  if track_owner then
+    local ok = '{keys.owner_jobs_key("")}' .. ARGV[a + 7]
+    redis.call('SADD', ok, id)
+    redis.call('PEXPIRE', ok, ttl_ms)
+  end
+  return n
 end
-local flat = {}
-for field, value in pairs(cjson.decode(ARGV[12])) do
-  flat[#flat + 1] = field
-  flat[#flat + 1] = value
+-- the owner's queued + running jobs, plus adding, over the quota? (ended jobs leave the owner's set here, lazily)
+local function over_quota(owner, quota, adding)
+  if quota <= 0 or owner == '' then return false end
+  local ok = '{keys.owner_jobs_key("")}' .. owner
+  local active = 0
+  for _, id in ipairs(redis.call('SMEMBERS', ok)) do
+    local st = redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. id, 'status')
+    if st == 'queued' or st == 'started' then active = active + 1 else redis.call('SREM', ok, id) end
+  end
+  if active + adding > quota then return active end
+  return false
 end
-redis.call('HSET', KEYS[1], unpack(flat))
-local n = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], KEYS[2])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '1-0', 'e', ARGV[3])
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
-redis.call('PUBLISH', ARGV[7], ARGV[3])
-redis.call('PUBLISH', ARGV[6], ARGV[1])
-if tonumber(ARGV[8]) > 0 then redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1]) end
-redis.call('HINCRBY', KEYS[6], 'submitted', 1)
-redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[10])
-if redis.call('ZCARD', KEYS[7]) > tonumber(ARGV[11]) then
-  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[11]) - 1)
+local function trim_lists()
+  redis.call('ZREMRANGEBYSCORE', '{keys.HISTORY}', '-inf', '(' .. ARGV[4])
+  local extra = redis.call('ZCARD', '{keys.HISTORY}') - tonumber(ARGV[5])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', '{keys.HISTORY}', 0, extra - 1) end
+  redis.call('LTRIM', '{keys.RECENT_JOBS}', 0, {keys.RECENT_JOBS_MAX - 1})
 end
-redis.call('LPUSH', KEYS[8], ARGV[1])
-redis.call('LTRIM', KEYS[8], 0, RECENT_LAST)
-if quota > 0 then
-  redis.call('SADD', KEYS[9], ARGV[1])
-  redis.call('PEXPIRE', KEYS[9], ARGV[5])
+"""
+)
+
+# KEYS: the model queue.  ARGV: max queue (0 = none), events maxlen, events ttl ms, history min score, history
+# max count, owner's quota of queued + running jobs (0 = none), then one job block (above).
+# Returns {queue length after the push}, {-1, current length} when the queue is full or {-2, active jobs} when
+# the owner's quota is used up (nothing written either way).
+ENQUEUE_SRC = (
+    _PUSH_JOB
+    + f"""
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local depth = redis.call('LLEN', KEYS[1])
+  if depth >= limit then return {{-1, depth}} end
 end
-return {n}
-""".replace("RECENT_LAST", str(keys.RECENT_JOBS_MAX - 1)).replace("RQ_JOB_PREFIX", keys.RQ_JOB_PREFIX)
+local quota = tonumber(ARGV[6])
+local active = over_quota(ARGV[14], quota, 1)
+if active then return {{-2, active}} end
+local n = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '')
+trim_lists()
+redis.call('HINCRBY', '{keys.STATS}', 'submitted', 1)
+return {{n}}
+"""
+)
+
+# KEYS: none.  ARGV: as ENQUEUE's first six, then the blocks of every job (all of one owner). All or nothing:
+# returns {-1, model, depth} when one model queue would pass the limit, {-2, active} when the owner's quota
+# would (nothing written either way), else {queue length after each push...}.
+ENQUEUE_BATCH_SRC = (
+    _PUSH_JOB
+    + f"""
+local limit = tonumber(ARGV[1])
+local count = (#ARGV - 6) / {JOB_BLOCK}
+if limit > 0 then
+  local extra = {{}}
+  for a = 7, #ARGV, {JOB_BLOCK} do
+    local m = ARGV[a + 3]
+    extra[m] = (extra[m] or 0) + 1
+  end
+  for m, k in pairs(extra) do
+    local depth = redis.call('LLEN', '{keys.queue_key("")}' .. m)
+    if depth + k > limit then return {{-1, m, depth}} end
+  end
+end
+local quota = tonumber(ARGV[6])
+local owner = ''
+if count > 0 then owner = ARGV[7 + 7] end
+local active = over_quota(owner, quota, count)
+if active then return {{-2, active}} end
+local out = {{}}
+for a = 7, #ARGV, {JOB_BLOCK} do
+  out[#out + 1] = push_job(a, ARGV[2], ARGV[3], quota > 0 and owner ~= '')
+end
+trim_lists()
+redis.call('HINCRBY', '{keys.STATS}', 'submitted', #out)
+return out
+"""
+)
 
 RELEASE_LOCK_SRC = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -257,4 +367,6 @@ REQUEUE = LuaScript(REQUEUE_SRC)
 CANCEL = LuaScript(CANCEL_SRC)
 EXPIRE_QUEUED = LuaScript(EXPIRE_QUEUED_SRC)
 ENQUEUE = LuaScript(ENQUEUE_SRC)
+ENQUEUE_BATCH = LuaScript(ENQUEUE_BATCH_SRC)
+POSITION = LuaScript(POSITION_SRC)
 RELEASE_LOCK = LuaScript(RELEASE_LOCK_SRC)

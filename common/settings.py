@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         10000, ge=0, description="queued jobs per model before new ones are refused; 0 = no limit"
     )
+    cold_delay: float = Field(
+        2.0,
+        ge=0,
+        description="seconds a job waits for a worker with its model loaded before a cold one takes it",
+    )
+    max_batch: int = Field(1000, ge=1, le=100_000, description="jobs per POST /jobs/batch")
     janitor_interval: float = Field(1.0, gt=0, description="seconds between janitor passes")
     max_retries: int = Field(3, ge=0, description="re-queues after a worker died before a job fails")
     result_ttl: int = Field(86400, ge=1, description="seconds a finished job and its events are kept")

@@ -20,17 +20,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .simulator import (
-    ApiError,
-    Generation,
-    Loaded,
-    SimConfig,
-    Simulator,
-    build_app,
-    config_from_args,
-    embedding_of,
-)
-from .simulator import parse_args as parse_args
+from .simulator.app import build_app
+from .simulator.command import config_from_args
+from .simulator.command import parse_args as parse_args
+from .simulator.generation import Generation
+from .simulator.model import ApiError, Loaded, SimConfig, Simulator, embedding_of
 
 ERROR_TYPES = {
     400: "BadRequestError",

@@ -19,6 +19,9 @@ from .fastredis import FastRedis
 from .jobs import (
     Limits,
     PoppedJob,
+    PreparedJob,
+    batch_arguments,
+    batch_submitted,
     decode_popped,
     enqueue_arguments,
     job_view,
@@ -26,6 +29,7 @@ from .jobs import (
     rq_now,
     submitted,
 )
+from .schedule import decode_position, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
 Call = tuple[scripts.LuaScript, list[str], list[Any]]
@@ -57,18 +61,41 @@ def _requeue_outcome(reply: list[Any]) -> tuple[str, int]:
     return _word(reply[0]), int(reply[1]) if len(reply) > 1 else 0
 
 
+def _popped(reply: Any, default_timeout: float) -> tuple[PoppedJob | None, float]:
+    """POP's reply → (the job, or None and the seconds until a cold worker may take one; 0 = nothing queued)."""
+    if isinstance(reply, int):
+        return None, reply / 1000
+    return (decode_popped(reply, default_timeout) if reply else None), 0.0
+
+
+def _unserved(requests: list[JobRequest], served: list[bool]) -> None:
+    for index, (request, ok) in enumerate(zip(requests, served, strict=True)):
+        if not ok and not request.wait:
+            raise ModelNotFound(request.model, index=index)
+
+
 class _Calls:
     """The script calls of the job lifecycle: (script, keys, args), built once for both front-ends."""
 
     limits: Limits
+    redis: Any
 
     def _event_args(self) -> list[Any]:
         return [self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl]
 
-    def _pop(self, worker_id: str, models: list[str]) -> Call:
+    def _pop(self, worker_id: str, models: list[str], warm: set[str] | None) -> Call:
         queue_keys = [keys.queue_key(m) for m in models]
-        args = [worker_id, rq_now(), self.limits.events_maxlen, self.limits.events_ttl_ms]
+        flags = "1" * len(models) if warm is None else warm_flags(models, warm)
+        limits = self.limits
+        args = [worker_id, rq_now(), limits.events_maxlen, limits.events_ttl_ms, flags, limits.cold_delay,
+                limits.warm_ttl]  # fmt: skip
         return scripts.POP, [keys.inflight_key(worker_id), *queue_keys], args
+
+    def _prepare_batch(
+        self, requests: list[JobRequest], owner: str, max_jobs: int
+    ) -> tuple[list[PreparedJob], list[Any]]:
+        jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
+        return jobs, batch_arguments(jobs, self.limits)
 
     def _emit(self, job: PoppedJob, worker_id: str, bodies: tuple[str, ...]) -> Call:
         args = [
@@ -143,11 +170,17 @@ class JobStore(_Calls):
 
     def get(self, job_id: str) -> JobView:
         raw = self.redis.hgetall(keys.job_key(job_id))
-        position = None
+        place = None
         if raw.get(b"status") == b"queued":
-            origin = raw.get(b"origin", b"").decode()
-            position = self.redis.lpos(keys.RQ_QUEUE_PREFIX + origin, job_id)
-        return job_view(job_id, raw, position)
+            place = decode_position(scripts.POSITION(self.redis, [], [job_id]))
+        return job_view(job_id, raw, *(place or (None, None)))
+
+    def enqueue_many(self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0) -> list[Submitted]:
+        """Enqueue jobs all or none, in one round trip (plus one to check their models are served)."""
+        served = {m: self.model_is_served(m) for m in {r.model for r in requests}}
+        _unserved(requests, [served[r.model] for r in requests])
+        jobs, args = self._prepare_batch(requests, owner, max_jobs)
+        return batch_submitted(jobs, scripts.ENQUEUE_BATCH(self.redis, [], args))
 
     def events(self, job_id: str, after: int = -1, count: int | None = None) -> list[dict[str, Any]]:
         entries = self.redis.xrange(keys.events_key(job_id), f"{after + 2}-0", "+", count=count)
@@ -156,9 +189,16 @@ class JobStore(_Calls):
     def cancel(self, job_id: str) -> str:
         return _cancel_outcome(job_id, self._run(self._cancel(job_id)))
 
-    def pop(self, worker_id: str, models: list[str]) -> PoppedJob | None:
-        reply = self._run(self._pop(worker_id, models)) if models else None
-        return decode_popped(reply, self.limits.job_timeout) if reply else None
+    def pop(self, worker_id: str, models: list[str], warm: set[str] | None = None) -> PoppedJob | None:
+        """Take the next job of ``models`` (in that order); ``warm``: the models this worker has loaded
+        (None: all), the others only after the cold delay."""
+        return self.pop_scheduled(worker_id, models, warm)[0]
+
+    def pop_scheduled(
+        self, worker_id: str, models: list[str], warm: set[str] | None
+    ) -> tuple[PoppedJob | None, float]:
+        reply = self._run(self._pop(worker_id, models, warm)) if models else None
+        return _popped(reply, self.limits.job_timeout)
 
     def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
         """Publish events of a running job, in one round trip. -1: fenced off, 1: cancel asked, 0: carry on."""
@@ -233,11 +273,19 @@ class AsyncJobStore(_Calls):
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))
-        position = None
+        place = None
         if raw.get(b"status") == b"queued":
-            origin = raw.get(b"origin", b"").decode()
-            position = await self.redis.lpos(keys.RQ_QUEUE_PREFIX + origin, job_id)
-        return job_view(job_id, raw, position)
+            place = decode_position(await scripts.POSITION.call_async(self.redis, [], [job_id]))
+        return job_view(job_id, raw, *(place or (None, None)))
+
+    async def enqueue_many(
+        self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0
+    ) -> list[Submitted]:
+        """Enqueue jobs all or none, in one round trip (plus one per model not known to be served)."""
+        served = {m: await self.model_is_served(m) for m in {r.model for r in requests}}
+        _unserved(requests, [served[r.model] for r in requests])
+        jobs, args = self._prepare_batch(requests, owner, max_jobs)
+        return batch_submitted(jobs, await scripts.ENQUEUE_BATCH.call_async(self.scripts_client, [], args))
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))
@@ -256,9 +304,14 @@ class AsyncJobStore(_Calls):
     async def cancel(self, job_id: str) -> str:
         return _cancel_outcome(job_id, await self._run(self._cancel(job_id)))
 
-    async def pop(self, worker_id: str, models: list[str]) -> PoppedJob | None:
-        reply = await self._run(self._pop(worker_id, models)) if models else None
-        return decode_popped(reply, self.limits.job_timeout) if reply else None
+    async def pop(self, worker_id: str, models: list[str], warm: set[str] | None = None) -> PoppedJob | None:
+        return (await self.pop_scheduled(worker_id, models, warm))[0]
+
+    async def pop_scheduled(
+        self, worker_id: str, models: list[str], warm: set[str] | None
+    ) -> tuple[PoppedJob | None, float]:
+        reply = await self._run(self._pop(worker_id, models, warm)) if models else None
+        return _popped(reply, self.limits.job_timeout)
 
     async def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
         return int(await self._run(self._emit(job, worker_id, bodies)))

@@ -26,6 +26,7 @@ from common.fastredis import fast_redis, pubsub_connection
 from common.janitor import Janitor
 from common.jobs import Limits, PoppedJob
 from common.names import normalise_model
+from common.schedule import pop_order
 from common.settings import Settings
 from common.store import AsyncJobStore, JobStore
 
@@ -77,12 +78,15 @@ class Worker:
         )
         self._dropped: set[str] = set()
         self._rotation = 0
+        self.recent: dict[str, float] = {}  # model -> when this worker last started one of its jobs
+        self.claimed: set[str] = set()  # models this worker has told the pop it has loaded
 
     # -- models and heartbeat -----------------------------------------------------------------------------
     async def refresh_models(self) -> None:
         """Read /api/tags and /api/ps; on failure keep the last list and mark this host unhealthy."""
         try:
             tags = await self.ollama.list_models()
+            asked = time.monotonic()
             ps = await self.ollama.loaded_models()
         except BackendError as exc:
             if not self._ollama_down:
@@ -110,9 +114,33 @@ class Worker:
         self.local_names.clear()
         self.local_names.update(mapping)
         self.models = models
-        self.loaded = sorted(normalise_model(n) for n in loaded)
+        self.set_loaded(loaded, asked)
         self.healthy = True
         self.wake.set()
+
+    def set_loaded(self, names: list[str], asked: float) -> None:
+        """What /api/ps said; jobs started since the question was asked still count as warm."""
+        self.loaded = sorted(normalise_model(n) for n in names)
+        self.recent = {m: t for m, t in self.recent.items() if t >= asked}
+
+    async def refresh_loaded(self) -> None:
+        """Read /api/ps alone (between the slower /api/tags reads) and withdraw stale warm claims."""
+        with contextlib.suppress(BackendError):
+            asked = time.monotonic()
+            ps = await self.ollama.loaded_models()
+            self.set_loaded([str(m.get("name") or m.get("model")) for m in ps], asked)
+            self.info.ps = ps
+        stale = self.claimed - self.warm_models()
+        if stale:
+            pipe = self.redis.pipeline(transaction=False)
+            for model in stale:
+                pipe.zrem(keys.warm_key(model), self.id)
+            await pipe.execute()
+            self.claimed -= stale
+
+    def warm_models(self) -> set[str]:
+        """Models loaded in this worker's Ollama, as far as it knows: /api/ps, plus its running and recent jobs."""
+        return set(self.loaded) | set(self.recent) | {a.job.model for a in self.active.values()}
 
     async def beat(self) -> None:
         info = self.info
@@ -136,6 +164,8 @@ class Worker:
                     await self.refresh_models()
                     self.info.gpu = await asyncio.to_thread(gpu_stats)
                     last_refresh = time.monotonic()
+                elif self.healthy:
+                    await self.refresh_loaded()
                 await self.beat()
                 if logged:
                     log.info("redis is back")
@@ -201,12 +231,10 @@ class Worker:
                 "job %s left running by a previous %s: %s (attempt %d)", job_id, self.id, state, attempt
             )
 
-    def next_queue_order(self) -> list[str]:
-        models = self.models
-        if not models:
-            return []
-        self._rotation = (self._rotation + 1) % len(models)
-        return models[self._rotation :] + models[: self._rotation]
+    def next_queue_order(self, warm: set[str]) -> list[str]:
+        """Warm models first (delay scheduling), each group rotated."""
+        self._rotation = (self._rotation + 1) % 1_000_000
+        return pop_order(self.models, warm, self._rotation)
 
     async def _wait_wake(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -223,7 +251,9 @@ class Worker:
                 continue
             self.wake.clear()
             try:
-                job = await self.store.pop(self.id, self.next_queue_order())
+                warm = self.warm_models()
+                self.claimed |= warm
+                job, wait = await self.store.pop_scheduled(self.id, self.next_queue_order(warm), warm)
                 delay = 0.1
             except Exception as exc:  # Redis down or a script error: never let the pop loop die
                 self.slots.release()
@@ -233,9 +263,10 @@ class Worker:
                 continue
             if job is None:
                 self.slots.release()
-                await self._wait_wake(IDLE_POLL)
+                await self._wait_wake(min(wait, IDLE_POLL) if wait > 0 else IDLE_POLL)
                 continue
             crash_here("after_pop")
+            self.recent[job.model] = time.monotonic()
             self.start_job(job)
 
     def start_job(self, job: PoppedJob) -> None:

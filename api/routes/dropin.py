@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,13 +17,21 @@ from common.schemas import JobRequest, Submitted
 from common.settings import Settings
 from common.store import AsyncJobStore
 
+from ..submitter import attribute, header_fields
 from .fleet import list_workers
 
 
 async def submit(
-    store: AsyncJobStore, settings: Settings, body: dict[str, Any], principal: Principal
+    store: AsyncJobStore,
+    settings: Settings,
+    body: dict[str, Any],
+    principal: Principal,
+    headers: Mapping[str, str] | None = None,
 ) -> Submitted:
-    """Validate a translated body like ``POST /jobs`` does and enqueue it as ``principal``'s job."""
+    """Validate a translated body like ``POST /jobs`` does and enqueue it as ``principal``'s job;
+    ``X-Corral-Priority`` and ``X-Corral-User`` headers give the scheduling fields."""
+    if headers is not None:
+        body = {**header_fields(headers), **body}
     try:
         request = JobRequest.model_validate(body)
     except ValidationError as exc:
@@ -31,6 +39,7 @@ async def submit(
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
         raise InvalidRequest(f"{where}: {first.get('msg')}") from None
     check_request(request, settings)
+    attribute(request, principal)
     quota = job_quota(principal, settings.max_jobs_per_key)
     return await store.enqueue(request, owner=principal.id, max_jobs=quota)
 

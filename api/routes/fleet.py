@@ -78,10 +78,12 @@ async def queue_depths(client: Any) -> dict[str, int]:
 
 @router.get("/queues")
 async def queues(client: RedisDep) -> dict[str, Any]:
-    """Every model queue Corral has used and its depth."""
+    """Every model queue Corral has used: jobs waiting and jobs running now."""
+    depths = await queue_depths(client)
+    running = {k.decode(): max(0, int(v)) for k, v in (await client.hgetall(keys.RUNNING)).items()}
     rows = [
-        {"queue": keys.queue_name(model), "model": model, "queued": depth}
-        for model, depth in (await queue_depths(client)).items()
+        {"queue": keys.queue_name(model), "model": model, "queued": depth, "running": running.get(model, 0)}
+        for model, depth in depths.items()
     ]
     return {"queues": rows}
 

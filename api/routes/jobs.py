@@ -8,18 +8,20 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from common.auth import Scope, job_quota, may_see
 from common.bus import follow_events
-from common.errors import InvalidRequest, JobNotFound
+from common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
 from common.history import list_history, make_filters, parse_cursor
 from common.inputs import check_request
 from common.names import is_job_id
-from common.schemas import JobRequest, JobStatus, JobView, Submitted
+from common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobStatus, JobView, Submitted
 
 from ..body import json_body, openapi_body
-from ..deps import HubDep, PrincipalDep, RedisDep, StoreDep, get_principal
+from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..submitter import apply_headers, attribute
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 parse_job_request = json_body(JobRequest)
@@ -65,7 +67,10 @@ async def submit_job(http: Request) -> Response:
     state = http.app.state
     request = await parse_job_request(http)
     check_request(request, state.settings)
+    if "x-corral-priority" in http.headers or "x-corral-user" in http.headers:
+        apply_headers(request, http.headers)
     principal = await get_principal(http)
+    attribute(request, principal)
     submitted = await state.store.enqueue(
         request, owner=principal.id, max_jobs=job_quota(principal, state.settings.max_jobs_per_key)
     )
@@ -99,6 +104,44 @@ async def list_jobs(
     position = parse_cursor(cursor) if cursor else None
     jobs, next_cursor = await list_history(client, filters, limit, position)
     return {"jobs": jobs, "next_cursor": next_cursor}
+
+
+def invalid_item(index: int, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", "jobs", index), "msg": message, "type": "value_error"}])
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchSubmitted,
+    openapi_extra=openapi_body(BatchRequest),
+    responses={422: {"description": "an invalid job (named by its index): nothing was queued"}},
+)
+async def submit_batch(
+    batch: Annotated[BatchRequest, Depends(json_body(BatchRequest))],
+    http: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+) -> BatchSubmitted:
+    """Validate every job, then queue them all in one Redis round trip, or none: 202 with their ids in order.
+    422 naming the index of an invalid job, 404 when a model has no live worker, 429 when a model's queue
+    would pass ``CORRAL_MAX_QUEUE``; nothing is queued in every such case."""
+    if len(batch.jobs) > settings.max_batch:
+        raise invalid_item(settings.max_batch, f"a batch holds at most {settings.max_batch} jobs")
+    for index, request in enumerate(batch.jobs):
+        if request.stream:
+            raise invalid_item(index, "stream is not supported in a batch; follow GET /jobs/{id}/events")
+        try:
+            check_request(request, settings)
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(f"jobs[{index}]: {exc.message}") from None
+        except InvalidRequest as exc:
+            raise invalid_item(index, exc.message) from None
+        apply_headers(request, http.headers)
+        attribute(request, principal)
+    quota = job_quota(principal, settings.max_jobs_per_key)
+    return BatchSubmitted(jobs=await store.enqueue_many(batch.jobs, owner=principal.id, max_jobs=quota))
 
 
 @router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)

@@ -64,7 +64,7 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
         body = parse_json_object(await request.body())
         name = str(body.get("model") or body.get("name") or "")
         job = ollama_job(kind, body)
-        submitted = await submit(store, settings, job, await get_principal(request))
+        submitted = await submit(store, settings, job, await get_principal(request), request.headers)
     except ModelNotFound:
         return error(404, not_found(kind, name))
     except QueueFull:

@@ -104,7 +104,9 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
     """Submit the translated body; stream with ``streamer`` or wait and answer with ``answer``."""
     try:
         body = parse_json_object(await request.body())
-        submitted = await submit(store, settings, translate(body), await get_principal(request))
+        submitted = await submit(
+            store, settings, translate(body), await get_principal(request), request.headers
+        )
     except CorralError as exc:
         return error(status_of(exc), exc.message, retry_headers(exc))
     model = str(body["model"])
@@ -170,7 +172,9 @@ async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, c
     """OpenAI embeddings."""
     try:
         body = parse_json_object(await request.body())
-        submitted = await submit(store, settings, embed_job(body), await get_principal(request))
+        submitted = await submit(
+            store, settings, embed_job(body), await get_principal(request), request.headers
+        )
     except CorralError as exc:
         return error(status_of(exc), exc.message, retry_headers(exc))
     last, result = await outcome(client, hub, submitted.id)

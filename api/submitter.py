@@ -1,0 +1,68 @@
+"""Who a job is for and how urgent it is, from the request's headers (fields in the body win).
+
+With API keys, fair share is per key: ``attribute`` makes a key's id the submitter of its jobs (an admin key,
+such as a gateway acting for its users, may name the submitter itself).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from common.auth import Principal, Scope
+from common.errors import InvalidRequest
+from common.keys import PRIORITIES
+from common.schemas import SUBMITTER_PATTERN, JobRequest
+
+PRIORITY_HEADER = "x-corral-priority"
+USER_HEADER = "x-corral-user"
+_SUBMITTER = re.compile(SUBMITTER_PATTERN)
+
+
+def submitter_of(headers: Mapping[str, str]) -> str | None:
+    """The submitter a request names in ``X-Corral-User`` (None: anonymous, unless the body names one)."""
+    value = headers.get(USER_HEADER)
+    if value is None:
+        return None
+    if not _SUBMITTER.match(value):
+        raise InvalidRequest("X-Corral-User must be 1-128 characters without spaces or '|'")
+    return value
+
+
+def priority_of(headers: Mapping[str, str]) -> str | None:
+    value = headers.get(PRIORITY_HEADER)
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value not in PRIORITIES:
+        raise InvalidRequest("X-Corral-Priority must be high, normal or low")
+    return value
+
+
+def header_fields(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The scheduling fields the headers give, for a body that does not set them."""
+    fields: dict[str, Any] = {}
+    if (priority := priority_of(headers)) is not None:
+        fields["priority"] = priority
+    if (submitter := submitter_of(headers)) is not None:
+        fields["submitter"] = submitter
+    return fields
+
+
+def apply_headers(request: JobRequest, headers: Mapping[str, str]) -> JobRequest:
+    """Fill ``priority`` and ``submitter`` from the headers where the body left them unset."""
+    fields = header_fields(headers)
+    if "priority" in fields and "priority" not in request.model_fields_set:
+        request.priority = fields["priority"]
+    if "submitter" in fields and request.submitter is None:
+        request.submitter = fields["submitter"]
+    return request
+
+
+def attribute(request: JobRequest, principal: Principal) -> JobRequest:
+    """The submitter fair share counts: the caller's key id, whatever the request says, unless the key is an
+    admin's (then the request's own submitter, or the key id)."""
+    if principal.id and (principal.scope is not Scope.ADMIN or request.submitter is None):
+        request.submitter = principal.id
+    return request

@@ -1,0 +1,177 @@
+"""Scheduling inside the Lua scripts: priorities, weighted fair share across submitters, warm-first pops.
+
+Each model keeps its RQ list ``rq:queue:ollama:<model>`` with every queued id in arrival order (what RQ's tools,
+the queue limit and ``GET /queues`` read). Beside it, an index decides the order of pops:
+
+- one list per (model, priority, submitter) with that submitter's queued ids, oldest first;
+- one zset per (model, priority) of the submitters with queued jobs, scored by the virtual start time of their
+  next job (start-time fair queueing): a pop serves the lowest score, then moves that submitter on by
+  ``1 / weight``; a submitter that becomes active starts at the virtual time of the last pop, so one job
+  waits behind at most one job of each other submitter, however many they queued.
+
+Priorities are strict: ``high`` before ``normal`` before ``low``. Warm-first (delay scheduling): a worker tells the
+pop which of its models are loaded; for the others it takes a job only when the oldest queued job has waited
+``cold_delay`` seconds, or when no live worker claims the model warm. See docs/scheduling.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from . import keys
+
+PRIORITIES = keys.PRIORITIES
+STARTS_KEPT = 50  # job start times kept per model for the throughput estimate
+ETA_WINDOW = 900.0  # starts older than this (seconds) say nothing about the current throughput
+
+# Lua helpers shared by the job scripts (inserted before each script's body).
+SCHED_LUA = f"""
+local PRIOS = {{'high', 'normal', 'low'}}
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function subq(m, p, s) return '{keys.SUBQUEUE_PREFIX}' .. m .. '|' .. p .. '|' .. s end
+local function activek(m, p) return '{keys.ACTIVE_PREFIX}' .. m .. '|' .. p end
+local function weight(s)
+  local w = tonumber(redis.call('HGET', '{keys.WEIGHTS}', s) or '1') or 1
+  if w <= 0 then return 1 end
+  return w
+end
+-- put a queued id into the fair-share index (at the front for a retry)
+local function index_push(m, p, s, id, front)
+  local q = subq(m, p, s)
+  if front then redis.call('LPUSH', q, id) else redis.call('RPUSH', q, id) end
+  local vt = redis.call('HGET', '{keys.VTIME}', m .. '|' .. p) or '0'
+  redis.call('ZADD', activek(m, p), 'NX', vt, s)
+end
+-- take an id out of the index (cancel, expiry)
+local function index_remove(m, p, s, id)
+  if not (m and p and s) then return end
+  local q = subq(m, p, s)
+  redis.call('LREM', q, 1, id)
+  if redis.call('LLEN', q) == 0 then redis.call('ZREM', activek(m, p), s) end
+end
+-- the next id of a model: highest priority first, then the submitter with the lowest virtual start time
+local function index_pop(m)
+  for _, p in ipairs(PRIOS) do
+    local ak = activek(m, p)
+    for _ = 1, 100 do
+      local head = redis.call('ZRANGE', ak, 0, 0, 'WITHSCORES')
+      if #head == 0 then break end
+      local s, score = head[1], tonumber(head[2])
+      local q = subq(m, p, s)
+      local id = redis.call('LPOP', q)
+      if redis.call('LLEN', q) == 0 then
+        redis.call('ZREM', ak, s)
+      else
+        redis.call('ZADD', ak, score + 1 / weight(s), s)
+      end
+      if id then
+        redis.call('HSET', '{keys.VTIME}', m .. '|' .. p, score)
+        return id
+      end
+    end
+  end
+  return nil
+end
+-- seconds a cold worker must still wait before taking a job of model m (0: take it now, -1: queue empty)
+local function cold_wait(m, qkey, now, delay)
+  local head = redis.call('LINDEX', qkey, 0)
+  if not head then return -1 end
+  if redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. m, now, '+inf') == 0 then return 0 end
+  local ts = tonumber(redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. head, 'enq_ts') or '0') or 0
+  local left = delay - (now - ts)
+  if left <= 0 then return 0 end
+  return left
+end
+"""
+
+# KEYS: none.  ARGV: job id.
+# Returns false when the job is not queued, else {position estimate, model, starts...} (starts newest first).
+POSITION_SRC = (
+    SCHED_LUA
+    + f"""
+local jk = '{keys.RQ_JOB_PREFIX}' .. ARGV[1]
+local st = redis.call('HMGET', jk, 'status', 'model', 'priority', 'submitter', 'origin')
+if st[1] ~= 'queued' then return false end
+local m, p, s = st[2], st[3], st[4]
+local pos = nil
+local i = nil
+if m and p and s then i = redis.call('LPOS', subq(m, p, s), ARGV[1]) end
+if i then
+  pos = i
+  for _, hp in ipairs(PRIOS) do
+    if hp == p then break end
+    for _, t in ipairs(redis.call('ZRANGE', activek(m, hp), 0, -1)) do
+      pos = pos + redis.call('LLEN', subq(m, hp, t))
+    end
+  end
+  local mine = tonumber(redis.call('ZSCORE', activek(m, p), s) or '0') + i / weight(s)
+  local others = redis.call('ZRANGE', activek(m, p), 0, -1, 'WITHSCORES')
+  for j = 1, #others, 2 do
+    local t, ts = others[j], tonumber(others[j + 1])
+    if t ~= s and mine > ts then
+      pos = pos + math.min(redis.call('LLEN', subq(m, p, t)), math.ceil((mine - ts) * weight(t)))
+    end
+  end
+else
+  pos = redis.call('LPOS', '{keys.RQ_QUEUE_PREFIX}' .. (st[5] or ''), ARGV[1]) or 0
+end
+local out = {{pos, m or ''}}
+for _, x in ipairs(redis.call('LRANGE', '{keys.STARTS_PREFIX}' .. (m or ''), 0, -1)) do out[#out + 1] = x end
+return out
+"""
+)
+
+
+def start_rate(starts: Sequence[float], now: float) -> float | None:
+    """Jobs started per second for a model, from its latest start times; None when there is too little data."""
+    recent = [t for t in starts if now - t <= ETA_WINDOW]
+    if len(recent) < 2:
+        return None
+    span = max(recent) - min(recent)
+    if span <= 0:
+        return None
+    return (len(recent) - 1) / span
+
+
+def estimated_start(position: int, starts: Sequence[float], now: float | None = None) -> str | None:
+    """When a queued job should start (RFC 3339), from its position and the model's recent start rate."""
+    now = time.time() if now is None else now
+    rate = start_rate(starts, now)
+    if rate is None:
+        return None
+    seconds = (position + 1) / rate
+    if not math.isfinite(seconds) or seconds > 365 * 86400:
+        return None
+    return datetime.fromtimestamp(now + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decode_position(reply: Any) -> tuple[int, str | None] | None:
+    """POSITION's reply → (position estimate, estimated start) or None when the job is not queued."""
+    if not reply:
+        return None
+    starts = [float(x) for x in reply[2:]]
+    return int(reply[0]), estimated_start(int(reply[0]), starts)
+
+
+def warm_flags(models: Sequence[str], warm: set[str]) -> str:
+    """One character per model queue the pop will try: '1' when this worker has the model loaded."""
+    return "".join("1" if m in warm else "0" for m in models)
+
+
+def pop_order(models: Sequence[str], warm: set[str], rotation: int) -> list[str]:
+    """Warm models first, then cold ones; each group rotated so no queue is always tried first."""
+
+    def rotate(group: list[str]) -> list[str]:
+        if not group:
+            return group
+        k = rotation % len(group)
+        return group[k:] + group[:k]
+
+    return rotate([m for m in models if m in warm]) + rotate([m for m in models if m not in warm])

@@ -1,0 +1,264 @@
+"""The simulator's Ollama front end: Ollama's HTTP wire format over the performance model in ``model``.
+
+It speaks what a Corral worker and Ollama's own clients use: NDJSON streaming ``/api/generate`` and ``/api/chat``,
+``/api/embed``, ``/api/embeddings``, ``/api/tags``, ``/api/ps``, ``/api/show``, ``/api/version``, ``/api/pull``,
+``/api/delete``, ``GET|HEAD /`` and Ollama's error bodies, plus ``GET /sim/stats`` (counters: requests, model
+loads and unloads, what is loaded) for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .generation import Generation, details, digest, ns
+from .model import (
+    VERSION,
+    ApiError,
+    Loaded,
+    ModelSpec,
+    SimConfig,
+    Simulator,
+    embedding_of,
+    normalise,
+    parse_keep_alive,
+)
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        raise ApiError(400, "missing request body")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "json: cannot unmarshal into Go value of type api.Request")
+    name = body.get("model") or body.get("name")
+    if not name:
+        raise ApiError(400, "model is required")
+    return body
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per Ollama route
+    sim = Simulator(config)
+
+    async def root(request: Request) -> Response:
+        return PlainTextResponse("Ollama is running")
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"version": VERSION})
+
+    async def tags(request: Request) -> Response:
+        models = [
+            {
+                "name": spec.name if ":" in spec.name else spec.name + ":latest",
+                "model": spec.name if ":" in spec.name else spec.name + ":latest",
+                "modified_at": "2026-01-01T00:00:00Z",
+                "size": spec.size,
+                "digest": digest(spec),
+                "details": details(spec),
+            }
+            for spec in sim.disk.values()
+        ]
+        return JSONResponse({"models": models})
+
+    async def ps(request: Request) -> Response:
+        sim._expire()
+        out = []
+        for name, item in sim.loaded.items():
+            remaining = item.expires_at - time.monotonic()
+            expires = datetime.now(UTC) + timedelta(seconds=min(remaining, 10 * 365 * 86400))
+            out.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "size": item.spec.size,
+                    "digest": digest(item.spec),
+                    "details": details(item.spec),
+                    "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "size_vram": item.spec.size,
+                    "context_length": 4096,
+                }
+            )
+        return JSONResponse({"models": out})
+
+    async def show(request: Request) -> Response:
+        body = await read_body(request)
+        spec = sim.spec(body.get("model") or body["name"], kind="show")
+        return JSONResponse(
+            {
+                "license": "simulated",
+                "modelfile": f"FROM {spec.name}",
+                "parameters": "num_ctx 4096",
+                "template": "{{ .Prompt }}",
+                "system": "",
+                "details": details(spec),
+                "model_info": {"general.architecture": spec.family, f"{spec.family}.context_length": 4096},
+                "capabilities": ["embedding"] if spec.embedding else ["completion", "tools"],
+                "modified_at": "2026-01-01T00:00:00Z",
+            }
+        )
+
+    async def generate(request: Request, chat: bool = False) -> Response:
+        body = await read_body(request)
+        spec = sim.spec(body["model"], kind="chat" if chat else "generate")
+        keep_alive = parse_keep_alive(body.get("keep_alive"), config.keep_alive)
+        gen = Generation(sim, spec, body, chat)
+        empty = not (body.get("messages") if chat else body.get("prompt"))
+        if empty:
+            return await load_only(spec, gen, keep_alive)
+        item = await sim.acquire(spec, keep_alive)
+        gen.load_duration = time.monotonic() - gen.started
+        sim.stats["requests"] += 1
+        if body.get("stream") is False:
+            return await collect(gen, item, keep_alive)
+        return StreamingResponse(run_stream(gen, item, keep_alive), media_type="application/x-ndjson")
+
+    async def load_only(spec: ModelSpec, gen: Generation, keep_alive: float) -> Response:
+        name = normalise(spec.name)
+        if keep_alive == 0:
+            if sim.loaded.pop(name, None) is not None:
+                sim.stats["unloads"] += 1
+            gen.done_reason = "unload"
+        else:
+            item = await sim.acquire(spec, keep_alive)
+            sim.release(item, keep_alive)
+            gen.done_reason = "load"
+        gen.words = []
+        final = gen.final()
+        for k in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
+                  "eval_duration", "context"):  # fmt: skip
+            final.pop(k, None)
+        return JSONResponse(final)
+
+    async def collect(gen: Generation, item: Loaded, keep_alive: float) -> Response:
+        sim.stats["active"] += 1
+        parts: list[str] = []
+        tool_calls = None
+        try:
+            async for chunk in gen.stream():
+                if chunk["done"]:
+                    if gen.chat:
+                        chunk["message"]["content"] = "".join(parts)
+                        if tool_calls:
+                            chunk["message"]["tool_calls"] = tool_calls
+                    else:
+                        chunk["response"] = "".join(parts)
+                    sim.stats["completed"] += 1
+                    return JSONResponse(chunk)
+                if gen.chat:
+                    parts.append(chunk["message"]["content"])
+                    tool_calls = chunk["message"].get("tool_calls") or tool_calls
+                else:
+                    parts.append(chunk["response"])
+        finally:
+            sim.stats["active"] -= 1
+            sim.release(item, keep_alive)
+        raise AssertionError("unreachable")
+
+    async def run_stream(gen: Generation, item: Loaded, keep_alive: float) -> AsyncIterator[bytes]:
+        sim.stats["active"] += 1
+        finished = False
+        try:
+            async for chunk in gen.stream():
+                yield (json.dumps(chunk) + "\n").encode()
+            finished = True
+            sim.stats["completed"] += 1
+        finally:
+            if not finished:
+                sim.stats["cancelled"] += 1
+            sim.stats["active"] -= 1
+            sim.release(item, keep_alive)
+
+    async def chat(request: Request) -> Response:
+        return await generate(request, chat=True)
+
+    async def embed(request: Request) -> Response:
+        body = await read_body(request)
+        spec = sim.spec(body["model"], kind="embed")
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        keep_alive = parse_keep_alive(body.get("keep_alive"), config.keep_alive)
+        started = time.monotonic()
+        item = await sim.acquire(spec, keep_alive)
+        try:
+            await sim.sleep(sim.first_token_delay(spec))
+        finally:
+            sim.release(item, keep_alive)
+        dims = int(body.get("dimensions") or spec.dims)
+        vectors = [embedding_of(text, spec.dims)[:dims] for text in inputs]
+        vectors = [[x / (math.sqrt(sum(y * y for y in v)) or 1) for x in v] for v in vectors]
+        return JSONResponse(
+            {
+                "model": body["model"],
+                "embeddings": vectors,
+                "total_duration": ns(time.monotonic() - started),
+                "load_duration": 0,
+                "prompt_eval_count": sum(len(t.split()) for t in inputs),
+            }
+        )
+
+    async def embeddings(request: Request) -> Response:
+        body = await read_body(request)
+        spec = sim.spec(body["model"], kind="embed")
+        return JSONResponse({"embedding": embedding_of(body.get("prompt") or "", spec.dims)})
+
+    async def pull(request: Request) -> Response:
+        body = await read_body(request)
+        name = body.get("model") or body["name"]
+        sim.disk[normalise(name)] = ModelSpec(name=normalise(name), embedding="embed" in name)
+        return JSONResponse({"status": "success"})
+
+    async def delete(request: Request) -> Response:
+        body = await read_body(request)
+        name = normalise(body.get("model") or body["name"])
+        if sim.disk.pop(name, None) is None:
+            return error(404, f"model '{name}' not found")
+        sim.loaded.pop(name, None)
+        return Response(status_code=200)
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse({**sim.stats, "loaded": sorted(sim.loaded), "disk": sorted(sim.disk)})
+
+    def guarded(handler: Any) -> Any:
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)  # type: ignore[no-any-return]
+            except ApiError as exc:
+                return error(exc.status, exc.message)
+
+        return run
+
+    routes = [
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/api/version", guarded(version), methods=["GET"]),
+        Route("/api/tags", guarded(tags), methods=["GET"]),
+        Route("/api/ps", guarded(ps), methods=["GET"]),
+        Route("/api/show", guarded(show), methods=["POST"]),
+        Route("/api/generate", guarded(generate), methods=["POST"]),
+        Route("/api/chat", guarded(chat), methods=["POST"]),
+        Route("/api/embed", guarded(embed), methods=["POST"]),
+        Route("/api/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/api/pull", guarded(pull), methods=["POST"]),
+        Route("/api/delete", guarded(delete), methods=["DELETE"]),
+        Route("/sim/stats", stats, methods=["GET"]),
+        Route("/_sim/stats", stats, methods=["GET"]),  # the old name
+    ]
+    app = Starlette(routes=routes)
+    app.state.sim = sim
+    return app

@@ -1,0 +1,153 @@
+"""The scheduling inside the pop script, against a real redis-server: priorities, fair share, warm-first, batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+import redis
+
+from common import keys
+from common.errors import ModelNotFound, QueueFull
+from common.jobs import Limits
+from common.schemas import JobRequest
+from common.store import JobStore
+
+pytestmark = pytest.mark.integration
+LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2,
+                cold_delay=0.3, warm_ttl=60)  # fmt: skip
+M = "m:latest"
+
+
+@pytest.fixture
+def store(r: redis.Redis) -> JobStore:
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    return JobStore(r, LIMITS)
+
+
+def job(prompt: str, **fields: object) -> JobRequest:
+    return JobRequest.model_validate({"model": "m", "prompt": prompt, **fields})
+
+
+def drain(store: JobStore, worker: str = "w1", limit: int = 10_000) -> list[str]:
+    order = []
+    for _ in range(limit):
+        popped = store.pop(worker, [M])
+        if popped is None:
+            break
+        order.append(popped.kwargs["request"]["prompt"])
+    return order
+
+
+def test_priorities_pop_high_then_normal_then_low(store: JobStore) -> None:
+    for i, priority in enumerate(["low", "normal", "high", "normal", "high", "low"]):
+        store.enqueue(job(f"{priority}{i}", priority=priority))
+    assert drain(store) == ["high2", "high4", "normal1", "normal3", "low0", "low5"]
+
+
+def test_one_job_is_not_starved_by_a_flood(store: JobStore, r: redis.Redis) -> None:
+    store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000)])
+    store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000, 2000)])
+    lone = store.enqueue(job("bob's", submitter="bob"))
+    view = store.get(lone.id)
+    assert view.queue_position is not None and view.queue_position <= 1 and view.submitter == "bob"
+    first = [store.pop("w1", [M]) for _ in range(3)]
+    assert "bob's" in [p.kwargs["request"]["prompt"] for p in first if p]
+    assert r.llen(keys.queue_key(M)) == 2000 - 2  # the RQ list stays exact
+
+
+def test_weights_share_pops_in_proportion(store: JobStore, r: redis.Redis) -> None:
+    r.hset(keys.WEIGHTS, "big", 3)
+    store.enqueue_many([job(f"big{i}", user="big") for i in range(40)])
+    store.enqueue_many([job(f"small{i}", user="small") for i in range(40)])
+    first = drain(store, limit=40)
+    big = sum(p.startswith("big") for p in first)
+    assert 28 <= big <= 32  # 3:1
+
+
+def test_queue_position_counts_priorities_and_shares(store: JobStore) -> None:
+    store.enqueue_many([job(f"a{i}", user="a") for i in range(10)])
+    b = [store.enqueue(job(f"b{i}", user="b")).id for i in range(3)]
+    high = store.enqueue(job("urgent", priority="high", user="c")).id
+    assert store.get(high).queue_position == 0
+    # b's third job: 1 high, 2 of b before it, and a's jobs with an earlier turn (about 3)
+    position = store.get(b[2]).queue_position
+    assert position is not None and 5 <= position <= 7
+    assert drain(store)[:1] == ["urgent"]
+
+
+def test_cancel_and_requeue_keep_the_index(store: JobStore, r: redis.Redis) -> None:
+    first = store.enqueue(job("one", user="u")).id
+    second = store.enqueue(job("two", user="u")).id
+    assert store.cancel(first) == "cancelled"
+    popped = store.pop("w1", [M])
+    assert popped is not None and popped.id == second
+    assert int(r.hget(keys.RUNNING, M) or 0) == 1
+    assert store.requeue(second, "test", worker_id="w1")[0] == "requeued"
+    assert int(r.hget(keys.RUNNING, M) or 0) == 0
+    again = store.pop("w2", [M])
+    assert again is not None and again.id == second
+    assert r.exists(keys.active_key(M, "normal")) == 0 and r.llen(keys.queue_key(M)) == 0
+
+
+def test_foreign_jobs_in_the_rq_list_are_still_popped(store: JobStore, r: redis.Redis) -> None:
+    ours = store.enqueue(job("ours")).id
+    r.hset(keys.job_key("foreign"), mapping={"status": "queued", "data": "x", "model": M})
+    r.rpush(keys.queue_key(M), "foreign")
+    got = [store.pop("w1", [M]), store.pop("w1", [M])]
+    assert [p.id for p in got if p] == [ours, "foreign"]
+
+
+def test_cold_worker_waits_while_a_warm_one_claims_the_model(store: JobStore, r: redis.Redis) -> None:
+    assert store.pop_scheduled("warm", [M], {M}) == (None, 0.0)  # an idle worker claims M warm
+    job_id = store.enqueue(job("p")).id
+    popped, wait = store.pop_scheduled("cold", [M], set())
+    assert popped is None and 0 < wait <= LIMITS.cold_delay
+    deadline = time.monotonic() + 10
+    while popped is None and time.monotonic() < deadline:
+        time.sleep(wait)
+        popped, wait = store.pop_scheduled("cold", [M], set())
+    assert popped is not None and popped.id == job_id
+    assert store.get(job_id).worker == "cold"
+
+
+def test_cold_worker_takes_at_once_when_nobody_is_warm(store: JobStore, r: redis.Redis) -> None:
+    job_id = store.enqueue(job("p")).id
+    popped, _ = store.pop_scheduled("cold", [M], set())
+    assert popped is not None and popped.id == job_id
+    assert r.zscore(keys.warm_key(M), "cold") is None
+
+
+def test_warm_worker_takes_at_once(store: JobStore, r: redis.Redis) -> None:
+    store.pop_scheduled("other", [], {M})
+    r.zadd(keys.warm_key(M), {"other": time.time() + 60})
+    job_id = store.enqueue(job("p")).id
+    popped, _ = store.pop_scheduled("warm", [M], {M})
+    assert popped is not None and popped.id == job_id
+
+
+def test_batch_is_all_or_nothing_on_a_full_queue(r: redis.Redis) -> None:
+    store = JobStore(r, dataclasses.replace(LIMITS, max_queue=50))
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    store.enqueue_many([job(f"p{i}") for i in range(45)])
+    before = r.dbsize()
+    with pytest.raises(QueueFull):
+        store.enqueue_many([job(f"q{i}") for i in range(6)])
+    assert r.dbsize() == before and r.llen(keys.queue_key(M)) == 45
+    assert len(store.enqueue_many([job(f"q{i}") for i in range(5)])) == 5
+
+
+def test_batch_refuses_an_unserved_model_naming_it(store: JobStore, r: redis.Redis) -> None:
+    before = r.dbsize()
+    with pytest.raises(ModelNotFound, match=r"jobs\[1\]"):
+        store.enqueue_many([job("ok"), JobRequest(model="ghost", prompt="x")])
+    assert r.dbsize() == before
+
+
+def test_eta_from_recent_starts(store: JobStore, r: redis.Redis) -> None:
+    now = time.time()
+    r.lpush(keys.starts_key(M), *[f"{now - 10 + i:.3f}" for i in range(11)])  # one start per second
+    ids = [store.enqueue(job(f"p{i}")).id for i in range(5)]
+    view = store.get(ids[4])
+    assert view.queue_position == 4 and view.estimated_start_at is not None

@@ -1,0 +1,138 @@
+"""Scheduling end to end: warm affinity across two hosts, batch submission, priority and submitter headers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from common import keys
+from common.embedded_redis import RedisServer
+from common.jobs import Limits
+from common.schemas import JobRequest
+from common.settings import Settings
+from common.store import JobStore
+
+from ..conftest import Fleet
+from ..support import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+M = "llama3:latest"
+
+
+def ts(value: str | None) -> float:
+    assert value is not None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def started(store: JobStore, job_id: str) -> bool:
+    return store.get(job_id).status != "queued"
+
+
+def test_warm_host_gets_the_job_and_a_cold_one_helps_after_the_delay(fleet: Fleet) -> None:
+    # both hosts have the model on disk; only A has it loaded. A runs one job at a time, slowly.
+    sim_a = fleet.simulator(f"{M},qwen2.5:0.5b", tps=8)
+    sim_b = fleet.simulator(f"{M},qwen2.5:0.5b", tps=200)
+    httpx.post(sim_a + "/api/generate", json={"model": M}, timeout=10).raise_for_status()  # load only
+    fleet.worker(sim_a, "wa", worker_slots=1, cold_delay=1.5)
+    fleet.worker(sim_b, "wb", worker_slots=2, cold_delay=1.5)
+    r = fleet.redis
+    wait_for(lambda: r.zscore(keys.warm_key(M), "wa") is not None, what="wa claims the model warm")
+    store = JobStore(r, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
+
+    quick = store.enqueue(JobRequest(model=M, prompt="hi")).id
+    wait_for(lambda: store.get(quick).status == "succeeded", what="quick job done")
+    assert store.get(quick).worker == "wa"  # b was idle, yet the warm host ran it
+
+    slow = store.enqueue(JobRequest(model=M, prompt=" ".join(["word"] * 40))).id  # ~5 s on a
+    wait_for(lambda: started(store, slow), what="slow job started")
+    assert store.get(slow).worker == "wa"
+    waiting = store.enqueue(JobRequest(model=M, prompt="me next")).id
+    wait_for(lambda: started(store, waiting), timeout=20, what="second job started")
+    view = store.get(waiting)
+    assert view.worker == "wb"  # a is saturated: b loaded the model and took it, but only after the delay
+    assert ts(view.started_at) - ts(view.enqueued_at) >= 1.3
+    assert store.cancel(slow) in ("cancelling", "cancelled")
+    wait_for(lambda: store.get(waiting).status == "succeeded", what="second job done")
+    stats = httpx.get(sim_b + "/sim/stats", timeout=5).json()  # b loaded the model once, for that job
+    assert stats["loads"] == 1 and M in stats["loaded"]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, redis.Redis]]:
+    tmp: Path = tmp_path_factory.mktemp("sched")
+    server = RedisServer(port=free_port(), data_dir=tmp / "redis").start()
+    fleet = Fleet(server.url, tmp)
+    try:
+        fleet.worker(fleet.simulator(M), "w1")
+        http = fleet.http(fleet.api(max_batch=5))
+        yield http, fleet.redis
+    finally:
+        fleet.stop()
+        server.kill()
+
+
+def test_batch_enqueues_all_and_queues_show_progress(api: tuple[httpx.Client, redis.Redis]) -> None:
+    http, _ = api
+    jobs = [{"model": "llama3", "prompt": f"p{i}"} for i in range(4)] + [
+        {"model": "ghost", "prompt": "x", "wait": True}
+    ]
+    response = http.post("/jobs/batch", json={"jobs": jobs}, headers={"X-Corral-User": "batcher"})
+    assert response.status_code == 202, response.text
+    ids = [j["id"] for j in response.json()["jobs"]]
+    assert len(ids) == 5 and response.json()["jobs"][4]["model"] == "ghost:latest"
+    for job_id in ids[:4]:
+        wait_for(
+            lambda j=job_id: http.get(f"/jobs/{j}").json()["status"] == "succeeded", what="batch job done"
+        )
+    ghost = http.get(f"/jobs/{ids[4]}").json()
+    assert ghost["submitter"] == "batcher" and ghost["queue_position"] == 0
+    rows = {q["model"]: q for q in http.get("/queues").json()["queues"]}
+    assert rows["ghost:latest"]["queued"] == 1 and rows[M] == {**rows[M], "queued": 0, "running": 0}
+    assert http.delete(f"/jobs/{ids[4]}").json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "status", "names"),
+    [
+        ([{"model": "llama3", "prompt": "ok"}, {"model": "llama3", "prompt": 5}], 422, "jobs.1"),
+        ([{"model": "llama3", "prompt": "ok"}, {"model": "llama3", "priority": "urgent"}], 422, "jobs.1"),
+        ([{"model": "llama3", "prompt": "ok", "stream": True}], 422, "jobs.0"),
+        ([{"model": "llama3", "prompt": "ok"}, {"model": "ghost", "prompt": "x"}], 404, "jobs[1]"),
+        ([{"model": "llama3", "prompt": str(i)} for i in range(6)], 422, "at most 5"),
+        ([], 422, "jobs"),
+    ],
+)
+def test_bad_batch_writes_nothing(
+    api: tuple[httpx.Client, redis.Redis], jobs: list[dict[str, object]], status: int, names: str
+) -> None:
+    http, r = api
+    before = int(r.hget(keys.STATS, "submitted") or 0)
+    response = http.post("/jobs/batch", json={"jobs": jobs})
+    assert response.status_code == status, response.text
+    assert names in response.json()["error"]
+    assert int(r.hget(keys.STATS, "submitted") or 0) == before
+
+
+def test_priority_and_user_headers(api: tuple[httpx.Client, redis.Redis]) -> None:
+    http, _ = api
+    body = {"model": "ghost", "prompt": "x", "wait": True}
+    low = http.post("/jobs", json={**body, "priority": "low"}).json()["id"]
+    high = http.post(
+        "/jobs", json=body, headers={"X-Corral-Priority": "HIGH", "X-Corral-User": "ann"}
+    ).json()["id"]
+    view = http.get(f"/jobs/{high}").json()
+    assert (view["priority"], view["submitter"], view["queue_position"]) == ("high", "ann", 0)
+    assert http.get(f"/jobs/{low}").json()["queue_position"] == 1
+    assert http.post("/jobs", json=body, headers={"X-Corral-Priority": "asap"}).status_code == 400
+    assert http.post("/jobs", json=body, headers={"X-Corral-User": "a b"}).status_code == 400
+    answer = http.post("/api/generate", json={"model": "llama3", "prompt": "hi", "stream": False},
+                       headers={"X-Corral-Priority": "low"})  # fmt: skip
+    assert answer.status_code == 200
+    assert http.get(f"/jobs/{answer.headers['X-Corral-Job']}").json()["priority"] == "low"
+    for job_id in (low, high):
+        http.delete(f"/jobs/{job_id}")
