@@ -165,6 +165,24 @@ def test_concurrent_job_quota(secured: Secured) -> None:
     third = quota.post("/jobs", json=body)
     assert third.status_code == 202
     quota.delete(f"/jobs/{third.json()['id']}")
+    # a batch counts every job against the quota, all or nothing
+    batch = quota.post("/jobs/batch", json={"jobs": [body, body]})
+    assert batch.status_code == 429, batch.text
+    assert secured.http(ADMIN_KEY).get("/jobs").status_code == 200
+
+
+def test_fair_share_counts_a_keys_jobs_as_its_own(secured: Secured) -> None:
+    alice, admin = secured.http(secured.keys["alice"]), secured.http(ADMIN_KEY)
+    body = {"model": "nobody-serves-this", "prompt": "x", "wait": True, "user": "someone-else"}
+    mine = alice.post("/jobs", json=body, headers={"X-Corral-User": "someone-else"}).json()
+    named = admin.post("/jobs", json=body).json()  # an admin (a gateway) may name the submitter
+    own = admin.post("/jobs", json={**body, "user": None}).json()
+    submitters = [secured.redis.hget(f"rq:job:{j['id']}", "submitter") for j in (mine, named, own)]
+    alice_id = secured.redis.hget(f"rq:job:{mine['id']}", "owner")
+    admin_id = secured.redis.hget(f"rq:job:{own['id']}", "owner")
+    assert submitters == [alice_id, b"someone-else", admin_id] and alice_id != admin_id
+    for job in (mine, named, own):
+        admin.delete(f"/jobs/{job['id']}")
 
 
 def test_request_rate(secured: Secured) -> None:
