@@ -55,6 +55,13 @@ class Outcome:
     first_sent: float = 0.0
     last_done: float = 0.0
 
+    def answered(self, sent: float, first: float, start: float) -> None:
+        """One request answered: sent when due, first token at ``first``, last one now."""
+        end = time.perf_counter()
+        self.ttft.append(first - sent)
+        self.done.append(end - sent)
+        self.last_done = max(self.last_done, end - start)
+
 
 def workload(n: int, bursts: int = 10, gap: float = 3.0, spread: float = 0.5, seed: int = 7) -> list[Request]:
     """``n`` requests in ``bursts`` bursts ``gap`` s apart, each spread over ``spread`` s; Zipf(1.1) models."""
@@ -97,10 +104,7 @@ async def run_http(base: str, requests: list[Request], headers: dict[str, str] |
                 if len(outcome.samples) < 3:
                     outcome.samples.append(f"{type(exc).__name__}: {str(exc)[:200]}")
                 return
-            end = time.perf_counter()
-            outcome.ttft.append(first - sent)
-            outcome.done.append(end - sent)
-            outcome.last_done = max(outcome.last_done, end - start)
+            outcome.answered(sent, first, start)
 
         await bounded(outcome, [(r, one(r)) for r in requests])
     outcome.first_sent = requests[0].at
@@ -147,10 +151,7 @@ async def run_litellm(sims: list[str], requests: list[Request]) -> Outcome:
         except Exception:  # LiteLLM raises its own zoo of exceptions; any is a failed request here
             outcome.errors += 1
             return
-        end = time.perf_counter()
-        outcome.ttft.append(first - sent)
-        outcome.done.append(end - sent)
-        outcome.last_done = max(outcome.last_done, end - start)
+        outcome.answered(sent, first, start)
 
     await bounded(outcome, [(r, one(r)) for r in requests])
     outcome.first_sent = requests[0].at

@@ -123,7 +123,8 @@ def credential(headers: Mapping[str, str]) -> str | None:
 
 
 # -- which scope a route needs -----------------------------------------------------------------------------
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# the probes, and the dashboard's page itself: static HTML holding no data (it asks for a key to read any)
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/dashboard"})
 # Request paths (not templates: the check runs before routing, so it covers mounted apps and 404s too).
 ADMIN_PATHS = (re.compile(r"/workers/[^/]+/drain/?"), re.compile(r"/admin(/.*)?"))
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

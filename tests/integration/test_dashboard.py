@@ -180,3 +180,27 @@ def test_dashboard_data_and_page_headers(fleet: Fleet) -> None:
     listed = http.get("/dashboard/data", params={"limit": keys.RECENT_JOBS_MAX}).json()["jobs"]
     assert [j["id"] for j in listed] == later[::-1][: keys.RECENT_JOBS_MAX]
     assert {j["status"] for j in listed} == {"queued"} and listed[0]["started"] is None
+
+
+def test_dashboard_with_api_keys_asks_for_one(fleet: Fleet, browser: WebDriver) -> None:
+    key = "dashboard-reader-key-0123456789"
+    sim = fleet.simulator("llama3:latest", tps=200, ttft=0.02, min_tokens=MIN_TOKENS)
+    fleet.worker(sim, "gpu-k")
+    api = fleet.api(api_keys=f"{key}:submit")
+    browser.get(api + "/dashboard")  # the page itself is public: it holds no data
+    until(browser, "the page asks for a key", lambda d: d.execute_script(
+        "return !document.getElementById('key-form').hidden"))  # fmt: skip
+    assert "needs a key" in (text_of(browser, "#live") or "")
+    assert css(browser, '.worker[data-id="gpu-k"]') is None  # nothing shown without a key
+    css(browser, "#api-key").send_keys(key)
+    css(browser, "#key-form button").click()
+    until(browser, "the worker, read with the key", lambda d: css(d, '.worker[data-id="gpu-k"]') is not None)
+    job_id = (
+        fleet.http(api)
+        .post(
+            "/jobs", json={"model": "llama3", "prompt": "keyed"}, headers={"Authorization": f"Bearer {key}"}
+        )
+        .json()["id"]
+    )
+    text = expected_text("llama3", "keyed", min_tokens=MIN_TOKENS)
+    until(browser, "its tokens, streamed with the key", lambda d: streamed(d, job_id, text))
