@@ -56,3 +56,11 @@ def test_openai_simulator_imports_only_the_simulator() -> None:
     assert not imports_of(path) & {"api", "worker", "common"}
     relative = [line for line in path.read_text().splitlines() if line.startswith("from .")]
     assert relative and all(line.startswith("from .simulator") for line in relative)
+
+
+def test_every_setting_is_documented() -> None:
+    from common.settings import Settings
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [name for name in Settings.model_fields if f"CORRAL_{name.upper()}" not in doc]
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"
