@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .simulator.app import build_app
+from .simulator.app import build_app, guard, stats_route
 from .simulator.command import config_from_args
 from .simulator.command import parse_args as parse_args
 from .simulator.generation import Generation
@@ -214,17 +214,10 @@ def build_openai_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closur
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": usage})
 
-    async def stats(request: Request) -> Response:
-        return JSONResponse({**sim.stats, "loaded": sorted(sim.loaded), "disk": sorted(sim.disk)})
+    stats = stats_route(sim)
 
     def guarded(handler: Any) -> Any:
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)  # type: ignore[no-any-return]
-            except ApiError as exc:
-                return openai_error(exc.status, exc.message)
-
-        return run
+        return guard(handler, openai_error)
 
     routes = [
         Route("/v1/models", guarded(models), methods=["GET"]),

@@ -54,6 +54,27 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def guard(handler: Any, error_response: Any) -> Any:
+    """``handler`` with an ``ApiError`` answered as ``error_response(status, message)`` (each API's shape)."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)  # type: ignore[no-any-return]
+
+    return run
+
+
+def stats_route(sim: Simulator) -> Any:
+    """``GET /sim/stats``: the performance model's counters (loads, unloads, requests…), what is loaded."""
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse({**sim.stats, "loaded": sorted(sim.loaded), "disk": sorted(sim.disk)})
+
+    return stats
+
+
 def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per Ollama route
     sim = Simulator(config)
 
@@ -232,17 +253,10 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
         sim.loaded.pop(name, None)
         return Response(status_code=200)
 
-    async def stats(request: Request) -> Response:
-        return JSONResponse({**sim.stats, "loaded": sorted(sim.loaded), "disk": sorted(sim.disk)})
+    stats = stats_route(sim)
 
     def guarded(handler: Any) -> Any:
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)  # type: ignore[no-any-return]
-            except ApiError as exc:
-                return error(exc.status, exc.message)
-
-        return run
+        return guard(handler, error)
 
     routes = [
         Route("/", root, methods=["GET", "HEAD"]),
