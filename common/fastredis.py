@@ -164,9 +164,11 @@ class FastRedis:
         return _raise_for(await future)
 
     async def aclose(self) -> None:
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
-        self._protocol = None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.lost), 1.0)
 
 
 class FastPubSub:
@@ -208,9 +210,11 @@ class FastPubSub:
             await asyncio.shield(self._protocol.lost)
 
     async def aclose(self) -> None:
-        if self._protocol is not None and self._protocol.transport is not None:
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
             with contextlib.suppress(Exception):
-                self._protocol.transport.close()
+                protocol.transport.close()
+                await asyncio.wait_for(asyncio.shield(protocol.lost), 1.0)
 
 
 class RedisPyPubSub:

@@ -122,6 +122,12 @@ class Connection:
         with contextlib.suppress(Exception):
             self.writer.close()
 
+    async def aclose(self) -> None:
+        """Close and wait until the transport is gone (a loop about to end would leave the socket open)."""
+        self.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
 
 class LeanClient:
     """Requests to one origin over a single keep-alive connection, used by one task at a time.
@@ -231,8 +237,8 @@ class LeanClient:
 
     async def aclose(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            await conn.aclose()
 
 
 __all__ = ["LeanClient", "Response", "TransportError"]
