@@ -147,9 +147,7 @@ def build_openai_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closur
         return await collect(frames, item)
 
     async def stream(frames: Frames, item: Loaded, include_usage: bool) -> AsyncIterator[bytes]:
-        sim.stats["active"] += 1
-        finished = False
-        try:
+        with sim.serving(item, config.keep_alive):
             async for chunk in frames.gen.stream():
                 if chunk["done"]:
                     yield sse(frames.text("", frames.reason(chunk)))
@@ -163,13 +161,6 @@ def build_openai_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closur
                 text = chunk["message"]["content"] if frames.chat else chunk["response"]
                 if text:
                     yield sse(frames.text(text))
-            finished = True
-            sim.stats["completed"] += 1
-        finally:
-            if not finished:
-                sim.stats["cancelled"] += 1
-            sim.stats["active"] -= 1
-            sim.release(item, config.keep_alive)
 
     async def collect(frames: Frames, item: Loaded) -> Response:
         parts: list[str] = []

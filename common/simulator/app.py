@@ -193,18 +193,9 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
         raise AssertionError("unreachable")
 
     async def run_stream(gen: Generation, item: Loaded, keep_alive: float) -> AsyncIterator[bytes]:
-        sim.stats["active"] += 1
-        finished = False
-        try:
+        with sim.serving(item, keep_alive):
             async for chunk in gen.stream():
                 yield (json.dumps(chunk) + "\n").encode()
-            finished = True
-            sim.stats["completed"] += 1
-        finally:
-            if not finished:
-                sim.stats["cancelled"] += 1
-            sim.stats["active"] -= 1
-            sim.release(item, keep_alive)
 
     async def chat(request: Request) -> Response:
         return await generate(request, chat=True)

@@ -8,9 +8,11 @@ per loaded model, load time, first-token delay, tokens/s, a host speed factor an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -189,6 +191,22 @@ class Simulator:
             self.waiting -= 1
         item.expires_at = math.inf
         return item
+
+    @contextlib.contextmanager
+    def serving(self, item: Loaded, keep_alive: float) -> Iterator[None]:
+        """A streamed answer: active while it runs, completed when it ends, cancelled when it is cut short
+        (the client went away); its slot is released either way."""
+        self.stats["active"] += 1
+        finished = False
+        try:
+            yield
+            finished = True
+            self.stats["completed"] += 1
+        finally:
+            if not finished:
+                self.stats["cancelled"] += 1
+            self.stats["active"] -= 1
+            self.release(item, keep_alive)
 
     def release(self, item: Loaded, keep_alive: float) -> None:
         item.slots.release()
