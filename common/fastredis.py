@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -43,20 +42,25 @@ def pack(args: tuple[Any, ...]) -> bytes:
     return b"".join(out)
 
 
+def takes_url(url: str) -> bool:
+    """Whether the lean clients take this URL: plain ``redis://host:port/db``, no TLS, socket or options."""
+    parts = urlsplit(url)
+    return parts.scheme == "redis" and not parts.query and bool(parts.hostname)
+
+
 class Endpoint:
-    """Where and how to connect, from a ``redis://`` or ``rediss://`` URL."""
+    """Where and how to connect, from a plain ``redis://`` URL (everything else stays with redis-py)."""
 
     def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"unsupported redis URL scheme {parts.scheme!r}")
+        if not takes_url(url):
+            raise ValueError(f"not a plain redis://host:port/db URL: {url.split('@')[-1]!r}")
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         path = parts.path.strip("/")
         self.db = int(path) if path else 0
-        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parts.scheme == "rediss" else None
         self.connect_timeout = connect_timeout
 
     def handshake(self) -> list[tuple[Any, ...]]:
@@ -118,7 +122,7 @@ async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _P
     loop = asyncio.get_running_loop()
     try:
         _transport, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(None), endpoint.host, endpoint.port, ssl=endpoint.ssl),
+            loop.create_connection(lambda: _Protocol(None), endpoint.host, endpoint.port),
             endpoint.connect_timeout,
         )
     except (OSError, TimeoutError) as exc:
@@ -274,19 +278,13 @@ def pubsub_connection(
     url: str, client: Any, on_message: Callable[[dict[str, Any]], None]
 ) -> PubSubConnection:
     """A subscriber: the lean one for plain ``redis://`` URLs, redis-py's (with ``client``'s options) else."""
-    parts = urlsplit(url)
-    if parts.scheme == "redis" and not parts.query and parts.hostname:
-        return FastPubSub(url, on_message)
-    return RedisPyPubSub(client, on_message)
+    return FastPubSub(url, on_message) if takes_url(url) else RedisPyPubSub(client, on_message)
 
 
 def fast_redis(url: str) -> FastRedis | None:
     """A FastRedis for a plain ``redis://host:port/db`` URL; None for anything else (TLS, a unix socket, URL
     options), which stays with redis-py and its full set of connection options."""
-    parts = urlsplit(url)
-    if parts.scheme != "redis" or parts.query or not parts.hostname:
-        return None
-    return FastRedis(url)
+    return FastRedis(url) if takes_url(url) else None
 
 
 __all__ = [
