@@ -146,8 +146,8 @@ class HttpPool:
         self._all = []
         context = connection.ssl_context()
         for _ in range(slots + 1):
-            client = LeanClient(self.url, headers=connection.headers,
-                                connect_timeout=connection.connect_timeout, ssl_context=context)  # fmt: skip
+            client = LeanClient(self.url, headers=connection.headers, connect_timeout=connection.connect_timeout,
+                                ssl_context=context, read_timeout=connection.read_timeout_for(stream=True))  # fmt: skip
             self._all.append(client)
             self._clients.put_nowait(client)
 
@@ -183,7 +183,6 @@ class HttpPool:
         """A streamed POST. Leaving the block (or cancelling the task) closes the connection: the engine stops.
         The read timeout (``CORRAL_BACKEND_READ_TIMEOUT``, none by default) bounds each wait for data."""
         async with self._client() as client:
-            client.read_timeout = self.connection.read_timeout_for(stream=True)
             try:
                 async with client.stream("POST", path, body) as resp:
                     await raise_for_status(resp)

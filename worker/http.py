@@ -140,6 +140,7 @@ class LeanClient:
         headers: dict[str, str] | None = None,
         connect_timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        read_timeout: float | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -152,7 +153,7 @@ class LeanClient:
         if self.tls and self.ssl_context is None:
             self.ssl_context = ssl.create_default_context()
         self.connect_timeout = connect_timeout
-        self.read_timeout: float | None = None  # seconds a stream may wait for data; None = no limit
+        self.read_timeout = read_timeout  # seconds a response may wait for data; None = no limit
         host_header = parts.netloc.rsplit("@", 1)[-1]
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._fixed_headers = f"Host: {host_header}\r\nUser-Agent: corral-worker\r\n{extra}"
