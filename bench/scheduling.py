@@ -36,6 +36,9 @@ SPECS = {m: {"load_time": 10 + 2 * i} for i, m in enumerate(MODELS)}
 CLIENT_CONNECTIONS = 256  # requests the load generator keeps open at once, like an application's pool
 DEADLINE = 120.0  # seconds a dispatcher gets; requests open then are cut off (their times are lower bounds)
 COLD_DELAY = 0.5  # seconds, real time: about the scaled time of a model load (0.5-1 s here)
+SWITCH_DELAY = (
+    1.0  # seconds, real time: a job of a model no host has loaded waits this long before a host switches
+)
 
 
 @dataclass
@@ -180,9 +183,12 @@ def proxy(rig: Rig, sims: list[str], policy: str) -> str:
     return url
 
 
-def corral(rig: Rig, sims: list[str]) -> str:
+def corral(rig: Rig, sims: list[str], learned: bool = False) -> str:
+    """The API and one worker per host; each worker told its host holds 2 models (``CORRAL_MAX_LOADED_MODELS``,
+    as docs/scheduling.md says to set it), or with ``learned`` left to find out from the first eviction."""
     settings = {"heartbeat_interval": 0.25, "heartbeat_ttl": 3, "model_refresh_interval": 2,
-                "cold_delay": COLD_DELAY, "worker_slots": 8, "max_queue": 0}  # fmt: skip
+                "cold_delay": COLD_DELAY, "switch_delay": SWITCH_DELAY, "worker_slots": 8, "max_queue": 0,
+                "max_loaded_models": 0 if learned else SIM_OPTIONS["max_loaded"]}  # fmt: skip
     for i, sim in enumerate(sims):
         rig.worker(sim, f"sched-w{i}", **settings)
     url, _ = rig.api(**settings)
@@ -197,7 +203,11 @@ def scenario(name: str, requests: list[Request]) -> dict[str, Any]:
         if name == "litellm":
             outcome = asyncio.run(run_litellm(sims, requests))
         else:
-            base = corral(rig, sims) if name == "corral" else proxy(rig, sims, name)
+            base = (
+                corral(rig, sims, name == "corral-learned")
+                if name.startswith("corral")
+                else proxy(rig, sims, name)
+            )
             outcome = asyncio.run(run_http(base, requests))
         return summarise(outcome, loads(sims))
     finally:
@@ -239,7 +249,7 @@ def litellm_available() -> str:
 def bench_scheduling(n: int) -> tuple[list[tuple[str, dict[str, Any]]], str]:
     """Every dispatcher on the same workload; also why LiteLLM was left out, if it was."""
     requests = workload(n)
-    names = ["round-robin", "least-busy", "corral"]
+    names = ["round-robin", "least-busy", "corral", "corral-learned"]
     missing = litellm_available()
     if not missing:
         names.append("litellm")
@@ -250,6 +260,7 @@ LABELS = {
     "round-robin": "round-robin proxy (baseline)",
     "least-busy": "least-busy proxy",
     "corral": "Corral (API + 3 workers)",
+    "corral-learned": "Corral, host capacity learned",
     "litellm": "LiteLLM Router (simple-shuffle)",
 }
 

@@ -63,6 +63,9 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
+        # longer than clients keep idle connections (httpx 5 s, aiohttp 15 s): with uvicorn's 5 s default a
+        # client could send its next request as the server closed the connection (a ReadError in the bench)
+        timeout_keep_alive=75,
     )
     return 0
 

@@ -61,6 +61,7 @@ class Limits:
     history_max: int = 100_000
     cold_delay: float = 0.0
     warm_ttl: float = 6.0
+    switch_delay: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -76,6 +77,7 @@ class Limits:
             history_max=settings.history_max,
             cold_delay=settings.cold_delay,
             warm_ttl=settings.heartbeat_ttl,
+            switch_delay=settings.switch_delay,
         )
 
 

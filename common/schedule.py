@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,13 +80,18 @@ local function index_pop(m)
   end
   return nil
 end
+-- seconds the oldest queued job of a model queue has waited (nil: the queue is empty)
+local function head_age(qkey, now)
+  local head = redis.call('LINDEX', qkey, 0)
+  if not head then return nil end
+  return now - (tonumber(redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. head, 'enq_ts') or '0') or 0)
+end
 -- seconds a cold worker must still wait before taking a job of model m (0: take it now, -1: queue empty)
 local function cold_wait(m, qkey, now, delay)
-  local head = redis.call('LINDEX', qkey, 0)
-  if not head then return -1 end
+  local age = head_age(qkey, now)
+  if not age then return -1 end
   if redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. m, now, '+inf') == 0 then return 0 end
-  local ts = tonumber(redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. head, 'enq_ts') or '0') or 0
-  local left = delay - (now - ts)
+  local left = delay - age
   if left <= 0 then return 0 end
   return left
 end
@@ -165,13 +171,132 @@ def warm_flags(models: Sequence[str], warm: set[str]) -> str:
     return "".join("1" if m in warm else "0" for m in models)
 
 
+def _rotate(group: list[str], rotation: int) -> list[str]:
+    if not group:
+        return group
+    k = rotation % len(group)
+    return group[k:] + group[:k]
+
+
 def pop_order(models: Sequence[str], warm: set[str], rotation: int) -> list[str]:
     """Warm models first, then cold ones; each group rotated so no queue is always tried first."""
+    return _rotate([m for m in models if m in warm], rotation) + _rotate(
+        [m for m in models if m not in warm], rotation
+    )
 
-    def rotate(group: list[str]) -> list[str]:
-        if not group:
-            return group
-        k = rotation % len(group)
-        return group[k:] + group[:k]
 
-    return rotate([m for m in models if m in warm]) + rotate([m for m in models if m not in warm])
+@dataclass(frozen=True)
+class Switch:
+    """A pending model switch: stop taking ``victim`` so it drains, then take ``target``."""
+
+    target: str
+    victim: str
+
+
+@dataclass(frozen=True)
+class SwitchSignal:
+    """POP's answer when a model waits with no worker claiming it: per warm model, (queued, other live claims)."""
+
+    model: str
+    held: dict[str, tuple[int, int]]
+
+
+def decode_switch(reply: Any) -> SwitchSignal | None:
+    """POP's ``{'switch', model, name, queued, claims, ...}`` reply, or None for any other reply."""
+    if not isinstance(reply, list) or not reply or reply[0] not in (b"switch", "switch"):
+        return None
+
+    def text(x: Any) -> str:
+        return x.decode() if isinstance(x, bytes) else str(x)
+
+    rest = reply[2:]
+    held = {text(rest[i]): (int(rest[i + 1]), int(rest[i + 2])) for i in range(0, len(rest) - 2, 3)}
+    return SwitchSignal(text(reply[1]), held)
+
+
+def choose_victim(signal: SwitchSignal, running: set[str]) -> str:
+    """Which running model to give up: one another worker also has warm, else the one with the fewest queued."""
+    candidates = [m for m in running if m in signal.held] or sorted(running)
+    return min(
+        candidates, key=lambda m: (signal.held.get(m, (0, 0))[1] == 0, signal.held.get(m, (0, 0))[0], m)
+    )
+
+
+def keep_running(running: Mapping[str, int], loaded: set[str], capacity: int) -> set[str]:
+    """Over capacity (the capacity was learned, or jobs came back from a switch), the running models to go on
+    taking: loaded ones first, then those with the most jobs; the others drain."""
+    if capacity <= 0 or len(running) <= capacity:
+        return set(running)
+    ranked = sorted(running, key=lambda m: (m not in loaded, -running[m], m))
+    return set(ranked[:capacity])
+
+
+def plan_pop(
+    models: Sequence[str],
+    warm: set[str],
+    running: set[str],
+    capacity: int,
+    switch: Switch | None,
+    rotation: int,
+) -> tuple[list[str], str]:
+    """The queues a pop tries and their flags (POP_SRC): ``warm`` models first, ``running`` the models of the
+    worker's jobs in flight (at most ``capacity``: see ``keep_running``), ``capacity`` the models its host can
+    hold at once (0: unknown, no limit).
+
+    Unknown capacity: warm models '1', the others '0' (cold: after the cold delay, when no warm queue has a
+    job). Below a known capacity the cold ones are 'c': the same, but a model no worker serves whose oldest job
+    has waited the switch delay goes before the warm ones (loading it evicts nothing, and a deep warm queue
+    would otherwise starve it). At capacity only the running models may be taken (another would evict
+    one of them: with Ollama, a load waits for a busy model to go idle and holds up the requests behind it), and
+    the others are probed ('s') for a model nobody serves. A pending switch leaves its victim out (so it
+    drains) and reserves its target ('r') until there is room, then takes the target first ('t')."""
+    full = capacity > 0 and len(running) >= capacity
+    cold = "c" if capacity > 0 else "0"
+
+    def flags(order: list[str]) -> str:
+        return "".join("1" if m in warm else cold for m in order)
+
+    if switch is not None:
+        others = [m for m in models if m not in (switch.target, switch.victim)]
+        if full:
+            held = _rotate([m for m in others if m in running], rotation)
+            return [*held, switch.target], "1" * len(held) + "r"
+        order = [switch.target, *pop_order(others, warm, rotation)]
+        return order, "t" + flags(order[1:])
+    if not full:
+        order = pop_order(models, warm, rotation)
+        return order, flags(order)
+    held = _rotate([m for m in models if m in running], rotation)
+    probes = _rotate([m for m in models if m not in running], rotation)
+    return held + probes, "1" * len(held) + "s" * len(probes)
+
+
+class Capacity:
+    """How many models this host holds at once: ``CORRAL_MAX_LOADED_MODELS``, or learned from ``/api/ps``.
+
+    Unknown at first (no limit). Once a model leaves ``/api/ps`` while another one arrives, or while a model of
+    the worker's running jobs is not loaded (so it is waiting for memory), the host has evicted a model to load
+    another: its capacity is then the most models ever seen loaded together (it can still grow later)."""
+
+    def __init__(self, configured: int = 0) -> None:
+        self.configured = configured
+        self.most_seen = 0
+        self.evicted = False
+        self._previous: set[str] = set()
+
+    @property
+    def limit(self) -> int:
+        if self.configured:
+            return self.configured
+        return max(1, self.most_seen) if self.evicted else 0
+
+    def observe(self, loaded: set[str], running: set[str]) -> bool:
+        """One ``/api/ps`` answer; True when it taught the worker its capacity for the first time."""
+        self.most_seen = max(self.most_seen, len(loaded))
+        gone = self._previous - loaded
+        arrived = loaded - self._previous
+        self._previous = set(loaded)
+        if self.evicted or not gone or not (arrived or running - loaded):
+            return False
+        self.evicted = True
+        return not self.configured

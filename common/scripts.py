@@ -30,11 +30,16 @@ end
 """
 
 # KEYS: inflight list, then the queue keys in the order to try.
-# ARGV: worker id, now (RQ time format), events maxlen, events ttl ms, warm flags (one '1'/'0' per queue key:
-#       whether this worker has the model loaded), cold delay s, warm claim ttl s.
-# Returns {id, attempt, data, timeout, model, enqueued_at}; or, when only jobs a cold worker must not take yet
-# are queued, the milliseconds until the first may be taken; or false. Skips ids whose job is gone or no longer
-# queued.
+# ARGV: worker id, now (RQ time format), events maxlen, events ttl ms, flags (one per queue key, see
+#       schedule.plan_pop: '1' warm: claim and take; '0' cold: take after the cold delay, when no warm queue
+#       has a job; 'c' cold with room on the host: the same, and before the warm queues when no worker serves
+#       the model and its oldest job has waited the switch delay; 'r' reserved: claim only; 't' the target of
+#       a switch, now with room: claim and take first; 's' switch probe: the worker is at its model capacity),
+#       cold delay s, warm claim ttl s, switch delay s.
+# Returns {id, attempt, data, timeout, model, enqueued_at}; or {'switch', model, then for each warm model:
+# name, queued, other live claims} when a probed model has waited the switch delay and no worker claims it
+# (the model is then claimed for this worker); or, when only jobs a cold worker must not take yet are queued,
+# the milliseconds until the first may be taken; or false. Skips ids whose job is gone or no longer queued.
 POP_SRC = (
     _EMIT
     + SCHED_LUA
@@ -71,21 +76,52 @@ local function take(qkey, m)
 end
 local now = clock()
 local qp = #'{keys.queue_key("")}' + 1
+local function flag(i) return string.sub(ARGV[5], i - 1, i - 1) end
+local function claim(m) redis.call('ZADD', '{keys.WARM_PREFIX}' .. m, now + tonumber(ARGV[7]), ARGV[1]) end
 for i = 2, #KEYS do
-  if string.sub(ARGV[5], i - 1, i - 1) == '1' then
-    redis.call('ZADD', '{keys.WARM_PREFIX}' .. string.sub(KEYS[i], qp), now + tonumber(ARGV[7]), ARGV[1])
-  end
+  if flag(i) == '1' or flag(i) == 'r' or flag(i) == 't' then claim(string.sub(KEYS[i], qp)) end
 end
-local wait = nil
+-- at capacity: a model whose oldest job has waited the switch delay with no worker claiming it makes this
+-- worker switch (it stops taking one of its models and takes this one once that has drained)
+local function unserved(m, qkey)
+  local age = head_age(qkey, now)
+  return age and age >= tonumber(ARGV[8]) and redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. m, now, '+inf') == 0
+end
 for i = 2, #KEYS do
   local m = string.sub(KEYS[i], qp)
-  local left = 0
-  if string.sub(ARGV[5], i - 1, i - 1) ~= '1' then left = cold_wait(m, KEYS[i], now, tonumber(ARGV[6])) end
-  if left == 0 then
-    local job = take(KEYS[i], m)
-    if job then return job end
-  elseif left > 0 and (wait == nil or left < wait) then
-    wait = left
+  if flag(i) == 's' and unserved(m, KEYS[i]) then
+    claim(m)
+    local out = {{'switch', m}}
+    for j = 2, #KEYS do
+      if flag(j) == '1' then
+        local h = string.sub(KEYS[j], qp)
+        out[#out + 1] = h
+        out[#out + 1] = redis.call('LLEN', KEYS[j])
+        out[#out + 1] = redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. h, now, '+inf') - 1
+      end
+    end
+    return out
+  end
+end
+-- first a switch's target ('t') or a cold model with room ('c') that nobody serves and has waited the switch
+-- delay, then warm models ('1'), then cold ones ('0', 'c') after the cold delay
+local wait = nil
+for pass = 1, 2 do
+  for i = 2, #KEYS do
+    local m, f, left = string.sub(KEYS[i], qp), flag(i), -1
+    if pass == 1 then
+      if f == 't' or (f == 'c' and unserved(m, KEYS[i])) then left = 0 end
+    elseif f == '0' or f == 'c' then
+      left = cold_wait(m, KEYS[i], now, tonumber(ARGV[6]))
+    elseif f == '1' then
+      left = 0
+    end
+    if left == 0 then
+      local job = take(KEYS[i], m)
+      if job then return job end
+    elseif left > 0 and (wait == nil or left < wait) then
+      wait = left
+    end
   end
 end
 if wait then return math.ceil(wait * 1000) end

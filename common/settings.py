@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         ge=0,
         description="seconds a job waits for a worker with its model loaded before a cold one takes it",
     )
+    switch_delay: float = Field(
+        10.0,
+        ge=0,
+        description="seconds a job of a model no worker has loaded waits before a worker at its model capacity "
+        "stops taking one of its models to load this one",
+    )
     max_batch: int = Field(1000, ge=1, le=100_000, description="jobs per POST /jobs/batch")
     janitor_interval: float = Field(1.0, gt=0, description="seconds between janitor passes")
     max_retries: int = Field(3, ge=0, description="re-queues after a worker died before a job fails")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -29,7 +30,7 @@ from .jobs import (
     rq_now,
     submitted,
 )
-from .schedule import decode_position, warm_flags
+from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
 Call = tuple[scripts.LuaScript, list[str], list[Any]]
@@ -61,11 +62,27 @@ def _requeue_outcome(reply: list[Any]) -> tuple[str, int]:
     return _word(reply[0]), int(reply[1]) if len(reply) > 1 else 0
 
 
-def _popped(reply: Any, default_timeout: float) -> tuple[PoppedJob | None, float]:
-    """POP's reply → (the job, or None and the seconds until a cold worker may take one; 0 = nothing queued)."""
+@dataclass(frozen=True)
+class Popped:
+    """POP's answer: the job; or none and the seconds until a cold worker may take one (0: nothing to wait for);
+    or a signal to switch models (a worker at its model capacity, a model nobody serves)."""
+
+    job: PoppedJob | None = None
+    wait: float = 0.0
+    switch: SwitchSignal | None = None
+
+
+def _popped(reply: Any, default_timeout: float) -> Popped:
     if isinstance(reply, int):
-        return None, reply / 1000
-    return (decode_popped(reply, default_timeout) if reply else None), 0.0
+        return Popped(wait=reply / 1000)
+    signal = decode_switch(reply)
+    if signal is not None:
+        return Popped(switch=signal)
+    return Popped(decode_popped(reply, default_timeout) if reply else None)
+
+
+def _flags(models: list[str], warm: set[str] | None) -> str:
+    return "1" * len(models) if warm is None else warm_flags(models, warm)
 
 
 def _unserved(requests: list[JobRequest], served: list[bool]) -> None:
@@ -83,12 +100,11 @@ class _Calls:
     def _event_args(self) -> list[Any]:
         return [self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl]
 
-    def _pop(self, worker_id: str, models: list[str], warm: set[str] | None) -> Call:
+    def _pop(self, worker_id: str, models: list[str], flags: str) -> Call:
         queue_keys = [keys.queue_key(m) for m in models]
-        flags = "1" * len(models) if warm is None else warm_flags(models, warm)
         limits = self.limits
         args = [worker_id, rq_now(), limits.events_maxlen, limits.events_ttl_ms, flags, limits.cold_delay,
-                limits.warm_ttl]  # fmt: skip
+                limits.warm_ttl, limits.switch_delay]  # fmt: skip
         return scripts.POP, [keys.inflight_key(worker_id), *queue_keys], args
 
     def _prepare_batch(
@@ -197,7 +213,12 @@ class JobStore(_Calls):
     def pop_scheduled(
         self, worker_id: str, models: list[str], warm: set[str] | None
     ) -> tuple[PoppedJob | None, float]:
-        reply = self._run(self._pop(worker_id, models, warm)) if models else None
+        popped = self.pop_planned(worker_id, models, _flags(models, warm))
+        return popped.job, popped.wait
+
+    def pop_planned(self, worker_id: str, models: list[str], flags: str) -> Popped:
+        """One pop with explicit flags per queue (``schedule.plan_pop``)."""
+        reply = self._run(self._pop(worker_id, models, flags)) if models else None
         return _popped(reply, self.limits.job_timeout)
 
     def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
@@ -310,7 +331,11 @@ class AsyncJobStore(_Calls):
     async def pop_scheduled(
         self, worker_id: str, models: list[str], warm: set[str] | None
     ) -> tuple[PoppedJob | None, float]:
-        reply = await self._run(self._pop(worker_id, models, warm)) if models else None
+        popped = await self.pop_planned(worker_id, models, _flags(models, warm))
+        return popped.job, popped.wait
+
+    async def pop_planned(self, worker_id: str, models: list[str], flags: str) -> Popped:
+        reply = await self._run(self._pop(worker_id, models, flags)) if models else None
         return _popped(reply, self.limits.job_timeout)
 
     async def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from typing import Any
 
 from common import keys, registry
@@ -26,9 +27,9 @@ from common.fastredis import fast_redis, pubsub_connection
 from common.janitor import Janitor
 from common.jobs import Limits, PoppedJob
 from common.names import normalise_model
-from common.schedule import pop_order
+from common.schedule import Capacity, Switch, choose_victim, keep_running, plan_pop
 from common.settings import Settings
-from common.store import AsyncJobStore, JobStore
+from common.store import AsyncJobStore, JobStore, Popped
 
 from .backend import BackendError, make_backend
 from .execute import Active, JobRunner
@@ -80,6 +81,8 @@ class Worker:
         self._rotation = 0
         self.recent: dict[str, float] = {}  # model -> when this worker last started one of its jobs
         self.claimed: set[str] = set()  # models this worker has told the pop it has loaded
+        self.capacity = Capacity(settings.max_loaded_models)
+        self.switch: Switch | None = None
 
     # -- models and heartbeat -----------------------------------------------------------------------------
     async def refresh_models(self) -> None:
@@ -122,6 +125,10 @@ class Worker:
         """What /api/ps said; jobs started since the question was asked still count as warm."""
         self.loaded = sorted(normalise_model(n) for n in names)
         self.recent = {m: t for m, t in self.recent.items() if t >= asked}
+        if self.capacity.observe(set(self.loaded), self.running_models()):
+            log.info("the backend evicted a model to load another: it holds %d at once (learned; set "
+                     "CORRAL_MAX_LOADED_MODELS to say so up front)", self.capacity.limit)  # fmt: skip
+        self.info.max_loaded_models = self.capacity.limit
 
     async def refresh_loaded(self) -> None:
         """Read /api/ps alone (between the slower /api/tags reads) and withdraw stale warm claims."""
@@ -130,7 +137,7 @@ class Worker:
             ps = await self.ollama.loaded_models()
             self.set_loaded([str(m.get("name") or m.get("model")) for m in ps], asked)
             self.info.ps = ps
-        stale = self.claimed - self.warm_models()
+        stale = self.claimed - self.warm_models() - ({self.switch.target} if self.switch else set())
         if stale:
             pipe = self.redis.pipeline(transaction=False)
             for model in stale:
@@ -138,9 +145,12 @@ class Worker:
             await pipe.execute()
             self.claimed -= stale
 
+    def running_models(self) -> set[str]:
+        return {a.job.model for a in self.active.values()}
+
     def warm_models(self) -> set[str]:
         """Models loaded in this worker's Ollama, as far as it knows: /api/ps, plus its running and recent jobs."""
-        return set(self.loaded) | set(self.recent) | {a.job.model for a in self.active.values()}
+        return set(self.loaded) | set(self.recent) | self.running_models()
 
     async def beat(self) -> None:
         info = self.info
@@ -231,10 +241,27 @@ class Worker:
                 "job %s left running by a previous %s: %s (attempt %d)", job_id, self.id, state, attempt
             )
 
-    def next_queue_order(self, warm: set[str]) -> list[str]:
-        """Warm models first (delay scheduling), each group rotated."""
+    def next_pop(self, warm: set[str]) -> tuple[list[str], str]:
+        """The queues to try and their flags: warm first (delay scheduling), within the host's model capacity."""
         self._rotation = (self._rotation + 1) % 1_000_000
-        return pop_order(self.models, warm, self._rotation)
+        if self.switch and (self.switch.target not in self.models or self.switch.victim not in self.models):
+            self.switch = None
+        limit = self.capacity.limit
+        running = Counter(a.job.model for a in self.active.values())
+        dropped = set(running) - keep_running(running, set(self.loaded), limit)  # over capacity: these drain
+        models = [m for m in self.models if m not in dropped]
+        return plan_pop(models, warm, set(running), limit, self.switch, self._rotation)
+
+    def popped(self, popped: Popped, flags: str) -> None:
+        """Follow a pop's answer: start a switch it signalled, end a switch whose target was offered."""
+        if popped.switch is not None:
+            victim = choose_victim(popped.switch, self.running_models())
+            self.switch = Switch(popped.switch.model, victim)
+            self.claimed.add(popped.switch.model)
+            log.info("switching models: %s waits with no worker serving it; draining %s to make room",
+                     popped.switch.model, victim)  # fmt: skip
+        elif self.switch is not None and flags.startswith("t"):
+            self.switch = None  # the target was offered first: taken, or no longer waiting
 
     async def _wait_wake(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -253,7 +280,10 @@ class Worker:
             try:
                 warm = self.warm_models()
                 self.claimed |= warm
-                job, wait = await self.store.pop_scheduled(self.id, self.next_queue_order(warm), warm)
+                models, flags = self.next_pop(warm)
+                popped = await self.store.pop_planned(self.id, models, flags)
+                self.popped(popped, flags)
+                job, wait = popped.job, popped.wait
                 delay = 0.1
             except Exception as exc:  # Redis down or a script error: never let the pop loop die
                 self.slots.release()
@@ -263,7 +293,8 @@ class Worker:
                 continue
             if job is None:
                 self.slots.release()
-                await self._wait_wake(min(wait, IDLE_POLL) if wait > 0 else IDLE_POLL)
+                if popped.switch is None:
+                    await self._wait_wake(min(wait, IDLE_POLL) if wait > 0 else IDLE_POLL)
                 continue
             crash_here("after_pop")
             self.recent[job.model] = time.monotonic()
@@ -288,6 +319,7 @@ class Worker:
         finally:
             self.active.pop(active.job.id, None)
             self.slots.release()
+            self.wake.set()  # a model may have drained: a pop that found nothing it may take can now
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def run(self) -> None:

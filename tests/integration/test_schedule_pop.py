@@ -11,8 +11,9 @@ import redis
 from common import keys
 from common.errors import ModelNotFound, QueueFull
 from common.jobs import Limits
+from common.schedule import SwitchSignal
 from common.schemas import JobRequest
-from common.store import JobStore
+from common.store import JobStore, Popped
 
 pytestmark = pytest.mark.integration
 LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2,
@@ -151,3 +152,50 @@ def test_eta_from_recent_starts(store: JobStore, r: redis.Redis) -> None:
     ids = [store.enqueue(job(f"p{i}")).id for i in range(5)]
     view = store.get(ids[4])
     assert view.queue_position == 4 and view.estimated_start_at is not None
+
+
+M2 = "n:latest"
+
+
+def test_a_worker_at_capacity_switches_to_a_model_nobody_serves(r: redis.Redis) -> None:
+    store = JobStore(r, dataclasses.replace(LIMITS, switch_delay=0.3))
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    r.zadd(keys.model_workers_key(M2), {"w": time.time() + 60})
+    store.enqueue_many([job(f"m{i}") for i in range(3)])
+    waiting = store.enqueue(JobRequest(model="n", prompt="me")).id
+    # full with M running: M is taken, N only probed; N has not waited the switch delay yet
+    got = store.pop_planned("full", [M, M2], "1s")
+    assert got.job is not None and got.job.model == M and got.switch is None
+    time.sleep(0.35)
+    got = store.pop_planned("full", [M, M2], "1s")
+    assert got.job is None and got.switch == SwitchSignal(M2, {M: (2, 0)})
+    assert r.zscore(keys.warm_key(M2), "full") is not None  # claimed: no other worker switches too
+    assert store.pop_planned("other", [M2], "s").switch is None
+    reserved = store.pop_planned("full", [M, M2], "1r")  # draining M would leave it out; r only claims
+    assert reserved.job is not None and reserved.job.model == M
+    assert store.get(waiting).status == "queued"
+    taken = store.pop_planned("full", [M, M2], "1t")  # room now: the target is taken (it has waited long)
+    assert taken.job is not None and taken.job.id == waiting
+
+
+def test_no_switch_while_a_worker_claims_the_model(r: redis.Redis) -> None:
+    store = JobStore(r, dataclasses.replace(LIMITS, switch_delay=0.0))
+    r.zadd(keys.model_workers_key(M2), {"w": time.time() + 60})
+    store.pop_planned("serving", [M2], "1")  # a worker has N loaded
+    store.enqueue(JobRequest(model="n", prompt="me"))
+    assert store.pop_planned("full", [M2], "s") == Popped()
+
+
+def test_with_room_an_unserved_model_goes_before_the_warm_queue(r: redis.Redis) -> None:
+    store = JobStore(r, dataclasses.replace(LIMITS, switch_delay=0.3))
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    r.zadd(keys.model_workers_key(M2), {"w": time.time() + 60})
+    lone = store.enqueue(JobRequest(model="n", prompt="me")).id
+    store.enqueue_many([job(f"m{i}") for i in range(5)])
+    first = store.pop_planned("w", [M, M2], "1c")
+    assert first.job is not None and first.job.model == M  # N has not waited the switch delay: warm first
+    time.sleep(0.35)
+    store.pop_planned("other", [], "")
+    r.zadd(keys.warm_key(M2), {"other": 0})  # an expired claim says nothing
+    second = store.pop_planned("w", [M, M2], "1c")
+    assert second.job is not None and second.job.id == lone

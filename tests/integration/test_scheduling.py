@@ -136,3 +136,40 @@ def test_priority_and_user_headers(api: tuple[httpx.Client, redis.Redis]) -> Non
     assert http.get(f"/jobs/{answer.headers['X-Corral-Job']}").json()["priority"] == "low"
     for job_id in (low, high):
         http.delete(f"/jobs/{job_id}")
+
+
+@pytest.mark.parametrize("configured", [2, 0], ids=["configured", "learned"])
+def test_a_host_runs_no_more_models_than_it_holds(fleet: Fleet, configured: int) -> None:
+    # three models, room for two: a worker taking jobs of all three at once makes the host evict and reload
+    # over and over (a load waits for a busy model to go idle, holding up the requests behind it). Without the
+    # capacity limit this took 28-34 loads; learned, the first eviction teaches the worker the limit.
+    names = ["a:latest", "b:latest", "c:latest"]
+    sim = fleet.simulator(",".join(names), max_loaded=2, parallel=2, load_time=0.3, tps=50, min_tokens=10)
+    fleet.worker(sim, "w", worker_slots=6, max_loaded_models=configured, cold_delay=0.2, switch_delay=30,
+                 heartbeat_interval=0.2)  # fmt: skip
+    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
+    ids = [
+        s.id
+        for s in store.enqueue_many([JobRequest(model=names[i % 3], prompt=f"job {i}") for i in range(36)])
+    ]
+    wait_for(lambda: all(store.get(i).status == "succeeded" for i in ids), timeout=60, what="every job done")
+    loads = httpx.get(sim + "/sim/stats", timeout=5).json()["loads"]
+    assert loads <= (4 if configured else 8), loads  # each model once and a switch back; learning costs a few
+    assert fleet.redis.hget(keys.worker_key("w"), "max_loaded_models") == b"2"
+
+
+def test_a_full_host_switches_to_a_model_nobody_serves(fleet: Fleet) -> None:
+    # a and b keep the host busy; c's one job must not wait until their queues are empty
+    names = ["a:latest", "b:latest", "c:latest"]
+    sim = fleet.simulator(",".join(names), max_loaded=2, parallel=2, load_time=0.2, tps=50, min_tokens=10)
+    fleet.worker(sim, "w", worker_slots=4, max_loaded_models=2, cold_delay=0.1, switch_delay=0.5)
+    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
+    store.enqueue_many([JobRequest(model=names[i % 2], prompt=f"job {i}") for i in range(80)])  # ~4 s of work
+    wait_for(lambda: fleet.redis.llen(keys.queue_key(names[1])) < 38, what="a and b running")
+    lone = store.enqueue(JobRequest(model="c", prompt="me")).id
+    wait_for(lambda: store.get(lone).status != "queued", timeout=30, what="c started")
+    left = sum(fleet.redis.llen(keys.queue_key(m)) for m in names[:2])
+    assert left > 0  # c started while a and b still had queued jobs: the worker drained one to make room
+    view = store.get(lone)
+    assert ts(view.started_at) - ts(view.enqueued_at) >= 0.45  # after the switch delay
+    assert httpx.get(sim + "/sim/stats", timeout=5).json()["loads"] <= 4

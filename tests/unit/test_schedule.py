@@ -6,7 +6,18 @@ from datetime import datetime
 
 import pytest
 
-from common.schedule import estimated_start, pop_order, start_rate, warm_flags
+from common.schedule import (
+    Capacity,
+    Switch,
+    SwitchSignal,
+    choose_victim,
+    decode_switch,
+    estimated_start,
+    plan_pop,
+    pop_order,
+    start_rate,
+    warm_flags,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -34,3 +45,69 @@ def test_estimated_start_from_position_and_rate() -> None:
     assert eta is not None
     assert datetime.fromisoformat(eta.replace("Z", "+00:00")).timestamp() == pytest.approx(now + 5)
     assert estimated_start(4, [], now) is None
+
+
+def test_below_capacity_warm_first_then_cold() -> None:
+    models = ["a", "b", "c"]
+    assert plan_pop(models, {"b"}, {"b"}, 2, None, 0) == (
+        ["b", "a", "c"],
+        "1cc",
+    )  # room: aged cold jobs first
+    assert plan_pop(models, {"b"}, {"a", "b", "c"}, 0, None, 0) == (["b", "a", "c"], "100")  # 0: no limit
+
+
+def test_at_capacity_only_running_models_are_taken_the_others_probed() -> None:
+    models = ["a", "b", "c", "d"]
+    # d is loaded but idle: taking it would evict a running model, so it is probed like the cold ones
+    assert plan_pop(models, {"a", "b", "d"}, {"a", "b"}, 2, None, 0) == (["a", "b", "c", "d"], "11ss")
+
+
+def test_a_switch_drains_its_victim_then_offers_its_target_first() -> None:
+    models = ["a", "b", "c"]
+    switch = Switch(target="c", victim="a")
+    assert plan_pop(models, {"a", "b"}, {"a", "b"}, 2, switch, 0) == (
+        ["b", "c"],
+        "1r",
+    )  # a drains, c reserved
+    assert plan_pop(models, {"a", "b"}, {"b"}, 2, switch, 0) == (["c", "b"], "t1")  # room: c first
+
+
+def test_the_victim_is_a_model_others_serve_else_the_least_queued() -> None:
+    signal = SwitchSignal("c", {"a": (50, 0), "b": (3, 0)})
+    assert choose_victim(signal, {"a", "b"}) == "b"
+    signal = SwitchSignal("c", {"a": (50, 1), "b": (3, 0)})
+    assert choose_victim(signal, {"a", "b"}) == "a"  # another worker has a warm: giving it up costs no load
+
+
+def test_switch_reply_decodes() -> None:
+    reply = [b"switch", b"c", b"a", 5, 1, b"b", 0, 0]
+    assert decode_switch(reply) == SwitchSignal("c", {"a": (5, 1), "b": (0, 0)})
+    assert decode_switch([b"job-id", b"1", b"{}", b"", b"m", b""]) is None
+    assert decode_switch(1500) is None and decode_switch(None) is None
+
+
+def test_capacity_is_learned_from_an_eviction_not_from_an_expiry() -> None:
+    capacity = Capacity()
+    assert capacity.limit == 0  # unknown: no limit
+    assert not capacity.observe({"a"}, {"a"})
+    assert not capacity.observe({"a", "b"}, {"a", "b"})
+    assert not capacity.observe({"b"}, set())  # a expired (idle, nothing waiting): says nothing
+    assert capacity.limit == 0
+    assert capacity.observe({"b", "c"}, {"b", "c"}) is False  # grew: no eviction
+    assert capacity.observe({"c", "d"}, {"c", "d"})  # b left as d arrived: evicted
+    assert capacity.limit == 2
+    assert not capacity.observe({"c", "d", "e"}, set()) and capacity.limit == 3  # it can still grow
+
+
+def test_capacity_learned_while_a_running_model_waits_for_memory() -> None:
+    capacity = Capacity()
+    capacity.observe({"a", "b"}, {"a", "b"})
+    assert capacity.observe({"b"}, {"b", "c"})  # a left while c (running) is not loaded yet: an eviction
+    assert capacity.limit == 2
+
+
+def test_configured_capacity_wins() -> None:
+    capacity = Capacity(3)
+    assert capacity.limit == 3
+    capacity.observe({"a", "b"}, set())
+    assert not capacity.observe({"b", "c"}, set()) and capacity.limit == 3
