@@ -62,6 +62,7 @@ class Limits:
     cold_delay: float = 0.0
     warm_ttl: float = 6.0
     switch_delay: float = 10.0
+    priority_aging: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -78,6 +79,7 @@ class Limits:
             cold_delay=settings.cold_delay,
             warm_ttl=settings.heartbeat_ttl,
             switch_delay=settings.switch_delay,
+            priority_aging=settings.priority_aging,
         )
 
 

@@ -95,6 +95,7 @@ ACTIVE_PREFIX = (
     "corral:active:"  # zset per (model, priority): submitter -> virtual start time of its next job
 )
 VTIME = "corral:vtime"  # hash "<model>|<priority>" -> virtual time of the job last popped
+SERVED = "corral:served"  # hash "<model>|<priority>" -> when that level was last served, or got its first job
 WEIGHTS = "corral:weights"  # hash submitter -> fair-share weight (default 1)
 WARM_PREFIX = "corral:warm:"  # zset per model: worker -> time its claim to have the model loaded expires
 STARTS_PREFIX = "corral:starts:"  # list per model: times of its latest job starts, newest first (for the ETA)

@@ -9,7 +9,8 @@ the queue limit and ``GET /queues`` read). Beside it, an index decides the order
   ``1 / weight``; a submitter that becomes active starts at the virtual time of the last pop, so one job
   waits behind at most one job of each other submitter, however many they queued.
 
-Priorities are strict: ``high`` before ``normal`` before ``low``. Warm-first (delay scheduling): a worker tells the
+Priorities are strict (``high`` before ``normal`` before ``low``) but for aging: a lower level with jobs that has
+not been served for ``CORRAL_PRIORITY_AGING`` seconds gets the next pop. Warm-first (delay scheduling): a worker tells the
 pop which of its models are loaded; for the others it takes a job only when the oldest queued job has waited
 ``cold_delay`` seconds, or when no live worker claims the model warm. See docs/scheduling.md.
 """
@@ -44,11 +45,17 @@ local function weight(s)
   return w
 end
 -- put a queued id into the fair-share index (at the front for a retry)
+-- (returns the length of the submitter's sub-queue)
 local function index_push(m, p, s, id, front)
   local q = subq(m, p, s)
-  if front then redis.call('LPUSH', q, id) else redis.call('RPUSH', q, id) end
+  local n
+  if front then n = redis.call('LPUSH', q, id) else n = redis.call('RPUSH', q, id) end
   local vt = redis.call('HGET', '{keys.VTIME}', m .. '|' .. p) or '0'
+  if redis.call('EXISTS', activek(m, p)) == 0 then  -- the level was empty: its wait for aging starts now
+    redis.call('HSET', '{keys.SERVED}', m .. '|' .. p, string.format('%.3f', clock()))
+  end
   redis.call('ZADD', activek(m, p), 'NX', vt, s)
+  return n
 end
 -- take an id out of the index (cancel, expiry)
 local function index_remove(m, p, s, id)
@@ -57,9 +64,26 @@ local function index_remove(m, p, s, id)
   redis.call('LREM', q, 1, id)
   if redis.call('LLEN', q) == 0 then redis.call('ZREM', activek(m, p), s) end
 end
--- the next id of a model: highest priority first, then the submitter with the lowest virtual start time
-local function index_pop(m)
-  for _, p in ipairs(PRIOS) do
+-- the priority level to serve: the highest with jobs, unless a lower one with jobs has not been served for
+-- ``aging`` seconds (then the longest-waiting such level: one pop per aging interval, so none starves)
+local function levels(m, now, aging)
+  if aging <= 0 then return PRIOS end
+  local starved, oldest = nil, nil
+  for i = 2, #PRIOS do
+    local p = PRIOS[i]
+    if redis.call('EXISTS', activek(m, p)) == 1 then
+      local t = tonumber(redis.call('HGET', '{keys.SERVED}', m .. '|' .. p) or '0') or 0
+      if now - t >= aging and (oldest == nil or t < oldest) then starved, oldest = p, t end
+    end
+  end
+  if not starved then return PRIOS end
+  local order = {{starved}}
+  for _, p in ipairs(PRIOS) do if p ~= starved then order[#order + 1] = p end end
+  return order
+end
+-- the next id of a model: highest priority first (see levels), then the submitter with the lowest virtual start
+local function index_pop(m, now, aging)
+  for _, p in ipairs(levels(m, now, aging)) do
     local ak = activek(m, p)
     for _ = 1, 100 do
       local head = redis.call('ZRANGE', ak, 0, 0, 'WITHSCORES')
@@ -74,11 +98,32 @@ local function index_pop(m)
       end
       if id then
         redis.call('HSET', '{keys.VTIME}', m .. '|' .. p, score)
+        redis.call('HSET', '{keys.SERVED}', m .. '|' .. p, string.format('%.3f', now))
         return id
       end
     end
   end
   return nil
+end
+-- jobs expected to start before the i-th (from 0) queued job of submitter s in (m, p): every job of a higher
+-- priority, the submitter's own before it, and each other submitter's jobs whose virtual start comes first
+local function fair_position(m, p, s, i)
+  local pos = i
+  for _, hp in ipairs(PRIOS) do
+    if hp == p then break end
+    for _, t in ipairs(redis.call('ZRANGE', activek(m, hp), 0, -1)) do
+      pos = pos + redis.call('LLEN', subq(m, hp, t))
+    end
+  end
+  local mine = tonumber(redis.call('ZSCORE', activek(m, p), s) or '0') + i / weight(s)
+  local others = redis.call('ZRANGE', activek(m, p), 0, -1, 'WITHSCORES')
+  for j = 1, #others, 2 do
+    local t, ts = others[j], tonumber(others[j + 1])
+    if t ~= s and mine > ts then
+      pos = pos + math.min(redis.call('LLEN', subq(m, p, t)), math.ceil((mine - ts) * weight(t)))
+    end
+  end
+  return pos
 end
 -- seconds the oldest queued job of a model queue has waited (nil: the queue is empty)
 local function head_age(qkey, now)
@@ -110,21 +155,7 @@ local pos = nil
 local i = nil
 if m and p and s then i = redis.call('LPOS', subq(m, p, s), ARGV[1]) end
 if i then
-  pos = i
-  for _, hp in ipairs(PRIOS) do
-    if hp == p then break end
-    for _, t in ipairs(redis.call('ZRANGE', activek(m, hp), 0, -1)) do
-      pos = pos + redis.call('LLEN', subq(m, hp, t))
-    end
-  end
-  local mine = tonumber(redis.call('ZSCORE', activek(m, p), s) or '0') + i / weight(s)
-  local others = redis.call('ZRANGE', activek(m, p), 0, -1, 'WITHSCORES')
-  for j = 1, #others, 2 do
-    local t, ts = others[j], tonumber(others[j + 1])
-    if t ~= s and mine > ts then
-      pos = pos + math.min(redis.call('LLEN', subq(m, p, t)), math.ceil((mine - ts) * weight(t)))
-    end
-  end
+  pos = fair_position(m, p, s, i)
 else
   pos = redis.call('LPOS', '{keys.RQ_QUEUE_PREFIX}' .. (st[5] or ''), ARGV[1]) or 0
 end

@@ -35,7 +35,7 @@ end
 #       has a job; 'c' cold with room on the host: the same, and before the warm queues when no worker serves
 #       the model and its oldest job has waited the switch delay; 'r' reserved: claim only; 't' the target of
 #       a switch, now with room: claim and take first; 's' switch probe: the worker is at its model capacity),
-#       cold delay s, warm claim ttl s, switch delay s.
+#       cold delay s, warm claim ttl s, switch delay s, priority aging s (0: strict priorities).
 # Returns {id, attempt, data, timeout, model, enqueued_at}; or {'switch', model, then for each warm model:
 # name, queued, other live claims} when a probed model has waited the switch delay and no worker claims it
 # (the model is then claimed for this worker); or, when only jobs a cold worker must not take yet are queued,
@@ -44,6 +44,7 @@ POP_SRC = (
     _EMIT
     + SCHED_LUA
     + f"""
+local now = clock()
 local function start(jk, id, st, m)
   local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
   redis.call('RPUSH', KEYS[1], id)
@@ -59,7 +60,7 @@ local function start(jk, id, st, m)
 end
 local function take(qkey, m)
   for _ = 1, 100 do
-    local id = index_pop(m)
+    local id = index_pop(m, now, tonumber(ARGV[9]))
     if id then
       if redis.call('LREM', qkey, 1, id) == 0 then id = false end  -- no longer queued: skip
     else
@@ -74,7 +75,6 @@ local function take(qkey, m)
   end
   return nil
 end
-local now = clock()
 local qp = #'{keys.queue_key("")}' + 1
 local function flag(i) return string.sub(ARGV[5], i - 1, i - 1) end
 local function claim(m) redis.call('ZADD', '{keys.WARM_PREFIX}' .. m, now + tonumber(ARGV[7]), ARGV[1]) end
@@ -282,7 +282,7 @@ return 1
 # Lua: write one queued job (hash, RQ list, fair-share index, queued event, wake-up, deadline, history, recent
 # list, owner's active set). a: index in ARGV of the job's block (common.jobs.job_block): id, queued event,
 # deadline (0 = none), model, priority, submitter, created (epoch s), owner ('' = none), the job hash as a JSON
-# object of strings. Returns the model queue's length after the push.
+# object of strings. Returns 1 + the job's queue position (schedule.fair_position: jobs expected to start first).
 _PUSH_JOB = (
     SCHED_LUA
     + f"""
@@ -297,8 +297,8 @@ local function push_job(a, maxlen, ttl_ms, track_owner)
   end
   redis.call('HSET', jk, unpack(flat))
   redis.call('HSET', jk, 'enq_ts', string.format('%.6f', clock()))
-  local n = redis.call('RPUSH', qk, id)
-  index_push(m, ARGV[a + 4], ARGV[a + 5], id, false)
+  redis.call('RPUSH', qk, id)
+  local n = index_push(m, ARGV[a + 4], ARGV[a + 5], id, false)
   redis.call('SADD', '{keys.RQ_QUEUES}', qk)
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, '1-0', 'e', ARGV[a + 1])
   redis.call('PEXPIRE', sk, ttl_ms)
@@ -312,7 +312,7 @@ local function push_job(a, maxlen, ttl_ms, track_owner)
     redis.call('SADD', ok, id)
     redis.call('PEXPIRE', ok, ttl_ms)
   end
-  return n
+  return fair_position(m, ARGV[a + 4], ARGV[a + 5], n - 1) + 1
 end
 -- the owner's queued + running jobs, plus adding, over the quota? (ended jobs leave the owner's set here, lazily)
 local function over_quota(owner, quota, adding)
@@ -337,7 +337,7 @@ end
 
 # KEYS: the model queue.  ARGV: max queue (0 = none), events maxlen, events ttl ms, history min score, history
 # max count, owner's quota of queued + running jobs (0 = none), then one job block (above).
-# Returns {queue length after the push}, {-1, current length} when the queue is full or {-2, active jobs} when
+# Returns {1 + queue position}, {-1, current length} when the queue is full or {-2, active jobs} when
 # the owner's quota is used up (nothing written either way).
 ENQUEUE_SRC = (
     _PUSH_JOB
@@ -359,7 +359,7 @@ return {{n}}
 
 # KEYS: none.  ARGV: as ENQUEUE's first six, then the blocks of every job (all of one owner). All or nothing:
 # returns {-1, model, depth} when one model queue would pass the limit, {-2, active} when the owner's quota
-# would (nothing written either way), else {queue length after each push...}.
+# would (nothing written either way), else {1 + queue position of each job...}.
 ENQUEUE_BATCH_SRC = (
     _PUSH_JOB
     + f"""

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="seconds a job of a model no worker has loaded waits before a worker at its model capacity "
         "stops taking one of its models to load this one",
     )
+    priority_aging: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a priority level with queued jobs may go unserved before it gets the next pop; "
+        "0 = strict priorities",
+    )
     max_batch: int = Field(1000, ge=1, le=100_000, description="jobs per POST /jobs/batch")
     janitor_interval: float = Field(1.0, gt=0, description="seconds between janitor passes")
     max_retries: int = Field(3, ge=0, description="re-queues after a worker died before a job fails")

@@ -104,7 +104,7 @@ class _Calls:
         queue_keys = [keys.queue_key(m) for m in models]
         limits = self.limits
         args = [worker_id, rq_now(), limits.events_maxlen, limits.events_ttl_ms, flags, limits.cold_delay,
-                limits.warm_ttl, limits.switch_delay]  # fmt: skip
+                limits.warm_ttl, limits.switch_delay, limits.priority_aging]  # fmt: skip
         return scripts.POP, [keys.inflight_key(worker_id), *queue_keys], args
 
     def _prepare_batch(

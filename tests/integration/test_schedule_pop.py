@@ -51,6 +51,7 @@ def test_one_job_is_not_starved_by_a_flood(store: JobStore, r: redis.Redis) -> N
     store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000)])
     store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000, 2000)])
     lone = store.enqueue(job("bob's", submitter="bob"))
+    assert lone.queue_position is not None and lone.queue_position <= 1  # the 202 answers the fair-share place
     view = store.get(lone.id)
     assert view.queue_position is not None and view.queue_position <= 1 and view.submitter == "bob"
     first = [store.pop("w1", [M]) for _ in range(3)]
@@ -70,8 +71,9 @@ def test_weights_share_pops_in_proportion(store: JobStore, r: redis.Redis) -> No
 def test_queue_position_counts_priorities_and_shares(store: JobStore) -> None:
     store.enqueue_many([job(f"a{i}", user="a") for i in range(10)])
     b = [store.enqueue(job(f"b{i}", user="b")).id for i in range(3)]
-    high = store.enqueue(job("urgent", priority="high", user="c")).id
-    assert store.get(high).queue_position == 0
+    submitted = store.enqueue(job("urgent", priority="high", user="c"))
+    high = submitted.id
+    assert store.get(high).queue_position == 0 == submitted.queue_position
     # b's third job: 1 high, 2 of b before it, and a's jobs with an earlier turn (about 3)
     position = store.get(b[2]).queue_position
     assert position is not None and 5 <= position <= 7
@@ -199,3 +201,19 @@ def test_with_room_an_unserved_model_goes_before_the_warm_queue(r: redis.Redis) 
     r.zadd(keys.warm_key(M2), {"other": 0})  # an expired claim says nothing
     second = store.pop_planned("w", [M, M2], "1c")
     assert second.job is not None and second.job.id == lone
+
+
+def test_aging_serves_a_starved_priority_level_once_per_interval(r: redis.Redis) -> None:
+    store = JobStore(r, dataclasses.replace(LIMITS, priority_aging=0.3))
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    r.hset(keys.SERVED, f"{M}|low", "0")  # a level served long ago and then empty: its wait starts on arrival
+    store.enqueue_many([job("low", priority="low"), *[job(f"high{i}", priority="high") for i in range(20)]])
+    assert drain(store, limit=3) == ["high0", "high1", "high2"]  # strict while the low job is young
+    time.sleep(0.35)
+    assert drain(store, limit=2) == ["low", "high3"]  # then it gets one pop, and high goes on
+
+
+def test_strict_priorities_without_aging(store: JobStore) -> None:
+    store.enqueue_many([job("low", priority="low"), *[job(f"high{i}", priority="high") for i in range(3)]])
+    time.sleep(0.05)
+    assert drain(store) == ["high0", "high1", "high2", "low"]
