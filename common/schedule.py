@@ -9,10 +9,11 @@ the queue limit and ``GET /queues`` read). Beside it, an index decides the order
   ``1 / weight``; a submitter that becomes active starts at the virtual time of the last pop, so one job
   waits behind at most one job of each other submitter, however many they queued.
 
-Priorities are strict (``high`` before ``normal`` before ``low``) but for aging: a lower level with jobs that has
-not been served for ``CORRAL_PRIORITY_AGING`` seconds gets the next pop. Warm-first (delay scheduling): a worker tells the
-pop which of its models are loaded; for the others it takes a job only when the oldest queued job has waited
-``cold_delay`` seconds, or when no live worker claims the model warm. See docs/scheduling.md.
+Priorities are strict (``high`` before ``normal`` before ``low``) but for aging: a lower level with jobs that
+has not been served for ``CORRAL_PRIORITY_AGING`` seconds gets the next pop. Warm-first (delay scheduling): a
+worker tells the pop which of its models are loaded; for the others it takes a job only when the oldest queued job
+has waited ``cold_delay`` seconds, or when no live worker claims the model warm; and it runs jobs of at most as
+many models as its host holds (``plan_pop``, ``Capacity``). See docs/scheduling.md.
 """
 
 from __future__ import annotations

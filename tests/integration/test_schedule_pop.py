@@ -51,7 +51,7 @@ def test_one_job_is_not_starved_by_a_flood(store: JobStore, r: redis.Redis) -> N
     store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000)])
     store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000, 2000)])
     lone = store.enqueue(job("bob's", submitter="bob"))
-    assert lone.queue_position is not None and lone.queue_position <= 1  # the 202 answers the fair-share place
+    assert lone.queue_position is not None and lone.queue_position <= 1  # the 202: the fair-share place
     view = store.get(lone.id)
     assert view.queue_position is not None and view.queue_position <= 1 and view.submitter == "bob"
     first = [store.pop("w1", [M]) for _ in range(3)]
