@@ -219,7 +219,7 @@ def pop_order(models: Sequence[str], warm: set[str], rotation: int) -> list[str]
 
 @dataclass(frozen=True)
 class Switch:
-    """A pending model switch: stop taking ``victim`` so it drains, then take ``target``."""
+    """A pending model switch: stop taking ``victim`` ('': none) so it drains, then take ``target``."""
 
     target: str
     victim: str
@@ -246,12 +246,17 @@ def decode_switch(reply: Any) -> SwitchSignal | None:
     return SwitchSignal(text(reply[1]), held)
 
 
-def choose_victim(signal: SwitchSignal, running: set[str]) -> str:
-    """Which running model to give up: one another worker also has warm, else the one with the fewest queued."""
-    candidates = [m for m in running if m in signal.held] or sorted(running)
-    return min(
-        candidates, key=lambda m: (signal.held.get(m, (0, 0))[1] == 0, signal.held.get(m, (0, 0))[0], m)
-    )
+def choose_victim(signal: SwitchSignal, running: set[str], capacity: int) -> str:
+    """Which running model to give up: one another worker also has warm, else the one with the fewest queued;
+    none ('') when jobs have ended since the pop and there is room already."""
+    if len(running) < capacity or not running:
+        return ""
+
+    def cost(m: str) -> tuple[bool, int, str]:
+        queued, others = signal.held.get(m, (0, 0))
+        return others == 0, queued, m
+
+    return min([m for m in running if m in signal.held] or running, key=cost)
 
 
 def keep_running(running: Mapping[str, int], loaded: set[str], capacity: int) -> set[str]:

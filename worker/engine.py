@@ -244,7 +244,7 @@ class Worker:
     def next_pop(self, warm: set[str]) -> tuple[list[str], str]:
         """The queues to try and their flags: warm first (delay scheduling), within the host's model capacity."""
         self._rotation = (self._rotation + 1) % 1_000_000
-        if self.switch and (self.switch.target not in self.models or self.switch.victim not in self.models):
+        if self.switch and {self.switch.target, self.switch.victim} - {""} - set(self.models):  # a model left
             self.switch = None
         limit = self.capacity.limit
         running = Counter(a.job.model for a in self.active.values())
@@ -255,11 +255,11 @@ class Worker:
     def popped(self, popped: Popped, flags: str) -> None:
         """Follow a pop's answer: start a switch it signalled, end a switch whose target was offered."""
         if popped.switch is not None:
-            victim = choose_victim(popped.switch, self.running_models())
+            victim = choose_victim(popped.switch, self.running_models(), self.capacity.limit)
             self.switch = Switch(popped.switch.model, victim)
             self.claimed.add(popped.switch.model)
-            log.info("switching models: %s waits with no worker serving it; draining %s to make room",
-                     popped.switch.model, victim)  # fmt: skip
+            log.info("switching models: %s waits with no worker serving it; %s", popped.switch.model,
+                     f"draining {victim} to make room" if victim else "there is room")  # fmt: skip
         elif self.switch is not None and flags.startswith("t"):
             self.switch = None  # the target was offered first: taken, or no longer waiting
 

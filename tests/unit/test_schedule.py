@@ -74,9 +74,18 @@ def test_a_switch_drains_its_victim_then_offers_its_target_first() -> None:
 
 def test_the_victim_is_a_model_others_serve_else_the_least_queued() -> None:
     signal = SwitchSignal("c", {"a": (50, 0), "b": (3, 0)})
-    assert choose_victim(signal, {"a", "b"}) == "b"
+    assert choose_victim(signal, {"a", "b"}, 2) == "b"
     signal = SwitchSignal("c", {"a": (50, 1), "b": (3, 0)})
-    assert choose_victim(signal, {"a", "b"}) == "a"  # another worker has a warm: giving it up costs no load
+    assert (
+        choose_victim(signal, {"a", "b"}, 2) == "a"
+    )  # another worker has a warm: giving it up costs no load
+    assert (
+        choose_victim(signal, {"a"}, 2) == choose_victim(signal, set(), 2) == ""
+    )  # jobs ended: room already
+
+
+def test_a_switch_without_victim_takes_its_target_first() -> None:
+    assert plan_pop(["a", "b", "c"], {"a"}, {"a"}, 2, Switch("c", ""), 0) == (["c", "a", "b"], "t1c")
 
 
 def test_switch_reply_decodes() -> None:
