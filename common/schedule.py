@@ -280,18 +280,17 @@ def plan_pop(
     worker's jobs in flight (at most ``capacity``: see ``keep_running``), ``capacity`` the models its host can
     hold at once (0: unknown, no limit).
 
-    Unknown capacity: warm models '1', the others '0' (cold: after the cold delay, when no warm queue has a
-    job). Below a known capacity the cold ones are 'c': the same, but a model no worker serves whose oldest job
-    has waited the switch delay goes before the warm ones (loading it evicts nothing, and a deep warm queue
-    would otherwise starve it). At capacity only the running models may be taken (another would evict
+    Below capacity (or when it is unknown): warm models '1', the others 'c' (cold: after the cold delay, when no
+    warm queue has a job; but a model no worker serves whose oldest job has waited the switch delay goes before
+    the warm ones, or a deep warm queue would starve it; below capacity loading it evicts nothing, and with the
+    capacity unknown an eviction it causes teaches the capacity). At capacity only the running models may be taken (another would evict
     one of them: with Ollama, a load waits for a busy model to go idle and holds up the requests behind it), and
     the others are probed ('s') for a model nobody serves. A pending switch leaves its victim out (so it
     drains) and reserves its target ('r') until there is room, then takes the target first ('t')."""
     full = capacity > 0 and len(running) >= capacity
-    cold = "c" if capacity > 0 else "0"
 
     def flags(order: list[str]) -> str:
-        return "".join("1" if m in warm else cold for m in order)
+        return "".join("1" if m in warm else "c" for m in order)
 
     if switch is not None:
         others = [m for m in models if m not in (switch.target, switch.victim)]

@@ -173,3 +173,17 @@ def test_a_full_host_switches_to_a_model_nobody_serves(fleet: Fleet) -> None:
     view = store.get(lone)
     assert ts(view.started_at) - ts(view.enqueued_at) >= 0.45  # after the switch delay
     assert httpx.get(sim + "/sim/stats", timeout=5).json()["loads"] <= 4
+
+
+def test_a_deep_warm_queue_does_not_starve_another_model(fleet: Fleet) -> None:
+    # one host, capacity unknown (not configured, no eviction seen): a's backlog must not hold b's job back
+    sim = fleet.simulator("a:latest,b:latest", max_loaded=3, parallel=2, load_time=0.2, tps=50, min_tokens=10)
+    fleet.worker(sim, "w", worker_slots=2, cold_delay=0.1, switch_delay=0.5)
+    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
+    store.enqueue_many([JobRequest(model="a", prompt=f"job {i}") for i in range(40)])  # ~5 s of work
+    wait_for(lambda: fleet.redis.llen(keys.queue_key("a:latest")) < 38, what="a running")
+    lone = store.enqueue(JobRequest(model="b", prompt="me")).id
+    wait_for(lambda: store.get(lone).status != "queued", timeout=30, what="b started")
+    assert fleet.redis.llen(keys.queue_key("a:latest")) > 0  # b started while a still had jobs queued
+    view = store.get(lone)
+    assert ts(view.started_at) - ts(view.enqueued_at) >= 0.45  # once it had waited the switch delay

@@ -53,7 +53,7 @@ def test_below_capacity_warm_first_then_cold() -> None:
         ["b", "a", "c"],
         "1cc",
     )  # room: aged cold jobs first
-    assert plan_pop(models, {"b"}, {"a", "b", "c"}, 0, None, 0) == (["b", "a", "c"], "100")  # 0: no limit
+    assert plan_pop(models, {"b"}, {"a", "b", "c"}, 0, None, 0) == (["b", "a", "c"], "1cc")  # 0: no limit
 
 
 def test_at_capacity_only_running_models_are_taken_the_others_probed() -> None:
