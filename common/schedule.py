@@ -283,10 +283,11 @@ def plan_pop(
     Below capacity (or when it is unknown): warm models '1', the others 'c' (cold: after the cold delay, when no
     warm queue has a job; but a model no worker serves whose oldest job has waited the switch delay goes before
     the warm ones, or a deep warm queue would starve it; below capacity loading it evicts nothing, and with the
-    capacity unknown an eviction it causes teaches the capacity). At capacity only the running models may be taken (another would evict
-    one of them: with Ollama, a load waits for a busy model to go idle and holds up the requests behind it), and
-    the others are probed ('s') for a model nobody serves. A pending switch leaves its victim out (so it
-    drains) and reserves its target ('r') until there is room, then takes the target first ('t')."""
+    capacity unknown an eviction it causes teaches the capacity). At capacity only the running models may be
+    taken (another would evict one of them: with Ollama, a load waits for a busy model to go idle and holds up
+    the requests behind it), and the others are probed ('s') for a model nobody serves. A pending switch leaves
+    its victim out (so it drains) and reserves its target ('r') until there is room, then takes the target
+    first ('t')."""
     full = capacity > 0 and len(running) >= capacity
 
     def flags(order: list[str]) -> str:
