@@ -187,3 +187,25 @@ def test_a_deep_warm_queue_does_not_starve_another_model(fleet: Fleet) -> None:
     assert fleet.redis.llen(keys.queue_key("a:latest")) > 0  # b started while a still had jobs queued
     view = store.get(lone)
     assert ts(view.started_at) - ts(view.enqueued_at) >= 0.45  # once it had waited the switch delay
+
+
+def test_two_busy_hosts_one_switches_for_a_waiting_model(fleet: Fleet) -> None:
+    # two hosts holding one model each, both busy; one job of a third model: it runs before the backlog is gone,
+    # one host loads it (the switching host claims the model, so the other does not switch too)
+    names = ["a:latest", "b:latest", "c:latest"]
+    sims = [fleet.simulator(",".join(names), max_loaded=1, parallel=2, load_time=0.2, tps=50, min_tokens=10)
+            for _ in range(2)]  # fmt: skip
+    for i, sim in enumerate(sims):
+        fleet.worker(sim, f"w{i}", worker_slots=2, max_loaded_models=1, cold_delay=0.1, switch_delay=0.5)
+    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
+    store.enqueue_many(
+        [JobRequest(model=names[i % 2], prompt=f"job {i}") for i in range(120)]
+    )  # ~4 s each host
+    wait_for(lambda: all(fleet.redis.hget(keys.worker_key(f"w{i}"), "running") not in (None, b"[]")
+                         for i in range(2)), what="both hosts busy")  # fmt: skip
+    lone = store.enqueue(JobRequest(model="c", prompt="me")).id
+    wait_for(lambda: store.get(lone).status == "succeeded", timeout=30, what="c done")
+    assert sum(fleet.redis.llen(keys.queue_key(m)) for m in names[:2]) > 0  # before the backlog ran out
+    loads = [httpx.get(s + "/sim/stats", timeout=5).json() for s in sims]
+    assert sum(1 for stats in loads if "c:latest" in stats["loaded"]) <= 1
+    assert sum(stats["loads"] for stats in loads) <= 5  # a, b, c once, and a way back for the switched host
