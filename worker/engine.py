@@ -319,7 +319,8 @@ class Worker:
         finally:
             self.active.pop(active.job.id, None)
             self.slots.release()
-            self.wake.set()  # a model may have drained: a pop that found nothing it may take can now
+            if self.capacity.limit and active.job.model not in self.running_models():
+                self.wake.set()  # a model drained: a pop that found nothing it could take may find something now
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def run(self) -> None:
