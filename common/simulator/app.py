@@ -67,10 +67,16 @@ def guard(handler: Any, error_response: Any) -> Any:
 
 
 def stats_route(sim: Simulator) -> Any:
-    """``GET /sim/stats``: the performance model's counters (loads, unloads, requests…), what is loaded."""
+    """``GET /sim/stats``: the performance model's counters (loads, unloads, requests…), what is loaded, and the
+    latest loads and evictions (``history``: ``[seconds ago, "load" | "evict", model]``, oldest first) — what
+    showed a host cycling through more models than it holds."""
 
     async def stats(request: Request) -> Response:
-        return JSONResponse({**sim.stats, "loaded": sorted(sim.loaded), "disk": sorted(sim.disk)})
+        now = time.monotonic()
+        history = [[round(now - t, 3), kind, name] for t, kind, name in sim.history]
+        return JSONResponse(
+            {**sim.stats, "loaded": sorted(sim.loaded), "disk": sorted(sim.disk), "history": history}
+        )
 
     return stats
 

@@ -8,6 +8,7 @@ per loaded model, load time, first-token delay, tokens/s, a host speed factor an
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import math
@@ -19,6 +20,9 @@ from typing import Any
 
 VERSION = "0.12.0"
 GIB = 1024**3
+
+
+HISTORY_KEPT = 1000  # loads and evictions kept for /sim/stats
 
 
 @dataclass
@@ -109,6 +113,8 @@ class Simulator:
         self.stats = {"requests": 0, "loads": 0, "unloads": 0, "cancelled": 0, "active": 0, "completed": 0}
         self._load_lock = asyncio.Lock()
         self._idle = asyncio.Event()  # set when a loaded model's last request ends
+        # the latest loads and evictions, oldest first: (monotonic seconds, "load" | "evict", model)
+        self.history: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=HISTORY_KEPT)
 
     def delay(self, seconds: float) -> float:
         return seconds * self.config.time_scale
@@ -157,6 +163,7 @@ class Simulator:
                 return False
             del self.loaded[min(idle)[1]]
             self.stats["unloads"] += 1
+            self.history.append((time.monotonic(), "evict", min(idle)[1]))
         return True
 
     async def _ensure_loaded(self, spec: ModelSpec, name: str) -> Loaded:
@@ -174,6 +181,7 @@ class Simulator:
         item = Loaded(spec, asyncio.Semaphore(self.config.parallel), expires_at=math.inf)
         self.loaded[name] = item
         self.stats["loads"] += 1
+        self.history.append((time.monotonic(), "load", name))
         return item
 
     async def acquire(self, spec: ModelSpec, keep_alive: float) -> Loaded:

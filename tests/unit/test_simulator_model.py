@@ -34,6 +34,13 @@ def test_least_recently_used_model_is_evicted_when_memory_is_full() -> None:
     asyncio.run(scenario())
     assert sorted(s.loaded) == ["m0:latest", "m2:latest"]
     assert (s.stats["loads"], s.stats["unloads"]) == (3, 1)
+    kinds = [(kind, name) for _, kind, name in s.history]
+    assert kinds == [
+        ("load", "m0:latest"),
+        ("load", "m1:latest"),
+        ("evict", "m1:latest"),
+        ("load", "m2:latest"),
+    ]
 
 
 def test_concurrent_requests_share_one_load() -> None:
