@@ -122,7 +122,8 @@ class ChunkHub:
         try:
             # a reader still works without the confirmation: it polls the stream (see follow_events)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._confirmed[channel].wait(), self.confirm_timeout)
+                async with asyncio.timeout(self.confirm_timeout):
+                    await self._confirmed[channel].wait()
             yield queue
         finally:
             listeners.discard(queue)
@@ -156,7 +157,8 @@ async def follow_events(
                 if event["type"] in TERMINAL_EVENTS:
                     return
             try:
-                raw = await asyncio.wait_for(queue.get(), idle)
+                async with asyncio.timeout(idle):  # not wait_for: that wraps every wait in a new task
+                    raw = await queue.get()
             except TimeoutError:
                 raw = RESYNC
             if raw == RESYNC:

@@ -265,7 +265,8 @@ class Worker:
 
     async def _wait_wake(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: that wraps every wait in a new task
+                await self.wake.wait()
 
     async def pop_loop(self) -> None:
         delay = 0.1
