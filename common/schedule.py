@@ -132,11 +132,13 @@ local function head_age(qkey, now)
   if not head then return nil end
   return now - (tonumber(redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. head, 'enq_ts') or '0') or 0)
 end
+-- how many workers claim model m warm now (claims expire)
+local function live_claims(m, now) return redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. m, now, '+inf') end
 -- seconds a cold worker must still wait before taking a job of model m (0: take it now, -1: queue empty)
 local function cold_wait(m, qkey, now, delay)
   local age = head_age(qkey, now)
   if not age then return -1 end
-  if redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. m, now, '+inf') == 0 then return 0 end
+  if live_claims(m, now) == 0 then return 0 end
   local left = delay - age
   if left <= 0 then return 0 end
   return left
@@ -198,9 +200,9 @@ def decode_position(reply: Any) -> tuple[int, str | None] | None:
     return int(reply[0]), estimated_start(int(reply[0]), starts)
 
 
-def warm_flags(models: Sequence[str], warm: set[str]) -> str:
-    """One character per model queue the pop will try: '1' when this worker has the model loaded."""
-    return "".join("1" if m in warm else "0" for m in models)
+def warm_flags(models: Sequence[str], warm: set[str], cold: str = "0") -> str:
+    """One character per model queue the pop will try: '1' when this worker has the model loaded, else ``cold``."""
+    return "".join("1" if m in warm else cold for m in models)
 
 
 def _rotate(group: list[str], rotation: int) -> list[str]:
@@ -289,20 +291,16 @@ def plan_pop(
     its victim out (so it drains) and reserves its target ('r') until there is room, then takes the target
     first ('t')."""
     full = capacity > 0 and len(running) >= capacity
-
-    def flags(order: list[str]) -> str:
-        return "".join("1" if m in warm else "c" for m in order)
-
     if switch is not None:
         others = [m for m in models if m not in (switch.target, switch.victim)]
         if full:
             held = _rotate([m for m in others if m in running], rotation)
             return [*held, switch.target], "1" * len(held) + "r"
         order = [switch.target, *pop_order(others, warm, rotation)]
-        return order, "t" + flags(order[1:])
+        return order, "t" + warm_flags(order[1:], warm, "c")
     if not full:
         order = pop_order(models, warm, rotation)
-        return order, flags(order)
+        return order, warm_flags(order, warm, "c")
     held = _rotate([m for m in models if m in running], rotation)
     probes = _rotate([m for m in models if m not in running], rotation)
     return held + probes, "1" * len(held) + "s" * len(probes)

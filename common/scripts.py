@@ -85,7 +85,7 @@ end
 -- worker switch (it stops taking one of its models and takes this one once that has drained)
 local function unserved(m, qkey)
   local age = head_age(qkey, now)
-  return age and age >= tonumber(ARGV[8]) and redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. m, now, '+inf') == 0
+  return age and age >= tonumber(ARGV[8]) and live_claims(m, now) == 0
 end
 for i = 2, #KEYS do
   local m = string.sub(KEYS[i], qp)
@@ -97,7 +97,7 @@ for i = 2, #KEYS do
         local h = string.sub(KEYS[j], qp)
         out[#out + 1] = h
         out[#out + 1] = redis.call('LLEN', KEYS[j])
-        out[#out + 1] = redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. h, now, '+inf') - 1
+        out[#out + 1] = live_claims(h, now) - 1
       end
     end
     return out
