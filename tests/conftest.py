@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,18 @@ def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
     fleet.stop()
 
 
+@contextlib.contextmanager
+def own_fleet(tmp: Path) -> Iterator[tuple[RedisServer, Fleet]]:
+    """A redis-server of its own in ``tmp`` and a Fleet on it, for a module's fixture; both stopped at the end."""
+    server = RedisServer(port=free_port(), data_dir=tmp / "redis").start()
+    fleet = Fleet(server.url, tmp)
+    try:
+        yield server, fleet
+    finally:
+        fleet.stop()
+        server.kill()
+
+
 class Stack:
     """One Redis, one simulator, one worker and one API, shared by the tests of a module."""
 
@@ -119,21 +132,12 @@ class Stack:
         self.sim_url = sim_url
         self.api = api_url
         self.redis = fleet.redis
-        self.http = httpx.Client(base_url=api_url, timeout=30)
+        self.http = fleet.http(api_url)  # closed by fleet.stop()
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
-    server = RedisServer(port=free_port(), data_dir=tmp / "redis").start()
-    fleet = Fleet(server.url, tmp)
-    try:
+    with own_fleet(tmp_path_factory.mktemp("stack")) as (server, fleet):
         sim = fleet.simulator("llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest", tps=200)
         fleet.worker(sim, "w-stack")
-        api = fleet.api()
-        stack = Stack(fleet, server, sim, api)
-        yield stack
-        stack.http.close()
-    finally:
-        fleet.stop()
-        server.kill()
+        yield Stack(fleet, server, sim, fleet.api())

@@ -16,11 +16,10 @@ import pytest
 import redis
 
 from common import Client
-from common.embedded_redis import RedisServer
 from common.errors import Unauthorized
 from common.simulator import expected_text
 
-from ..conftest import Fleet
+from ..conftest import Fleet, own_fleet
 from ..support import ROOT, base_env, free_port
 
 pytestmark = pytest.mark.integration
@@ -55,10 +54,7 @@ def create_key(redis_url: str, *options: str) -> str:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    tmp = tmp_path_factory.mktemp("auth")
-    server = RedisServer(port=free_port(), data_dir=tmp / "redis").start()
-    fleet = Fleet(server.url, tmp)
-    try:
+    with own_fleet(tmp_path_factory.mktemp("auth")) as (server, fleet):
         keys = {
             "alice": create_key(server.url, "--scope", "submit", "--name", "alice"),
             "bob": create_key(server.url, "--scope", "submit", "--name", "bob"),
@@ -72,9 +68,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         fleet.worker(sim, "w-auth", log_level="DEBUG")
         api = fleet.api(api_keys=f"{ADMIN_KEY}:admin", rate_burst=3, log_level="DEBUG")
         yield Secured(fleet, api, fleet.redis, keys)
-    finally:
-        fleet.stop()
-        server.kill()
 
 
 def test_keys_are_listed_by_id_and_stored_only_hashed(secured: Secured) -> None:

@@ -12,11 +12,10 @@ import ollama
 import openai
 import pytest
 
-from common.embedded_redis import RedisServer
 from common.simulator import expected_text
 
-from ..conftest import Fleet, Stack
-from ..support import free_port, wait_for
+from ..conftest import Fleet, Stack, own_fleet
+from ..support import wait_for
 
 pytestmark = pytest.mark.integration
 MODELS = "llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest"
@@ -33,18 +32,10 @@ def start_worker(fleet: Fleet, flavor: str, sim_url: str, worker_id: str, **sett
 @pytest.fixture(scope="module", params=["ollama", "openai"])
 def bstack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     flavor = request.param
-    tmp = tmp_path_factory.mktemp(f"stack-{flavor}")
-    server = RedisServer(port=free_port(), data_dir=tmp / "redis").start()
-    fleet = Fleet(server.url, tmp)
-    try:
+    with own_fleet(tmp_path_factory.mktemp(f"stack-{flavor}")) as (server, fleet):
         sim = fleet.simulator(MODELS, tps=200, flavor=flavor)
         start_worker(fleet, flavor, sim, f"w-{flavor}")
-        stack = Stack(fleet, server, sim, fleet.api())
-        yield stack
-        stack.http.close()
-    finally:
-        fleet.stop()
-        server.kill()
+        yield Stack(fleet, server, sim, fleet.api())
 
 
 def finished(stack: Stack, job_id: str) -> dict[str, Any]:

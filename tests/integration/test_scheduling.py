@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
 from common import keys
-from common.embedded_redis import RedisServer
 from common.jobs import Limits
 from common.schemas import JobRequest
 from common.settings import Settings
 from common.store import JobStore
 
-from ..conftest import Fleet
-from ..support import free_port, wait_for
+from ..conftest import Fleet, own_fleet
+from ..support import wait_for
 
 pytestmark = pytest.mark.integration
 M = "llama3:latest"
@@ -64,16 +62,9 @@ def test_warm_host_gets_the_job_and_a_cold_one_helps_after_the_delay(fleet: Flee
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, redis.Redis]]:
-    tmp: Path = tmp_path_factory.mktemp("sched")
-    server = RedisServer(port=free_port(), data_dir=tmp / "redis").start()
-    fleet = Fleet(server.url, tmp)
-    try:
+    with own_fleet(tmp_path_factory.mktemp("sched")) as (_server, fleet):
         fleet.worker(fleet.simulator(M), "w1")
-        http = fleet.http(fleet.api(max_batch=5))
-        yield http, fleet.redis
-    finally:
-        fleet.stop()
-        server.kill()
+        yield fleet.http(fleet.api(max_batch=5)), fleet.redis
 
 
 def test_batch_enqueues_all_and_queues_show_progress(api: tuple[httpx.Client, redis.Redis]) -> None:
