@@ -3,6 +3,11 @@
 ``follow_events`` gives a reader a job's events from any ``seq`` on, in order, with no gap and no duplicate:
 it subscribes first, then reads the replay stream for what came before, then takes live events, filling any gap
 from the stream (a dropped pub/sub message, a Redis restart) and re-reading it whenever the bus resubscribes.
+
+A job this process submits and follows at once (a streamed submit, the drop-in routes) needs neither: the hub
+``expect``s it before the enqueue, and the job carries the hub's own channel as ``reply_to``, which every event of
+the job is published on as well. The hub has been subscribed to that channel since it connected, so every event
+arrives there, and a follow costs no Redis command at all.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,6 +47,26 @@ class ChunkHub:
         self._own = keys.chunks_channel(f"hub-{os.getpid()}-{id(self)}")
         self._resync: set[str] = set()
         self.connected = asyncio.Event()
+        # jobs submitted here, by id: the queue their reader takes events from (gone with the reader)
+        self._expected: weakref.WeakValueDictionary[str, asyncio.Queue[bytes]] = weakref.WeakValueDictionary()
+        self._own_ready = False  # the subscription to the own channel is confirmed
+
+    @property
+    def reply_channel(self) -> str:
+        """The channel a job submitted here names as ``reply_to``."""
+        return self._own
+
+    def expect(self, job_id: str) -> asyncio.Queue[bytes] | None:
+        """Before enqueueing a job with ``reply_to=reply_channel``: the queue its events will arrive in.
+        None when the hub is not subscribed now (the reader then subscribes to the job's channel)."""
+        if not self._own_ready:
+            return None
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._expected[job_id] = queue
+        return queue
+
+    def forget(self, job_id: str) -> None:
+        self._expected.pop(job_id, None)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="chunk-hub")
@@ -63,6 +89,7 @@ class ChunkHub:
         await pubsub.connect()
         self._pubsub = pubsub
         self._resync = set(self._subs)
+        self._own_ready = False
         for event in self._confirmed.values():
             event.clear()
         await pubsub.subscribe(self._own, *self._subs)
@@ -92,6 +119,9 @@ class ChunkHub:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
+        if channel == self._own:
+            self._dispatch_own(message)
+            return
         if message["type"] == "subscribe":
             event = self._confirmed.get(channel)
             if event is not None:
@@ -107,6 +137,17 @@ class ChunkHub:
         if message["type"] == "message":
             for queue in self._subs.get(channel, ()):
                 queue.put_nowait(message["data"])
+
+    def _dispatch_own(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            self._own_ready = True
+            for queue in list(self._expected.values()):  # after a reconnect: re-read what was missed
+                queue.put_nowait(RESYNC)
+        elif message["type"] == "message":
+            data = message["data"]
+            reader = self._expected.get(data[8:40].decode(errors="replace"))  # {"job":"<32 hex>",...
+            if reader is not None:
+                reader.put_nowait(data)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
@@ -140,38 +181,62 @@ async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[d
 
 
 async def follow_events(
-    client: aioredis.Redis, hub: ChunkHub, job_id: str, start: int = 0, idle: float = 5.0
+    client: aioredis.Redis,
+    hub: ChunkHub,
+    job_id: str,
+    start: int = 0,
+    idle: float = 5.0,
+    expected: asyncio.Queue[bytes] | None = None,
 ) -> AsyncIterator[dict[str, Any] | None]:
-    """Events of ``job_id`` with ``seq >= start`` until a terminal one; ``None`` marks an idle tick."""
-    last = start - 1
-    async with hub.subscribe(job_id) as queue:
-        backlog = await read_stream(client, job_id, last)
-        while True:
-            if backlog and backlog[0]["seq"] > last + 1:
-                last = backlog[0]["seq"] - 1  # older events were trimmed by the stream's cap
-            for event in backlog:
-                if event["seq"] <= last:
-                    continue
-                last = event["seq"]
+    """Events of ``job_id`` with ``seq >= start`` until a terminal one; ``None`` marks an idle tick.
+    ``expected``: the hub's queue for a job submitted here (``ChunkHub.expect``), every event from the first."""
+    if expected is not None:
+        try:
+            async for event in _follow(client, job_id, start - 1, idle, expected, []):
                 yield event
-                if event["type"] in TERMINAL_EVENTS:
-                    return
-            try:
-                async with asyncio.timeout(idle):  # not wait_for: that wraps every wait in a new task
-                    raw = await queue.get()
-            except TimeoutError:
-                raw = RESYNC
-            if raw == RESYNC:
-                backlog = await read_stream(client, job_id, last)
-                if not backlog:
-                    if not await client.exists(keys.job_key(job_id)):
-                        return
-                    yield None
+        finally:
+            hub.forget(job_id)
+        return
+    async with hub.subscribe(job_id) as queue:
+        backlog = await read_stream(client, job_id, start - 1)
+        async for event in _follow(client, job_id, start - 1, idle, queue, backlog):
+            yield event
+
+
+async def _follow(
+    client: aioredis.Redis,
+    job_id: str,
+    last: int,
+    idle: float,
+    queue: asyncio.Queue[bytes],
+    backlog: list[dict[str, Any]],
+) -> AsyncIterator[dict[str, Any] | None]:
+    while True:
+        if backlog and backlog[0]["seq"] > last + 1:
+            last = backlog[0]["seq"] - 1  # older events were trimmed by the stream's cap
+        for event in backlog:
+            if event["seq"] <= last:
                 continue
-            event = json.loads(raw)
-            if event["seq"] == last + 1:
-                backlog = [event]
-            elif event["seq"] > last + 1:  # a message went missing: the stream has it
-                backlog = await read_stream(client, job_id, last)
-            else:
-                backlog = []
+            last = event["seq"]
+            yield event
+            if event["type"] in TERMINAL_EVENTS:
+                return
+        try:
+            async with asyncio.timeout(idle):  # not wait_for: that wraps every wait in a new task
+                raw = await queue.get()
+        except TimeoutError:
+            raw = RESYNC
+        if raw == RESYNC:
+            backlog = await read_stream(client, job_id, last)
+            if not backlog:
+                if not await client.exists(keys.job_key(job_id)):
+                    return
+                yield None
+            continue
+        event = json.loads(raw)
+        if event["seq"] == last + 1:
+            backlog = [event]
+        elif event["seq"] > last + 1:  # a message went missing: the stream has it
+            backlog = await read_stream(client, job_id, last)
+        else:
+            backlog = []

@@ -99,7 +99,12 @@ class PreparedJob:
 
 
 def prepare_job(
-    request: JobRequest, limits: Limits, job_id: str | None = None, owner: str = "", max_jobs: int = 0
+    request: JobRequest,
+    limits: Limits,
+    job_id: str | None = None,
+    owner: str = "",
+    max_jobs: int = 0,
+    reply_to: str = "",
 ) -> PreparedJob:
     """Build the RQ job hash of a validated request (no I/O).
 
@@ -135,6 +140,8 @@ def prepare_job(
         mapping["queue_timeout"] = f"{queue_timeout:g}"
     if owner:
         mapping["owner"] = owner  # the id of the API key that created the job (tenancy)
+    if reply_to:
+        mapping["reply_to"] = reply_to  # every event is published there too (common.bus.ChunkHub.expect)
     queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
     return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline,
                        owner=owner, max_jobs=max_jobs if owner else 0, priority=request.priority,
@@ -154,7 +161,8 @@ def job_block(job: PreparedJob) -> list[Any]:
 
 def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
-    return [keys.queue_key(job.model)], [*_script_head(limits, job.max_jobs), *job_block(job)]
+    args = [*_script_head(limits, job.max_jobs), *job_block(job), job.mapping["enqueued_at"]]
+    return [keys.queue_key(job.model)], args
 
 
 def _script_head(limits: Limits, max_jobs: int) -> list[Any]:
@@ -265,6 +273,7 @@ class PoppedJob:
     refusal: str | None = None
     popped_at: float = field(default_factory=time.monotonic)
     queue_wait: float | None = None  # seconds between (re-)enqueue and this pop, by the hosts' clocks
+    start_seq: int = -1  # seq of this start's ``started`` event: one start, whether handed, popped or both
     first_token_at: float | None = None  # monotonic, set by the runner at the first chunk
 
     @property
@@ -295,6 +304,7 @@ def decode_popped(reply: list[Any], default_timeout: float) -> PoppedJob:
         model=str(model or ""),
         timeout=float(timeout) if timeout else default_timeout,
         queue_wait=queue_wait(_text(reply[5]) if len(reply) > 5 else None),
+        start_seq=int(reply[6]) if len(reply) > 6 else -1,
     )
     try:
         raw = data if isinstance(data, bytes) else str(data).encode()

@@ -25,42 +25,41 @@ local function emit(jk, id, attempt, body, maxlen, ttl_ms)
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, (seq + 1) .. '-0', 'e', ev)
   redis.call('PEXPIRE', sk, ttl_ms)
   redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ev)
+  local reply_to = redis.call('HGET', jk, 'reply_to')  -- the API that submitted the job and follows it
+  if reply_to then redis.call('PUBLISH', reply_to, ev) end
   return seq
 end
 """
 
-# KEYS: inflight list, then the queue keys in the order to try.
-# ARGV: worker id, now (RQ time format), events maxlen, events ttl ms, flags (one per queue key, see
-#       schedule.plan_pop: '1' warm: claim and take; '0' cold: take after the cold delay, when no warm queue
-#       has a job; 'c' cold with room on the host: the same, and before the warm queues when no worker serves
-#       the model and its oldest job has waited the switch delay; 'r' reserved: claim only; 't' the target of
-#       a switch, now with room: claim and take first; 's' switch probe: the worker is at its model capacity),
-#       cold delay s, warm claim ttl s, switch delay s, priority aging s (0: strict priorities).
-# Returns {id, attempt, data, timeout, model, enqueued_at}; or {'switch', model, then for each warm model:
-# name, queued, other live claims} when a probed model has waited the switch delay and no worker claims it
-# (the model is then claimed for this worker); or, when only jobs a cold worker must not take yet are queued,
-# the milliseconds until the first may be taken; or false. Skips ids whose job is gone or no longer queued.
-POP_SRC = (
-    _EMIT
-    + SCHED_LUA
-    + f"""
-local now = clock()
-local function start(jk, id, st, m)
+PARK_KEEP_MS = 600_000  # a park record outlives its use; an enqueue checks its ``until``
+WARM_PARK = (
+    1_000_000  # added to the free slots of a worker parked for a model it has loaded (parks rank by score)
+)
+
+# Lua: start a job on a worker, take the next job of a model queue for a worker, and the parks of idle workers
+# (push dispatch: an idle worker parks for its warm models; an enqueue of one of them hands the job to the
+# parked worker with the most free slots, which learns it from its control channel — docs/scheduling.md).
+# w: {id = worker id, ts = now (RQ time format), maxlen, ttl = the events stream's cap and ttl ms, aging = s}
+_TAKE = f"""
+local function start(jk, id, st, m, w)
   local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
-  redis.call('RPUSH', KEYS[1], id)
+  -- the worker's clock when it sent the pop, which may be before the job was (re-)queued: never earlier
+  local ts = w.ts
+  if st[6] and st[6] > ts then ts = st[6] end  -- (RQ timestamps compare as text)
+  redis.call('RPUSH', '{keys.inflight_key("")}' .. w.id, id)
   redis.call('ZREM', '{keys.DEADLINES}', id)
-  redis.call('HSET', jk, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
-             'last_heartbeat', ARGV[2], 'attempt', attempt)
-  emit(jk, id, attempt, '{{"type":"started","worker":"' .. ARGV[1] .. '"}}', ARGV[3], ARGV[4])
+  redis.call('HSET', jk, 'status', 'started', 'worker_name', w.id, 'started_at', ts, 'last_heartbeat', ts,
+             'attempt', attempt)
+  local seq = emit(jk, id, attempt, '{{"type":"started","worker":"' .. w.id .. '"}}', w.maxlen, w.ttl)
   local sk = '{keys.STARTS_PREFIX}' .. m
   redis.call('LPUSH', sk, string.format('%.3f', clock()))
   redis.call('LTRIM', sk, 0, {STARTS_KEPT - 1})
   redis.call('HINCRBY', '{keys.RUNNING}', m, 1)
-  return {{id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or ''}}
+  return {{id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or '', seq}}
 end
-local function take(qkey, m)
+local function take(qkey, m, now, w)
   for _ = 1, 100 do
-    local id = index_pop(m, now, tonumber(ARGV[9]))
+    local id = index_pop(m, now, w.aging)
     if id then
       if redis.call('LREM', qkey, 1, id) == 0 then id = false end  -- no longer queued: skip
     else
@@ -70,10 +69,80 @@ local function take(qkey, m)
     if id then
       local jk = '{keys.RQ_JOB_PREFIX}' .. id
       local st = redis.call('HMGET', jk, 'status', 'attempt', 'data', 'run_timeout', 'model', 'enqueued_at')
-      if st[1] == 'queued' then return start(jk, id, st, m) end
+      if st[1] == 'queued' then return start(jk, id, st, m, w) end
     end
   end
   return nil
+end
+-- end a worker's park; returns the job (JSON of POP's answer) and its id an enqueue handed it meanwhile, if any
+local function unpark(wid)
+  local pk = '{keys.PARK_PREFIX}' .. wid
+  local rec = redis.call('HMGET', pk, 'models', 'job', 'id')
+  if rec[1] then
+    for m in string.gmatch(rec[1], '%S+') do redis.call('ZREM', '{keys.PARKED_PREFIX}' .. m, wid) end
+  end
+  redis.call('DEL', pk)
+  return rec[2], rec[3]
+end
+-- the live parked worker to hand a job of model m: the one with m loaded and the most free slots; one without m
+-- only when no worker claims it warm (as a pop would not make it wait: cold_wait). Its park ends. Live: the park
+-- was renewed, the heartbeat says healthy (its Ollama answers) and the worker listens on its control channel (a
+-- killed worker's connections close at once, long before its heartbeat expires).
+local function listening(wid)
+  return redis.call('PUBSUB', 'NUMSUB', '{keys.control_channel("")}' .. wid)[2] > 0
+end
+local function parked_worker(m, now)
+  local pz = '{keys.PARKED_PREFIX}' .. m
+  for _ = 1, 4 do
+    local top = redis.call('ZREVRANGE', pz, 0, 0, 'WITHSCORES')
+    local wid = top[1]
+    if not wid then return false end
+    if tonumber(top[2]) < {WARM_PARK} and live_claims(m, now) > 0 then return false end
+    local live = tonumber(redis.call('HGET', '{keys.PARK_PREFIX}' .. wid, 'until') or '0') >= now
+    redis.call('ZREM', pz, wid)
+    unpark(wid)
+    local healthy = redis.call('HGET', '{keys.worker_key("")}' .. wid, 'healthy') == '1'
+    if live and healthy and listening(wid) then return wid end
+  end
+  return false
+end
+-- tell a worker the job it was handed (POP's answer), and keep it for its next pop if the message is lost
+local function hand(wid, job)
+  local body = cjson.encode(job)
+  local pk = '{keys.PARK_PREFIX}' .. wid
+  redis.call('HSET', pk, 'job', body, 'id', job[1])
+  redis.call('PEXPIRE', pk, {PARK_KEEP_MS})
+  redis.call('PUBLISH', '{keys.control_channel("")}' .. wid, '{{"dispatch":' .. body .. '}}')
+end
+"""
+
+# KEYS: inflight list, then the queue keys in the order to try.
+# ARGV: worker id, now (RQ time format), events maxlen, events ttl ms, flags (one per queue key, see
+#       schedule.plan_pop: '1' warm: claim and take; '0' cold: take after the cold delay, when no warm queue
+#       has a job; 'c' cold with room on the host: the same, and before the warm queues when no worker serves
+#       the model and its oldest job has waited the switch delay; 'r' reserved: claim only; 't' the target of
+#       a switch, now with room: claim and take first; 's' switch probe: the worker is at its model capacity),
+#       cold delay s, warm claim ttl s, switch delay s, priority aging s (0: strict priorities), free slots to
+#       park with when nothing can be taken (0: do not park), seconds the park lasts, the id of the last job
+#       handed to this worker that it has seen (a handed job it has not seen is returned first).
+# Returns {id, attempt, data, timeout, model, enqueued_at, seq of the started event}; or {'switch', model, then
+# for each warm model: name, queued, other live claims} when a probed model has waited the switch delay and no
+# worker claims it (the model is then claimed for this worker); or, when only jobs a cold worker must not take
+# yet are queued, the milliseconds until the first may be taken; or false. Skips ids whose job is gone or no
+# longer queued.
+POP_SRC = (
+    _EMIT
+    + SCHED_LUA
+    + _TAKE
+    + f"""
+local now = clock()
+local w = {{id = ARGV[1], ts = ARGV[2], maxlen = ARGV[3], ttl = ARGV[4], aging = tonumber(ARGV[9])}}
+-- a job an enqueue handed to this worker while it was parked, if its message was not seen (ARGV[12] acks one)
+local handed, handed_id = unpark(w.id)
+if handed and handed_id ~= ARGV[12] then
+  local job = cjson.decode(handed)
+  local cur = redis.call('HMGET', '{keys.RQ_JOB_PREFIX}' .. handed_id, 'status', 'worker_name', 'attempt')
+  if cur[1] == 'started' and cur[2] == w.id and cur[3] == job[2] then return job end
 end
 local qp = #'{keys.queue_key("")}' + 1
 local function flag(i) return string.sub(ARGV[5], i - 1, i - 1) end
@@ -117,11 +186,31 @@ for pass = 1, 2 do
       left = 0
     end
     if left == 0 then
-      local job = take(KEYS[i], m)
+      local job = take(KEYS[i], m, now, w)
       if job then return job end
     elseif left > 0 and (wait == nil or left < wait) then
       wait = left
     end
+  end
+end
+-- nothing to take now: park for the models it may take, so that the next enqueue of one hands its job straight
+-- here (a warm worker before a cold one, see dispatch)
+local slots = tonumber(ARGV[10] or '0') or 0
+if slots > 0 then
+  local parked = {{}}
+  for i = 2, #KEYS do
+    local f = flag(i)
+    if f == '1' or f == '0' or f == 'c' then
+      parked[#parked + 1] = string.sub(KEYS[i], qp)
+      if f == '1' then f = {WARM_PARK} + slots else f = slots end
+      redis.call('ZADD', '{keys.PARKED_PREFIX}' .. parked[#parked], f, w.id)
+    end
+  end
+  if #parked > 0 then
+    local pk = '{keys.PARK_PREFIX}' .. w.id
+    redis.call('HSET', pk, 'models', table.concat(parked, ' '),
+               'until', string.format('%.3f', now + tonumber(ARGV[11])))
+    redis.call('PEXPIRE', pk, {PARK_KEEP_MS})
   end
 end
 if wait then return math.ceil(wait * 1000) end
@@ -286,25 +375,30 @@ return 1
 _PUSH_JOB = (
     SCHED_LUA
     + f"""
-local function push_job(a, maxlen, ttl_ms, track_owner)
+-- queued: false for a job handed to a worker at once (push dispatch): it never enters the queue; then the
+-- position is 0. Returns the position + 1 and the job hash's fields.
+local function push_job(a, maxlen, ttl_ms, track_owner, queued)
   local id, m = ARGV[a], ARGV[a + 3]
   local jk, qk = '{keys.RQ_JOB_PREFIX}' .. id, '{keys.queue_key("")}' .. m
   local sk = '{keys.events_key("")}' .. id
-  local flat = {{}}
-  for field, value in pairs(cjson.decode(ARGV[a + 8])) do
+  local flat, fields = {{'enq_ts', string.format('%.6f', clock())}}, cjson.decode(ARGV[a + 8])
+  for field, value in pairs(fields) do
     flat[#flat + 1] = field
     flat[#flat + 1] = value
   end
   redis.call('HSET', jk, unpack(flat))
-  redis.call('HSET', jk, 'enq_ts', string.format('%.6f', clock()))
-  redis.call('RPUSH', qk, id)
-  local n = index_push(m, ARGV[a + 4], ARGV[a + 5], id, false)
-  redis.call('SADD', '{keys.RQ_QUEUES}', qk)
+  local n = 0
+  redis.call('SADD', '{keys.RQ_QUEUES}', qk)  -- RQ's list of queues, which GET /queues reads too
+  if queued then
+    redis.call('RPUSH', qk, id)
+    n = index_push(m, ARGV[a + 4], ARGV[a + 5], id, false)
+    if tonumber(ARGV[a + 2]) > 0 then redis.call('ZADD', '{keys.DEADLINES}', ARGV[a + 2], id) end
+  end
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, '1-0', 'e', ARGV[a + 1])
   redis.call('PEXPIRE', sk, ttl_ms)
   redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ARGV[a + 1])
-  redis.call('PUBLISH', '{keys.wake_channel("")}' .. m, id)
-  if tonumber(ARGV[a + 2]) > 0 then redis.call('ZADD', '{keys.DEADLINES}', ARGV[a + 2], id) end
+  if fields.reply_to then redis.call('PUBLISH', fields.reply_to, ARGV[a + 1]) end
+  if queued then redis.call('PUBLISH', '{keys.wake_channel("")}' .. m, id) end
   redis.call('ZADD', '{keys.HISTORY}', ARGV[a + 6], id)
   redis.call('LPUSH', '{keys.RECENT_JOBS}', id)
   if track_owner then
@@ -312,7 +406,8 @@ local function push_job(a, maxlen, ttl_ms, track_owner)
     redis.call('SADD', ok, id)
     redis.call('PEXPIRE', ok, ttl_ms)
   end
-  return fair_position(m, ARGV[a + 4], ARGV[a + 5], n - 1) + 1
+  if not queued then return 1, fields end
+  return fair_position(m, ARGV[a + 4], ARGV[a + 5], n - 1) + 1, fields
 end
 -- the owner's queued + running jobs, plus adding, over the quota? (ended jobs leave the owner's set here, lazily)
 local function over_quota(owner, quota, adding)
@@ -336,11 +431,14 @@ end
 )
 
 # KEYS: the model queue.  ARGV: max queue (0 = none), events maxlen, events ttl ms, history min score, history
-# max count, owner's quota of queued + running jobs (0 = none), then one job block (above).
+# max count, owner's quota of queued + running jobs (0 = none), then one job block (above), then now (RQ time
+# format: the start of a job handed at once to a parked worker, push dispatch; else the job gets a wake-up).
 # Returns {1 + queue position}, {-1, current length} when the queue is full or {-2, active jobs} when
 # the owner's quota is used up (nothing written either way).
 ENQUEUE_SRC = (
-    _PUSH_JOB
+    _EMIT
+    + _PUSH_JOB
+    + _TAKE
     + f"""
 local limit = tonumber(ARGV[1])
 if limit > 0 then
@@ -350,7 +448,15 @@ end
 local quota = tonumber(ARGV[6])
 local active = over_quota(ARGV[14], quota, 1)
 if active then return {{-2, active}} end
-local n = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '')
+-- an idle queue and a parked worker: the job goes to that worker at once (else it is queued with a wake-up)
+local m = ARGV[10]
+local wid = redis.call('LLEN', KEYS[1]) == 0 and parked_worker(m, clock())
+local n, fields = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '', not wid)
+if wid then
+  local w = {{id = wid, ts = ARGV[16], maxlen = ARGV[2], ttl = ARGV[3]}}
+  local st = {{'queued', '1', fields.data, fields.run_timeout, m, fields.enqueued_at}}
+  hand(wid, start('{keys.RQ_JOB_PREFIX}' .. ARGV[7], ARGV[7], st, m, w))
+end
 trim_lists()
 redis.call('HINCRBY', '{keys.STATS}', 'submitted', 1)
 return {{n}}
@@ -383,7 +489,7 @@ local active = over_quota(owner, quota, count)
 if active then return {{-2, active}} end
 local out = {{}}
 for a = 7, #ARGV, {JOB_BLOCK} do
-  out[#out + 1] = push_job(a, ARGV[2], ARGV[3], quota > 0 and owner ~= '')
+  out[#out + 1] = push_job(a, ARGV[2], ARGV[3], quota > 0 and owner ~= '', true)  -- (the first value)
 end
 trim_lists()
 redis.call('HINCRBY', '{keys.STATS}', 'submitted', #out)

@@ -72,6 +72,16 @@ class Popped:
     switch: SwitchSignal | None = None
 
 
+@dataclass(frozen=True)
+class Park:
+    """How a pop that finds nothing parks the worker for its warm models (push dispatch): with ``slots`` free
+    slots (0: no park) for ``ttl`` seconds; ``seen`` is the last job handed to it that it has already started."""
+
+    slots: int = 0
+    ttl: float = 2.0
+    seen: str = ""
+
+
 def _popped(reply: Any, default_timeout: float) -> Popped:
     if isinstance(reply, int):
         return Popped(wait=reply / 1000)
@@ -100,11 +110,13 @@ class _Calls:
     def _event_args(self) -> list[Any]:
         return [self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl]
 
-    def _pop(self, worker_id: str, models: list[str], flags: str) -> Call:
+    def _pop(self, worker_id: str, models: list[str], flags: str, park: Park | None = None) -> Call:
         queue_keys = [keys.queue_key(m) for m in models]
         limits = self.limits
+        park = park or Park()
         args = [worker_id, rq_now(), limits.events_maxlen, limits.events_ttl_ms, flags, limits.cold_delay,
-                limits.warm_ttl, limits.switch_delay, limits.priority_aging]  # fmt: skip
+                limits.warm_ttl, limits.switch_delay, limits.priority_aging,
+                park.slots, park.ttl, park.seen]  # fmt: skip
         return scripts.POP, [keys.inflight_key(worker_id), *queue_keys], args
 
     def _prepare_batch(
@@ -216,10 +228,14 @@ class JobStore(_Calls):
         popped = self.pop_planned(worker_id, models, _flags(models, warm))
         return popped.job, popped.wait
 
-    def pop_planned(self, worker_id: str, models: list[str], flags: str) -> Popped:
-        """One pop with explicit flags per queue (``schedule.plan_pop``)."""
-        reply = self._run(self._pop(worker_id, models, flags)) if models else None
+    def pop_planned(self, worker_id: str, models: list[str], flags: str, park: Park | None = None) -> Popped:
+        """One pop with explicit flags per queue (``schedule.plan_pop``); ``park``: see :class:`Park`."""
+        reply = self._run(self._pop(worker_id, models, flags, park)) if models else None
         return _popped(reply, self.limits.job_timeout)
+
+    def unpark(self, worker_id: str, seen: str = "") -> PoppedJob | None:
+        reply = self._run(self._pop(worker_id, [], "", Park(seen=seen)))
+        return _popped(reply, self.limits.job_timeout).job
 
     def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
         """Publish events of a running job, in one round trip. -1: fenced off, 1: cancel asked, 0: carry on."""
@@ -283,12 +299,18 @@ class AsyncJobStore(_Calls):
         return bool(found)
 
     async def enqueue(
-        self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
+        self,
+        request: JobRequest,
+        job_id: str | None = None,
+        owner: str = "",
+        max_jobs: int = 0,
+        reply_to: str = "",
     ) -> Submitted:
-        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
+        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically;
+        every event of the job is also published on ``reply_to`` when given."""
         if not request.wait and not await self.model_is_served(request.model):
             raise ModelNotFound(request.model)
-        job = prepare_job(request, self.limits, job_id, owner, max_jobs)
+        job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         script_keys, args = enqueue_arguments(job, self.limits)
         return submitted(job, await scripts.ENQUEUE.call_async(self.scripts_client, script_keys, args))
 
@@ -334,9 +356,16 @@ class AsyncJobStore(_Calls):
         popped = await self.pop_planned(worker_id, models, _flags(models, warm))
         return popped.job, popped.wait
 
-    async def pop_planned(self, worker_id: str, models: list[str], flags: str) -> Popped:
-        reply = await self._run(self._pop(worker_id, models, flags)) if models else None
+    async def pop_planned(
+        self, worker_id: str, models: list[str], flags: str, park: Park | None = None
+    ) -> Popped:
+        reply = await self._run(self._pop(worker_id, models, flags, park)) if models else None
         return _popped(reply, self.limits.job_timeout)
+
+    async def unpark(self, worker_id: str, seen: str = "") -> PoppedJob | None:
+        """End the worker's park; a job an enqueue handed it that it has not seen (``seen``) is returned."""
+        reply = await self._run(self._pop(worker_id, [], "", Park(seen=seen)))
+        return _popped(reply, self.limits.job_timeout).job
 
     async def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
         return int(await self._run(self._emit(job, worker_id, bodies)))

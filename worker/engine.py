@@ -18,18 +18,18 @@ import os
 import signal
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from common import keys, registry
 from common.connections import TRANSIENT, async_redis, redacted_url, sync_redis
 from common.fastredis import fast_redis, pubsub_connection
 from common.janitor import Janitor
-from common.jobs import Limits, PoppedJob
+from common.jobs import Limits, PoppedJob, decode_popped
 from common.names import normalise_model
 from common.schedule import Capacity, Switch, choose_victim, keep_running, plan_pop
 from common.settings import Settings
-from common.store import AsyncJobStore, JobStore, Popped
+from common.store import AsyncJobStore, JobStore, Park, Popped
 
 from .backend import BackendError, make_backend
 from .execute import Active, JobRunner
@@ -46,6 +46,32 @@ def crash_here(point: str) -> None:
 
 
 IDLE_POLL = 1.0  # a missed wake-up (Redis restart) costs at most this
+PARK_TTL = 1.5 * IDLE_POLL  # an idle worker pops (and so renews its park) at least every IDLE_POLL
+STARTED_KEPT = 256  # ids of the latest jobs started, so that a handed job is never started twice
+
+
+class Slots:
+    """The worker's free job slots: a counting semaphore that can also be taken without waiting (a job handed by
+    an enqueue starts from the message handler, not a task)."""
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self._freed = asyncio.Event()
+
+    def try_acquire(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    async def acquire(self) -> None:
+        while not self.try_acquire():
+            self._freed.clear()
+            await self._freed.wait()
+
+    def release(self) -> None:
+        self.free += 1
+        self._freed.set()
 
 
 class Worker:
@@ -65,7 +91,7 @@ class Worker:
         self.draining = asyncio.Event()
         self.wake = asyncio.Event()
         self.active: dict[str, Active] = {}
-        self.slots = asyncio.Semaphore(settings.worker_slots)
+        self.slots = Slots(settings.worker_slots)
         self.info = registry.WorkerInfo(
             id=self.id,
             host=socket.gethostname(),
@@ -83,6 +109,12 @@ class Worker:
         self.claimed: set[str] = set()  # models this worker has told the pop it has loaded
         self.capacity = Capacity(settings.max_loaded_models)
         self.switch: Switch | None = None
+        # push dispatch: jobs handed to this worker while no slot was free, whether its last pop parked it, the
+        # last handed job it started, and the latest starts ("id/start seq", oldest first: none runs twice)
+        self.handed: deque[PoppedJob] = deque()
+        self.parked = False
+        self.seen = ""
+        self.started: dict[str, None] = {}
 
     # -- models and heartbeat -----------------------------------------------------------------------------
     async def refresh_models(self) -> None:
@@ -97,6 +129,7 @@ class Worker:
                             self.settings.engine_display_url, exc.message)  # fmt: skip
             self._ollama_down = True
             self.healthy = False
+            self.wake.set()  # the pop loop leaves its park
             return
         names = [str(m.get("name") or m.get("model")) for m in tags]
         loaded = [str(m.get("name") or m.get("model")) for m in ps]
@@ -220,7 +253,10 @@ class Worker:
         try:
             command = json.loads(message["data"])
             job_id = str(command.get("cancel", ""))
-        except (ValueError, AttributeError):
+            if "dispatch" in command:
+                self.on_handed(decode_popped(command["dispatch"], self.store.limits.job_timeout))
+                return
+        except (ValueError, AttributeError, TypeError, IndexError):
             return
         if command.get("drain") and not self.draining.is_set():
             log.info("drain asked through redis")
@@ -268,12 +304,62 @@ class Worker:
             async with asyncio.timeout(timeout):  # not wait_for: that wraps every wait in a new task
                 await self.wake.wait()
 
+    def park(self) -> Park | None:
+        """How this pop parks the worker if it finds nothing (it holds a slot: at least one is free)."""
+        if not self.settings.push_dispatch:
+            return None
+        return Park(slots=self.slots.free + 1, ttl=PARK_TTL, seen=self.seen)
+
+    async def end_park(self) -> None:
+        """Leave the park (unhealthy, draining); a job handed meanwhile is started all the same."""
+        if not self.parked:
+            return
+        try:
+            job = await self.store.unpark(self.id, self.seen)
+        except TRANSIENT as exc:  # the park lapses by itself in PARK_TTL
+            log.warning("could not leave the park (%s)", exc)
+            return
+        self.parked = False
+        if job is not None:
+            await self.slots.acquire()
+            self.take(job)
+
+    def on_handed(self, job: PoppedJob) -> None:
+        """A job an enqueue handed to this parked worker: started here and now (its task runs before the pop
+        loop, woken to park again, sends its next pop); without a free slot the pop loop takes it when one is."""
+        if self.slots.try_acquire():
+            self.take(job, handed=True)
+        else:
+            self.handed.append(job)
+        self.wake.set()
+
+    def take(self, job: PoppedJob, handed: bool = False) -> None:
+        """Start a popped or handed job, once (a handed job can come both by message and by the next pop)."""
+        if handed:
+            self.seen = job.id
+            self.parked = False
+        key = f"{job.id}/{job.start_seq}"
+        if key in self.started:
+            self.slots.release()
+            return
+        self.started[key] = None
+        if len(self.started) > STARTED_KEPT:
+            del self.started[next(iter(self.started))]
+        crash_here("after_pop")
+        self.recent[job.model] = time.monotonic()
+        self.start_job(job)
+
     async def pop_loop(self) -> None:
         delay = 0.1
         while not self.draining.is_set():
             await self.slots.acquire()
+            if self.handed:
+                self.take(self.handed.popleft(), handed=True)
+                await asyncio.sleep(0)  # let the job send its request before this loop's next pop
+                continue
             if self.draining.is_set() or not (self.healthy and self.models):
                 self.slots.release()
+                await self.end_park()
                 await self._wait_wake(IDLE_POLL)
                 self.wake.clear()
                 continue
@@ -282,7 +368,9 @@ class Worker:
                 warm = self.warm_models()
                 self.claimed |= warm
                 models, flags = self.next_pop(warm)
-                popped = await self.store.pop_planned(self.id, models, flags)
+                park = self.park()
+                popped = await self.store.pop_planned(self.id, models, flags, park)
+                self.parked = park is not None and popped.job is None and popped.switch is None
                 self.popped(popped, flags)
                 job, wait = popped.job, popped.wait
                 delay = 0.1
@@ -294,12 +382,12 @@ class Worker:
                 continue
             if job is None:
                 self.slots.release()
-                if popped.switch is None:
+                if popped.switch is None and not self.handed:
                     await self._wait_wake(min(wait, IDLE_POLL) if wait > 0 else IDLE_POLL)
                 continue
-            crash_here("after_pop")
-            self.recent[job.model] = time.monotonic()
-            self.start_job(job)
+            self.take(job)
+            await asyncio.sleep(0)  # let the job send its request before this loop's next pop
+        await self.end_park()
 
     def start_job(self, job: PoppedJob) -> None:
         active = Active(job)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,12 +16,21 @@ from common.auth import Principal, job_quota
 from common.bus import ChunkHub, follow_events
 from common.errors import InvalidRequest
 from common.inputs import check_request
-from common.schemas import JobRequest, Submitted
+from common.schemas import JobRequest
 from common.settings import Settings
 from common.store import AsyncJobStore
 
 from ..submitter import attribute, header_fields
 from .fleet import list_workers
+
+
+@dataclass
+class Followed:
+    """A job submitted here to be followed at once: its id and the hub's queue for its events (None: the reader
+    subscribes to the job's channel; see ``ChunkHub.expect``)."""
+
+    id: str
+    expected: asyncio.Queue[bytes] | None = None
 
 
 async def submit(
@@ -27,9 +39,11 @@ async def submit(
     body: dict[str, Any],
     principal: Principal,
     headers: Mapping[str, str] | None = None,
-) -> Submitted:
+    hub: ChunkHub | None = None,
+) -> Followed:
     """Validate a translated body like ``POST /jobs`` does and enqueue it as ``principal``'s job;
-    ``X-Corral-Priority`` and ``X-Corral-User`` headers give the scheduling fields."""
+    ``X-Corral-Priority`` and ``X-Corral-User`` headers give the scheduling fields. With ``hub`` its events come
+    to this process's own channel."""
     if headers is not None:
         body = {**header_fields(headers), **body}
     try:
@@ -41,20 +55,25 @@ async def submit(
     check_request(request, settings)
     attribute(request, principal)
     quota = job_quota(principal, settings.max_jobs_per_key)
-    return await store.enqueue(request, owner=principal.id, max_jobs=quota)
+    job_id = uuid.uuid4().hex
+    expected = hub.expect(job_id) if hub is not None else None
+    reply_to = hub.reply_channel if hub is not None and expected is not None else ""
+    await store.enqueue(request, job_id, owner=principal.id, max_jobs=quota, reply_to=reply_to)
+    return Followed(job_id, expected)
 
 
-async def events_of(client: Any, hub: ChunkHub, job_id: str) -> AsyncIterator[dict[str, Any]]:
+async def events_of(client: Any, hub: ChunkHub, job: Followed) -> AsyncIterator[dict[str, Any]]:
     """The job's events, idle ticks left out."""
-    async for event in follow_events(client, hub, job_id):
+    async for event in follow_events(client, hub, job.id, expected=job.expected):
         if event is not None:
             yield event
 
 
-async def outcome(client: Any, hub: ChunkHub, job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+async def outcome(client: Any, hub: ChunkHub, job: Followed) -> tuple[dict[str, Any], dict[str, Any]]:
     """Wait for the job's end: its last event and, when it succeeded, its stored result."""
+    job_id = job.id
     last: dict[str, Any] = {}
-    async for event in events_of(client, hub, job_id):
+    async for event in events_of(client, hub, job):
         last = event
     result: dict[str, Any] = {}
     if last.get("type") == "done":

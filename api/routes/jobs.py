@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -71,14 +72,17 @@ async def submit_job(http: Request) -> Response:
         apply_headers(request, http.headers)
     principal = await get_principal(http)
     attribute(request, principal)
-    submitted = await state.store.enqueue(
-        request, owner=principal.id, max_jobs=job_quota(principal, state.settings.max_jobs_per_key)
-    )
-    if request.stream:
-        headers = {"X-Corral-Job": submitted.id, "Location": f"/jobs/{submitted.id}"}
-        return event_response(http, follow_events(state.redis, state.hub, submitted.id, 0), headers)
-    # built here rather than re-validated through response_model: this is the hot path
-    return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
+    quota = job_quota(principal, state.settings.max_jobs_per_key)
+    if not request.stream:
+        submitted = await state.store.enqueue(request, owner=principal.id, max_jobs=quota)
+        # built here rather than re-validated through response_model: this is the hot path
+        return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
+    hub, job_id = state.hub, uuid.uuid4().hex
+    expected = hub.expect(job_id)  # the events come to this process's channel: no subscribe, no replay read
+    reply_to = hub.reply_channel if expected is not None else ""
+    await state.store.enqueue(request, job_id, owner=principal.id, max_jobs=quota, reply_to=reply_to)
+    events = follow_events(state.redis, hub, job_id, 0, expected=expected)
+    return event_response(http, events, {"X-Corral-Job": job_id, "Location": f"/jobs/{job_id}"})
 
 
 @router.get("")

@@ -64,7 +64,7 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
         body = parse_json_object(await request.body())
         name = str(body.get("model") or body.get("name") or "")
         job = ollama_job(kind, body)
-        submitted = await submit(store, settings, job, await get_principal(request), request.headers)
+        submitted = await submit(store, settings, job, await get_principal(request), request.headers, hub)
     except ModelNotFound:
         return error(404, not_found(kind, name))
     except QueueFull:
@@ -73,9 +73,9 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
         return error(status_of(exc), exc.message, retry_headers(exc))
     headers = {"X-Corral-Job": submitted.id}
     if kind in ("generate", "chat") and body.get("stream", True) is not False:
-        lines = stream_lines(kind, name, submitted.id, events_of(client, hub, submitted.id))
+        lines = stream_lines(kind, name, submitted.id, events_of(client, hub, submitted))
         return StreamingResponse(lines, media_type=NDJSON, headers=headers)
-    last, result = await outcome(client, hub, submitted.id)
+    last, result = await outcome(client, hub, submitted)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))
     final = result.get("final") or {}
@@ -132,13 +132,13 @@ async def show(
         body = parse_json_object(await request.body())
         name = str(body.get("model") or body.get("name") or "")
         submitted = await submit(
-            store, settings, {"model": name, "kind": "show"}, await get_principal(request)
+            store, settings, {"model": name, "kind": "show"}, await get_principal(request), hub=hub
         )
     except ModelNotFound:
         return error(404, not_found("show", name))
     except CorralError as exc:
         return error(status_of(exc), exc.message, retry_headers(exc))
-    last, result = await outcome(client, hub, submitted.id)
+    last, result = await outcome(client, hub, submitted)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))
     return JSONResponse(result.get("show") or {})

@@ -105,15 +105,15 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(
-            store, settings, translate(body), await get_principal(request), request.headers
+            store, settings, translate(body), await get_principal(request), request.headers, hub
         )
     except CorralError as exc:
         return error(status_of(exc), exc.message, retry_headers(exc))
     model = str(body["model"])
     if body.get("stream"):
-        events = events_of(client, hub, submitted.id)
+        events = events_of(client, hub, submitted)
         return StreamingResponse(streamer(submitted.id, model, events, body), media_type="text/event-stream")
-    last, result = await outcome(client, hub, submitted.id)
+    last, result = await outcome(client, hub, submitted)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))
     return JSONResponse(answer(submitted.id, model, result))
@@ -173,11 +173,11 @@ async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, c
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(
-            store, settings, embed_job(body), await get_principal(request), request.headers
+            store, settings, embed_job(body), await get_principal(request), request.headers, hub
         )
     except CorralError as exc:
         return error(status_of(exc), exc.message, retry_headers(exc))
-    last, result = await outcome(client, hub, submitted.id)
+    last, result = await outcome(client, hub, submitted)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))
     vectors = result.get("embeddings") or []

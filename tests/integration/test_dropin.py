@@ -14,6 +14,7 @@ import pytest
 from common.simulator import expected_text
 
 from ..conftest import Stack
+from ..support import wait_for
 
 pytestmark = pytest.mark.integration
 RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"
@@ -61,7 +62,9 @@ def test_ollama_embed_list_ps_show_version(oc: Any) -> None:
     assert len(oc.embeddings(model="nomic-embed-text", prompt="x").embedding) == len(vectors[0])
     names = sorted(m.model or "" for m in oc.list().models)
     assert names == ["llama3:latest", "nomic-embed-text:latest", "qwen2.5:0.5b"]
-    assert any(m.model == "llama3:latest" for m in oc.ps().models)  # loaded by the jobs above
+    oc.generate(model="llama3", prompt="load it")
+    # /api/ps answers from the workers' heartbeats, which read the hosts' /api/ps every heartbeat interval
+    wait_for(lambda: any(m.model == "llama3:latest" for m in oc.ps().models), what="llama3 in /api/ps")
     shown = oc.show("llama3")
     assert shown.capabilities and "completion" in shown.capabilities and shown.modelinfo
     with pytest.raises(ollama.ResponseError) as missing:

@@ -1,0 +1,66 @@
+"""The worker's side of push dispatch: a handed job starts at once when a slot is free, waits for the pop loop
+when none is, and a job that comes both by message and by a pop starts once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from common.jobs import PoppedJob
+from common.settings import Settings
+from worker.engine import Slots, Worker
+
+pytestmark = pytest.mark.unit
+
+
+def worker(slots: int) -> tuple[Worker, list[str]]:
+    w = Worker(Settings(redis_url="redis://127.0.0.1:1/0", worker_id="w", worker_slots=slots))
+    started: list[str] = []
+    w.start_job = lambda job: started.append(f"{job.id}/{job.start_seq}")  # type: ignore[method-assign]
+    return w, started
+
+
+def job(job_id: str, start_seq: int = 1) -> PoppedJob:
+    return PoppedJob(id=job_id, attempt=1, model="m:latest", timeout=30, start_seq=start_seq)
+
+
+def test_a_handed_job_starts_once_whether_by_message_or_by_pop() -> None:
+    async def scenario() -> None:
+        w, started = worker(slots=2)
+        w.on_handed(job("a"))
+        assert started == ["a/1"] and w.seen == "a" and w.slots.free == 1 and w.wake.is_set()
+        await w.slots.acquire()  # the next pop returns it too (its message was not seen when the pop ran)
+        w.take(job("a"))
+        assert started == ["a/1"] and w.slots.free == 1  # the slot went back
+        await w.slots.acquire()
+        w.take(
+            job("a", start_seq=3)
+        )  # re-queued (the same attempt: its host lacked the model) and popped again
+        assert started == ["a/1", "a/3"] and w.slots.free == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_job_handed_with_no_free_slot_waits_for_the_pop_loop() -> None:
+    async def scenario() -> None:
+        w, started = worker(slots=1)
+        await w.slots.acquire()
+        w.on_handed(job("b"))
+        assert started == [] and [j.id for j in w.handed] == ["b"] and w.wake.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_slots_wait_for_a_release() -> None:
+    async def scenario() -> None:
+        slots = Slots(1)
+        assert slots.try_acquire() and not slots.try_acquire()
+        waiter = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        slots.release()
+        await asyncio.wait_for(waiter, 1)
+        assert slots.free == 0
+
+    asyncio.run(scenario())
