@@ -325,15 +325,20 @@ class Worker:
             self.take(job)
 
     def on_handed(self, job: PoppedJob) -> None:
-        """A job an enqueue handed to this parked worker: started here and now (its task runs before the pop
-        loop, woken to park again, sends its next pop); without a free slot the pop loop takes it when one is."""
-        if self.slots.try_acquire():
-            self.take(job, handed=True)
-        else:
+        """A job an enqueue handed to this parked worker: started here and now; the pop loop parks the worker
+        again once the backend has answered the job's request (its pop would compete with the request for the CPU
+        and for Redis meanwhile). Without a free slot the pop loop takes the job when one is free."""
+        if not self.slots.try_acquire():
             self.handed.append(job)
-        self.wake.set()
+            self.wake.set()
+            return
+        active = self.take(job, handed=True)
+        if active is None:
+            self.wake.set()
+        else:
+            active.on_accepted = self.wake.set
 
-    def take(self, job: PoppedJob, handed: bool = False) -> None:
+    def take(self, job: PoppedJob, handed: bool = False) -> Active | None:
         """Start a popped or handed job, once (a handed job can come both by message and by the next pop)."""
         if handed:
             self.seen = job.id
@@ -341,13 +346,13 @@ class Worker:
         key = f"{job.id}/{job.start_seq}"
         if key in self.started:
             self.slots.release()
-            return
+            return None
         self.started[key] = None
         if len(self.started) > STARTED_KEPT:
             del self.started[next(iter(self.started))]
         crash_here("after_pop")
         self.recent[job.model] = time.monotonic()
-        self.start_job(job)
+        return self.start_job(job)
 
     async def pop_loop(self) -> None:
         delay = 0.1
@@ -389,10 +394,11 @@ class Worker:
             await asyncio.sleep(0)  # let the job send its request before this loop's next pop
         await self.end_park()
 
-    def start_job(self, job: PoppedJob) -> None:
+    def start_job(self, job: PoppedJob) -> Active:
         active = Active(job)
         self.active[job.id] = active
         active.task = asyncio.create_task(self.run_job(active), name=f"job-{job.id}")
+        return active
 
     async def run_job(self, active: Active) -> None:
         try:
@@ -408,6 +414,7 @@ class Worker:
         finally:
             self.active.pop(active.job.id, None)
             self.slots.release()
+            active.accepted()  # (a handed job that ended before its backend answered)
             if self.capacity.limit and active.job.model not in self.running_models():
                 self.wake.set()  # a model drained: a pop that found nothing it could take may find something now
 

@@ -48,6 +48,13 @@ class Active:
     job: PoppedJob
     task: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
+    # called once, when the backend has answered the job's request or the job ended
+    on_accepted: Callable[[], None] | None = None
+
+    def accepted(self) -> None:
+        if self.on_accepted is not None:
+            callback, self.on_accepted = self.on_accepted, None
+            callback()
 
     def request_cancel(self) -> None:
         """Cancelling the task closes the Ollama connection at once; Ollama stops generating."""
@@ -181,7 +188,7 @@ class JobRunner:
             return Outcome()
         try:
             async with asyncio.timeout(max(job.popped_at + job.timeout - time.monotonic(), 0.001)):
-                await self._execute(job)
+                await self._execute(job, active.accepted)
         except asyncio.CancelledError:
             if not active.cancel_requested:
                 raise  # the worker is shutting down: the job stays in flight and is re-queued
@@ -217,7 +224,7 @@ class JobRunner:
 
         await with_redis_retry(call, "requeue")
 
-    async def _execute(self, job: PoppedJob) -> None:
+    async def _execute(self, job: PoppedJob, accepted: Callable[[], None]) -> None:
         request = dict(job.kwargs.get("request") or {})
         model = str(request.get("model", job.model))
         request["model"] = self.local_names.get(model, model)
@@ -230,15 +237,18 @@ class JobRunner:
             result = dumps({"embeddings": answer.get("embeddings") or [], "final": final})
             await self.finish(job, "finished", {"type": "done", "final": final}, result)
         else:
-            await self._stream(job, request, chat=job.func_name == "corral.chat")
+            await self._stream(job, request, accepted, chat=job.func_name == "corral.chat")
 
-    async def _stream(self, job: PoppedJob, request: dict[str, Any], chat: bool) -> None:
+    async def _stream(
+        self, job: PoppedJob, request: dict[str, Any], accepted: Callable[[], None], chat: bool
+    ) -> None:
         reply = Reply(chat)
         emitter = Emitter(
             lambda batch: with_redis_retry(lambda: self.store.emit(job, self.worker_id, *batch), "emit")
         )
         try:
             async with self.backend.stream("chat" if chat else "generate", request) as stream:
+                accepted()
                 try:
                     async for chunk in stream:
                         if chunk.get("done"):

@@ -10,6 +10,7 @@ import pytest
 from common.jobs import PoppedJob
 from common.settings import Settings
 from worker.engine import Slots, Worker
+from worker.execute import Active
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +18,13 @@ pytestmark = pytest.mark.unit
 def worker(slots: int) -> tuple[Worker, list[str]]:
     w = Worker(Settings(redis_url="redis://127.0.0.1:1/0", worker_id="w", worker_slots=slots))
     started: list[str] = []
-    w.start_job = lambda job: started.append(f"{job.id}/{job.start_seq}")  # type: ignore[method-assign]
+
+    def start_job(job: PoppedJob) -> Active:
+        started.append(f"{job.id}/{job.start_seq}")
+        w.active[job.id] = Active(job)
+        return w.active[job.id]
+
+    w.start_job = start_job  # type: ignore[method-assign]
     return w, started
 
 
@@ -29,7 +36,10 @@ def test_a_handed_job_starts_once_whether_by_message_or_by_pop() -> None:
     async def scenario() -> None:
         w, started = worker(slots=2)
         w.on_handed(job("a"))
-        assert started == ["a/1"] and w.seen == "a" and w.slots.free == 1 and w.wake.is_set()
+        assert started == ["a/1"] and w.seen == "a" and w.slots.free == 1
+        assert not w.wake.is_set()  # the pop loop parks again once the backend has taken the request:
+        w.active["a"].accepted()
+        assert w.wake.is_set()
         await w.slots.acquire()  # the next pop returns it too (its message was not seen when the pop ran)
         w.take(job("a"))
         assert started == ["a/1"] and w.slots.free == 1  # the slot went back
