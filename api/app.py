@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from common import keys
 from common.auth import parse_api_keys
@@ -78,6 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
+    # the hot path as a plain Starlette route ahead of FastAPI's (which stays for the OpenAPI document):
+    # FastAPI's routing and endpoint machinery cost 0.2-0.4 ms per submit, more than the rest of the handler
+    app.router.routes.insert(0, Route("/jobs", jobs.submit_job, methods=["POST"], name="submit_job_fast"))
     add_body_schemas(app, [JobRequest, BatchRequest])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # added last, so it runs first: a caller without a valid key gets 401 before its body is read

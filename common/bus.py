@@ -180,6 +180,33 @@ async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[d
     return [json.loads(fields[b"e"]) for _id, fields in entries]
 
 
+Batch = list[dict[str, Any]]
+
+
+async def follow_batches(
+    client: aioredis.Redis,
+    hub: ChunkHub,
+    job_id: str,
+    start: int = 0,
+    idle: float = 5.0,
+    expected: asyncio.Queue[bytes] | None = None,
+) -> AsyncIterator[Batch | None]:
+    """The events of ``job_id`` with ``seq >= start`` until a terminal one, in batches of what has arrived
+    together (a reader writes each batch at once); ``None`` marks an idle tick. ``expected``: the hub's queue for
+    a job submitted here (``ChunkHub.expect``), which gets every event from the first."""
+    if expected is not None:
+        try:
+            async for batch in _follow(client, job_id, start - 1, idle, expected, []):
+                yield batch
+        finally:
+            hub.forget(job_id)
+        return
+    async with hub.subscribe(job_id) as queue:
+        backlog = await read_stream(client, job_id, start - 1)
+        async for batch in _follow(client, job_id, start - 1, idle, queue, backlog):
+            yield batch
+
+
 async def follow_events(
     client: aioredis.Redis,
     hub: ChunkHub,
@@ -188,19 +215,30 @@ async def follow_events(
     idle: float = 5.0,
     expected: asyncio.Queue[bytes] | None = None,
 ) -> AsyncIterator[dict[str, Any] | None]:
-    """Events of ``job_id`` with ``seq >= start`` until a terminal one; ``None`` marks an idle tick.
-    ``expected``: the hub's queue for a job submitted here (``ChunkHub.expect``), every event from the first."""
-    if expected is not None:
-        try:
-            async for event in _follow(client, job_id, start - 1, idle, expected, []):
-                yield event
-        finally:
-            hub.forget(job_id)
-        return
-    async with hub.subscribe(job_id) as queue:
-        backlog = await read_stream(client, job_id, start - 1)
-        async for event in _follow(client, job_id, start - 1, idle, queue, backlog):
+    """``follow_batches``, one event at a time."""
+    async for batch in follow_batches(client, hub, job_id, start, idle, expected):
+        if batch is None:
+            yield None
+            continue
+        for event in batch:
             yield event
+
+
+def _in_order(raws: list[bytes], last: int) -> tuple[Batch, bool]:
+    """The events that follow ``last`` in order; True when the stream must be read (a resync, a gap)."""
+    events: Batch = []
+    reread = False
+    for raw in raws:
+        if raw == RESYNC:
+            reread = True
+            continue
+        event = json.loads(raw)
+        following = (events[-1]["seq"] if events else last) + 1
+        if event["seq"] == following:
+            events.append(event)
+        elif event["seq"] > following:  # a message went missing: the stream has it
+            reread = True
+    return events, reread
 
 
 async def _follow(
@@ -209,34 +247,33 @@ async def _follow(
     last: int,
     idle: float,
     queue: asyncio.Queue[bytes],
-    backlog: list[dict[str, Any]],
-) -> AsyncIterator[dict[str, Any] | None]:
+    backlog: Batch,
+) -> AsyncIterator[Batch | None]:
     while True:
         if backlog and backlog[0]["seq"] > last + 1:
             last = backlog[0]["seq"] - 1  # older events were trimmed by the stream's cap
+        batch = []
         for event in backlog:
             if event["seq"] <= last:
                 continue
             last = event["seq"]
-            yield event
+            batch.append(event)
             if event["type"] in TERMINAL_EVENTS:
+                yield batch
                 return
+        if batch:
+            yield batch
         try:
             async with asyncio.timeout(idle):  # not wait_for: that wraps every wait in a new task
-                raw = await queue.get()
+                raws = [await queue.get()]
         except TimeoutError:
-            raw = RESYNC
-        if raw == RESYNC:
+            raws = [RESYNC]
+        while not queue.empty():  # whatever else has arrived goes in the same batch
+            raws.append(queue.get_nowait())
+        backlog, reread = _in_order(raws, last)
+        if reread:
             backlog = await read_stream(client, job_id, last)
             if not backlog:
                 if not await client.exists(keys.job_key(job_id)):
                     return
                 yield None
-            continue
-        event = json.loads(raw)
-        if event["seq"] == last + 1:
-            backlog = [event]
-        elif event["seq"] > last + 1:  # a message went missing: the stream has it
-            backlog = await read_stream(client, job_id, last)
-        else:
-            backlog = []
