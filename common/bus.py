@@ -1,13 +1,13 @@
 """The chunk bus, reader side: one pub/sub connection per process fans job events out to every reader.
 
-``follow_events`` gives a reader a job's events from any ``seq`` on, in order, with no gap and no duplicate:
+``follow_batches`` gives a reader a job's events from any ``seq`` on, in order, with no gap and no duplicate:
 it subscribes first, then reads the replay stream for what came before, then takes live events, filling any gap
 from the stream (a dropped pub/sub message, a Redis restart) and re-reading it whenever the bus resubscribes.
 
-A job this process submits and follows at once (a streamed submit, the drop-in routes) needs neither: the hub
-``expect``s it before the enqueue, and the job carries the hub's own channel as ``reply_to``, which every event of
-the job is published on as well. The hub has been subscribed to that channel since it connected, so every event
-arrives there, and a follow costs no Redis command at all.
+A job this process submits and follows at once (a streamed submit, the drop-in routes: ``submit_followed``)
+needs neither: the hub ``expect``s it before the enqueue, and the job carries the hub's own channel as
+``reply_to``, which every event of the job is published on as well. The hub has been subscribed to that channel
+since it connected, so every event arrives there, and a follow costs no Redis command at all.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import uuid
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -27,7 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from . import keys
 from .connections import TRANSIENT
 from .fastredis import PubSubConnection, pubsub_connection
-from .schemas import TERMINAL_EVENTS
+from .schemas import TERMINAL_EVENTS, JobRequest
+from .store import AsyncJobStore
 
 log = logging.getLogger(__name__)
 RESYNC = b"\x00resync"
@@ -161,7 +164,7 @@ class ChunkHub:
             with contextlib.suppress(*TRANSIENT, AttributeError):
                 await self._pubsub.subscribe(channel)  # type: ignore[union-attr]
         try:
-            # a reader still works without the confirmation: it polls the stream (see follow_events)
+            # a reader still works without the confirmation: it polls the stream (see follow_batches)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.confirm_timeout):
                     await self._confirmed[channel].wait()
@@ -207,21 +210,25 @@ async def follow_batches(
             yield batch
 
 
-async def follow_events(
-    client: aioredis.Redis,
-    hub: ChunkHub,
-    job_id: str,
-    start: int = 0,
-    idle: float = 5.0,
-    expected: asyncio.Queue[bytes] | None = None,
-) -> AsyncIterator[dict[str, Any] | None]:
-    """``follow_batches``, one event at a time."""
-    async for batch in follow_batches(client, hub, job_id, start, idle, expected):
-        if batch is None:
-            yield None
-            continue
-        for event in batch:
-            yield event
+@dataclass
+class Followed:
+    """A job submitted here to be followed at once: its id and the hub's queue for its events (None: the reader
+    subscribes to the job's channel)."""
+
+    id: str
+    expected: asyncio.Queue[bytes] | None = None
+
+
+async def submit_followed(
+    store: AsyncJobStore, hub: ChunkHub, request: JobRequest, owner: str, max_jobs: int
+) -> Followed:
+    """Enqueue a job this process follows at once: its events come to the hub's own channel (``reply_to``) when
+    the hub is subscribed to it now (``ChunkHub.expect``)."""
+    job_id = uuid.uuid4().hex
+    expected = hub.expect(job_id)
+    reply_to = hub.reply_channel if expected is not None else ""
+    await store.enqueue(request, job_id, owner=owner, max_jobs=max_jobs, reply_to=reply_to)
+    return Followed(job_id, expected)
 
 
 def _in_order(raws: list[bytes], last: int) -> tuple[Batch, bool]:

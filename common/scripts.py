@@ -32,13 +32,12 @@ end
 """
 
 PARK_KEEP_MS = 600_000  # a park record outlives its use; an enqueue checks its ``until``
-WARM_PARK = (
-    1_000_000  # added to the free slots of a worker parked for a model it has loaded (parks rank by score)
-)
+# added to the free slots of a worker parked for a model it has loaded (parks rank by score)
+WARM_PARK = 1_000_000
 
 # Lua: start a job on a worker, take the next job of a model queue for a worker, and the parks of idle workers
-# (push dispatch: an idle worker parks for its warm models; an enqueue of one of them hands the job to the
-# parked worker with the most free slots, which learns it from its control channel — docs/scheduling.md).
+# (push dispatch: an idle worker parks for the models it may take; an enqueue of one of them hands the job to
+# the parked worker chosen by parked_worker, which learns it from its control channel — docs/scheduling.md).
 # w: {id = worker id, ts = now (RQ time format), maxlen, ttl = the events stream's cap and ttl ms, aging = s}
 _TAKE = f"""
 local function start(jk, id, st, m, w)
@@ -194,7 +193,7 @@ for pass = 1, 2 do
   end
 end
 -- nothing to take now: park for the models it may take, so that the next enqueue of one hands its job straight
--- here (a warm worker before a cold one, see dispatch)
+-- here (a warm worker before a cold one, see parked_worker)
 local slots = tonumber(ARGV[10] or '0') or 0
 if slots > 0 then
   local parked = {{}}
@@ -202,8 +201,9 @@ if slots > 0 then
     local f = flag(i)
     if f == '1' or f == '0' or f == 'c' then
       parked[#parked + 1] = string.sub(KEYS[i], qp)
-      if f == '1' then f = {WARM_PARK} + slots else f = slots end
-      redis.call('ZADD', '{keys.PARKED_PREFIX}' .. parked[#parked], f, w.id)
+      local score = slots
+      if f == '1' then score = {WARM_PARK} + slots end
+      redis.call('ZADD', '{keys.PARKED_PREFIX}' .. parked[#parked], score, w.id)
     end
   end
   if #parked > 0 then

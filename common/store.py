@@ -74,8 +74,8 @@ class Popped:
 
 @dataclass(frozen=True)
 class Park:
-    """How a pop that finds nothing parks the worker for its warm models (push dispatch): with ``slots`` free
-    slots (0: no park) for ``ttl`` seconds; ``seen`` is the last job handed to it that it has already started."""
+    """How a pop that finds nothing parks the worker for the models it may take (push dispatch): with ``slots``
+    free slots (0: no park) for ``ttl`` seconds; ``seen`` is the last job handed to it that it has started."""
 
     slots: int = 0
     ttl: float = 2.0

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from common import keys
 from common.auth import Principal, job_quota
-from common.bus import ChunkHub, follow_events
+from common.bus import ChunkHub, Followed, follow_batches, submit_followed
 from common.errors import InvalidRequest
 from common.inputs import check_request
 from common.schemas import JobRequest
@@ -24,26 +21,16 @@ from ..submitter import attribute, header_fields
 from .fleet import list_workers
 
 
-@dataclass
-class Followed:
-    """A job submitted here to be followed at once: its id and the hub's queue for its events (None: the reader
-    subscribes to the job's channel; see ``ChunkHub.expect``)."""
-
-    id: str
-    expected: asyncio.Queue[bytes] | None = None
-
-
 async def submit(
     store: AsyncJobStore,
     settings: Settings,
+    hub: ChunkHub,
     body: dict[str, Any],
     principal: Principal,
     headers: Mapping[str, str] | None = None,
-    hub: ChunkHub | None = None,
 ) -> Followed:
-    """Validate a translated body like ``POST /jobs`` does and enqueue it as ``principal``'s job;
-    ``X-Corral-Priority`` and ``X-Corral-User`` headers give the scheduling fields. With ``hub`` its events come
-    to this process's own channel."""
+    """Validate a translated body like ``POST /jobs`` does and enqueue it as ``principal``'s job, to be followed
+    here at once; ``X-Corral-Priority`` and ``X-Corral-User`` headers give the scheduling fields."""
     if headers is not None:
         body = {**header_fields(headers), **body}
     try:
@@ -54,18 +41,15 @@ async def submit(
         raise InvalidRequest(f"{where}: {first.get('msg')}") from None
     check_request(request, settings)
     attribute(request, principal)
-    quota = job_quota(principal, settings.max_jobs_per_key)
-    job_id = uuid.uuid4().hex
-    expected = hub.expect(job_id) if hub is not None else None
-    reply_to = hub.reply_channel if hub is not None and expected is not None else ""
-    await store.enqueue(request, job_id, owner=principal.id, max_jobs=quota, reply_to=reply_to)
-    return Followed(job_id, expected)
+    return await submit_followed(
+        store, hub, request, principal.id, job_quota(principal, settings.max_jobs_per_key)
+    )
 
 
 async def events_of(client: Any, hub: ChunkHub, job: Followed) -> AsyncIterator[dict[str, Any]]:
     """The job's events, idle ticks left out."""
-    async for event in follow_events(client, hub, job.id, expected=job.expected):
-        if event is not None:
+    async for batch in follow_batches(client, hub, job.id, expected=job.expected):
+        for event in batch or ():
             yield event
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from common.auth import Scope, job_quota, may_see
-from common.bus import Batch, follow_batches
+from common.bus import Batch, follow_batches, submit_followed
 from common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
 from common.history import list_history, make_filters, parse_cursor
 from common.inputs import check_request
@@ -78,12 +77,10 @@ async def submit_job(http: Request) -> Response:
         submitted = await state.store.enqueue(request, owner=principal.id, max_jobs=quota)
         # built here rather than re-validated through response_model: this is the hot path
         return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
-    hub, job_id = state.hub, uuid.uuid4().hex
-    expected = hub.expect(job_id)  # the events come to this process's channel: no subscribe, no replay read
-    reply_to = hub.reply_channel if expected is not None else ""
-    await state.store.enqueue(request, job_id, owner=principal.id, max_jobs=quota, reply_to=reply_to)
-    events = follow_batches(state.redis, hub, job_id, 0, expected=expected)
-    return event_response(http, events, {"X-Corral-Job": job_id, "Location": f"/jobs/{job_id}"})
+    # the events come to this process's own channel: no subscribe, no replay read
+    job = await submit_followed(state.store, state.hub, request, principal.id, quota)
+    events = follow_batches(state.redis, state.hub, job.id, 0, expected=job.expected)
+    return event_response(http, events, {"X-Corral-Job": job.id, "Location": f"/jobs/{job.id}"})
 
 
 @router.get("")

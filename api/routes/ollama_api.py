@@ -64,7 +64,7 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
         body = parse_json_object(await request.body())
         name = str(body.get("model") or body.get("name") or "")
         job = ollama_job(kind, body)
-        submitted = await submit(store, settings, job, await get_principal(request), request.headers, hub)
+        submitted = await submit(store, settings, hub, job, await get_principal(request), request.headers)
     except ModelNotFound:
         return error(404, not_found(kind, name))
     except QueueFull:
@@ -132,7 +132,7 @@ async def show(
         body = parse_json_object(await request.body())
         name = str(body.get("model") or body.get("name") or "")
         submitted = await submit(
-            store, settings, {"model": name, "kind": "show"}, await get_principal(request), hub=hub
+            store, settings, hub, {"model": name, "kind": "show"}, await get_principal(request)
         )
     except ModelNotFound:
         return error(404, not_found("show", name))

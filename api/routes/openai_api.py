@@ -105,7 +105,7 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(
-            store, settings, translate(body), await get_principal(request), request.headers, hub
+            store, settings, hub, translate(body), await get_principal(request), request.headers
         )
     except CorralError as exc:
         return error(status_of(exc), exc.message, retry_headers(exc))
@@ -173,7 +173,7 @@ async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, c
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(
-            store, settings, embed_job(body), await get_principal(request), request.headers, hub
+            store, settings, hub, embed_job(body), await get_principal(request), request.headers
         )
     except CorralError as exc:
         return error(status_of(exc), exc.message, retry_headers(exc))

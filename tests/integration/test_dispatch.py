@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from common import keys
-from common.bus import ChunkHub, follow_events
+from common.bus import ChunkHub, follow_batches
 from common.connections import async_redis
 from common.embedded_redis import RedisServer
 from common.jobs import Limits
@@ -236,7 +236,8 @@ def test_the_hub_gets_events_of_its_own_jobs_without_subscribing(
             assert popped is not None
             worker.emit(popped, "w1", json.dumps({"type": "chunk", "text": "a"}))
             worker.finish(popped, "w1", "finished", json.dumps({"type": "done", "final": {}}), "{}")
-            events = [e async for e in follow_events(client, hub, submitted.id, expected=expected) if e]
+            batches = [b async for b in follow_batches(client, hub, submitted.id, expected=expected) if b]
+            events = [event for batch in batches for event in batch]
             assert "0" * 32 not in hub._expected  # forgotten at the end
             return [e["type"] for e in events]
         finally:
