@@ -6,8 +6,9 @@ from the stream (a dropped pub/sub message, a Redis restart) and re-reading it w
 
 A job this process submits and follows at once (a streamed submit, the drop-in routes: ``submit_followed``)
 needs neither: the hub ``expect``s it before the enqueue, and the job carries the hub's own channel as
-``reply_to``, which every event of the job is published on as well. The hub has been subscribed to that channel
-since it connected, so every event arrives there, and a follow costs no Redis command at all.
+``reply_to``, which every later event of the job is published on as well (the enqueue returns the events it
+writes itself, queued and, when a parked worker took the job at once, started). The hub has been subscribed to that
+channel since it connected, so every event arrives there, and a follow costs no Redis command at all.
 """
 
 from __future__ import annotations
@@ -226,8 +227,16 @@ async def submit_followed(
     the hub is subscribed to it now (``ChunkHub.expect``)."""
     job_id = uuid.uuid4().hex
     expected = hub.expect(job_id)
-    reply_to = hub.reply_channel if expected is not None else ""
-    await store.enqueue(request, job_id, owner=owner, max_jobs=max_jobs, reply_to=reply_to)
+    if expected is None:
+        await store.enqueue(request, job_id, owner=owner, max_jobs=max_jobs)
+        return Followed(job_id)
+    try:
+        written = await store.enqueue_followed(request, job_id, hub.reply_channel, owner, max_jobs)
+    except BaseException:
+        hub.forget(job_id)
+        raise
+    for raw in written:  # the enqueue's own events (queued, started) come in its reply, not on the channel
+        expected.put_nowait(raw)
     return Followed(job_id, expected)
 
 

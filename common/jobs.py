@@ -35,8 +35,8 @@ RQ_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def rq_now() -> str:
-    """Now in RQ's timestamp format."""
-    return datetime.now(UTC).strftime(RQ_TIME_FORMAT)
+    """Now in RQ's timestamp format (``RQ_TIME_FORMAT``; isoformat writes it a few times faster than strftime)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def event_json(job_id: str, seq: int, attempt: int, body: dict[str, Any]) -> str:
@@ -189,8 +189,9 @@ def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted
     return [submitted(job, [n]) for job, n in zip(jobs, reply, strict=True)]
 
 
-def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
-    """The 202 answer from the ENQUEUE reply; a full queue raises ``QueueFull`` (nothing was written)."""
+def check_enqueued(job: PreparedJob, reply: list[Any]) -> None:
+    """Raise for an ENQUEUE reply that refused the job: ``RateLimited`` (the owner's quota is used up) or
+    ``QueueFull`` (nothing was written either way)."""
     if int(reply[0]) == -2:
         raise RateLimited(
             f"this API key has {int(reply[1])} jobs queued or running, its limit; retry when one ends",
@@ -198,6 +199,11 @@ def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
         )
     if int(reply[0]) < 0:
         raise QueueFull(job.model, int(reply[1]))
+
+
+def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
+    """The 202 answer from the ENQUEUE reply; a refused job raises (``check_enqueued``)."""
+    check_enqueued(job, reply)
     return Submitted(
         id=job.id,
         status="queued",
@@ -283,8 +289,10 @@ class PoppedJob:
 
 def unix_time(rq_time: str | None) -> float | None:
     """An RQ timestamp (``2024-05-01T12:00:00.123456Z``, UTC) as a Unix time; None when absent or malformed."""
-    try:
-        return datetime.strptime(rq_time or "", RQ_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+    if not rq_time or len(rq_time) != 27 or rq_time[10] != "T" or rq_time[-1] != "Z":
+        return None
+    try:  # the exact format checked above; fromisoformat parses it ~20x faster than strptime (a worker's pop)
+        return datetime.fromisoformat(rq_time).timestamp()
     except ValueError:
         return None
 
@@ -308,8 +316,9 @@ def decode_popped(reply: list[Any], default_timeout: float) -> PoppedJob:
     )
     try:
         raw = data if isinstance(data, bytes) else str(data).encode()
-        with contextlib.suppress(zlib.error):  # RQ compresses; a hand-written job may not be
-            raw = zlib.decompress(raw)
+        if raw[:1] != b"[":  # RQ compresses; Corral's jobs and hand-written ones are plain JSON calls
+            with contextlib.suppress(zlib.error):
+                raw = zlib.decompress(raw)
         func_name, _instance, args, kwargs = json.loads(raw.decode())
     except Exception:  # anything not a JSON call (a pickle, garbage) is refused unread
         popped.refusal = "job data is not a Corral job (not JSON); refused"

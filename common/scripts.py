@@ -18,16 +18,19 @@ from .jobs import JOB_BLOCK
 from .schedule import POSITION_SRC, SCHED_LUA, STARTS_KEPT
 
 _EMIT = f"""
-local function emit(jk, id, attempt, body, maxlen, ttl_ms)
+-- quiet: not on the job's reply_to (the enqueue that writes the event returns it to the submitter instead)
+local function emit(jk, id, attempt, body, maxlen, ttl_ms, quiet)
   local seq = redis.call('HINCRBY', jk, 'seq', 1) - 1
   local ev = '{{"job":"' .. id .. '","seq":' .. seq .. ',"attempt":' .. attempt .. ',' .. string.sub(body, 2)
   local sk = '{keys.events_key("")}' .. id
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, (seq + 1) .. '-0', 'e', ev)
   redis.call('PEXPIRE', sk, ttl_ms)
   redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ev)
-  local reply_to = redis.call('HGET', jk, 'reply_to')  -- the API that submitted the job and follows it
-  if reply_to then redis.call('PUBLISH', reply_to, ev) end
-  return seq
+  if not quiet then
+    local reply_to = redis.call('HGET', jk, 'reply_to')  -- the API that submitted the job and follows it
+    if reply_to then redis.call('PUBLISH', reply_to, ev) end
+  end
+  return seq, ev
 end
 """
 
@@ -38,7 +41,8 @@ WARM_PARK = 1_000_000
 # Lua: start a job on a worker, take the next job of a model queue for a worker, and the parks of idle workers
 # (push dispatch: an idle worker parks for the models it may take; an enqueue of one of them hands the job to
 # the parked worker chosen by parked_worker, which learns it from its control channel — docs/scheduling.md).
-# w: {id = worker id, ts = now (RQ time format), maxlen, ttl = the events stream's cap and ttl ms, aging = s}
+# w: {id = worker id, ts = now (RQ time format), maxlen, ttl = the events stream's cap and ttl ms, aging = s,
+#     quiet = the started event not on reply_to (start sets w.started to it)}
 _TAKE = f"""
 local function start(jk, id, st, m, w)
   local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
@@ -49,7 +53,8 @@ local function start(jk, id, st, m, w)
   redis.call('ZREM', '{keys.DEADLINES}', id)
   redis.call('HSET', jk, 'status', 'started', 'worker_name', w.id, 'started_at', ts, 'last_heartbeat', ts,
              'attempt', attempt)
-  local seq = emit(jk, id, attempt, '{{"type":"started","worker":"' .. w.id .. '"}}', w.maxlen, w.ttl)
+  local seq, ev = emit(jk, id, attempt, '{{"type":"started","worker":"' .. w.id .. '"}}', w.maxlen, w.ttl, w.quiet)
+  w.started = ev
   local sk = '{keys.STARTS_PREFIX}' .. m
   redis.call('LPUSH', sk, string.format('%.3f', clock()))
   redis.call('LTRIM', sk, 0, {STARTS_KEPT - 1})
@@ -396,8 +401,7 @@ local function push_job(a, maxlen, ttl_ms, track_owner, queued)
   end
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, '1-0', 'e', ARGV[a + 1])
   redis.call('PEXPIRE', sk, ttl_ms)
-  redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ARGV[a + 1])
-  if fields.reply_to then redis.call('PUBLISH', fields.reply_to, ARGV[a + 1]) end
+  redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ARGV[a + 1])  -- (not on reply_to: see ENQUEUE)
   if queued then redis.call('PUBLISH', '{keys.wake_channel("")}' .. m, id) end
   redis.call('ZADD', '{keys.HISTORY}', ARGV[a + 6], id)
   redis.call('LPUSH', '{keys.RECENT_JOBS}', id)
@@ -433,8 +437,10 @@ end
 # KEYS: the model queue.  ARGV: max queue (0 = none), events maxlen, events ttl ms, history min score, history
 # max count, owner's quota of queued + running jobs (0 = none), then one job block (above), then now (RQ time
 # format: the start of a job handed at once to a parked worker, push dispatch; else the job gets a wake-up).
-# Returns {1 + queue position}, {-1, current length} when the queue is full or {-2, active jobs} when
-# the owner's quota is used up (nothing written either way).
+# Returns {1 + queue position}, or {1, started event} for a job handed at once; {-1, current length} when the
+# queue is full or {-2, active jobs} when the owner's quota is used up (nothing written either way). The events
+# it writes (queued, started) are not published on the job's reply_to: the submitter has them from its own
+# arguments and this reply, without a pub/sub delivery to wait for on the time-to-first-token path.
 ENQUEUE_SRC = (
     _EMIT
     + _PUSH_JOB
@@ -452,14 +458,16 @@ if active then return {{-2, active}} end
 local m = ARGV[10]
 local wid = redis.call('LLEN', KEYS[1]) == 0 and parked_worker(m, clock())
 local n, fields = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '', not wid)
+local out = {{n}}
 if wid then
-  local w = {{id = wid, ts = ARGV[16], maxlen = ARGV[2], ttl = ARGV[3]}}
+  local w = {{id = wid, ts = ARGV[16], maxlen = ARGV[2], ttl = ARGV[3], quiet = true}}
   local st = {{'queued', '1', fields.data, fields.run_timeout, m, fields.enqueued_at}}
   hand(wid, start('{keys.RQ_JOB_PREFIX}' .. ARGV[7], ARGV[7], st, m, w))
+  out[2] = w.started
 end
 trim_lists()
 redis.call('HINCRBY', '{keys.STATS}', 'submitted', 1)
-return {{n}}
+return out
 """
 )
 

@@ -23,6 +23,7 @@ from .jobs import (
     PreparedJob,
     batch_arguments,
     batch_submitted,
+    check_enqueued,
     decode_popped,
     enqueue_arguments,
     job_view,
@@ -299,20 +300,34 @@ class AsyncJobStore(_Calls):
         return bool(found)
 
     async def enqueue(
-        self,
-        request: JobRequest,
-        job_id: str | None = None,
-        owner: str = "",
-        max_jobs: int = 0,
-        reply_to: str = "",
+        self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
     ) -> Submitted:
-        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically;
-        every event of the job is also published on ``reply_to`` when given."""
+        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
+        job, reply = await self._enqueue(request, job_id, owner, max_jobs, "")
+        return submitted(job, reply)
+
+    async def enqueue_followed(
+        self, request: JobRequest, job_id: str, reply_to: str, owner: str = "", max_jobs: int = 0
+    ) -> list[bytes]:
+        """Queue a job whose events its submitter follows on ``reply_to``: every event is published there too,
+        except those the enqueue itself writes (queued, and started when a parked worker took the job at once),
+        which are returned here, raw."""
+        job, reply = await self._enqueue(request, job_id, owner, max_jobs, reply_to)
+        check_enqueued(job, reply)
+        started = reply[1:2]
+        return [
+            job.queued_event.encode(),
+            *(raw if isinstance(raw, bytes) else raw.encode() for raw in started),
+        ]
+
+    async def _enqueue(
+        self, request: JobRequest, job_id: str | None, owner: str, max_jobs: int, reply_to: str
+    ) -> tuple[PreparedJob, list[Any]]:
         if not request.wait and not await self.model_is_served(request.model):
             raise ModelNotFound(request.model)
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         script_keys, args = enqueue_arguments(job, self.limits)
-        return submitted(job, await scripts.ENQUEUE.call_async(self.scripts_client, script_keys, args))
+        return job, await scripts.ENQUEUE.call_async(self.scripts_client, script_keys, args)
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))

@@ -5,6 +5,7 @@ the events of a job it submitted on its own channel, with no per-job subscribe."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +16,10 @@ import pytest
 import redis
 
 from common import keys
-from common.bus import ChunkHub, follow_batches
+from common.bus import ChunkHub, follow_batches, submit_followed
 from common.connections import async_redis
 from common.embedded_redis import RedisServer
+from common.errors import QueueFull
 from common.jobs import Limits
 from common.schemas import JobRequest
 from common.scripts import WARM_PARK
@@ -210,41 +212,99 @@ def test_a_batch_is_queued_for_the_pops(store: JobStore, r: redis.Redis, alive: 
     assert [r.hget(keys.job_key(i), "status") for i in ids] == [b"queued", b"queued"]
 
 
+async def own_hub(url: str) -> ChunkHub:
+    """A started hub subscribed to its own channel (the confirmation follows the connection)."""
+    hub = ChunkHub(async_redis(url), url=url)
+    await hub.start()
+    await asyncio.wait_for(hub.connected.wait(), 5)
+    for _ in range(100):
+        if hub.expect("probe") is not None:
+            hub.forget("probe")
+            return hub
+        await asyncio.sleep(0.01)
+    raise AssertionError("the hub never confirmed its own channel")
+
+
+async def close_hub(hub: ChunkHub) -> None:
+    await hub.stop()
+    await hub.client.aclose(close_connection_pool=True)
+
+
 def test_the_hub_gets_events_of_its_own_jobs_without_subscribing(
     redis_server: RedisServer, r: redis.Redis
 ) -> None:
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
 
-    async def scenario() -> list[str]:
-        client = async_redis(redis_server.url)
-        hub = ChunkHub(client, url=redis_server.url)
-        await hub.start()
+    async def scenario() -> tuple[list[str], list[str]]:
+        hub = await own_hub(redis_server.url)
+        reply_channel = listen(r, hub.reply_channel)
         try:
-            await asyncio.wait_for(hub.connected.wait(), 5)
-            store = AsyncJobStore(client, LIMITS)
-            for _ in range(100):  # the own channel's confirmation follows the connection
-                if (expected := hub.expect("0" * 32)) is not None:
-                    break
-                await asyncio.sleep(0.01)
-            assert expected is not None
-            submitted = await store.enqueue(job(), "0" * 32, reply_to=hub.reply_channel)
-            assert r.pubsub_numsub(keys.chunks_channel(submitted.id)) == [
-                (keys.chunks_channel(submitted.id).encode(), 0)
+            followed = await submit_followed(AsyncJobStore(hub.client, LIMITS), hub, job(), "", 0)
+            assert r.pubsub_numsub(keys.chunks_channel(followed.id)) == [
+                (keys.chunks_channel(followed.id).encode(), 0)
             ]
             worker = JobStore(r, LIMITS)
             popped = worker.pop("w1", [M])
             assert popped is not None
             worker.emit(popped, "w1", json.dumps({"type": "chunk", "text": "a"}))
             worker.finish(popped, "w1", "finished", json.dumps({"type": "done", "final": {}}), "{}")
-            batches = [b async for b in follow_batches(client, hub, submitted.id, expected=expected) if b]
-            events = [event for batch in batches for event in batch]
-            assert "0" * 32 not in hub._expected  # forgotten at the end
-            return [e["type"] for e in events]
+            batches = [
+                b async for b in follow_batches(hub.client, hub, followed.id, expected=followed.expected) if b
+            ]
+            assert followed.id not in hub._expected  # forgotten at the end
+            published = [json.loads(data)["type"] for _, data in messages(r, reply_channel)]
+            return [e["type"] for batch in batches for e in batch], published
         finally:
-            await hub.stop()
-            await client.aclose(close_connection_pool=True)
+            reply_channel.close()
+            await close_hub(hub)
 
-    assert asyncio.run(scenario()) == ["queued", "started", "chunk", "done"]
+    followed, published = asyncio.run(scenario())
+    assert followed == ["queued", "started", "chunk", "done"]
+    assert published == ["started", "chunk", "done"]  # the queued event came in the enqueue's reply
+
+
+def test_a_handed_job_s_first_events_come_in_the_enqueue_reply(
+    redis_server: RedisServer, store: JobStore, r: redis.Redis, alive: Alive
+) -> None:
+    alive("w1")
+    park(store, "w1")
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
+        hub = await own_hub(redis_server.url)
+        reply_channel = listen(r, hub.reply_channel)
+        try:
+            followed = await submit_followed(AsyncJobStore(hub.client, LIMITS), hub, job(), "", 0)
+            assert followed.expected is not None
+            ready = [json.loads(followed.expected.get_nowait()) for _ in range(followed.expected.qsize())]
+            assert ready == [dict(e) for e in store.events(followed.id)]  # as the stream has them
+            return ready, messages(r, reply_channel)
+        finally:
+            reply_channel.close()
+            await close_hub(hub)
+
+    ready, published = asyncio.run(scenario())
+    assert [(e["seq"], e["type"]) for e in ready] == [(0, "queued"), (1, "started")]
+    assert ready[1]["worker"] == "w1"
+    assert published == []  # nothing to deliver on the reply channel: no wake-up of the submitter
+
+
+def test_a_refused_followed_job_is_forgotten(redis_server: RedisServer, r: redis.Redis) -> None:
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    full = dataclasses.replace(LIMITS, max_queue=1)
+
+    async def scenario() -> None:
+        hub = await own_hub(redis_server.url)
+        try:
+            store = AsyncJobStore(hub.client, full)
+            queued = await submit_followed(store, hub, job(), "", 0)
+            with pytest.raises(QueueFull) as refused:
+                await submit_followed(store, hub, job(), "", 0)
+            # the queued job's reader only, though the refusal's traceback still holds the other's queue
+            assert refused.tb is not None and list(hub._expected) == [queued.id]
+        finally:
+            await close_hub(hub)
+
+    asyncio.run(scenario())
 
 
 def test_a_fleet_with_push_dispatch_parks_and_streams(fleet: Fleet) -> None:

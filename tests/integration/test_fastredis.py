@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,43 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from common.embedded_redis import RedisServer
-from common.fastredis import FastPubSub, FastRedis, RedisPyPubSub, fast_redis, pack, pubsub_connection
+from common.fastredis import (
+    FastPubSub,
+    FastRedis,
+    RedisPyPubSub,
+    fast_redis,
+    pack,
+    pack_python,
+    pubsub_connection,
+)
 
 from ..support import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def test_pack_is_resp() -> None:
-    assert pack(("SET", b"k", 7, 1.5)) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n7\r\n$3\r\n1.5\r\n"
+@pytest.mark.parametrize("packer", [pack, pack_python], ids=["used", "python"])
+def test_pack_is_resp(packer: Callable[[tuple[Any, ...]], bytes]) -> None:
+    assert packer(("SET", b"k", 7, 1.5, "é")) == (
+        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n7\r\n$3\r\n1.5\r\n$2\r\n\xc3\xa9\r\n"
+    )
     with pytest.raises(TypeError):
-        pack(("SET", None))
+        packer(("SET", None))
+
+
+def test_the_c_packer_is_used_and_agrees() -> None:
+    assert pack is not pack_python  # hiredis >= 2.1 (redis[hiredis]) has one
+    args = (
+        "EVALSHA",
+        "a" * 40,
+        1,
+        "rq:queue:ollama:m",
+        0,
+        1795521206.7937455,
+        '{"a":"\\u00e9"}',
+        b"\x00\xff",
+    )
+    assert pack(args) == pack_python(args)
 
 
 def test_only_plain_urls_take_the_fast_path() -> None:
