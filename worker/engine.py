@@ -203,12 +203,17 @@ class Worker:
         logged = False
         while True:
             try:
-                if time.monotonic() - last_refresh >= self.settings.model_refresh_interval:
-                    await self.refresh_models()
-                    self.info.gpu = await asyncio.to_thread(gpu_stats)
-                    last_refresh = time.monotonic()
-                elif self.healthy:
-                    await self.refresh_loaded()
+                try:  # the heartbeat goes out even when the backend or a thread takes long to answer
+                    async with asyncio.timeout(self.settings.heartbeat_interval):
+                        if time.monotonic() - last_refresh >= self.settings.model_refresh_interval:
+                            await self.refresh_models()
+                            self.info.gpu = await asyncio.to_thread(gpu_stats)
+                            last_refresh = time.monotonic()
+                        elif self.healthy:
+                            await self.refresh_loaded()
+                except TimeoutError:
+                    log.warning("reading the backend's model lists took over %gs; heartbeat sent without them",
+                                self.settings.heartbeat_interval)  # fmt: skip
                 await self.beat()
                 if logged:
                     log.info("redis is back")

@@ -1,5 +1,6 @@
 """The worker's side of push dispatch: a handed job starts at once when a slot is free, waits for the pop loop
-when none is, and a job that comes both by message and by a pop starts once."""
+when none is, and a job that comes both by message and by a pop starts once; and the heartbeat, which no slow
+backend holds up."""
 
 from __future__ import annotations
 
@@ -74,3 +75,34 @@ def test_slots_wait_for_a_release() -> None:
         assert slots.free == 0
 
     asyncio.run(scenario())
+
+
+def test_the_heartbeat_goes_out_while_the_backend_does_not_answer() -> None:
+    """A model-list read that never returns (a backend or a pool that hangs) must not stop the heartbeat: the
+    janitor would declare a live worker dead and re-queue its jobs."""
+
+    async def scenario() -> int:
+        w = Worker(Settings(redis_url="redis://127.0.0.1:1/0", worker_id="w", heartbeat_interval=0.05))
+        beats = 0
+        two = asyncio.Event()
+
+        async def hang() -> None:
+            await asyncio.Event().wait()
+
+        async def beat() -> None:
+            nonlocal beats
+            beats += 1
+            if beats == 2:
+                two.set()
+
+        w.refresh_models = hang  # type: ignore[method-assign]
+        w.refresh_loaded = hang  # type: ignore[method-assign]
+        w.beat = beat  # type: ignore[method-assign]
+        task = asyncio.create_task(w.housekeeping())
+        try:
+            await asyncio.wait_for(two.wait(), 5)
+        finally:
+            task.cancel()
+        return beats
+
+    assert asyncio.run(scenario()) >= 2
