@@ -116,6 +116,11 @@ class _Protocol(asyncio.Protocol):
         return self.transport is None or self.transport.is_closing()
 
 
+async def reply_of(future: asyncio.Future[Any]) -> Any:
+    """The reply to a command sent with ``FastRedis.send_now``; an error reply raises as with ``execute_command``."""
+    return _raise_for(await future)
+
+
 def _raise_for(reply: Any) -> Any:
     if isinstance(reply, ResponseError):
         # redis-py's own mapping of error codes to exception classes (NOSCRIPT -> NoScriptError, …)
@@ -163,6 +168,17 @@ class FastRedis:
             if self._protocol is None or self._protocol.broken:
                 self._protocol = await _open(self.endpoint, None)
             return self._protocol
+
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Write the command at once, from synchronous code, on a connection that is up; its reply (``reply_of``)
+        comes in the future returned. None when there is no live connection (``execute_command`` makes one)."""
+        protocol = self._protocol
+        if protocol is None or protocol.broken or protocol.transport is None:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        protocol.waiting.append(future)
+        protocol.transport.write(pack(args))
+        return future
 
     async def execute_command(self, *args: Any) -> Any:
         protocol = await self._connection()

@@ -343,6 +343,12 @@ class LuaScript:
             client.execute_command("SCRIPT", "LOAD", self.source)
             return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
+    def send_now(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA written at once when ``client`` can (the lean client, connected): its reply's future, else None.
+        The caller falls back to ``call_async`` on NOSCRIPT, which loads the script."""
+        send = getattr(client, "send_now", None)
+        return None if send is None else send("EVALSHA", self.sha, len(keys), *keys, *args)
+
     async def call_async(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         try:
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)

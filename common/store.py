@@ -6,6 +6,7 @@ and the worker. The argument lists live in ``_Calls`` so the two never drift apa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -384,6 +385,14 @@ class AsyncJobStore(_Calls):
 
     async def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
         return int(await self._run(self._emit(job, worker_id, bodies)))
+
+    def emit_now(self, job: PoppedJob, worker_id: str, bodies: tuple[str, ...]) -> asyncio.Future[Any] | None:
+        """``emit`` written at once from synchronous code (a chunk's event goes out without waiting for a turn of
+        the event loop); None when the lean client has no live connection. Await its reply with
+        ``fastredis.reply_of``; on NOSCRIPT or a connection error, call ``emit``."""
+        script, script_keys, args = self._emit(job, worker_id, bodies)
+        future: asyncio.Future[Any] | None = script.send_now(self.scripts_client, script_keys, args)
+        return future
 
     async def finish(
         self,

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import NoScriptError
 
+from common.fastredis import reply_of
 from common.histograms import RECORD, JobTiming, record_arguments, timing_increments
 from common.jobs import PoppedJob
 from common.schemas import RQ_TO_STATUS
@@ -88,11 +90,18 @@ async def with_redis_retry(fn: Callable[[], Awaitable[T]], what: str) -> T:
             delay = min(delay * 2, 2.0)
 
 
-class Emitter:
-    """Sends a job's chunk events in order, batching what arrives while a send is in flight."""
+SendNow = Callable[[tuple[str, ...]], "asyncio.Future[Any] | None"]
 
-    def __init__(self, send: Callable[[tuple[str, ...]], Awaitable[int]]) -> None:
+
+class Emitter:
+    """Sends a job's chunk events in order, batching what arrives while a send is in flight. With ``send_now`` a
+    send that finds none in flight is written at once, before the task that awaits its answer first runs."""
+
+    def __init__(
+        self, send: Callable[[tuple[str, ...]], Awaitable[int]], send_now: SendNow | None = None
+    ) -> None:
         self.send = send
+        self.send_now = send_now
         self.pending: list[str] = []
         self.task: asyncio.Task[int] | None = None
 
@@ -102,9 +111,27 @@ class Emitter:
             check(self.task.result())
             self.task = None
         if self.task is None:
-            self.task = asyncio.create_task(self._drain())
+            sent = None
+            if self.send_now is not None:
+                batch = tuple(self.pending)
+                future = self.send_now(batch)
+                if future is not None:
+                    self.pending.clear()
+                    sent = (future, batch)
+            self.task = asyncio.create_task(self._drain(sent))
 
-    async def _drain(self) -> int:
+    async def _drain(self, sent: tuple[asyncio.Future[Any], tuple[str, ...]] | None = None) -> int:
+        if sent is not None:
+            future, batch = sent
+            try:
+                code = int(await reply_of(future))
+            except (
+                NoScriptError,
+                *REDIS_ERRORS,
+            ):  # not run (NOSCRIPT) or not known: as a send would retry it
+                code = await self.send(batch)
+            if code != 0:
+                return code
         while self.pending:
             batch = tuple(self.pending)
             self.pending.clear()
@@ -244,7 +271,8 @@ class JobRunner:
     ) -> None:
         reply = Reply(chat)
         emitter = Emitter(
-            lambda batch: with_redis_retry(lambda: self.store.emit(job, self.worker_id, *batch), "emit")
+            lambda batch: with_redis_retry(lambda: self.store.emit(job, self.worker_id, *batch), "emit"),
+            lambda batch: self.store.emit_now(job, self.worker_id, batch),
         )
         try:
             async with self.backend.stream("chat" if chat else "generate", request) as stream:
