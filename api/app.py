@@ -46,7 +46,7 @@ def plain(endpoint: DropinEndpoint) -> Handler:
         state = request.app.state
         return await endpoint(request, state.store, state.settings, state.redis, state.hub)
 
-    handle.__name__ = f"{endpoint.__name__}_fast"
+    handle.__name__ = endpoint.__name__
     return handle
 
 
@@ -156,7 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
         ("/v1/chat/completions", openai_api.chat_completions), ("/v1/completions", openai_api.completions),
     )}  # fmt: skip
     app.router.routes[:0] = [
-        Route(path, handler, methods=["POST"], name=handler.__name__.removesuffix("_fast") + "_fast")
+        Route(path, handler, methods=["POST"], name=f"{handler.__name__}_fast")
         for path, handler in hot.items()
     ]
     add_body_schemas(app, [JobRequest, BatchRequest])

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from . import harness
-from .core import ttft_corral, ttft_corral_stream, ttft_direct
+from .core import ttft_corral, ttft_corral_stream, ttft_direct, ttft_stack
 from .harness import pct
 
 
@@ -25,9 +25,7 @@ def stack(tree: Path) -> tuple[harness.Rig, str, str]:
     """A Redis plus the processes of ``tree`` (the harness starts ``python -m common.cli`` in its root)."""
     harness.ROOT = tree
     rig = harness.Rig()
-    sim = rig.simulator(ttft=0.02, tps=200, load_time=0, parallel=4)
-    rig.worker(sim, "bench-w", worker_slots=4)
-    api, _ = rig.api()
+    sim, api = ttft_stack(rig)
     return rig, sim, api
 
 

@@ -52,13 +52,20 @@ async def ttft_corral(http: httpx.AsyncClient, api: str, prompt: str) -> float:
     return ttft
 
 
+def ttft_stack(rig: Rig) -> tuple[str, str]:
+    """The time-to-first-token scenario's simulator (20 ms to the first token, 200 tokens/s), its worker and an
+    API: their URLs (simulator, API)."""
+    sim = rig.simulator(ttft=0.02, tps=200, load_time=0, parallel=4)
+    rig.worker(sim, "bench-w", worker_slots=4)
+    api, _ = rig.api()
+    return sim, api
+
+
 def bench_ttft(n: int) -> dict[str, Any]:
     """Time to first token, one request at a time, interleaving direct and through-Corral requests."""
     rig = Rig()
     try:
-        sim = rig.simulator(ttft=0.02, tps=200, load_time=0, parallel=4)
-        rig.worker(sim, "bench-w", worker_slots=4)
-        api, _ = rig.api()
+        sim, api = ttft_stack(rig)
 
         async def run() -> tuple[list[float], list[float], list[float]]:
             direct, stream, two_step = [], [], []

@@ -116,6 +116,15 @@ class _Protocol(asyncio.Protocol):
         return self.transport is None or self.transport.is_closing()
 
 
+def _send(protocol: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    """Write one command; its reply will come in the future returned, in the order sent."""
+    future = asyncio.get_running_loop().create_future()
+    protocol.waiting.append(future)
+    assert protocol.transport is not None
+    protocol.transport.write(pack(args))
+    return future
+
+
 async def reply_of(future: asyncio.Future[Any]) -> Any:
     """The reply to a command sent with ``FastRedis.send_now``; an error reply raises as with ``execute_command``."""
     return _raise_for(await future)
@@ -173,20 +182,12 @@ class FastRedis:
         """Write the command at once, from synchronous code, on a connection that is up; its reply (``reply_of``)
         comes in the future returned. None when there is no live connection (``execute_command`` makes one)."""
         protocol = self._protocol
-        if protocol is None or protocol.broken or protocol.transport is None:
+        if protocol is None or protocol.broken:
             return None
-        future = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(future)
-        protocol.transport.write(pack(args))
-        return future
+        return _send(protocol, args)
 
     async def execute_command(self, *args: Any) -> Any:
-        protocol = await self._connection()
-        future = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(future)
-        assert protocol.transport is not None
-        protocol.transport.write(pack(args))
-        return _raise_for(await future)
+        return await reply_of(_send(await self._connection(), args))
 
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None

@@ -91,6 +91,7 @@ async def with_redis_retry(fn: Callable[[], Awaitable[T]], what: str) -> T:
 
 
 SendNow = Callable[[tuple[str, ...]], "asyncio.Future[Any] | None"]
+RETRIED = (NoScriptError, *REDIS_ERRORS)  # a send written at once that failed so goes the awaited way
 
 
 class Emitter:
@@ -125,10 +126,7 @@ class Emitter:
             future, batch = sent
             try:
                 code = int(await reply_of(future))
-            except (
-                NoScriptError,
-                *REDIS_ERRORS,
-            ):  # not run (NOSCRIPT) or not known: as a send would retry it
+            except RETRIED:  # not run (NOSCRIPT) or not known to have run: the awaited send retries it
                 code = await self.send(batch)
             if code != 0:
                 return code
