@@ -18,16 +18,19 @@ from .jobs import JOB_BLOCK
 from .schedule import POSITION_SRC, SCHED_LUA, STARTS_KEPT
 
 _EMIT = f"""
--- quiet: not on the job's reply_to (the enqueue that writes the event returns it to the submitter instead)
-local function emit(jk, id, attempt, body, maxlen, ttl_ms, quiet)
-  local seq = redis.call('HINCRBY', jk, 'seq', 1) - 1
+-- quiet: not on the job's reply_to (the enqueue that writes the event returns it to the submitter instead).
+-- Optional, for callers that know them (each saves a command, and every command a script calls costs): reply_to
+-- (the job's, false: none; nil: read here), seq (the event's, when the caller has counted it already); ttl_ms
+-- false: the stream's expiry is not renewed (it was a moment ago, or is renewed every few events).
+local function emit(jk, id, attempt, body, maxlen, ttl_ms, quiet, reply_to, seq)
+  if not seq then seq = redis.call('HINCRBY', jk, 'seq', 1) - 1 end
   local ev = '{{"job":"' .. id .. '","seq":' .. seq .. ',"attempt":' .. attempt .. ',' .. string.sub(body, 2)
   local sk = '{keys.events_key("")}' .. id
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, (seq + 1) .. '-0', 'e', ev)
-  redis.call('PEXPIRE', sk, ttl_ms)
+  if ttl_ms then redis.call('PEXPIRE', sk, ttl_ms) end
   redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ev)
   if not quiet then
-    local reply_to = redis.call('HGET', jk, 'reply_to')  -- the API that submitted the job and follows it
+    if reply_to == nil then reply_to = redis.call('HGET', jk, 'reply_to') end  -- the API following the job
     if reply_to then redis.call('PUBLISH', reply_to, ev) end
   end
   return seq, ev
@@ -46,18 +49,27 @@ WARM_PARK = 1_000_000
 _TAKE = f"""
 local function start(jk, id, st, m, w)
   local attempt = st[2] or '1'  -- a job not enqueued by Corral has no attempt yet
-  -- the worker's clock when it sent the pop, which may be before the job was (re-)queued: never earlier
-  local ts = w.ts
-  if st[6] and st[6] > ts then ts = st[6] end  -- (RQ timestamps compare as text)
+  local seq, ev
   redis.call('RPUSH', '{keys.inflight_key("")}' .. w.id, id)
-  redis.call('ZREM', '{keys.DEADLINES}', id)
-  redis.call('HSET', jk, 'status', 'started', 'worker_name', w.id, 'started_at', ts, 'last_heartbeat', ts,
-             'attempt', attempt)
-  local seq, ev = emit(jk, id, attempt, '{{"type":"started","worker":"' .. w.id .. '"}}', w.maxlen, w.ttl, w.quiet)
+  if w.fresh then
+    -- a job an enqueue hands at once: its hash already says started (push_job wrote it), it never had a
+    -- deadline, its queued event is seq 0 and its stream's expiry was just set
+    seq, ev = emit(jk, id, attempt, '{{"type":"started","worker":"' .. w.id .. '"}}', w.maxlen, false, w.quiet,
+                   nil, 1)
+  else
+    -- the worker's clock when it sent the pop, which may be before the job was (re-)queued: never earlier
+    local ts = w.ts
+    if st[6] and st[6] > ts then ts = st[6] end  -- (RQ timestamps compare as text)
+    redis.call('ZREM', '{keys.DEADLINES}', id)
+    redis.call('HSET', jk, 'status', 'started', 'worker_name', w.id, 'started_at', ts, 'last_heartbeat', ts,
+               'attempt', attempt)
+    seq, ev = emit(jk, id, attempt, '{{"type":"started","worker":"' .. w.id .. '"}}', w.maxlen, w.ttl, w.quiet)
+  end
   w.started = ev
   local sk = '{keys.STARTS_PREFIX}' .. m
-  redis.call('LPUSH', sk, string.format('%.3f', clock()))
-  redis.call('LTRIM', sk, 0, {STARTS_KEPT - 1})
+  if redis.call('LPUSH', sk, string.format('%.3f', w.now)) > {STARTS_KEPT} then
+    redis.call('LTRIM', sk, 0, {STARTS_KEPT - 1})
+  end
   redis.call('HINCRBY', '{keys.RUNNING}', m, 1)
   return {{id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or '', seq}}
 end
@@ -89,9 +101,10 @@ local function unpark(wid)
   return rec[2], rec[3]
 end
 -- the live parked worker to hand a job of model m: the one with m loaded and the most free slots; one without m
--- only when no worker claims it warm (as a pop would not make it wait: cold_wait). Its park ends. Live: the park
--- was renewed, the heartbeat says healthy (its Ollama answers) and the worker listens on its control channel (a
--- killed worker's connections close at once, long before its heartbeat expires).
+-- only when no worker claims it warm (as a pop would not make it wait: cold_wait). Its park ends: it leaves the
+-- parked sets, and the record of a worker that is not handed the job goes (hand overwrites the other's). Live:
+-- the park was renewed, the heartbeat says healthy (its Ollama answers) and the worker listens on its control
+-- channel (a killed worker's connections close at once, long before its heartbeat expires).
 local function listening(wid)
   return redis.call('PUBSUB', 'NUMSUB', '{keys.control_channel("")}' .. wid)[2] > 0
 end
@@ -102,11 +115,17 @@ local function parked_worker(m, now)
     local wid = top[1]
     if not wid then return false end
     if tonumber(top[2]) < {WARM_PARK} and live_claims(m, now) > 0 then return false end
-    local live = tonumber(redis.call('HGET', '{keys.PARK_PREFIX}' .. wid, 'until') or '0') >= now
+    local pk = '{keys.PARK_PREFIX}' .. wid
+    local rec = redis.call('HMGET', pk, 'models', 'until')
     redis.call('ZREM', pz, wid)
-    unpark(wid)
-    local healthy = redis.call('HGET', '{keys.worker_key("")}' .. wid, 'healthy') == '1'
-    if live and healthy and listening(wid) then return wid end
+    for other in string.gmatch(rec[1] or '', '%S+') do
+      if other ~= m then redis.call('ZREM', '{keys.PARKED_PREFIX}' .. other, wid) end
+    end
+    local live = tonumber(rec[2] or '0') >= now
+    if live and redis.call('HGET', '{keys.worker_key("")}' .. wid, 'healthy') == '1' and listening(wid) then
+      return wid
+    end
+    redis.call('DEL', pk)
   end
   return false
 end
@@ -140,7 +159,7 @@ POP_SRC = (
     + _TAKE
     + f"""
 local now = clock()
-local w = {{id = ARGV[1], ts = ARGV[2], maxlen = ARGV[3], ttl = ARGV[4], aging = tonumber(ARGV[9])}}
+local w = {{id = ARGV[1], ts = ARGV[2], maxlen = ARGV[3], ttl = ARGV[4], aging = tonumber(ARGV[9]), now = now}}
 -- a job an enqueue handed to this worker while it was parked, if its message was not seen (ARGV[12] acks one)
 local handed, handed_id = unpark(w.id)
 if handed and handed_id ~= ARGV[12] then
@@ -228,9 +247,16 @@ return false
 EMIT_SRC = (
     _EMIT
     + """
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'cancel')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'cancel', 'reply_to')
 if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'started' then return -1 end
-for i = 6, #ARGV do emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[4], ARGV[5]) end
+local n = #ARGV - 5
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', n) - n
+for i = 6, #ARGV do
+  -- the stream's expiry (a day by default) is renewed every 16 events; every other script renews it each time
+  local ttl = seq % 16 == 0 and ARGV[5]
+  emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[4], ttl, false, cur[5], seq)
+  seq = seq + 1
+end
 if cur[4] then return 1 end
 return 0
 """
@@ -245,7 +271,7 @@ FINISH_SRC = (
     _EMIT
     + f"""
 redis.call('LREM', KEYS[2], 0, ARGV[1])
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'model')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'model', 'reply_to')
 if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= 'started' then return 0 end
 if cur[4] then redis.call('HINCRBY', '{keys.RUNNING}', cur[4], -1) end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ended_at', ARGV[5])
@@ -253,8 +279,13 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'metrics', ARGV[12]) end
 redis.call('HDEL', KEYS[1], 'cancel')
-for i = 13, #ARGV do emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[9], ARGV[10]) end
-emit(KEYS[1], ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[10])
+local n = #ARGV - 11
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', n) - n
+for i = 13, #ARGV do
+  emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[9], false, false, cur[5], seq)
+  seq = seq + 1
+end
+emit(KEYS[1], ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[10], false, cur[5], seq)
 redis.call('EXPIRE', KEYS[1], ARGV[11])
 redis.call('HINCRBY', '{keys.STATS}', 'finished:' .. ARGV[4], 1)
 return 1
@@ -386,21 +417,31 @@ return 1
 _PUSH_JOB = (
     SCHED_LUA
     + f"""
--- queued: false for a job handed to a worker at once (push dispatch): it never enters the queue; then the
--- position is 0. Returns the position + 1 and the job hash's fields.
-local function push_job(a, maxlen, ttl_ms, track_owner, queued)
+local recent_len = 0  -- the recent jobs list's length after the last push_job (trim_lists)
+-- now: the script's clock. handed: {{id = worker, ts = start time (RQ format)}} for a job handed to a parked worker
+-- at once (push dispatch): it never enters the queue, and its hash is written started (as start() would) in the
+-- same command; then the position is 0. Returns the position + 1 and the job hash's fields.
+local function push_job(a, maxlen, ttl_ms, track_owner, now, handed)
   local id, m = ARGV[a], ARGV[a + 3]
   local jk, qk = '{keys.RQ_JOB_PREFIX}' .. id, '{keys.queue_key("")}' .. m
   local sk = '{keys.events_key("")}' .. id
-  local flat, fields = {{'enq_ts', string.format('%.6f', clock())}}, cjson.decode(ARGV[a + 8])
-  for field, value in pairs(fields) do
+  local flat, fields = {{'enq_ts', string.format('%.6f', now)}}, cjson.decode(ARGV[a + 8])
+  local written = fields
+  if handed then
+    written = {{status = 'started', worker_name = handed.id, started_at = handed.ts, last_heartbeat = handed.ts,
+               seq = '2'}}  -- (seq: the queued and started events are 0 and 1)
+    for field, value in pairs(fields) do
+      if written[field] == nil then written[field] = value end
+    end
+  end
+  for field, value in pairs(written) do
     flat[#flat + 1] = field
     flat[#flat + 1] = value
   end
   redis.call('HSET', jk, unpack(flat))
   local n = 0
   redis.call('SADD', '{keys.RQ_QUEUES}', qk)  -- RQ's list of queues, which GET /queues reads too
-  if queued then
+  if not handed then
     redis.call('RPUSH', qk, id)
     n = index_push(m, ARGV[a + 4], ARGV[a + 5], id, false)
     if tonumber(ARGV[a + 2]) > 0 then redis.call('ZADD', '{keys.DEADLINES}', ARGV[a + 2], id) end
@@ -408,15 +449,15 @@ local function push_job(a, maxlen, ttl_ms, track_owner, queued)
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, '1-0', 'e', ARGV[a + 1])
   redis.call('PEXPIRE', sk, ttl_ms)
   redis.call('PUBLISH', '{keys.chunks_channel("")}' .. id, ARGV[a + 1])  -- (not on reply_to: see ENQUEUE)
-  if queued then redis.call('PUBLISH', '{keys.wake_channel("")}' .. m, id) end
+  if not handed then redis.call('PUBLISH', '{keys.wake_channel("")}' .. m, id) end
   redis.call('ZADD', '{keys.HISTORY}', ARGV[a + 6], id)
-  redis.call('LPUSH', '{keys.RECENT_JOBS}', id)
+  recent_len = redis.call('LPUSH', '{keys.RECENT_JOBS}', id)
   if track_owner then
     local ok = '{keys.owner_jobs_key("")}' .. ARGV[a + 7]
     redis.call('SADD', ok, id)
     redis.call('PEXPIRE', ok, ttl_ms)
   end
-  if not queued then return 1, fields end
+  if handed then return 1, fields end
   return fair_position(m, ARGV[a + 4], ARGV[a + 5], n - 1) + 1, fields
 end
 -- the owner's queued + running jobs, plus adding, over the quota? (ended jobs leave the owner's set here, lazily)
@@ -431,11 +472,18 @@ local function over_quota(owner, quota, adding)
   if active + adding > quota then return active end
   return false
 end
-local function trim_lists()
-  redis.call('ZREMRANGEBYSCORE', '{keys.HISTORY}', '-inf', '(' .. ARGV[4])
-  local extra = redis.call('ZCARD', '{keys.HISTORY}') - tonumber(ARGV[5])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', '{keys.HISTORY}', 0, extra - 1) end
-  redis.call('LTRIM', '{keys.RECENT_JOBS}', 0, {keys.RECENT_JOBS_MAX - 1})
+-- keep the history index under its count (ARGV[5]) and age (ARGV[4]: the oldest score kept) and the recent
+-- list under its length; submitted: the submit counter after adding the jobs just pushed. The age trim runs every
+-- 64 submits, or when over the count.
+local function trim_lists(submitted, added)
+  if recent_len > {keys.RECENT_JOBS_MAX} then
+    redis.call('LTRIM', '{keys.RECENT_JOBS}', 0, {keys.RECENT_JOBS_MAX - 1})
+  end
+  local card, most = redis.call('ZCARD', '{keys.HISTORY}'), tonumber(ARGV[5])
+  if card > most or math.floor(submitted / 64) ~= math.floor((submitted - added) / 64) then
+    card = card - redis.call('ZREMRANGEBYSCORE', '{keys.HISTORY}', '-inf', '(' .. ARGV[4])
+  end
+  if card > most then redis.call('ZREMRANGEBYRANK', '{keys.HISTORY}', 0, card - most - 1) end
 end
 """
 )
@@ -453,26 +501,24 @@ ENQUEUE_SRC = (
     + _TAKE
     + f"""
 local limit = tonumber(ARGV[1])
-if limit > 0 then
-  local depth = redis.call('LLEN', KEYS[1])
-  if depth >= limit then return {{-1, depth}} end
-end
+local depth = redis.call('LLEN', KEYS[1])
+if limit > 0 and depth >= limit then return {{-1, depth}} end
 local quota = tonumber(ARGV[6])
 local active = over_quota(ARGV[14], quota, 1)
 if active then return {{-2, active}} end
 -- an idle queue and a parked worker: the job goes to that worker at once (else it is queued with a wake-up)
-local m = ARGV[10]
-local wid = redis.call('LLEN', KEYS[1]) == 0 and parked_worker(m, clock())
-local n, fields = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '', not wid)
+local m, now = ARGV[10], clock()
+local wid = depth == 0 and parked_worker(m, now)
+local handed = wid and {{id = wid, ts = ARGV[16]}}
+local n, fields = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '', now, handed)
 local out = {{n}}
 if wid then
-  local w = {{id = wid, ts = ARGV[16], maxlen = ARGV[2], ttl = ARGV[3], quiet = true}}
+  local w = {{id = wid, maxlen = ARGV[2], quiet = true, fresh = true, now = now}}
   local st = {{'queued', '1', fields.data, fields.run_timeout, m, fields.enqueued_at}}
   hand(wid, start('{keys.RQ_JOB_PREFIX}' .. ARGV[7], ARGV[7], st, m, w))
   out[2] = w.started
 end
-trim_lists()
-redis.call('HINCRBY', '{keys.STATS}', 'submitted', 1)
+trim_lists(redis.call('HINCRBY', '{keys.STATS}', 'submitted', 1), 1)
 return out
 """
 )
@@ -501,12 +547,11 @@ local owner = ''
 if count > 0 then owner = ARGV[7 + 7] end
 local active = over_quota(owner, quota, count)
 if active then return {{-2, active}} end
-local out = {{}}
+local out, now = {{}}, clock()
 for a = 7, #ARGV, {JOB_BLOCK} do
-  out[#out + 1] = push_job(a, ARGV[2], ARGV[3], quota > 0 and owner ~= '', true)  -- (the first value)
+  out[#out + 1] = push_job(a, ARGV[2], ARGV[3], quota > 0 and owner ~= '', now)  -- (the first value)
 end
-trim_lists()
-redis.call('HINCRBY', '{keys.STATS}', 'submitted', #out)
+trim_lists(redis.call('HINCRBY', '{keys.STATS}', 'submitted', #out), #out)
 return out
 """
 )
