@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -10,6 +9,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from common import jsonfast
 from common.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
@@ -27,7 +27,7 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
         if not raw.strip():
             raise InvalidRequest("missing request body")
         try:
-            data = json.loads(raw, parse_constant=_no_constants)
+            data = jsonfast.loads(raw, parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("malformed JSON body") from None
         try:

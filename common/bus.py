@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import uuid
@@ -27,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from . import keys
+from . import jsonfast, keys
 from .connections import TRANSIENT
 from .fastredis import PubSubConnection, pubsub_connection
 from .schemas import TERMINAL_EVENTS, JobRequest
@@ -181,7 +180,7 @@ class ChunkHub:
 
 async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[dict[str, Any]]:
     entries = await client.xrange(keys.events_key(job_id), f"{after + 2}-0", "+")
-    return [json.loads(fields[b"e"]) for _id, fields in entries]
+    return [jsonfast.loads(fields[b"e"]) for _id, fields in entries]
 
 
 Batch = list[dict[str, Any]]
@@ -248,7 +247,7 @@ def _in_order(raws: list[bytes], last: int) -> tuple[Batch, bool]:
         if raw == RESYNC:
             reread = True
             continue
-        event = json.loads(raw)
+        event = jsonfast.loads(raw)
         following = (events[-1]["seq"] if events else last) + 1
         if event["seq"] == following:
             events.append(event)

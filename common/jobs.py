@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import keys
+from . import jsonfast, keys
 from .errors import JobNotFound, QueueFull, RateLimited
 from .schemas import ANONYMOUS, RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
@@ -41,9 +41,7 @@ def rq_now() -> str:
 
 def event_json(job_id: str, seq: int, attempt: int, body: dict[str, Any]) -> str:
     """One event as the Lua scripts build it: job, seq, attempt first, then the body's fields."""
-    head = json.dumps({"job": job_id, "seq": seq, "attempt": attempt}, separators=(",", ":"))
-    rest = json.dumps(body, separators=(",", ":"))
-    return head[:-1] + "," + rest[1:]
+    return jsonfast.dumps({"job": job_id, "seq": seq, "attempt": attempt, **body})
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ def prepare_job(
     now = rq_now()
     mapping = {
         "created_at": now,
-        "data": json.dumps(call, separators=(",", ":")),
+        "data": jsonfast.dumps(call),
         "origin": keys.queue_name(request.model),
         "description": f"{request.kind} {request.model}",
         "timeout": str(max(1, math.ceil(timeout))),  # RQ keeps whole seconds; Corral reads run_timeout
@@ -154,7 +152,7 @@ JOB_BLOCK = 9  # arguments per job in ENQUEUE / ENQUEUE_BATCH
 def job_block(job: PreparedJob) -> list[Any]:
     """A job's block of ENQUEUE / ENQUEUE_BATCH arguments: id, event, deadline, model, priority, submitter,
     created (epoch s), owner, and the job hash as one JSON object of strings (far cheaper to send than 2N)."""
-    mapping = json.dumps(job.mapping, separators=(",", ":"))
+    mapping = jsonfast.dumps(job.mapping)
     return [job.id, job.queued_event, job.deadline or 0, job.model, job.priority, job.submitter,
             repr(job.created), job.owner, mapping]  # fmt: skip
 
@@ -319,7 +317,7 @@ def decode_popped(reply: list[Any], default_timeout: float) -> PoppedJob:
         if raw[:1] != b"[":  # RQ compresses; Corral's jobs and hand-written ones are plain JSON calls
             with contextlib.suppress(zlib.error):
                 raw = zlib.decompress(raw)
-        func_name, _instance, args, kwargs = json.loads(raw.decode())
+        func_name, _instance, args, kwargs = jsonfast.loads(raw)
     except Exception:  # anything not a JSON call (a pickle, garbage) is refused unread
         popped.refusal = "job data is not a Corral job (not JSON); refused"
         return popped

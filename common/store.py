@@ -7,7 +7,6 @@ and the worker. The argument lists live in ``_Calls`` so the two never drift apa
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from . import keys, scripts
+from . import jsonfast, keys, scripts
 from .errors import JobNotCancellable, JobNotFound, ModelNotFound
 from .fastredis import FastRedis
 from .jobs import (
@@ -43,7 +42,7 @@ def parse_events(entries: list[Any]) -> list[dict[str, Any]]:
     out = []
     for _id, fields in entries:
         raw = fields.get(b"e") or fields.get("e")
-        out.append(json.loads(raw))
+        out.append(jsonfast.loads(raw))
     return out
 
 

@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from common import jsonfast
 from common.errors import CorralError
 from common.settings import Settings
 
@@ -237,7 +238,7 @@ async def ndjson_chunks(response: Response) -> Chunks:
     async for line in response.aiter_lines():
         if not line.strip():
             continue
-        chunk = json.loads(line)
+        chunk = jsonfast.loads(line)
         if "error" in chunk:
             raise BackendError(str(chunk["error"]), -1)
         yield chunk

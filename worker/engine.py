@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -21,7 +20,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from common import keys, registry
+from common import jsonfast, keys, registry
 from common.connections import TRANSIENT, async_redis, redacted_url, sync_redis
 from common.fastredis import fast_redis, pubsub_connection
 from common.janitor import Janitor
@@ -256,7 +255,7 @@ class Worker:
             self.wake.set()
             return
         try:
-            command = json.loads(message["data"])
+            command = jsonfast.loads(message["data"])
             job_id = str(command.get("cancel", ""))
             if "dispatch" in command:
                 self.on_handed(decode_popped(command["dispatch"], self.store.limits.job_timeout))

@@ -5,7 +5,6 @@ so a fast model costs few round trips and a slow one waits for none."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
+from common import jsonfast
 from common.fastredis import reply_of
 from common.histograms import RECORD, JobTiming, record_arguments, timing_increments
 from common.jobs import PoppedJob
@@ -32,7 +32,7 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingErro
 
 
 def dumps(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"))
+    return jsonfast.dumps(body)
 
 
 class Fenced(Exception):

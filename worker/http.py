@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import urlsplit
+
+from common import jsonfast
 
 MAX_HEAD = 64 * 1024
 MAX_LINE = 16 * 1024 * 1024  # one NDJSON line (an embedding of a long batch can be large)
@@ -108,7 +109,7 @@ class Response:
             raise TransportError(f"broken response body: {exc}") from exc
 
     async def json(self) -> Any:
-        return json.loads(await self.read())
+        return jsonfast.loads(await self.read())
 
 
 class Connection:
@@ -220,7 +221,7 @@ class LeanClient:
     async def stream(self, method: str, path: str, payload: Any = None) -> AsyncIterator[Response]:
         """A request whose response is read inside the block. Leaving the block before the body's end (or a
         cancelled task) closes the connection, which is how the server learns to stop."""
-        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        body = b"" if payload is None else jsonfast.dumpb(payload)
         response = await self._send(method, path, body)
         try:
             yield response

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Send
 
+from common import jsonfast
 from common.auth import Scope, job_quota, may_see
 from common.bus import Batch, follow_batches, submit_followed
 from common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
@@ -174,7 +174,7 @@ def start_seq(from_: int | None, last_event_id: str | None) -> int:
 
 
 def sse_event(event: dict[str, Any]) -> str:
-    data = json.dumps(event, separators=(",", ":"))
+    data = jsonfast.dumps(event)
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
 
 
@@ -187,7 +187,7 @@ async def sse(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:
 async def ndjson(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:
     async for batch in batches:
         if batch is not None:
-            yield "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in batch).encode()
+            yield b"".join(jsonfast.dumpb(event) + b"\n" for event in batch)
 
 
 class EventStream(StreamingResponse):

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from common import jsonfast
 from common.errors import CorralError, ModelNotFound, QueueFull
 from common.wire import ollama_chunk, ollama_final, ollama_job, parse_json_object
 
@@ -29,7 +30,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 def line(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+    return jsonfast.dumpb(obj) + b"\n"
 
 
 def not_found(kind: str, name: str) -> str:

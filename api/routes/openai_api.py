@@ -5,7 +5,6 @@ Errors are OpenAI's: ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from common import jsonfast
 from common.errors import CorralError, InvalidRequest, ModelNotFound
 from common.names import normalise_model
 from common.wire import (
@@ -40,7 +40,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 def sse(obj: dict[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+    data = obj if isinstance(obj, str) else jsonfast.dumps(obj)
     return f"data: {data}\n\n".encode()
 
 
