@@ -27,7 +27,7 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
         if not raw.strip():
             raise InvalidRequest("missing request body")
         try:
-            data = jsonfast.loads(raw, parse_constant=_no_constants)
+            data = jsonfast.loads_exact(raw, parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("malformed JSON body") from None
         try:

@@ -317,7 +317,7 @@ def decode_popped(reply: list[Any], default_timeout: float) -> PoppedJob:
         if raw[:1] != b"[":  # RQ compresses; Corral's jobs and hand-written ones are plain JSON calls
             with contextlib.suppress(zlib.error):
                 raw = zlib.decompress(raw)
-        func_name, _instance, args, kwargs = jsonfast.loads(raw)
+        func_name, _instance, args, kwargs = jsonfast.loads_exact(raw)
     except Exception:  # anything not a JSON call (a pickle, garbage) is refused unread
         popped.refusal = "job data is not a Corral job (not JSON); refused"
         return popped

@@ -9,8 +9,9 @@ rather than ``\\u`` escapes, and a non-finite float written as ``null`` (the sta
 is not JSON). orjson refuses a few values the standard library takes, and those fall back to it, so nothing that
 worked before is refused now: lone surrogates (``"\\ud800"`` parses to a str orjson cannot encode), integers over
 64 bits, non-string dict keys, and, when reading, ``NaN`` / ``Infinity`` (callers that refuse those pass
-``parse_constant``, which the fallback applies). orjson reads an integer over 64 bits as a float, so text with a run
-of 19 or more digits is read by the standard library, which keeps it exact.
+``parse_constant``, which the fallback applies). orjson reads an integer past 64 bits as a float, so ``loads_exact``
+(for JSON a caller wrote) reads text with a run of 19 or more digits with the standard library, which keeps it
+exact; ``loads`` is for JSON Corral or Ollama wrote, which has no such integer.
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 _LONG_DIGITS_TEXT = re.compile(r"\d{19}")
 
 
-def loads(
-    data: bytes | bytearray | memoryview | str, parse_constant: Callable[[str], Any] | None = None
-) -> Any:
-    if isinstance(data, memoryview):
-        data = bytes(data)
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """JSON written by Corral or by Ollama (no integer past 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # lone surrogate escapes, NaN: the standard library reads them
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+
+
+def loads_exact(data: bytes | str, parse_constant: Callable[[str], Any] | None = None) -> Any:
+    """JSON a caller wrote (a request body, the job data made from it): an integer of any size stays exact."""
     if isinstance(data, str):
         long_number = _LONG_DIGITS_TEXT.search(data) is not None
     else:

@@ -36,6 +36,23 @@ def test_event_json_puts_identity_first() -> None:
     assert json.loads(text)["text"] == 'say "hi"'
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt": "caf\u00e9 \u2615"},
+        {"prompt": "half a pair: \ud800"},  # a lone surrogate (valid JSON input)
+        {"format": {"type": "integer", "maximum": 2**70 + 1}},  # an integer no float holds, in a JSON schema
+    ],
+)
+def test_a_request_reaches_the_worker_as_written(fields: dict[str, object]) -> None:
+    request = JobRequest.model_validate({"model": "llama3", "prompt": "hi", **fields})
+    job = prepare_job(request, LIMITS)
+    popped = decode_popped(_reply(job.mapping["data"].encode()), 600)
+    assert popped.refusal is None
+    assert popped.kwargs["request"] == request.ollama_body()
+    assert repr(popped.kwargs["request"]) == repr(request.ollama_body())  # (an int is not an equal float)
+
+
 def _reply(data: bytes) -> list[object]:
     return [b"id1", b"1", data, b"30", b"llama3:latest"]
 
