@@ -7,6 +7,7 @@ The caller ends up in ``request.state.principal`` (see ``api.deps.PrincipalDep``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -45,6 +46,7 @@ class Authenticate:
         self.env_keys = parse_api_keys(settings.api_keys.get_secret_value())
         self._required = bool(self.env_keys)
         self._checked_at = -math.inf
+        self._refresh: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,15 +100,30 @@ class Authenticate:
         raise Unauthorized("invalid API key")
 
     async def required(self, client: Any) -> bool:
-        """Keys are required when CORRAL_API_KEYS is set or once a key was created in Redis (looked up at most
-        once a second; it never turns off by itself, so revoking every key locks the API rather than opening it)."""
+        """Keys are required when CORRAL_API_KEYS is set or once a key was created in Redis. That flag is read at
+        most a second before the request: a request that finds it over half a second old has it read again
+        by a task of its own (off its path: the requests after it get the answer), and one that finds it over a
+        second old reads it itself. It never turns off by itself, so revoking every key locks the API rather than
+        opening it."""
         if self._required:
             return True
-        now = time.monotonic()
-        if now - self._checked_at > REQUIRED_CACHE_SECONDS:
-            self._required = bool(await client.exists(keys.AUTH_REQUIRED))
-            self._checked_at = now
+        age = time.monotonic() - self._checked_at
+        if age > REQUIRED_CACHE_SECONDS:
+            await self._check_required(client)
+        elif age > REQUIRED_CACHE_SECONDS / 2 and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._refresh_required(client), name="auth-required")
         return self._required
+
+    async def _check_required(self, client: Any) -> None:
+        checked_at = time.monotonic()
+        self._required = self._required or bool(await client.exists(keys.AUTH_REQUIRED))
+        self._checked_at = max(self._checked_at, checked_at)
+
+    async def _refresh_required(self, client: Any) -> None:
+        try:
+            await self._check_required(client)
+        except Exception as exc:  # Redis away: a later request reads it itself (and fails as it must)
+            log.debug("auth flag not read: %s", exc)
 
 
 def refusal(scope: Scope, exc: CorralError) -> Any:

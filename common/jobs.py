@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import jsonfast, keys
-from .errors import JobNotFound, QueueFull, RateLimited
+from .errors import JobNotFound, ModelNotFound, QueueFull, RateLimited
 from .schemas import ANONYMOUS, RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
 
@@ -157,9 +157,15 @@ def job_block(job: PreparedJob) -> list[Any]:
             repr(job.created), job.owner, mapping]  # fmt: skip
 
 
-def enqueue_arguments(job: PreparedJob, limits: Limits) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call."""
-    args = [*_script_head(limits, job.max_jobs), *job_block(job), job.mapping["enqueued_at"]]
+def enqueue_arguments(job: PreparedJob, limits: Limits, check_served: bool) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call;
+    ``check_served``: refuse the job when no live worker holds its model."""
+    args = [
+        *_script_head(limits, job.max_jobs),
+        *job_block(job),
+        job.mapping["enqueued_at"],
+        int(check_served),
+    ]
     return [keys.queue_key(job.model)], args
 
 
@@ -188,8 +194,10 @@ def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted
 
 
 def check_enqueued(job: PreparedJob, reply: list[Any]) -> None:
-    """Raise for an ENQUEUE reply that refused the job: ``RateLimited`` (the owner's quota is used up) or
-    ``QueueFull`` (nothing was written either way)."""
+    """Raise for an ENQUEUE reply that refused the job: ``ModelNotFound`` (no live worker holds its model),
+    ``RateLimited`` (the owner's quota is used up) or ``QueueFull`` (nothing was written in any case)."""
+    if int(reply[0]) == -3:
+        raise ModelNotFound(job.model)
     if int(reply[0]) == -2:
         raise RateLimited(
             f"this API key has {int(reply[1])} jobs queued or running, its limit; retry when one ends",

@@ -37,6 +37,7 @@ local function emit(jk, id, attempt, body, maxlen, ttl_ms, quiet, reply_to, seq)
 end
 """
 
+_MODEL_WORKERS = keys.model_workers_key("\x00").split("\x00")  # (prefix, suffix) around a model name
 PARK_KEEP_MS = 600_000  # a park record outlives its use; an enqueue checks its ``until``
 # added to the free slots of a worker parked for a model it has loaded (parks rank by score)
 WARM_PARK = 1_000_000
@@ -490,9 +491,11 @@ end
 
 # KEYS: the model queue.  ARGV: max queue (0 = none), events maxlen, events ttl ms, history min score, history
 # max count, owner's quota of queued + running jobs (0 = none), then one job block (above), then now (RQ time
-# format: the start of a job handed at once to a parked worker, push dispatch; else the job gets a wake-up).
-# Returns {1 + queue position}, or {1, started event} for a job handed at once; {-1, current length} when the
-# queue is full or {-2, active jobs} when the owner's quota is used up (nothing written either way). The events
+# format: the start of a job handed at once to a parked worker, push dispatch; else the job gets a wake-up), then
+# '1' to refuse the job when no live worker holds its model (else '0': the job waits for one).
+# Returns {1 + queue position}, or {1, started event} for a job handed at once; {-3} when no live worker holds the
+# model, {-1, current length} when the queue is full or {-2, active jobs} when the owner's quota is used up
+# (nothing written in any of these three cases). The events
 # it writes (queued, started) are not published on the job's reply_to: the submitter has them from its own
 # arguments and this reply, without a pub/sub delivery to wait for on the time-to-first-token path.
 ENQUEUE_SRC = (
@@ -500,6 +503,11 @@ ENQUEUE_SRC = (
     + _PUSH_JOB
     + _TAKE
     + f"""
+local m, now = ARGV[10], clock()
+local holders = '{_MODEL_WORKERS[0]}' .. m .. '{_MODEL_WORKERS[1]}'  -- scored by heartbeat expiry
+if ARGV[17] == '1' and #redis.call('ZRANGEBYSCORE', holders, now, '+inf', 'LIMIT', 0, 1) == 0 then
+  return {{-3}}
+end
 local limit = tonumber(ARGV[1])
 local depth = redis.call('LLEN', KEYS[1])
 if limit > 0 and depth >= limit then return {{-1, depth}} end
@@ -507,7 +515,6 @@ local quota = tonumber(ARGV[6])
 local active = over_quota(ARGV[14], quota, 1)
 if active then return {{-2, active}} end
 -- an idle queue and a parked worker: the job goes to that worker at once (else it is queued with a wake-up)
-local m, now = ARGV[10], clock()
 local wid = depth == 0 and parked_worker(m, now)
 local handed = wid and {{id = wid, ts = ARGV[16]}}
 local n, fields = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '', now, handed)

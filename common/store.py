@@ -191,10 +191,8 @@ class JobStore(_Calls):
         self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
     ) -> Submitted:
         """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
-        if not request.wait and not self.model_is_served(request.model):
-            raise ModelNotFound(request.model)
         job = prepare_job(request, self.limits, job_id, owner, max_jobs)
-        script_keys, args = enqueue_arguments(job, self.limits)
+        script_keys, args = enqueue_arguments(job, self.limits, check_served=not request.wait)
         return submitted(job, scripts.ENQUEUE(self.redis, script_keys, args))
 
     def get(self, job_id: str) -> JobView:
@@ -323,10 +321,9 @@ class AsyncJobStore(_Calls):
     async def _enqueue(
         self, request: JobRequest, job_id: str | None, owner: str, max_jobs: int, reply_to: str
     ) -> tuple[PreparedJob, list[Any]]:
-        if not request.wait and not await self.model_is_served(request.model):
-            raise ModelNotFound(request.model)
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
-        script_keys, args = enqueue_arguments(job, self.limits)
+        # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
+        script_keys, args = enqueue_arguments(job, self.limits, check_served=not request.wait)
         return job, await scripts.ENQUEUE.call_async(self.scripts_client, script_keys, args)
 
     async def get(self, job_id: str) -> JobView:

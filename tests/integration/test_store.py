@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from common import keys
+from common.embedded_redis import RedisServer
 from common.errors import JobNotCancellable, JobNotFound, ModelNotFound
 from common.jobs import Limits
 from common.schemas import JobRequest
-from common.store import JobStore
+from common.store import AsyncJobStore, JobStore
 
 pytestmark = pytest.mark.integration
 LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2)
@@ -36,6 +39,29 @@ def test_enqueue_refuses_unserved_model_and_writes_nothing(store: JobStore, r: r
     assert r.dbsize() == 0
     submitted = store.enqueue(JobRequest(model="ghost", prompt="x", wait=True))
     assert submitted.queue == "ollama:ghost:latest" and submitted.queue_position == 0
+
+
+def test_a_submit_is_refused_as_soon_as_the_models_last_worker_expired(
+    r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """The enqueue script itself checks for a live worker (no check of its own before, no cache): a model whose
+    only worker's heartbeat has just expired is refused by the next submit, with nothing written."""
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        store = AsyncJobStore(client, LIMITS)
+        try:
+            serve(r, "llama3:latest")
+            first = await store.enqueue(JobRequest(model="llama3", prompt="x"))
+            r.zadd(keys.model_workers_key("llama3:latest"), {"w1": time.time() - 1})  # its heartbeat expired
+            before = sorted(r.keys("*"))
+            with pytest.raises(ModelNotFound):
+                await store.enqueue(JobRequest(model="llama3", prompt="y"))
+            assert sorted(r.keys("*")) == before and r.llen(keys.queue_key("llama3:latest")) == 1, first
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
 
 
 def test_queue_is_a_real_rq_queue(store: JobStore, r: redis.Redis) -> None:
