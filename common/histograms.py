@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys
-from .scripts import LuaScript
+from .scripts import RECORD_LUA, LuaScript
 
 INF = "+Inf"
 
@@ -102,22 +102,13 @@ def timing_increments(timing: JobTiming) -> list[Increment]:
 
 
 # KEYS: one hash per increment.  ARGV: field, amount pairs in the same order. ``…|sum`` fields take floats.
-# One script call rather than a pipeline of HINCRBYs: a quarter of the client CPU, and the job's timing is
-# recorded whole or not at all.
-RECORD = LuaScript(
-    """
-for i = 1, #KEYS do
-  local field, amount = ARGV[2 * i - 1], ARGV[2 * i]
-  if string.sub(field, -4) == '|sum' then redis.call('HINCRBYFLOAT', KEYS[i], field, amount)
-  else redis.call('HINCRBY', KEYS[i], field, amount) end
-end
-return #KEYS
-"""
-)
+# One script call rather than a pipeline of HINCRBYs, and the timing is recorded whole or not at all. A worker
+# records a job's timing in the script that finishes the job (``scripts.FINISH``: no call of its own).
+RECORD = LuaScript(RECORD_LUA + "record(1, 1)\nreturn #KEYS\n")
 
 
 def record_arguments(increments: list[Increment]) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of ``RECORD`` for some increments."""
+    """KEYS and ARGV of ``RECORD`` for some increments (and the tail of FINISH's)."""
     args: list[str | int] = []
     for _key, field, amount in increments:
         args += [field, repr(float(amount)) if isinstance(amount, float) else amount]

@@ -263,13 +263,28 @@ return 0
 """
 )
 
-# KEYS: job hash, inflight list.
+# Lua: add increments to hashes (a job's timing to the fleet-wide histograms, common.histograms): KEYS from
+# first_key on, one hash per increment; ARGV from first_arg on, a field and an amount per increment, in the same
+# order (``…|sum`` fields take floats).
+RECORD_LUA = """
+local function record(first_key, first_arg)
+  for i = first_key, #KEYS do
+    local a = first_arg + 2 * (i - first_key)
+    if string.sub(ARGV[a], -4) == '|sum' then redis.call('HINCRBYFLOAT', KEYS[i], ARGV[a], ARGV[a + 1])
+    else redis.call('HINCRBY', KEYS[i], ARGV[a], ARGV[a + 1]) end
+  end
+end
+"""
+
+# KEYS: job hash, inflight list, then one hash per increment of the job's timing (RECORD_LUA).
 # ARGV: id, attempt, worker, rq status, ended_at, result json or '', error or '', event body, maxlen,
-#       events ttl ms, result ttl s, metrics json or '' (first token, tokens: for the history), then the
-#       bodies of chunk events that precede the last one (if any).
-# Returns 1 when written, 0 when fenced off (a late result of a presumed-dead worker is discarded).
+#       events ttl ms, result ttl s, metrics json or '' (first token, tokens: for the history), the number n of
+#       chunk events that precede the last one, their n bodies, then the timing's field, amount pairs.
+# Returns 1 when written (the timing recorded with it), 0 when fenced off (a late result of a presumed-dead
+# worker is discarded, and its timing is not recorded).
 FINISH_SRC = (
     _EMIT
+    + RECORD_LUA
     + f"""
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 local cur = redis.call('HMGET', KEYS[1], 'attempt', 'worker_name', 'status', 'model', 'reply_to')
@@ -280,15 +295,16 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[6]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[7]) end
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'metrics', ARGV[12]) end
 redis.call('HDEL', KEYS[1], 'cancel')
-local n = #ARGV - 11
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', n) - n
-for i = 13, #ARGV do
+local chunks = tonumber(ARGV[13])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', chunks + 1) - chunks - 1
+for i = 14, 13 + chunks do
   emit(KEYS[1], ARGV[1], ARGV[2], ARGV[i], ARGV[9], false, false, cur[5], seq)
   seq = seq + 1
 end
 emit(KEYS[1], ARGV[1], ARGV[2], ARGV[8], ARGV[9], ARGV[10], false, cur[5], seq)
 redis.call('EXPIRE', KEYS[1], ARGV[11])
 redis.call('HINCRBY', '{keys.STATS}', 'finished:' .. ARGV[4], 1)
+record(3, 14 + chunks)
 return 1
 """
 )

@@ -35,6 +35,9 @@ from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
 Call = tuple[scripts.LuaScript, list[str], list[Any]]
+Timing = tuple[
+    list[str], list[Any]
+]  # a job's timing for the histograms: KEYS and ARGV (histograms.record_arguments)
 
 
 def parse_events(entries: list[Any]) -> list[dict[str, Any]]:
@@ -147,7 +150,10 @@ class _Calls:
         error: str,
         chunks: tuple[str, ...],
         metrics: str = "",
+        timing: Timing = ([], []),
     ) -> Call:
+        """FINISH's call; ``timing``: the job's timing for the histograms (``histograms.record_arguments``)."""
+        timing_keys, timing_args = timing
         args = [
             job.id,
             job.attempt_arg,
@@ -159,8 +165,11 @@ class _Calls:
             body,
             *self._event_args(),
             metrics,
+            len(chunks),
+            *chunks,
+            *timing_args,
         ]
-        return scripts.FINISH, [keys.job_key(job.id), keys.inflight_key(worker_id)], [*args, *chunks]
+        return scripts.FINISH, [keys.job_key(job.id), keys.inflight_key(worker_id), *timing_keys], args
 
     def _requeue(self, job_id: str, reason: str, attempt: str, worker_id: str, counts: bool) -> Call:
         limits = self.limits
@@ -250,10 +259,12 @@ class JobStore(_Calls):
         error: str = "",
         chunks: tuple[str, ...] = (),
         metrics: str = "",
+        timing: Timing = ([], []),
     ) -> bool:
-        """End a job (rq status finished / failed / canceled) with its last event, after ``chunks`` events.
-        False: fenced off (nothing written)."""
-        return bool(self._run(self._finish(job, worker_id, status, body, result, error, chunks, metrics)))
+        """End a job (rq status finished / failed / canceled) with its last event, after ``chunks`` events, and
+        record its ``timing``. False: fenced off (nothing written)."""
+        call = self._finish(job, worker_id, status, body, result, error, chunks, metrics, timing)
+        return bool(self._run(call))
 
     def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
@@ -400,10 +411,11 @@ class AsyncJobStore(_Calls):
         error: str = "",
         chunks: tuple[str, ...] = (),
         metrics: str = "",
+        timing: Timing = ([], []),
     ) -> bool:
-        return bool(
-            await self._run(self._finish(job, worker_id, status, body, result, error, chunks, metrics))
-        )
+        """Write a job's end (and its timing, in the same call); False when fenced off (nothing written)."""
+        call = self._finish(job, worker_id, status, body, result, error, chunks, metrics, timing)
+        return bool(await self._run(call))
 
     async def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True

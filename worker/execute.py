@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError
 
 from common import jsonfast
 from common.fastredis import reply_of
-from common.histograms import RECORD, JobTiming, record_arguments, timing_increments
+from common.histograms import JobTiming, record_arguments, timing_increments
 from common.jobs import PoppedJob
 from common.schemas import RQ_TO_STATUS
 from common.store import AsyncJobStore
@@ -174,21 +174,21 @@ class JobRunner:
         metrics: str = "",
     ) -> None:
         error = str(body.get("error", ""))
+        timing = self.timing(job, RQ_TO_STATUS.get(status, "failed"), body.get("final") or {})
 
         async def call() -> bool:
             return await self.store.finish(
-                job, self.worker_id, status, dumps(body), result, error, chunks, metrics
+                job, self.worker_id, status, dumps(body), result, error, chunks, metrics, timing
             )
 
         if not await with_redis_retry(call, "finish"):
             log.info(
                 "job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt
             )
-            return
-        await self.record_timing(job, RQ_TO_STATUS.get(status, "failed"), body.get("final") or {})
 
-    async def record_timing(self, job: PoppedJob, status: str, final: dict[str, Any]) -> None:
-        """Add the job's timing to the fleet-wide histograms; a lost observation never fails a job."""
+    @staticmethod
+    def timing(job: PoppedJob, status: str, final: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        """The job's timing for the fleet-wide histograms, which its FINISH call records."""
         now = time.monotonic()
         timing = JobTiming(
             model=job.model,
@@ -199,11 +199,7 @@ class JobRunner:
             eval_count=as_int(final.get("eval_count")),
             eval_duration_ns=as_int(final.get("eval_duration")),
         )
-        script_keys, args = record_arguments(timing_increments(timing))
-        try:
-            await RECORD.call_async(self.store.redis, script_keys, args)
-        except REDIS_ERRORS as exc:
-            log.warning("job %s: timing not recorded (%s)", job.id, exc)
+        return record_arguments(timing_increments(timing))
 
     async def run(self, active: Active) -> Outcome:
         job = active.job

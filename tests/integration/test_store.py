@@ -16,6 +16,7 @@ from rq.serializers import JSONSerializer
 from common import keys
 from common.embedded_redis import RedisServer
 from common.errors import JobNotCancellable, JobNotFound, ModelNotFound
+from common.histograms import JOB_DURATION, JobTiming, record_arguments, timing_increments
 from common.jobs import Limits
 from common.schemas import JobRequest
 from common.store import AsyncJobStore, JobStore
@@ -104,6 +105,33 @@ def test_finish_stores_result_and_events_in_order(store: JobStore, r: redis.Redi
     assert store.inflight("w1") == []
     assert 0 < r.ttl(keys.job_key(job_id)) <= 60
     assert store.events(job_id, after=3) == events[4:]
+
+
+def test_a_jobs_timing_is_recorded_by_its_finish_unless_fenced_off(store: JobStore, r: redis.Redis) -> None:
+    serve(r, "m:latest")
+    job_id = store.enqueue(JobRequest(model="m", prompt="hi")).id
+    old = store.pop("w1", ["m:latest"])
+    assert old is not None
+    timing = record_arguments(
+        timing_increments(
+            JobTiming("m:latest", "succeeded", 1.5, 0.2, 0.1, eval_count=3, eval_duration_ns=10**9)
+        )
+    )
+    done = '{"type":"done","final":{}}'
+    assert store.requeue(job_id, "w1 died", worker_id="w1") == ("requeued", 2)
+    assert not store.finish(old, "w1", "finished", done, timing=timing)  # fenced off: nothing recorded
+    assert not r.exists(keys.histogram_key(JOB_DURATION.name)) and not r.exists(keys.TOKENS)
+    new = store.pop("w2", ["m:latest"])
+    assert new is not None
+    chunks = ('{"type":"chunk","text":"a"}', '{"type":"chunk","text":"b"}')
+    assert store.finish(new, "w2", "finished", done, chunks=chunks, timing=timing)
+    assert [e["type"] for e in store.events(job_id)][-3:] == ["chunk", "chunk", "done"]
+    durations = {k.decode(): v.decode() for k, v in r.hgetall(keys.histogram_key(JOB_DURATION.name)).items()}
+    assert (
+        durations["m:latest|succeeded|sum"] == "1.5"
+        and sum(int(v) for k, v in durations.items() if not k.endswith("|sum")) == 1
+    )
+    assert r.hget(keys.TOKENS, "m:latest") == b"3"
 
 
 def test_a_requeued_job_fences_off_its_old_worker(store: JobStore, r: redis.Redis) -> None:
