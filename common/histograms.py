@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys
-from .scripts import RECORD_LUA, LuaScript
 
 INF = "+Inf"
 
@@ -87,7 +86,7 @@ def observe(histogram: Histogram, labels: tuple[str, ...], value: float) -> list
 
 
 def timing_increments(timing: JobTiming) -> list[Increment]:
-    """The Redis increments recording one job's timing (pure; ``RECORD`` applies them)."""
+    """The Redis increments recording one job's timing (pure; the script that finishes the job applies them)."""
     model = (timing.model,)
     out = observe(JOB_DURATION, (timing.model, timing.status), max(timing.duration, 0.0))
     if timing.queue_wait is not None:
@@ -101,14 +100,9 @@ def timing_increments(timing: JobTiming) -> list[Increment]:
     return out
 
 
-# KEYS: one hash per increment.  ARGV: field, amount pairs in the same order. ``…|sum`` fields take floats.
-# One script call rather than a pipeline of HINCRBYs, and the timing is recorded whole or not at all. A worker
-# records a job's timing in the script that finishes the job (``scripts.FINISH``: no call of its own).
-RECORD = LuaScript(RECORD_LUA + "record(1, 1)\nreturn #KEYS\n")
-
-
 def record_arguments(increments: list[Increment]) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of ``RECORD`` for some increments (and the tail of FINISH's)."""
+    """Increments as script arguments: one hash key each, and a field and an amount each (``scripts.RECORD_LUA``,
+    which the script that finishes a job runs: the timing is recorded whole or not at all, with the job's end)."""
     args: list[str | int] = []
     for _key, field, amount in increments:
         args += [field, repr(float(amount)) if isinstance(amount, float) else amount]

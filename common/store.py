@@ -35,9 +35,8 @@ from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
 Call = tuple[scripts.LuaScript, list[str], list[Any]]
-Timing = tuple[
-    list[str], list[Any]
-]  # a job's timing for the histograms: KEYS and ARGV (histograms.record_arguments)
+# a job's timing for the histograms, as script KEYS and ARGV (histograms.record_arguments)
+Timing = tuple[list[str], list[Any]]
 
 
 def parse_events(entries: list[Any]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ def test_a_value_goes_to_the_first_bucket_that_holds_it() -> None:
 
 
 def apply(hashes: dict[str, dict[str, Any]], script_keys: list[str], args: list[Any]) -> None:
-    """What the RECORD script does, in Python (the integration tests run the script itself)."""
+    """What FINISH's timing record does, in Python (the integration tests run the script itself)."""
     for i, key in enumerate(script_keys):
         field, amount = args[2 * i], args[2 * i + 1]
         table = hashes.setdefault(key, {})

@@ -130,7 +130,7 @@ async def served_metric_names() -> set[str]:
                        eval_duration_ns=10**9)  # fmt: skip
     for key, field, amount in timing_increments(
         timing
-    ):  # what the RECORD script does (fakeredis runs no Lua)
+    ):  # what FINISH's timing record does (fakeredis runs no Lua)
         await (client.hincrbyfloat if isinstance(amount, float) else client.hincrby)(key, field, amount)
     worker = {"id": "w", "alive": True, "healthy": True, "slots_total": 1, "slots_busy": 0, "cpu_percent": 1.0,
               "ram_used": 1}  # fmt: skip
