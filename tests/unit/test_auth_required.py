@@ -29,11 +29,20 @@ class FlagRedis:
         return int(self.flag)
 
 
-def test_the_flag_is_refreshed_off_the_request_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [100.0]
-    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
-    gate = Authenticate(app=None, settings=Settings(api_keys=""))  # type: ignore[arg-type]
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The middleware's clock, moved by the test."""
+    clock = [100.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    return clock
 
+
+@pytest.fixture
+def gate() -> Authenticate:
+    return Authenticate(app=None, settings=Settings(api_keys=""))  # type: ignore[arg-type]
+
+
+def test_the_flag_is_refreshed_off_the_request_path(now: list[float], gate: Authenticate) -> None:
     async def run() -> None:
         client = FlagRedis()
         async with asyncio.timeout(10):
@@ -63,11 +72,7 @@ def test_the_flag_is_refreshed_off_the_request_path(monkeypatch: pytest.MonkeyPa
     asyncio.run(run())
 
 
-def test_a_flag_over_a_second_old_is_read_by_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [100.0]
-    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
-    gate = Authenticate(app=None, settings=Settings(api_keys=""))  # type: ignore[arg-type]
-
+def test_a_flag_over_a_second_old_is_read_by_the_request(now: list[float], gate: Authenticate) -> None:
     async def run() -> None:
         client = FlagRedis()
         client.answer.set()
