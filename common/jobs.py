@@ -174,17 +174,22 @@ def _script_head(limits: Limits, max_jobs: int) -> list[Any]:
             repr(time.time() - limits.history_ttl), limits.history_max, max_jobs]  # fmt: skip
 
 
-def batch_arguments(jobs: list[PreparedJob], limits: Limits) -> list[Any]:
-    """ARGV of the ENQUEUE_BATCH script: the limits, then every job's block (all of one owner)."""
+def batch_arguments(jobs: list[PreparedJob], limits: Limits, check_served: list[bool]) -> list[Any]:
+    """ARGV of the ENQUEUE_BATCH script: the limits, then every job's block (all of one owner), then which jobs
+    need a live worker holding their model (``check_served``, one per job)."""
     args: list[Any] = _script_head(limits, jobs[0].max_jobs if jobs else 0)
     for job in jobs:
         args += job_block(job)
-    return args
+    return [*args, "".join("1" if check else "0" for check in check_served)]
 
 
 def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted]:
-    """The answers of ENQUEUE_BATCH; a model queue the batch would overfill raises ``QueueFull`` and a used-up
-    job quota ``RateLimited`` (nothing written either way)."""
+    """The answers of ENQUEUE_BATCH; a job whose model no live worker holds raises ``ModelNotFound`` (naming its
+    index), a model queue the batch would overfill ``QueueFull`` and a used-up job quota ``RateLimited`` (nothing
+    written in any of these cases)."""
+    if reply and int(reply[0]) == -3:
+        index = int(reply[1])
+        raise ModelNotFound(jobs[index].model, index=index)
     if reply and int(reply[0]) == -2:
         submitted(jobs[0], reply)  # raises
     if reply and int(reply[0]) < 0:

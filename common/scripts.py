@@ -435,6 +435,11 @@ _PUSH_JOB = (
     SCHED_LUA
     + f"""
 local recent_len = 0  -- the recent jobs list's length after the last push_job (trim_lists)
+-- whether a live worker holds model m (its holders are scored by when their heartbeat expires)
+local function served(m, now)
+  local holders = '{_MODEL_WORKERS[0]}' .. m .. '{_MODEL_WORKERS[1]}'
+  return #redis.call('ZRANGEBYSCORE', holders, now, '+inf', 'LIMIT', 0, 1) > 0
+end
 -- now: the script's clock. handed: {{id = worker, ts = start time (RQ format)}} for a job handed to a parked worker
 -- at once (push dispatch): it never enters the queue, and its hash is written started (as start() would) in the
 -- same command; then the position is 0. Returns the position + 1 and the job hash's fields.
@@ -520,10 +525,7 @@ ENQUEUE_SRC = (
     + _TAKE
     + f"""
 local m, now = ARGV[10], clock()
-local holders = '{_MODEL_WORKERS[0]}' .. m .. '{_MODEL_WORKERS[1]}'  -- scored by heartbeat expiry
-if ARGV[17] == '1' and #redis.call('ZRANGEBYSCORE', holders, now, '+inf', 'LIMIT', 0, 1) == 0 then
-  return {{-3}}
-end
+if ARGV[17] == '1' and not served(m, now) then return {{-3}} end
 local limit = tonumber(ARGV[1])
 local depth = redis.call('LLEN', KEYS[1])
 if limit > 0 and depth >= limit then return {{-1, depth}} end
@@ -546,17 +548,27 @@ return out
 """
 )
 
-# KEYS: none.  ARGV: as ENQUEUE's first six, then the blocks of every job (all of one owner). All or nothing:
-# returns {-1, model, depth} when one model queue would pass the limit, {-2, active} when the owner's quota
-# would (nothing written either way), else {1 + queue position of each job...}.
+# KEYS: none.  ARGV: as ENQUEUE's first six, then the blocks of every job (all of one owner), then one character
+# per job: '1' to refuse the batch when no live worker holds the job's model. All or nothing: returns {-3, index
+# of the first such job}, {-1, model, depth} when one model queue would pass the limit, {-2, active} when the
+# owner's quota would (nothing written in any of these cases), else {1 + queue position of each job...}.
 ENQUEUE_BATCH_SRC = (
     _PUSH_JOB
     + f"""
 local limit = tonumber(ARGV[1])
-local count = (#ARGV - 6) / {JOB_BLOCK}
+local last, checks, now = #ARGV - 1, ARGV[#ARGV], clock()  -- (last: the end of the job blocks)
+local count = (last - 6) / {JOB_BLOCK}
+local holds = {{}}
+for i = 1, count do
+  local m = ARGV[7 + (i - 1) * {JOB_BLOCK} + 3]
+  if string.sub(checks, i, i) == '1' then
+    if holds[m] == nil then holds[m] = served(m, now) end
+    if not holds[m] then return {{-3, i - 1}} end
+  end
+end
 if limit > 0 then
   local extra = {{}}
-  for a = 7, #ARGV, {JOB_BLOCK} do
+  for a = 7, last, {JOB_BLOCK} do
     local m = ARGV[a + 3]
     extra[m] = (extra[m] or 0) + 1
   end
@@ -570,8 +582,8 @@ local owner = ''
 if count > 0 then owner = ARGV[7 + 7] end
 local active = over_quota(owner, quota, count)
 if active then return {{-2, active}} end
-local out, now = {{}}, clock()
-for a = 7, #ARGV, {JOB_BLOCK} do
+local out = {{}}
+for a = 7, last, {JOB_BLOCK} do
   out[#out + 1] = push_job(a, ARGV[2], ARGV[3], quota > 0 and owner ~= '', now)  -- (the first value)
 end
 trim_lists(redis.call('HINCRBY', '{keys.STATS}', 'submitted', #out), #out)

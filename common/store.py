@@ -7,7 +7,6 @@ and the worker. The argument lists live in ``_Calls`` so the two never drift apa
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ import redis
 import redis.asyncio as aioredis
 
 from . import jsonfast, keys, scripts
-from .errors import JobNotCancellable, JobNotFound, ModelNotFound
+from .errors import JobNotCancellable, JobNotFound
 from .fastredis import FastRedis
 from .jobs import (
     Limits,
@@ -98,12 +97,6 @@ def _flags(models: list[str], warm: set[str] | None) -> str:
     return "1" * len(models) if warm is None else warm_flags(models, warm)
 
 
-def _unserved(requests: list[JobRequest], served: list[bool]) -> None:
-    for index, (request, ok) in enumerate(zip(requests, served, strict=True)):
-        if not ok and not request.wait:
-            raise ModelNotFound(request.model, index=index)
-
-
 class _Calls:
     """The script calls of the job lifecycle: (script, keys, args), built once for both front-ends."""
 
@@ -126,7 +119,7 @@ class _Calls:
         self, requests: list[JobRequest], owner: str, max_jobs: int
     ) -> tuple[list[PreparedJob], list[Any]]:
         jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
-        return jobs, batch_arguments(jobs, self.limits)
+        return jobs, batch_arguments(jobs, self.limits, [not r.wait for r in requests])
 
     def _emit(self, job: PoppedJob, worker_id: str, bodies: tuple[str, ...]) -> Call:
         args = [
@@ -191,10 +184,6 @@ class JobStore(_Calls):
         script, script_keys, args = call
         return script(self.redis, script_keys, args)
 
-    def model_is_served(self, model: str) -> bool:
-        found = self.redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1)
-        return bool(found)
-
     def enqueue(
         self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
     ) -> Submitted:
@@ -211,9 +200,7 @@ class JobStore(_Calls):
         return job_view(job_id, raw, *(place or (None, None)))
 
     def enqueue_many(self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0) -> list[Submitted]:
-        """Enqueue jobs all or none, in one round trip (plus one to check their models are served)."""
-        served = {m: self.model_is_served(m) for m in {r.model for r in requests}}
-        _unserved(requests, [served[r.model] for r in requests])
+        """Enqueue jobs all or none, in one round trip."""
         jobs, args = self._prepare_batch(requests, owner, max_jobs)
         return batch_submitted(jobs, scripts.ENQUEUE_BATCH(self.redis, [], args))
 
@@ -278,34 +265,15 @@ class JobStore(_Calls):
 class AsyncJobStore(_Calls):
     """Asynchronous job store (API, worker)."""
 
-    def __init__(
-        self, client: aioredis.Redis, limits: Limits, served_cache: float = 1.0, fast: FastRedis | None = None
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, limits: Limits, fast: FastRedis | None = None) -> None:
         self.redis = client
         # the scripts of the job path go through the lean client when there is one (see common/fastredis.py)
         self.scripts_client: Any = fast or client
         self.limits = limits
-        self._served_cache = served_cache
-        self._served_until: dict[str, float] = {}
 
     async def _run(self, call: Call) -> Any:
         script, script_keys, args = call
         return await script.call_async(self.scripts_client, script_keys, args)
-
-    async def model_is_served(self, model: str) -> bool:
-        """Whether a live worker holds ``model``. A yes is remembered for a second (a heartbeat TTL is
-        several seconds, so this never says yes to a model whose last worker died long ago); a no is not."""
-        now = time.monotonic()
-        if self._served_until.get(model, 0.0) > now:
-            return True
-        found = await self.redis.zrangebyscore(
-            keys.model_workers_key(model), time.time(), "+inf", start=0, num=1
-        )
-        if found:
-            if len(self._served_until) > 10_000:
-                self._served_until.clear()
-            self._served_until[model] = now + self._served_cache
-        return bool(found)
 
     async def enqueue(
         self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
@@ -346,9 +314,7 @@ class AsyncJobStore(_Calls):
     async def enqueue_many(
         self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0
     ) -> list[Submitted]:
-        """Enqueue jobs all or none, in one round trip (plus one per model not known to be served)."""
-        served = {m: await self.model_is_served(m) for m in {r.model for r in requests}}
-        _unserved(requests, [served[r.model] for r in requests])
+        """Enqueue jobs all or none, in one round trip."""
         jobs, args = self._prepare_batch(requests, owner, max_jobs)
         return batch_submitted(jobs, await scripts.ENQUEUE_BATCH.call_async(self.scripts_client, [], args))
 

@@ -45,8 +45,8 @@ def test_enqueue_refuses_unserved_model_and_writes_nothing(store: JobStore, r: r
 def test_a_submit_is_refused_as_soon_as_the_models_last_worker_expired(
     r: redis.Redis, redis_server: RedisServer
 ) -> None:
-    """The enqueue script itself checks for a live worker (no check of its own before, no cache): a model whose
-    only worker's heartbeat has just expired is refused by the next submit, with nothing written."""
+    """The enqueue scripts themselves check for a live worker (no check of their own before, no cache): a model
+    whose only worker's heartbeat has just expired is refused by the next submit or batch, with nothing written."""
 
     async def run() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
@@ -58,6 +58,9 @@ def test_a_submit_is_refused_as_soon_as_the_models_last_worker_expired(
             before = sorted(r.keys("*"))
             with pytest.raises(ModelNotFound):
                 await store.enqueue(JobRequest(model="llama3", prompt="y"))
+            batch = [JobRequest(model="other", prompt="a", wait=True), JobRequest(model="llama3", prompt="b")]
+            with pytest.raises(ModelNotFound, match=r"jobs\[1\]"):
+                await store.enqueue_many(batch)
             assert sorted(r.keys("*")) == before and r.llen(keys.queue_key("llama3:latest")) == 1, first
         finally:
             await client.aclose()
