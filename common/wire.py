@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from . import jsonfast
 from .errors import InvalidRequest
 
 GENERATE_FIELDS = ("prompt", "suffix", "system", "template", "context", "raw", "images", "format", "options",
@@ -31,7 +32,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("missing request body")
     try:
-        body = json.loads(raw, parse_constant=_not_json)
+        body = jsonfast.loads_exact(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"invalid JSON: {exc}") from None
     if not isinstance(body, dict):

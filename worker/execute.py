@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
-from common import jsonfast
 from common.fastredis import reply_of
 from common.histograms import JobTiming, record_arguments, timing_increments
 from common.jobs import PoppedJob
+from common.jsonfast import dumps
 from common.schemas import RQ_TO_STATUS
-from common.store import AsyncJobStore
+from common.store import AsyncJobStore, Timing
 
 from .backend import Backend, BackendError, BackendModelMissing, BackendUnavailable
 from .http import TransportError
@@ -29,10 +29,6 @@ T = TypeVar("T")
 FENCED, CANCEL_ASKED = -1, 1
 REDIS_GIVE_UP = 120.0
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-
-
-def dumps(body: dict[str, Any]) -> str:
-    return jsonfast.dumps(body)
 
 
 class Fenced(Exception):
@@ -187,7 +183,7 @@ class JobRunner:
             )
 
     @staticmethod
-    def timing(job: PoppedJob, status: str, final: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    def timing(job: PoppedJob, status: str, final: dict[str, Any]) -> Timing:
         """The job's timing for the fleet-wide histograms, which its FINISH call records."""
         now = time.monotonic()
         timing = JobTiming(

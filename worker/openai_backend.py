@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from common import jsonfast
+
 from .backend import BackendError, BackendModelMissing, BackendUnavailable, Chunks, Connection, HttpPool
 from .http import Response
 
@@ -187,7 +189,7 @@ async def sse_data(response: Response) -> AsyncIterator[dict[str, Any] | None]:
         if payload == "[DONE]":
             yield None
             return
-        data = json.loads(payload)
+        data = jsonfast.loads(payload)
         if isinstance(data, dict) and data.get("error"):
             error = data["error"]
             raise BackendError(str(error.get("message") if isinstance(error, dict) else error), -1)
