@@ -21,7 +21,7 @@ from common import jsonfast
 from common.errors import CorralError
 from common.settings import Settings
 
-from .http import LeanClient, Response, TransportError
+from .http import LeanClient, Response, Sent, TransportError
 
 
 class BackendError(CorralError):
@@ -68,7 +68,14 @@ class Backend(Protocol):
 
     async def loaded_models(self) -> list[dict[str, Any]]: ...
 
-    def stream(self, kind: str, request: dict[str, Any]) -> AbstractAsyncContextManager[Chunks]: ...
+    def send_now(self, kind: str, request: dict[str, Any]) -> Early | None:
+        """Write a streamed request at once, from synchronous code, when a kept connection is free (else None):
+        ``stream(kind, request, early)`` reads its answer, or ``early.discard()`` drops it."""
+        ...
+
+    def stream(
+        self, kind: str, request: dict[str, Any], early: Early | None = None
+    ) -> AbstractAsyncContextManager[Chunks]: ...
 
     async def embed(self, request: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -136,6 +143,31 @@ async def raise_for_status(response: Response) -> None:
     raise BackendError(message, response.status_code)
 
 
+class Early:
+    """A streamed request written before its job's task ran (``HttpPool.send_now``): the pool's client it holds
+    and what it sent. ``HttpPool.stream`` reads the answer; ``discard`` (idempotent, and a no-op once the answer
+    is being read) closes the connection unread and gives the client back, as a task cancelled before it ran
+    must."""
+
+    __slots__ = ("client", "pool", "sent", "used")
+
+    def __init__(self, pool: HttpPool, client: LeanClient, sent: Sent) -> None:
+        self.pool = pool
+        self.client = client
+        self.sent = sent
+        self.used = False
+
+    def take(self) -> LeanClient:
+        self.used = True
+        return self.client
+
+    def discard(self) -> None:
+        if not self.used:
+            self.used = True
+            self.client.drop()
+            self.pool.give_back(self.client)
+
+
 class HttpPool:
     """A pool of lean one-connection clients (worker/http.py), one per slot plus one for housekeeping: a slot
     never needs more than one connection, and httpx's machinery cost a third of a worker's CPU per job."""
@@ -156,13 +188,29 @@ class HttpPool:
         for client in self._all:
             await client.aclose()
 
+    def give_back(self, client: LeanClient) -> None:
+        self._clients.put_nowait(client)
+
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[LeanClient]:
-        client = await self._clients.get()
+    async def _client(self, early: Early | None = None) -> AsyncIterator[LeanClient]:
+        client = early.take() if early is not None else await self._clients.get()
         try:
             yield client
         finally:
             self._clients.put_nowait(client)
+
+    def send_now(self, path: str, body: dict[str, Any]) -> Early | None:
+        """A streamed POST written at once on a free client's kept connection; None when no client is free or
+        the free one has no open connection (``stream`` then sends it)."""
+        try:
+            client = self._clients.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        sent = client.send_now("POST", path, body)
+        if sent is None:
+            self._clients.put_nowait(client)
+            return None
+        return Early(self, client, sent)
 
     async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One request and its JSON answer; a long one (``body`` given) has the streaming read timeout."""
@@ -180,12 +228,17 @@ class HttpPool:
                 raise BackendUnavailable(f"backend at {self.url}: not JSON: {raw[:200]!r}") from exc
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Response]:
-        """A streamed POST. Leaving the block (or cancelling the task) closes the connection: the engine stops.
-        The read timeout (``CORRAL_BACKEND_READ_TIMEOUT``, none by default) bounds each wait for data."""
-        async with self._client() as client:
+    async def stream(
+        self, path: str, body: dict[str, Any], early: Early | None = None
+    ) -> AsyncIterator[Response]:
+        """A streamed POST (``early``: written already by ``send_now``). Leaving the block (or cancelling the task)
+        closes the connection: the engine stops. The read timeout (``CORRAL_BACKEND_READ_TIMEOUT``, none by
+        default) bounds each wait for data."""
+        async with self._client(early) as client:
             try:
-                async with client.stream("POST", path, body) as resp:
+                async with client.stream(
+                    "POST", path, body, early.sent if early is not None else None
+                ) as resp:
                     await raise_for_status(resp)
                     yield resp
             except TransportError as exc:
@@ -217,10 +270,15 @@ class OllamaBackend:
         """The models in memory (``GET /api/ps``)."""
         return list((await self.http.request("GET", "/api/ps")).get("models") or [])
 
+    def send_now(self, kind: str, request: dict[str, Any]) -> Early | None:
+        return self.http.send_now("/api/chat" if kind == "chat" else "/api/generate", request)
+
     @asynccontextmanager
-    async def stream(self, kind: str, request: dict[str, Any]) -> AsyncIterator[Chunks]:
+    async def stream(
+        self, kind: str, request: dict[str, Any], early: Early | None = None
+    ) -> AsyncIterator[Chunks]:
         path = "/api/chat" if kind == "chat" else "/api/generate"
-        async with self.http.stream(path, request) as response:
+        async with self.http.stream(path, request, early) as response:
             chunks = ndjson_chunks(response)
             yield chunks
             async for _ in chunks:  # read to the end: the connection is kept alive

@@ -401,7 +401,11 @@ class Worker:
     def start_job(self, job: PoppedJob) -> Active:
         active = Active(job)
         self.active[job.id] = active
+        # the request goes to the backend before the task runs (a turn of the loop and its set-up later)
+        active.early = early = self.runner.send_early(job)
         active.task = asyncio.create_task(self.run_job(active), name=f"job-{job.id}")
+        if early is not None:  # a task cancelled before it ran never reads the answer: drop it
+            active.task.add_done_callback(lambda _task: early.discard())
         return active
 
     async def run_job(self, active: Active) -> None:

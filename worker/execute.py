@@ -21,7 +21,7 @@ from common.jsonfast import dumps
 from common.schemas import RQ_TO_STATUS
 from common.store import AsyncJobStore, Timing
 
-from .backend import Backend, BackendError, BackendModelMissing, BackendUnavailable
+from .backend import Backend, BackendError, BackendModelMissing, BackendUnavailable, Early
 from .http import TransportError
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ T = TypeVar("T")
 FENCED, CANCEL_ASKED = -1, 1
 REDIS_GIVE_UP = 120.0
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+STREAMED = {"corral.generate": "generate", "corral.chat": "chat"}  # job function -> the backend's stream kind
 
 
 class Fenced(Exception):
@@ -46,6 +47,8 @@ class Active:
     job: PoppedJob
     task: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
+    # the job's request, written to the backend before its task ran (JobRunner.send_early)
+    early: Early | None = None
     # called once, when the backend has answered the job's request or the job ended
     on_accepted: Callable[[], None] | None = None
 
@@ -197,6 +200,21 @@ class JobRunner:
         )
         return record_arguments(timing_increments(timing))
 
+    def backend_request(self, job: PoppedJob) -> dict[str, Any]:
+        """The request the backend gets: the job's, with the model under this host's own name for it."""
+        request = dict(job.kwargs.get("request") or {})
+        model = str(request.get("model", job.model))
+        request["model"] = self.local_names.get(model, model)
+        return request
+
+    def send_early(self, job: PoppedJob) -> Early | None:
+        """Write a generation's request to the backend now, from the code that took the job, rather than once its
+        task runs (a turn of the event loop and the task's set-up later): None when the job is not a generation
+        or no kept connection is free. ``run`` reads the answer; a task cancelled before it ran must discard it."""
+        if job.refusal or job.func_name not in STREAMED:
+            return None
+        return self.backend.send_now(STREAMED[job.func_name], self.backend_request(job))
+
     async def run(self, active: Active) -> Outcome:
         job = active.job
         if job.refusal:
@@ -205,7 +223,7 @@ class JobRunner:
             return Outcome()
         try:
             async with asyncio.timeout(max(job.popped_at + job.timeout - time.monotonic(), 0.001)):
-                await self._execute(job, active.accepted)
+                await self._execute(job, active.accepted, active.early)
         except asyncio.CancelledError:
             if not active.cancel_requested:
                 raise  # the worker is shutting down: the job stays in flight and is re-queued
@@ -241,10 +259,10 @@ class JobRunner:
 
         await with_redis_retry(call, "requeue")
 
-    async def _execute(self, job: PoppedJob, accepted: Callable[[], None]) -> None:
-        request = dict(job.kwargs.get("request") or {})
-        model = str(request.get("model", job.model))
-        request["model"] = self.local_names.get(model, model)
+    async def _execute(
+        self, job: PoppedJob, accepted: Callable[[], None], early: Early | None = None
+    ) -> None:
+        request = self.backend_request(job)
         if job.func_name == "corral.show":
             answer = await self.backend.show(request["model"])
             await self.finish(job, "finished", {"type": "done", "final": {}}, dumps({"show": answer}))
@@ -254,10 +272,15 @@ class JobRunner:
             result = dumps({"embeddings": answer.get("embeddings") or [], "final": final})
             await self.finish(job, "finished", {"type": "done", "final": final}, result)
         else:
-            await self._stream(job, request, accepted, chat=job.func_name == "corral.chat")
+            await self._stream(job, request, accepted, job.func_name == "corral.chat", early)
 
     async def _stream(
-        self, job: PoppedJob, request: dict[str, Any], accepted: Callable[[], None], chat: bool
+        self,
+        job: PoppedJob,
+        request: dict[str, Any],
+        accepted: Callable[[], None],
+        chat: bool,
+        early: Early | None = None,
     ) -> None:
         reply = Reply(chat)
         emitter = Emitter(
@@ -265,7 +288,7 @@ class JobRunner:
             lambda batch: self.store.emit_now(job, self.worker_id, batch),
         )
         try:
-            async with self.backend.stream("chat" if chat else "generate", request) as stream:
+            async with self.backend.stream("chat" if chat else "generate", request, early) as stream:
                 accepted()
                 try:
                     async for chunk in stream:

@@ -130,6 +130,16 @@ class Connection:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
 
+class Sent:
+    """A request ``LeanClient.send_now`` wrote: its body, and the connection its answer comes on."""
+
+    __slots__ = ("body", "conn")
+
+    def __init__(self, body: bytes, conn: Connection) -> None:
+        self.body = body
+        self.conn = conn
+
+
 class LeanClient:
     """Requests to one origin over a single keep-alive connection, used by one task at a time.
 
@@ -176,16 +186,33 @@ class LeanClient:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         return (head + "\r\n").encode("latin-1")
 
-    async def _send(self, method: str, path: str, body: bytes) -> Response:
-        """Send on the kept connection; a connection the server closed meanwhile is replaced once."""
+    def send_now(self, method: str, path: str, payload: Any = None) -> Sent | None:
+        """Write a request at once on the kept connection, from synchronous code (no turn of the event loop before
+        the server has it); ``stream(..., sent=)`` reads the answer. None when there is no open kept connection or
+        the body is large (the async path connects, or waits for the socket to drain)."""
+        conn = self._conn
+        if conn is None or conn.writer.is_closing():
+            return None
+        body = b"" if payload is None else jsonfast.dumpb(payload)
+        if len(body) > 65536:
+            return None
+        conn.writer.write(self._head(method, path, body) + body)
+        return Sent(body, conn)
+
+    async def _send(self, method: str, path: str, body: bytes, written: Connection | None = None) -> Response:
+        """Send on the kept connection (``written``: the request is on it already); a connection the server closed
+        meanwhile is replaced once."""
         for fresh in (False, True):
             conn = self._conn if not fresh and self._conn is not None else None
+            if not fresh and written is not None:
+                conn = written
             if conn is None:
                 conn = self._conn = await self._connect()
             try:
-                conn.writer.write(self._head(method, path, body) + body)
-                if len(body) > 65536:
-                    await conn.writer.drain()
+                if fresh or written is None:
+                    conn.writer.write(self._head(method, path, body) + body)
+                    if len(body) > 65536:
+                        await conn.writer.drain()
                 if self.read_timeout is None:
                     return await self._read_head(conn)
                 return await asyncio.wait_for(self._read_head(conn), self.read_timeout)
@@ -218,11 +245,17 @@ class LeanClient:
         return Response(conn, int(rest[:3]), headers, self.read_timeout)
 
     @contextlib.asynccontextmanager
-    async def stream(self, method: str, path: str, payload: Any = None) -> AsyncIterator[Response]:
-        """A request whose response is read inside the block. Leaving the block before the body's end (or a
-        cancelled task) closes the connection, which is how the server learns to stop."""
-        body = b"" if payload is None else jsonfast.dumpb(payload)
-        response = await self._send(method, path, body)
+    async def stream(
+        self, method: str, path: str, payload: Any = None, sent: Sent | None = None
+    ) -> AsyncIterator[Response]:
+        """A request whose response is read inside the block (``sent``: the request ``send_now`` wrote; then
+        ``payload`` is not used). Leaving the block before the body's end (or a cancelled task) closes the
+        connection, which is how the server learns to stop."""
+        if sent is not None:
+            body, written = sent.body, sent.conn
+        else:
+            body, written = b"" if payload is None else jsonfast.dumpb(payload), None
+        response = await self._send(method, path, body, written)
         try:
             yield response
         finally:
@@ -237,10 +270,16 @@ class LeanClient:
             await response.read()
         return response
 
+    def drop(self) -> None:
+        """Close the kept connection (a request was written on it whose answer nobody will read)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     async def aclose(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.aclose()
 
 
-__all__ = ["LeanClient", "Response", "TransportError"]
+__all__ = ["LeanClient", "Response", "Sent", "TransportError"]

@@ -21,7 +21,15 @@ from typing import Any
 
 from common import jsonfast
 
-from .backend import BackendError, BackendModelMissing, BackendUnavailable, Chunks, Connection, HttpPool
+from .backend import (
+    BackendError,
+    BackendModelMissing,
+    BackendUnavailable,
+    Chunks,
+    Connection,
+    Early,
+    HttpPool,
+)
 from .http import Response
 
 OPTIONS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "frequency_penalty", "presence_penalty")
@@ -242,11 +250,17 @@ class OpenAIBackend:
             return self._listed[1]
         return await self.list_models()
 
+    def send_now(self, kind: str, request: dict[str, Any]) -> Early | None:
+        path, body, _as_chat = openai_request(kind, request)
+        return self.http.send_now(self.prefix + path, body)
+
     @asynccontextmanager
-    async def stream(self, kind: str, request: dict[str, Any]) -> AsyncIterator[Chunks]:
+    async def stream(
+        self, kind: str, request: dict[str, Any], early: Early | None = None
+    ) -> AsyncIterator[Chunks]:
         path, body, as_chat = openai_request(kind, request)
         translation = Translation(request["model"], kind == "chat", as_chat)
-        async with self.http.stream(self.prefix + path, body) as response:
+        async with self.http.stream(self.prefix + path, body, early) as response:
             chunks = translated(response, translation)
             yield chunks
             async for _ in chunks:  # read to the end: the connection is kept alive

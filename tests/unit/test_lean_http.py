@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from worker.backend import Connection, HttpPool
 from worker.http import LeanClient, TransportError
 
 pytestmark = pytest.mark.unit
@@ -137,3 +138,108 @@ def test_garbage_and_refused_connections_are_transport_errors() -> None:
     asyncio.run(main())
     with pytest.raises(ValueError):
         LeanClient("ftp://x")
+
+
+def answer(n: int) -> bytes:
+    body = b'{"n":%d}' % n
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def test_a_request_sent_now_is_on_the_wire_before_any_await() -> None:
+    """``send_now`` writes from synchronous code on the kept connection; ``stream(sent=)`` reads its answer."""
+    bodies: list[bytes] = []
+    arrived = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for n in range(2):
+            _head, body = await read_request(reader)
+            bodies.append(body)
+            arrived.set()
+            writer.write(answer(n))
+            await writer.drain()
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        client = LeanClient(url)
+        assert client.send_now("POST", "/api/generate", {"a": 0}) is None  # no kept connection yet
+        await client.request("POST", "/api/generate", {"a": 0})
+        arrived.clear()
+        sent = client.send_now("POST", "/api/generate", {"a": 1})
+        assert sent is not None
+        await asyncio.wait_for(arrived.wait(), 5)  # the server has it before the stream is even opened
+        async with client.stream("POST", "/api/generate", sent=sent) as response:
+            assert await response.json() == {"n": 1}
+        await client.aclose()
+        server.close()
+
+    asyncio.run(main())
+    assert bodies == [b'{"a":0}', b'{"a":1}']  # sent once
+
+
+def test_a_request_sent_now_on_a_connection_the_server_dropped_goes_again_on_a_new_one() -> None:
+    connections: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _head, body = await read_request(reader)
+        connections.append(body)
+        writer.write(answer(len(connections)))
+        await writer.drain()
+        # returning closes it: a kept connection the server dropped while the client was idle
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        client = LeanClient(url)
+        await client.request("POST", "/api/generate", {"a": 0})
+        await asyncio.sleep(0.05)  # the server has closed it
+        # half-closed by the server, the connection is still open here: the request goes out on it
+        sent = client.send_now("POST", "/api/generate", {"a": 1})
+        assert sent is not None
+        async with client.stream("POST", "/api/generate", sent=sent) as response:
+            assert await response.json() == {"n": 2}
+        await client.aclose()
+        server.close()
+
+    asyncio.run(main())
+    assert connections == [b'{"a":0}', b'{"a":1}']
+
+
+def test_a_pool_request_sent_early_and_discarded_closes_its_connection_and_frees_its_client() -> None:
+    """A job's task cancelled before it ran: the answer to its early request must never be read as another
+    request's, and its client goes back to the pool."""
+    connections: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        n = 0
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            n += 1
+            writer.write(answer(10 * len(connections) + n))
+            await writer.drain()
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        pool = HttpPool(Connection(url=url), slots=0)  # one client
+        async with pool.stream("/api/generate", {}) as response:
+            assert await response.json() == {"n": 11}
+        early = pool.send_now("/api/generate", {})
+        assert early is not None and pool.send_now("/api/generate", {}) is None  # its client is taken
+        early.discard()
+        early.discard()  # idempotent
+        async with pool.stream("/api/generate", {}) as response:
+            assert await response.json() == {"n": 21}  # a new connection, not the dropped answer 12
+        used = pool.send_now("/api/generate", {})
+        assert used is not None
+        async with pool.stream("/api/generate", {}, used) as response:
+            assert await response.json() == {"n": 22}
+        used.discard()  # a no-op once its answer was read: the kept connection stays
+        async with pool.stream("/api/generate", {}) as response:
+            assert await response.json() == {"n": 23}
+        await pool.close()
+        server.close()
+
+    asyncio.run(main())
+    assert len(connections) == 2

@@ -5,6 +5,7 @@ backend holds up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -106,3 +107,28 @@ def test_the_heartbeat_goes_out_while_the_backend_does_not_answer() -> None:
         return beats
 
     assert asyncio.run(scenario()) >= 2
+
+
+def test_a_job_task_cancelled_before_it_ran_drops_the_request_sent_early() -> None:
+    """start_job writes the job's request before its task runs; a task cancelled first (a cancel, shutdown) never
+    reads the answer, so the request is dropped (its connection closed, its client back in the pool)."""
+
+    class Sent:
+        dropped = 0
+
+        def discard(self) -> None:
+            self.dropped += 1
+
+    async def scenario() -> None:
+        w = Worker(Settings(redis_url="redis://127.0.0.1:1/0", worker_id="w", worker_slots=1))
+        sent = Sent()
+        w.runner.send_early = lambda job: sent  # type: ignore[assignment,method-assign,return-value]
+        active = w.start_job(job("c"))
+        assert active.early is sent and active.task is not None
+        active.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await active.task
+        assert sent.dropped == 1
+        await w.ollama.close()
+
+    asyncio.run(scenario())
