@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import uuid
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from . import jsonfast, keys
 from .connections import TRANSIENT
 from .fastredis import PubSubConnection, pubsub_connection
+from .jobs import new_job_id
 from .schemas import TERMINAL_EVENTS, JobRequest
 from .store import AsyncJobStore
 
@@ -224,7 +224,7 @@ async def submit_followed(
 ) -> Followed:
     """Enqueue a job this process follows at once: its events come to the hub's own channel (``reply_to``) when
     the hub is subscribed to it now (``ChunkHub.expect``)."""
-    job_id = uuid.uuid4().hex
+    job_id = new_job_id()
     expected = hub.expect(job_id)
     if expected is None:
         await store.enqueue(request, job_id, owner=owner, max_jobs=max_jobs)
