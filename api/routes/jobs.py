@@ -22,6 +22,7 @@ from common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobStatus, 
 
 from ..body import json_body, openapi_body
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..streaming import LeanStream
 from ..submitter import apply_headers, attribute
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -190,7 +191,7 @@ async def ndjson(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:
             yield b"".join(jsonfast.dumpb(event) + b"\n" for event in batch)
 
 
-class EventStream(StreamingResponse):
+class EventStream(LeanStream):
     """A streaming response whose head goes out with its first events (one write for the client to read instead
     of two or three; the first events of a streamed submit, queued and started, arrive at once)."""
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from common import jsonfast
 from common.errors import CorralError, ModelNotFound, QueueFull
@@ -18,6 +18,7 @@ from common.wire import ollama_chunk, ollama_final, ollama_job, parse_json_objec
 
 from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
 from ..errors import retry_headers, status_of
+from ..streaming import LeanStream
 from .dropin import events_of, failure_message, fleet_loaded, fleet_models, outcome, retry_message, submit
 
 router = APIRouter(tags=["ollama"])
@@ -75,7 +76,7 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
     headers = {"X-Corral-Job": submitted.id}
     if kind in ("generate", "chat") and body.get("stream", True) is not False:
         lines = stream_lines(kind, name, submitted.id, events_of(client, hub, submitted))
-        return StreamingResponse(lines, media_type=NDJSON, headers=headers)
+        return LeanStream(lines, media_type=NDJSON, headers=headers)
     last, result = await outcome(client, hub, submitted)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))

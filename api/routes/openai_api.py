@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from common import jsonfast
 from common.errors import CorralError, InvalidRequest, ModelNotFound
@@ -30,6 +30,7 @@ from common.wire import (
 
 from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
 from ..errors import retry_headers, status_of
+from ..streaming import LeanStream
 from .dropin import events_of, failure_message, fleet_models, outcome, retry_message, submit
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -112,7 +113,7 @@ async def serve(request: Request, store: Any, settings: Any, client: Any, hub: A
     model = str(body["model"])
     if body.get("stream"):
         events = events_of(client, hub, submitted)
-        return StreamingResponse(streamer(submitted.id, model, events, body), media_type="text/event-stream")
+        return LeanStream(streamer(submitted.id, model, events, body), media_type="text/event-stream")
     last, result = await outcome(client, hub, submitted)
     if last.get("type") != "done":
         return error(500, failure_message(last, submitted.id))
