@@ -22,8 +22,13 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._refuse(send, scope.get("path", ""))
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self._refuse(send, scope.get("path", ""))
+                return
+            # the server reads exactly Content-Length bytes of body: no need to count them (nor to wrap every
+            # message of the response, streamed chunks included)
+            await self.app(scope, receive, send)
             return
         seen = 0
         started = False

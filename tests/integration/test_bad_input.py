@@ -72,6 +72,14 @@ def test_body_over_limit_is_413_before_reading(stack: Stack) -> None:
     assert keyset(stack) == before
 
 
+def test_chunked_body_over_limit_is_413(stack: Stack) -> None:
+    """Without a Content-Length (chunked transfer encoding) the body is counted as it arrives."""
+    before = keyset(stack)
+    response = stack.http.post("/jobs", content=iter([b"x" * 1_048_576] * 17))
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+    assert keyset(stack) == before
+
+
 @pytest.mark.parametrize("job_id", ["0" * 32, "nope", "../../etc", "f" * 64])
 def test_unknown_job_ids_are_404(stack: Stack, job_id: str) -> None:
     for method, path in (("GET", ""), ("GET", "/events"), ("DELETE", "")):
