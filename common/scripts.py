@@ -525,15 +525,26 @@ ENQUEUE_SRC = (
     + _TAKE
     + f"""
 local m, now = ARGV[10], clock()
-if ARGV[17] == '1' and not served(m, now) then return {{-3}} end
+-- refused, in this order, with nothing written: no live worker holds the model (when checked), the queue is full,
+-- the owner's quota is used up. A live parked worker to hand the job to holds the model: the served check is left
+-- for the other cases (when no worker holds it, parked_worker may have dropped dead workers' parks before).
+local check = ARGV[17] == '1'
+local quota = tonumber(ARGV[6])
+if check and quota > 0 and ARGV[14] ~= '' then  -- (the quota's count drops ended jobs from the owner's set)
+  if not served(m, now) then return {{-3}} end
+  check = false
+end
 local limit = tonumber(ARGV[1])
 local depth = redis.call('LLEN', KEYS[1])
-if limit > 0 and depth >= limit then return {{-1, depth}} end
-local quota = tonumber(ARGV[6])
+if limit > 0 and depth >= limit then
+  if check and not served(m, now) then return {{-3}} end
+  return {{-1, depth}}
+end
 local active = over_quota(ARGV[14], quota, 1)
 if active then return {{-2, active}} end
 -- an idle queue and a parked worker: the job goes to that worker at once (else it is queued with a wake-up)
 local wid = depth == 0 and parked_worker(m, now)
+if not wid and check and not served(m, now) then return {{-3}} end
 local handed = wid and {{id = wid, ts = ARGV[16]}}
 local n, fields = push_job(7, ARGV[2], ARGV[3], quota > 0 and ARGV[14] ~= '', now, handed)
 local out = {{n}}
