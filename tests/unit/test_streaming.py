@@ -43,7 +43,7 @@ def test_the_body_is_written_in_order_and_the_listener_ends_with_it() -> None:
         client = Client()
         tasks = len(asyncio.all_tasks())
         await LeanStream(chunks())(SCOPE, client.receive, client.send)
-        assert [m["type"] for m in client.sent][0] == "http.response.start"
+        assert client.sent[0]["type"] == "http.response.start"
         assert client.bodies() == [b"a", b"b", b""] and client.sent[-1]["more_body"] is False
         await asyncio.sleep(0)  # the cancelled listener finishes
         assert len(asyncio.all_tasks()) == tasks
