@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,44 @@ log = logging.getLogger(__name__)
 RESYNC = b"\x00resync"
 
 
+class Mailbox:
+    """The raw events for one reader: what it uses of ``asyncio.Queue`` (``put_nowait``, ``get``, ``empty``,
+    ``get_nowait``, ``qsize``), a fraction of the work per event and per reader (no task counting, no putter queue, no
+    event object). One reader at a time awaits ``get``."""
+
+    __slots__ = ("__weakref__", "_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: bytes) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def get_nowait(self) -> bytes:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def get(self) -> bytes:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
 class ChunkHub:
     """One pub/sub connection, dynamically (un)subscribed, dispatching messages to per-reader queues."""
 
@@ -43,7 +82,7 @@ class ChunkHub:
         self.client = client
         self.url = url
         self.confirm_timeout = confirm_timeout
-        self._subs: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self._subs: dict[str, set[Mailbox]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: PubSubConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -51,7 +90,7 @@ class ChunkHub:
         self._resync: set[str] = set()
         self.connected = asyncio.Event()
         # jobs submitted here, by id: the queue their reader takes events from (gone with the reader)
-        self._expected: weakref.WeakValueDictionary[str, asyncio.Queue[bytes]] = weakref.WeakValueDictionary()
+        self._expected: weakref.WeakValueDictionary[str, Mailbox] = weakref.WeakValueDictionary()
         self._own_ready = False  # the subscription to the own channel is confirmed
 
     @property
@@ -59,12 +98,12 @@ class ChunkHub:
         """The channel a job submitted here names as ``reply_to``."""
         return self._own
 
-    def expect(self, job_id: str) -> asyncio.Queue[bytes] | None:
+    def expect(self, job_id: str) -> Mailbox | None:
         """Before enqueueing a job with ``reply_to=reply_channel``: the queue its events will arrive in.
         None when the hub is not subscribed now (the reader then subscribes to the job's channel)."""
         if not self._own_ready:
             return None
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue = Mailbox()
         self._expected[job_id] = queue
         return queue
 
@@ -153,10 +192,10 @@ class ChunkHub:
                 reader.put_nowait(data)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+    async def subscribe(self, job_id: str) -> AsyncIterator[Mailbox]:
         """A queue of the raw events of one job, live from the moment this returns."""
         channel = keys.chunks_channel(job_id)
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue = Mailbox()
         listeners = self._subs.setdefault(channel, set())
         listeners.add(queue)
         if channel not in self._confirmed:
@@ -192,7 +231,7 @@ async def follow_batches(
     job_id: str,
     start: int = 0,
     idle: float = 5.0,
-    expected: asyncio.Queue[bytes] | None = None,
+    expected: Mailbox | None = None,
 ) -> AsyncIterator[Batch | None]:
     """The events of ``job_id`` with ``seq >= start`` until a terminal one, in batches of what has arrived
     together (a reader writes each batch at once); ``None`` marks an idle tick. ``expected``: the hub's queue for
@@ -216,7 +255,7 @@ class Followed:
     subscribes to the job's channel)."""
 
     id: str
-    expected: asyncio.Queue[bytes] | None = None
+    expected: Mailbox | None = None
 
 
 async def submit_followed(
@@ -261,7 +300,7 @@ async def _follow(
     job_id: str,
     last: int,
     idle: float,
-    queue: asyncio.Queue[bytes],
+    queue: Mailbox,
     backlog: Batch,
 ) -> AsyncIterator[Batch | None]:
     while True:
