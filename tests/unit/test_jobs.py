@@ -2,14 +2,25 @@ from __future__ import annotations
 
 import json
 import pickle
+import uuid
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import fakeredis
 import pytest
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from common.jobs import Limits, decode_popped, event_json, job_view, prepare_job
+from common.jobs import (
+    RQ_TIME_FORMAT,
+    Limits,
+    decode_popped,
+    event_json,
+    job_view,
+    new_job_id,
+    prepare_job,
+    rq_now,
+)
 from common.schemas import JobRequest
 
 pytestmark = pytest.mark.unit
@@ -76,3 +87,15 @@ def test_allowed_job_decodes() -> None:
 def test_anything_else_is_refused_unread(data: bytes) -> None:
     popped = decode_popped(_reply(data), 600)
     assert popped.refusal and popped.func_name is None
+
+
+def test_rq_now_is_rq_time_format_and_new_job_ids_are_uuid4_hex() -> None:
+    before = datetime.now(UTC)
+    stamp = rq_now()
+    parsed = datetime.strptime(stamp, RQ_TIME_FORMAT).replace(tzinfo=UTC)
+    assert before - timedelta(seconds=1) <= parsed <= datetime.now(UTC) and len(stamp) == 27
+    ids = {new_job_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for job_id in ids:
+        value = uuid.UUID(hex=job_id)
+        assert value.version == 4 and value.variant == uuid.RFC_4122 and value.hex == job_id
