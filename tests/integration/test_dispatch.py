@@ -19,7 +19,7 @@ from common import keys
 from common.bus import ChunkHub, follow_batches, submit_followed
 from common.connections import async_redis
 from common.embedded_redis import RedisServer
-from common.errors import QueueFull
+from common.errors import ModelNotFound, QueueFull
 from common.jobs import Limits
 from common.schemas import JobRequest
 from common.scripts import WARM_PARK
@@ -142,6 +142,26 @@ def test_a_handed_job_taken_over_meanwhile_is_not_handed(
     popped = store.pop_planned("w1", [M], "1")
     assert popped.job is not None and popped.job.id == submitted.id and popped.job.attempt == 2  # by a pop
     assert popped.job.start_seq == 3  # queued, started, retry, started: another start
+
+
+def test_the_live_worker_check_is_left_to_a_job_not_handed_and_keeps_the_answers_order(
+    r: redis.Redis, alive: Alive
+) -> None:
+    """A live parked worker is handed the job with no check of the model's holders (it holds the model); a job not
+    handed gets the check, and a refusal keeps its order: no live worker (404) before a full queue (429)."""
+    store = JobStore(r, dataclasses.replace(LIMITS, max_queue=1))  # (no holder of M recorded)
+    alive("w1")
+    park(store, "w1")
+    handed = store.enqueue(job("a"))
+    assert handed.queue_position == 0 and r.hget(keys.job_key(handed.id), "worker_name") == b"w1"
+    store.enqueue(job("b", wait=True))  # queued: the queue is full now
+    before = sorted(r.keys("*"))
+    with pytest.raises(ModelNotFound):
+        store.enqueue(job("c"))  # full, and no live worker holds M: 404 first
+    assert sorted(r.keys("*")) == before and r.llen(keys.queue_key(M)) == 1
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    with pytest.raises(QueueFull):
+        store.enqueue(job("d"))
 
 
 def test_unpark_returns_a_job_handed_meanwhile(store: JobStore, r: redis.Redis, alive: Alive) -> None:
