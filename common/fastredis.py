@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,26 +47,56 @@ def pack_python(args: tuple[Any, ...]) -> bytes:
 pack: Callable[[tuple[Any, ...]], bytes] = getattr(hiredis, "pack_command", pack_python)
 
 
+def _unix_db(query: str) -> int | None:
+    """The database of a ``unix://`` URL's query: ``db=N`` alone (or nothing: 0); None for any other option."""
+    if not query:
+        return 0
+    name, _, value = query.partition("=")
+    return int(value) if name == "db" and value.isdigit() and "&" not in query else None
+
+
 def takes_url(url: str) -> bool:
-    """Whether the lean clients take this URL: plain ``redis://host:port/db``, no TLS, socket or options."""
+    """Whether the lean clients take this URL: plain ``redis://host:port/db``, or a unix socket
+    (``unix:///path/redis.sock`` with at most ``?db=N``); no TLS, no other options."""
     parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return bool(parts.path) and _unix_db(parts.query) is not None
     return parts.scheme == "redis" and not parts.query and bool(parts.hostname)
 
 
 class Endpoint:
-    """Where and how to connect, from a plain ``redis://`` URL (everything else stays with redis-py)."""
+    """Where and how to connect, from a plain ``redis://`` or ``unix://`` URL (everything else stays with
+    redis-py)."""
 
     def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
         parts = urlsplit(url)
         if not takes_url(url):
-            raise ValueError(f"not a plain redis://host:port/db URL: {url.split('@')[-1]!r}")
+            raise ValueError(f"not a plain redis://host:port/db or unix:// URL: {url.split('@')[-1]!r}")
+        self.path: str | None = None
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
-        path = parts.path.strip("/")
-        self.db = int(path) if path else 0
+        if parts.scheme == "unix":
+            self.path = unquote(parts.path)
+            self.db = _unix_db(parts.query) or 0
+        else:
+            path = parts.path.strip("/")
+            self.db = int(path) if path else 0
         self.connect_timeout = connect_timeout
+
+    @property
+    def where(self) -> str:
+        return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+    def connect(
+        self, factory: Callable[[], _Protocol]
+    ) -> Coroutine[Any, Any, tuple[asyncio.BaseTransport, _Protocol]]:
+        """The event loop's connection coroutine for this endpoint (TCP, or a unix socket)."""
+        loop = asyncio.get_running_loop()
+        if self.path is not None:
+            return loop.create_unix_connection(factory, self.path)
+        return loop.create_connection(factory, self.host, self.port)
 
     def handshake(self) -> list[tuple[Any, ...]]:
         commands: list[tuple[Any, ...]] = []
@@ -141,13 +171,10 @@ async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _P
     loop = asyncio.get_running_loop()
     try:
         _transport, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(None), endpoint.host, endpoint.port),
-            endpoint.connect_timeout,
+            endpoint.connect(lambda: _Protocol(None)), endpoint.connect_timeout
         )
     except (OSError, TimeoutError) as exc:
-        raise RedisConnectionError(
-            f"cannot connect to redis at {endpoint.host}:{endpoint.port}: {exc}"
-        ) from exc
+        raise RedisConnectionError(f"cannot connect to redis at {endpoint.where}: {exc}") from exc
     for command in endpoint.handshake():
         future = loop.create_future()
         protocol.waiting.append(future)
@@ -244,7 +271,7 @@ class FastPubSub:
 
 
 class RedisPyPubSub:
-    """The same interface over redis-py's PubSub, for URLs FastPubSub does not take (TLS, unix sockets)."""
+    """The same interface over redis-py's PubSub, for URLs FastPubSub does not take (TLS, URL options)."""
 
     def __init__(self, client: Any, on_message: Callable[[dict[str, Any]], None]) -> None:
         self.client = client
@@ -299,12 +326,13 @@ PubSubConnection = FastPubSub | RedisPyPubSub
 def pubsub_connection(
     url: str, client: Any, on_message: Callable[[dict[str, Any]], None]
 ) -> PubSubConnection:
-    """A subscriber: the lean one for plain ``redis://`` URLs, redis-py's (with ``client``'s options) else."""
+    """A subscriber: the lean one for plain ``redis://`` and ``unix://`` URLs, redis-py's (with ``client``'s
+    options) else."""
     return FastPubSub(url, on_message) if takes_url(url) else RedisPyPubSub(client, on_message)
 
 
 def fast_redis(url: str) -> FastRedis | None:
-    """A FastRedis for a plain ``redis://host:port/db`` URL; None for anything else (TLS, a unix socket, URL
+    """A FastRedis for a plain ``redis://host:port/db`` or ``unix://`` URL; None for anything else (TLS, URL
     options), which stays with redis-py and its full set of connection options."""
     return FastRedis(url) if takes_url(url) else None
 

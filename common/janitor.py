@@ -3,8 +3,9 @@
 Every API and worker process runs one; a Redis lock (``SET NX PX`` with a token) makes exactly one act per pass.
 A job re-queued here goes to the *front* of its model queue with ``attempt + 1`` and a ``retry`` event, or fails
 with a reason once it has used ``CORRAL_MAX_RETRIES`` re-queues. Jobs whose queue-wait deadline passed are expired.
-Right after a Redis restart every heartbeat may look expired, so the janitor waits until Redis has been up for
-two heartbeat TTLs before it declares anybody dead.
+Right after a Redis restart every heartbeat may look expired (the workers beat into the Redis that went down, and
+need a moment to reconnect), so until Redis has been up for two heartbeat TTLs the janitor declares dead only the
+workers whose last heartbeat reached this Redis, after it started.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .store import JobStore
 
 log = logging.getLogger("corral.janitor")
 DEAD_WORKER_KEEP = 3600.0  # seconds a dead worker stays listed (marked dead) in /workers
+# a heartbeat counts as one into this Redis when it is this much later than the start Redis reports (its uptime
+# is in whole seconds; a worker's clock a little ahead of Redis' must not pass a beat before the restart off as one)
+STARTED_MARGIN = 1.0
 
 
 @dataclass
@@ -54,21 +58,27 @@ class Janitor:
             return result
         try:
             result.acted = True
-            if self._redis_uptime() >= 2 * self.heartbeat_ttl:
-                self._reap_dead_workers(result)
+            self._reap_dead_workers(result, self._beats_count_after())
             self._expire_waiting(result)
         finally:
             RELEASE_LOCK(self.redis, keys=[keys.JANITOR_LOCK], args=[self.token])
         return result
 
-    def _redis_uptime(self) -> float:
-        return float(self.redis.info("server").get("uptime_in_seconds", 0))
+    def _beats_count_after(self) -> float:
+        """The time after which a worker's last heartbeat must be for its absence to mean death: none (0) once Redis
+        has been up two heartbeat TTLs, else Redis' start (a worker that last beat before it gets that long to
+        reconnect and beat again)."""
+        uptime = float(self.redis.info("server").get("uptime_in_seconds", 0))
+        if uptime >= 2 * self.heartbeat_ttl:
+            return 0.0
+        seconds, micros = self.redis.time()
+        return float(seconds) + float(micros) / 1e6 - uptime + STARTED_MARGIN
 
-    def _reap_dead_workers(self, result: Sweep) -> None:
+    def _reap_dead_workers(self, result: Sweep, beats_after: float = 0.0) -> None:
         now = time.time()
         for raw_id, last_seen in self.redis.zrange(keys.WORKERS, 0, -1, withscores=True):
             worker_id = raw_id.decode()
-            if self.redis.exists(keys.worker_key(worker_id)):
+            if last_seen <= beats_after or self.redis.exists(keys.worker_key(worker_id)):
                 continue
             inflight = self.store.inflight(worker_id)
             if inflight:

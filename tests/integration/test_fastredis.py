@@ -14,6 +14,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from common.embedded_redis import RedisServer
 from common.fastredis import (
+    Endpoint,
     FastPubSub,
     FastRedis,
     RedisPyPubSub,
@@ -53,11 +54,67 @@ def test_the_c_packer_is_used_and_agrees() -> None:
 
 
 def test_only_plain_urls_take_the_fast_path() -> None:
-    assert isinstance(fast_redis("redis://127.0.0.1:6390/0"), FastRedis)
-    for url in ("rediss://h:6379/0", "unix:///tmp/r.sock", "redis://h:6379/0?ssl_cert_reqs=none"):
+    for url in ("redis://127.0.0.1:6390/0", "unix:///tmp/r.sock", "unix:///tmp/r.sock?db=2"):
+        assert isinstance(fast_redis(url), FastRedis)
+        assert isinstance(pubsub_connection(url, object(), print), FastPubSub)
+    for url in (
+        "rediss://h:6379/0",
+        "redis://h:6379/0?ssl_cert_reqs=none",
+        "unix:///tmp/r.sock?password=x",
+        "unix:///tmp/r.sock?db=1&socket_timeout=3",
+        "unix://",
+    ):
         assert fast_redis(url) is None
         assert isinstance(pubsub_connection(url, object(), print), RedisPyPubSub)
-    assert isinstance(pubsub_connection("redis://127.0.0.1:1/0", object(), print), FastPubSub)
+    endpoint = Endpoint("unix://me:secret@/run/r%20x.sock?db=4")
+    assert (endpoint.path, endpoint.db, endpoint.username, endpoint.password) == (
+        "/run/r x.sock",
+        4,
+        "me",
+        "secret",
+    )
+
+
+def test_commands_and_pubsub_over_a_unix_socket(tmp_path: Path) -> None:
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", unix_socket=True).start()
+    assert server.unix_url is not None and server.socket is not None and server.socket.is_socket()
+
+    async def main() -> None:
+        client = FastRedis(server.unix_url.replace("db=0", "db=5"))
+        got: list[dict[str, Any]] = []
+        confirmed, arrived = asyncio.Event(), asyncio.Event()
+
+        def on_message(message: dict[str, Any]) -> None:
+            got.append(message)
+            (confirmed if message["type"] == "subscribe" else arrived).set()
+
+        assert server.unix_url is not None
+        sub = FastPubSub(server.unix_url, on_message)
+        await sub.connect()
+        await sub.subscribe("ch")
+        assert await client.execute_command("SET", "k", "v") == b"OK"
+        info = await client.execute_command("CLIENT", "INFO")
+        assert b"flags=U" in info and b"db=5" in info  # a unix socket client, on the URL's database
+        await asyncio.wait_for(confirmed.wait(), 5)
+        assert await client.execute_command("PUBLISH", "ch", "hi") == 1
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert got[-1]["data"] == b"hi"
+        await sub.aclose()
+        await client.aclose()
+
+    try:
+        asyncio.run(main())
+        tcp = redis.Redis(host=server.host, port=server.port, db=5)
+        assert tcp.get("k") == b"v"
+        tcp.close()
+    finally:
+        server.kill()
+
+
+def test_a_socket_path_over_the_kernels_limit_means_no_socket(tmp_path: Path) -> None:
+    server = RedisServer(port=free_port(), data_dir=tmp_path / ("d" * 120), unix_socket=True)
+    assert server.socket is None and server.unix_url is None
+    assert "--unixsocket" not in server.command()
 
 
 def test_replies_errors_and_many_commands_at_once(redis_server: RedisServer, r: redis.Redis) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from common.embedded_redis import RedisServer
 from common.simulator import expected_text
 
 from ..conftest import Fleet
-from ..support import wait_for
+from ..support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +112,28 @@ def test_dead_worker_job_is_requeued_then_fails_after_max_retries(fleet: Fleet) 
         worker = fleet.worker(sim, f"w{attempt + 1}", max_retries=1, **fast)
     view = ended(http, job_id)
     assert view["status"] == "failed" and "gave up after 2 attempts" in str(view["error"])
+
+
+def test_api_and_worker_over_a_unix_socket_run_a_streamed_job(tmp_path: Path) -> None:
+    """``CORRAL_REDIS_URL=unix://…``: every client of both processes (the lean ones, redis-py's pools, the janitor,
+    the pub/sub connections) takes a unix socket; redis-py's unix connections take no TCP keepalive option."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis", unix_socket=True).start()
+    assert server.unix_url is not None
+    fleet = Fleet(server.url, tmp_path)
+    try:
+        sim = fleet.simulator("llama3:latest")
+        fleet.worker(sim, "w-unix", redis_url=server.unix_url)
+        http = fleet.http(fleet.api(redis_url=server.unix_url))
+        body = {"model": "llama3", "prompt": "over a socket", "stream": True}
+        with http.stream("POST", "/jobs", json=body, headers={"Accept": "application/x-ndjson"}) as response:
+            events = [json.loads(line) for line in response.iter_lines() if line]
+        assert [e["type"] for e in events][:2] == ["queued", "started"] and events[-1]["type"] == "done"
+        text = "".join(e.get("text", "") for e in events if e["type"] == "chunk")
+        assert text == expected_text("llama3", "over a socket")
+        # the API's and the worker's clients, redis-py's and the lean ones (unnamed), are on the socket
+        on_socket = [c["name"] for c in fleet.redis.client_list() if "U" in c["flags"]]
+        assert "corral-api" in on_socket and any(name.endswith("w-unix") for name in on_socket)
+        assert len(on_socket) >= 6
+    finally:
+        fleet.stop()
+        server.kill()

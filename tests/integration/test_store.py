@@ -17,6 +17,7 @@ from common import keys
 from common.embedded_redis import RedisServer
 from common.errors import JobNotCancellable, JobNotFound, ModelNotFound
 from common.histograms import JOB_DURATION, JobTiming, record_arguments, timing_increments
+from common.janitor import Janitor
 from common.jobs import Limits
 from common.schemas import JobRequest
 from common.store import AsyncJobStore, JobStore
@@ -196,3 +197,21 @@ def test_pop_skips_ids_of_vanished_jobs(store: JobStore, r: redis.Redis) -> None
     job_id = store.enqueue(JobRequest(model="m", prompt="x")).id
     popped = store.pop("w1", ["m:latest"])
     assert popped is not None and popped.id == job_id
+
+
+def test_a_young_redis_reaps_only_workers_that_beat_into_it(store: JobStore, r: redis.Redis) -> None:
+    """For two heartbeat TTLs after Redis started, a worker whose last heartbeat predates the start may still be
+    reconnecting: it keeps its jobs. One that beat into this Redis and whose heartbeat then expired is dead at once."""
+    serve(r, "m:latest")
+    jobs = {w: store.enqueue(JobRequest(model="m", prompt=w)).id for w in ("before", "after")}
+    for worker in ("before", "after"):
+        assert store.pop(worker, ["m:latest"]) is not None
+    started = time.time() - int(r.info("server")["uptime_in_seconds"])
+    # neither has a heartbeat hash now; "after" last beat 3 s after Redis started, "before" 30 s before it
+    r.zadd(keys.WORKERS, {"before": started - 30, "after": started + 3})
+    janitor = Janitor(store, heartbeat_ttl=60.0)  # Redis is far younger than two TTLs
+    assert janitor.sweep().requeued == 1
+    assert store.get(jobs["after"]).status == "queued" and store.inflight("after") == []
+    assert store.get(jobs["before"]).status == "running" and store.inflight("before") == [jobs["before"]]
+    assert Janitor(store, heartbeat_ttl=0.0).sweep().requeued == 1  # up two TTLs: the other is dead too
+    assert store.inflight("before") == []
