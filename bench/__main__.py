@@ -15,6 +15,11 @@ def ms(x: float) -> str:
     return f"{x * 1000:.2f} ms"
 
 
+def ci(summary: dict[str, float]) -> str:
+    """The 95 % confidence interval of a summary's median."""
+    return f"95% CI {summary['lo'] * 1000:.2f}-{summary['hi'] * 1000:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer samples (CI smoke)")
@@ -38,11 +43,11 @@ def main() -> None:
         ("TTFT p95, simulator direct (baseline)", ms(ttft["direct"]["p95"]), "1.00x", ""),
         ("TTFT p95, through Corral (POST stream)", ms(ttft["corral"]["p95"]),
          f"{ttft['corral']['p95'] / ttft['direct']['p95']:.2f}x", ""),
-        ("added TTFT p50 (paired)", ms(ttft["added"]["p50"]), "", "target <= 3 ms"),
+        ("added TTFT p50 (paired)", ms(ttft["added"]["p50"]), "", f"target <= 3 ms; {ci(ttft['added'])}"),
         ("added TTFT p95 (paired)", ms(ttft["added"]["p95"]), "", ""),
         ("TTFT p50, POST then GET events", ms(ttft["two_step"]["p50"]),
          f"{ttft['two_step']['p50'] / ttft['direct']['p50']:.2f}x", "two requests"),
-        ("added TTFT p50, POST then GET events", ms(ttft["added_two_step"]["p50"]), "", ""),
+        ("added TTFT p50, POST then GET events", ms(ttft["added_two_step"]["p50"]), "", ci(ttft["added_two_step"])),
         ("added TTFT p50/p95, Ollama /api/generate", f"{ms(dropin['generate']['added_p50'])} / "
          f"{ms(dropin['generate']['added_p95'])}", "", "vs simulator /api/generate"),
         ("added per chunk p50/p95, Ollama /api/generate", f"{ms(dropin['generate']['chunk_p50'])} / "

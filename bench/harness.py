@@ -116,5 +116,15 @@ def rss_mb(process: subprocess.Popen[bytes]) -> float:
     return psutil.Process(process.pid).memory_info().rss / 2**20
 
 
+def median_ci(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free 95 % confidence interval of the median: the order statistics ``z`` binomial standard
+    deviations either side of the middle (the median lies between ranks k and n-1-k with ~95 % probability)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    k = max(0, int(n / 2 - z * n**0.5 / 2))
+    return ordered[k], ordered[n - 1 - k]
+
+
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(values), "p95": pct(values, 0.95), "n": len(values)}
+    lo, hi = median_ci(values)
+    return {"p50": statistics.median(values), "p95": pct(values, 0.95), "n": len(values), "lo": lo, "hi": hi}
