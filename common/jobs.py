@@ -39,11 +39,12 @@ RQ_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _second: tuple[int, str] = (-1, "")
 
 
-def rq_now() -> str:
-    """Now in RQ's timestamp format (``RQ_TIME_FORMAT``), the seconds' text formatted once a second (datetime's
-    isoformat cost ~4 us a call, on every submit)."""
+def rq_now(now: float | None = None) -> str:
+    """Now (or the epoch time ``now``) in RQ's timestamp format (``RQ_TIME_FORMAT``), the seconds' text formatted
+    once a second (datetime's isoformat cost ~4 us a call, on every submit)."""
     global _second
-    now = time.time()
+    if now is None:
+        now = time.time()
     whole = int(now)
     cached = _second
     if cached[0] != whole:
@@ -151,7 +152,10 @@ def prepare_job(
     assert request.kind is not None
     job_id = job_id or new_job_id()
     call: list[Any] = [JOB_FUNCTIONS[request.kind], None, [], {"request": request.ollama_body()}]
-    now = rq_now()
+    # one reading of the clock for every time of the job: its creation (the history's score) and its RQ times
+    # (created, enqueued, and started for a job handed at once) agree to the microsecond
+    created = time.time()
+    now = rq_now(created)
     mapping = {
         "created_at": now,
         "data": jsonfast.dumps(call),
@@ -161,7 +165,7 @@ def prepare_job(
         "submitter": request.submitter or ANONYMOUS,
     }
     queue_timeout = request.queue_timeout or limits.queue_timeout
-    deadline = time.time() + queue_timeout if queue_timeout else 0.0
+    deadline = created + queue_timeout if queue_timeout else 0.0
     if deadline:
         mapping["queue_timeout"] = f"{queue_timeout:g}"
     if owner:
@@ -171,7 +175,7 @@ def prepare_job(
     queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
     return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline,
                        owner=owner, max_jobs=max_jobs if owner else 0, priority=request.priority,
-                       submitter=request.submitter or ANONYMOUS)  # fmt: skip
+                       submitter=request.submitter or ANONYMOUS, created=created)  # fmt: skip
 
 
 JOB_BLOCK = 9  # arguments per job in ENQUEUE / ENQUEUE_BATCH

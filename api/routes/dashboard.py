@@ -88,10 +88,7 @@ async def dashboard_data(
         for w in await list_workers(client, settings.heartbeat_ttl)
     ]
     stats = {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
-    return {
-        "time": time.time(),
-        "workers": workers,
-        "queues": await queue_depths(client),
-        "stats": stats,
-        "jobs": await recent_jobs(client, limit),
-    }
+    queues = await queue_depths(client)
+    jobs = await recent_jobs(client, limit)
+    # taken after the reads: no time in the answer is later (a job that ended while they ran has no negative age)
+    return {"time": time.time(), "workers": workers, "queues": queues, "stats": stats, "jobs": jobs}

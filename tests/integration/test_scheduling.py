@@ -199,4 +199,12 @@ def test_two_busy_hosts_one_switches_for_a_waiting_model(fleet: Fleet) -> None:
     assert sum(fleet.redis.llen(keys.queue_key(m)) for m in names[:2]) > 0  # before the backlog ran out
     loads = [httpx.get(s + "/sim/stats", timeout=5).json() for s in sims]
     assert sum(1 for stats in loads if "c:latest" in stats["loaded"]) <= 1
-    assert sum(stats["loads"] for stats in loads) <= 5  # a, b, c once, and a way back for the switched host
+    histories = [stats["history"] for stats in loads]  # [seconds ago, "load" | "evict", model], oldest first
+    # only one host ever loads c (both switching would load it twice, whatever they hold at the end)
+    assert (
+        sum(1 for history in histories for _, kind, model in history if (kind, model) == ("load", "c:latest"))
+        == 1
+    )
+    # a, b, c once, and a way back for the switched host; one more when that host helps with the other host's
+    # deep queue first (a cold helper) and the model it left is switched back to (6 seen once in a full run)
+    assert sum(stats["loads"] for stats in loads) <= 6, histories

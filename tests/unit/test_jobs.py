@@ -99,3 +99,10 @@ def test_rq_now_is_rq_time_format_and_new_job_ids_are_uuid4_hex() -> None:
     for job_id in ids:
         value = uuid.UUID(hex=job_id)
         assert value.version == 4 and value.variant == uuid.RFC_4122 and value.hex == job_id
+
+
+def test_a_jobs_times_come_from_one_reading_of_the_clock() -> None:
+    job = prepare_job(JobRequest(model="llama3", prompt="hi", queue_timeout=30), LIMITS)
+    assert job.mapping["created_at"] == job.mapping["enqueued_at"] == rq_now(job.created)
+    assert job.deadline == job.created + 30
+    assert rq_now(1796495947.8193429) == "2026-12-05T18:39:07.819342Z"
