@@ -26,7 +26,11 @@ def stack(tree: Path, transport: str = "tcp") -> tuple[harness.Rig, str, str]:
     connected to Redis over ``transport`` (``unix`` or ``tcp``)."""
     harness.ROOT = tree
     rig = harness.Rig(transport=transport)
-    sim, api = ttft_stack(rig)
+    try:
+        sim, api = ttft_stack(rig)
+    except BaseException:
+        rig.close()  # a stack that did not come up leaves no process behind
+        raise
     return rig, sim, api
 
 
