@@ -62,8 +62,7 @@ class Rig:
             port=free_port(), data_dir=self.tmp / "redis", unix_socket=self.transport == "unix"
         ).start()
         self.redis = redis.Redis.from_url(self.server.url)
-        unix = self.server.unix_url if self.transport == "unix" else None
-        self.url = unix or self.server.url
+        self.url = self.server.unix_url or self.server.url  # (a unix_url only with transport "unix")
 
     def spawn(self, argv: list[str], **settings: Any) -> subprocess.Popen[bytes]:
         assert self.server is not None

@@ -38,9 +38,8 @@ def _options(url: str, name: str) -> dict[str, object]:
         "retry_on_error": list(TRANSIENT),
         "client_name": name,
     }
-    if (
-        urlsplit(url).scheme != "unix"
-    ):  # TCP keepalive: redis-py's unix socket connections take no such option
+    # TCP keepalive: redis-py's unix socket connections take no such option
+    if urlsplit(url).scheme != "unix":
         options["socket_keepalive"] = True
     return options
 

@@ -74,7 +74,7 @@ class Janitor:
         seconds, micros = self.redis.time()
         return float(seconds) + float(micros) / 1e6 - uptime + STARTED_MARGIN
 
-    def _reap_dead_workers(self, result: Sweep, beats_after: float = 0.0) -> None:
+    def _reap_dead_workers(self, result: Sweep, beats_after: float) -> None:
         now = time.time()
         for raw_id, last_seen in self.redis.zrange(keys.WORKERS, 0, -1, withscores=True):
             worker_id = raw_id.decode()
