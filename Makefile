@@ -3,8 +3,11 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the folders of the one import package `corral` (pyproject's package-dir), then tests and benchmarks
+PACKAGE := corral api worker common cli client simulator
+SOURCES := $(PACKAGE) tests bench
 
-.PHONY: run test unit integration chaos bench bench-scheduling lint format clean browser redis-tls
+.PHONY: run test unit integration chaos bench bench-scheduling lint typecheck format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -58,13 +61,21 @@ bench-scheduling: $(STAMP)
 	$(BIN)/python -m bench --scheduling
 
 lint: $(STAMP)
-	$(BIN)/ruff check api worker common tests bench
-	$(BIN)/ruff format --check api worker common tests bench
-	$(BIN)/mypy
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(MAKE) typecheck
+
+# mypy knows no package-dir mapping: it reads `corral` from a tree of links to the folders (as a wheel lays them out)
+TYPECHECK := .corral/typecheck
+typecheck: $(STAMP)
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/corral
+	for f in corral/*.py corral/py.typed; do ln -s "$$PWD/$$f" $(TYPECHECK)/corral/; done
+	for d in $(filter-out corral,$(PACKAGE)); do ln -s "$$PWD/$$d" $(TYPECHECK)/corral/$$d; done
+	MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p corral
 
 format: $(STAMP)
-	$(BIN)/ruff format api worker common tests bench
-	$(BIN)/ruff check --fix api worker common tests bench
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache .mypy_cache .ruff_cache *.egg-info

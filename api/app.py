@@ -12,21 +12,21 @@ from fastapi import FastAPI, Request, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common import keys
-from common.auth import parse_api_keys
-from common.bus import ChunkHub
-from common.connections import async_redis, redacted_url, sync_redis
-from common.fastredis import fast_redis
-from common.janitor import Janitor
-from common.jobs import Limits
-from common.registry import VERSION
-from common.schemas import BatchRequest, JobRequest
-from common.settings import Settings
-from common.store import AsyncJobStore, JobStore
+from corral.common import keys
+from corral.common.connections import async_redis, redacted_url, sync_redis
+from corral.common.fastredis import fast_redis
+from corral.common.janitor import Janitor
+from corral.common.jobs import Limits
+from corral.common.registry import VERSION
+from corral.common.schemas import BatchRequest, JobRequest
+from corral.common.settings import Settings
+from corral.common.store import AsyncJobStore, JobStore
 
 from . import errors
+from .apikeys import parse_api_keys
 from .auth import Authenticate
 from .body import add_body_schemas
+from .bus import ChunkHub
 from .limits import BodyLimit
 from .routes import dashboard, fleet, jobs, metrics, ollama_api, openai_api
 

@@ -16,8 +16,12 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common import keys
-from common.auth import (
+from corral.common import keys
+from corral.common.connections import TRANSIENT
+from corral.common.errors import CorralError, Forbidden, RateLimited, Unauthorized
+from corral.common.settings import Settings
+
+from .apikeys import (
     ANONYMOUS,
     RATE,
     Principal,
@@ -28,11 +32,7 @@ from common.auth import (
     required_scope,
     retry_after,
 )
-from common.auth import Scope as KeyScope
-from common.connections import TRANSIENT
-from common.errors import CorralError, Forbidden, RateLimited, Unauthorized
-from common.settings import Settings
-
+from .apikeys import Scope as KeyScope
 from .errors import shaped_error
 
 log = logging.getLogger("corral.api")

@@ -9,8 +9,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from common import jsonfast
-from common.errors import InvalidRequest
+from corral.common import jsonfast
+from corral.common.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -9,10 +9,11 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
-from common.auth import ANONYMOUS, Principal
-from common.bus import ChunkHub
-from common.settings import Settings
-from common.store import AsyncJobStore
+from corral.common.settings import Settings
+from corral.common.store import AsyncJobStore
+
+from .apikeys import ANONYMOUS, Principal
+from .bus import ChunkHub
 
 
 async def get_settings(request: Request) -> Settings:

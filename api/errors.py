@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.connections import TRANSIENT
-from common.errors import (
+from corral.common.connections import TRANSIENT
+from corral.common.errors import (
     BackendUnavailable,
     CorralError,
     Forbidden,
@@ -25,7 +25,8 @@ from common.errors import (
     Unauthorized,
     WorkerNotFound,
 )
-from common.wire import openai_error
+
+from .wire import openai_error
 
 STATUS: list[tuple[type[CorralError], int]] = [
     (PayloadTooLarge, 413),

@@ -10,10 +10,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from common.auth import Principal, Scope
-from common.errors import InvalidRequest
-from common.keys import PRIORITIES
-from common.schemas import SUBMITTER_PATTERN, JobRequest
+from corral.common.errors import InvalidRequest
+from corral.common.keys import PRIORITIES
+from corral.common.schemas import SUBMITTER_PATTERN, JobRequest
+
+from .apikeys import Principal, Scope
 
 PRIORITY_HEADER = "x-corral-priority"
 USER_HEADER = "x-corral-user"

@@ -3,7 +3,8 @@
 Each tree gets its own full stack (Redis, simulator, worker, API, started from that tree's code); one client
 alternates between them request by request, so both see the same moments of a VM whose speed drifts by tens of
 percent within an hour. Separate runs of ``bench.core.bench_ttft`` differ by more than most changes are worth.
-Compare two commits with ``git worktree add /tmp/before <commit>``, then ``python -m bench.ab /tmp/before .``
+Compare two commits with ``git worktree add /tmp/before <commit>`` and a ``make -C /tmp/before .venv/.installed``
+(each tree runs from its own ``.venv``), then ``python -m bench.ab /tmp/before .``
 (under ``chrt -f 10`` as for ``make bench``); run it twice with the trees swapped.
 """
 
@@ -22,7 +23,7 @@ from .harness import pct
 
 
 def stack(tree: Path, transport: str = "tcp") -> tuple[harness.Rig, str, str]:
-    """A Redis plus the processes of ``tree`` (the harness starts ``python -m common.cli`` in its root),
+    """A Redis plus the processes of ``tree`` (the harness starts its ``corral`` command in its root),
     connected to Redis over ``transport`` (``unix`` or ``tcp``)."""
     harness.ROOT = tree
     rig = harness.Rig(transport=transport)

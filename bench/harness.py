@@ -16,9 +16,18 @@ import httpx
 import psutil
 import redis
 
-from common.embedded_redis import RedisServer
+from corral.cli.embedded_redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def corral_command() -> list[str]:
+    """How to start the ``corral`` command of the tree at ``ROOT`` (bench.ab points it at other trees): that
+    tree's own ``.venv`` when it has one (an editable install runs the code of the tree it was made from), and
+    ``common.cli`` for trees from before the one ``corral`` package."""
+    python = ROOT / ".venv" / "bin" / "python"
+    module = "common.cli" if (ROOT / "common" / "cli.py").exists() else "corral"
+    return [str(python) if python.exists() else sys.executable, "-m", module]
 
 
 def free_port() -> int:
@@ -71,7 +80,7 @@ class Rig:
         env["CORRAL_LOG_LEVEL"] = "WARNING"
         env.update({f"CORRAL_{k.upper()}": str(v) for k, v in settings.items()})
         log = open(self.tmp / f"{len(self.children)}-{argv[0]}.log", "wb")  # noqa: SIM115
-        child = subprocess.Popen([sys.executable, "-m", "common.cli", *argv], env=env, stdout=log,
+        child = subprocess.Popen([*corral_command(), *argv], env=env, stdout=log,
                                  stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
         self.children.append(child)
         return child

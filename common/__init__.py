@@ -1,8 +1,8 @@
-"""What the API, the worker and clients share: settings, key names, schemas, the job store, the chunk bus."""
+"""What the API and the worker share: settings, key names, schemas, the job store and its Lua scripts, Redis
+connections, the registry of workers, the janitor, scheduling rules."""
 
-from .client import AsyncClient, Client
 from .errors import CorralError
 from .schemas import JobRequest, JobView, Submitted
 from .settings import Settings
 
-__all__ = ["AsyncClient", "Client", "CorralError", "JobRequest", "JobView", "Settings", "Submitted"]
+__all__ = ["CorralError", "JobRequest", "JobView", "Settings", "Submitted"]

@@ -1,17 +1,11 @@
-"""Limits on untrusted input beyond what the schema says: Ollama's option names and types, base64 images, and
-the size limits that are settings (prompt bytes, number of messages, image bytes). Pure functions."""
+"""Untrusted input beyond what the schema's types say: Ollama's option names and types, base64 images. Pure
+functions, used by the schema's validators (the size limits that are settings are the API's: ``api/inputs.py``)."""
 
 from __future__ import annotations
 
 import binascii
 import math
-from typing import TYPE_CHECKING, Any
-
-from .errors import InvalidRequest, PayloadTooLarge
-
-if TYPE_CHECKING:
-    from .schemas import JobRequest
-    from .settings import Settings
+from typing import Any
 
 INT, FLOAT, BOOL, STRINGS = "int", "float", "bool", "strings"
 # The option names Ollama reads (its api.Options and runner options, older ones it still accepts included).
@@ -66,24 +60,3 @@ def check_image(image: str) -> str:
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise ValueError("images must be base64-encoded data") from None
     return image
-
-
-def image_bytes(image: str) -> int:
-    return len(image) * 3 // 4
-
-
-def check_request(request: JobRequest, settings: Settings) -> None:
-    """The size limits that are settings: prompt bytes (413), messages (422), each image's bytes (413)."""
-    request.check_limits(settings.max_prompt_bytes)
-    messages = request.messages or []
-    if len(messages) > settings.max_messages:
-        raise InvalidRequest(f"{len(messages)} messages, over the limit of {settings.max_messages}")
-    images = [*(request.images or ()), *(i for m in messages for i in m.images or ())]
-    for image in images:
-        size = image_bytes(image)
-        if size > settings.max_image_bytes:
-            raise PayloadTooLarge(
-                f"an image is {size} bytes, over the limit of {settings.max_image_bytes}",
-                size=size,
-                limit=settings.max_image_bytes,
-            )

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from common.embedded_redis import RedisServer
+from corral.cli.embedded_redis import RedisServer
 
 from .support import Child, base_env, free_port, port_open, wait_for
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import redis
 
-from api import create_app
-from common.settings import Settings
+from corral.api import create_app
+from corral.common.settings import Settings
 
 # one key per scope, for CORRAL_API_KEYS
 KEYS = {

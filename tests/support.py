@@ -55,7 +55,7 @@ class Child:
     def start(self) -> Child:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", *self.argv],
+            [sys.executable, "-m", "corral", *self.argv],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -17,9 +17,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from common import jsonfast
-from common.errors import CorralError
-from common.settings import Settings
+from corral.common import jsonfast
+from corral.common.errors import CorralError
+from corral.common.settings import Settings
 
 from .http import LeanClient, Response, Sent, TransportError
 

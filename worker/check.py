@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from common.settings import Settings
+from corral.common.settings import Settings
 
 from .backend import Backend, BackendAuthRefused, BackendError, BackendModelMissing, make_backend
 

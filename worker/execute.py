@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
-from common.fastredis import reply_of
-from common.histograms import JobTiming, record_arguments, timing_increments
-from common.jobs import PoppedJob
-from common.jsonfast import dumps
-from common.schemas import RQ_TO_STATUS
-from common.store import AsyncJobStore, Timing
+from corral.common.fastredis import reply_of
+from corral.common.histograms import JobTiming, record_arguments, timing_increments
+from corral.common.jobs import PoppedJob
+from corral.common.jsonfast import dumps
+from corral.common.schemas import RQ_TO_STATUS
+from corral.common.store import AsyncJobStore, Timing
 
 from .backend import Backend, BackendError, BackendModelMissing, BackendUnavailable, Early
 from .http import TransportError

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
-from common import jsonfast
+from corral.common import jsonfast
 
 MAX_HEAD = 64 * 1024
 MAX_LINE = 16 * 1024 * 1024  # one NDJSON line (an embedding of a long batch can be large)

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from common import jsonfast
+from corral.common import jsonfast
 
 from .backend import (
     BackendError,

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from common import keys
-from common.jobs import unix_time
-from common.schemas import RQ_TO_STATUS
+from corral.common import keys
+from corral.common.jobs import unix_time
+from corral.common.schemas import RQ_TO_STATUS
 
 from ..deps import RedisDep, SettingsDep
 from .fleet import list_workers, queue_depths
@@ -35,7 +35,7 @@ WORKER_FIELDS_LEFT_OUT = ("tags", "ps")  # Ollama's raw listings: large, and the
 
 @functools.cache
 def page() -> bytes:
-    return (resources.files("api") / "static" / "dashboard.html").read_bytes()
+    return (resources.files("corral.api") / "static" / "dashboard.html").read_bytes()
 
 
 @router.get("", response_class=Response, responses={200: {"content": {"text/html": {}}}})

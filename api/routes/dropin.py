@@ -8,15 +8,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common import keys
-from common.auth import Principal, job_quota
-from common.bus import ChunkHub, Followed, follow_batches, submit_followed
-from common.errors import InvalidRequest
-from common.inputs import check_request
-from common.schemas import JobRequest
-from common.settings import Settings
-from common.store import AsyncJobStore
+from corral.common import keys
+from corral.common.errors import InvalidRequest
+from corral.common.schemas import JobRequest
+from corral.common.settings import Settings
+from corral.common.store import AsyncJobStore
 
+from ..apikeys import Principal, job_quota
+from ..bus import ChunkHub, Followed, follow_batches, submit_followed
+from ..inputs import check_request
 from ..submitter import attribute, header_fields
 from .fleet import list_workers
 

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from common import keys
-from common.errors import WorkerNotFound
-from common.names import WORKER_ID_RE
-from common.registry import decode_worker
+from corral.common import keys
+from corral.common.errors import WorkerNotFound
+from corral.common.names import WORKER_ID_RE
+from corral.common.registry import decode_worker
 
 from ..deps import HubDep, RedisDep, SettingsDep
 

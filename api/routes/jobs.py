@@ -11,17 +11,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Send
 
-from common import jsonfast
-from common.auth import Scope, job_quota, may_see
-from common.bus import Batch, follow_batches, submit_followed
-from common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
-from common.history import list_history, make_filters, parse_cursor
-from common.inputs import check_request
-from common.names import is_job_id
-from common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobStatus, JobView, Submitted
+from corral.common import jsonfast
+from corral.common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
+from corral.common.names import is_job_id
+from corral.common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobStatus, JobView, Submitted
 
+from ..apikeys import Scope, job_quota, may_see
 from ..body import json_body, openapi_body
+from ..bus import Batch, follow_batches, submit_followed
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..history import list_history, make_filters, parse_cursor
+from ..inputs import check_request
 from ..streaming import LeanStream
 from ..submitter import apply_headers, attribute
 

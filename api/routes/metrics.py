@@ -10,8 +10,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from common import keys
-from common.histograms import HISTOGRAMS, read_series
+from corral.common import keys
+from corral.common.histograms import HISTOGRAMS, read_series
 
 from ..deps import RedisDep, SettingsDep
 from .fleet import list_workers, queue_depths

@@ -12,13 +12,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from common import jsonfast
-from common.errors import CorralError, ModelNotFound, QueueFull
-from common.wire import ollama_chunk, ollama_final, ollama_job, parse_json_object
+from corral.common import jsonfast
+from corral.common.errors import CorralError, ModelNotFound, QueueFull
 
 from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
 from ..errors import retry_headers, status_of
 from ..streaming import LeanStream
+from ..wire import ollama_chunk, ollama_final, ollama_job, parse_json_object
 from .dropin import events_of, failure_message, fleet_loaded, fleet_models, outcome, retry_message, submit
 
 router = APIRouter(tags=["ollama"])

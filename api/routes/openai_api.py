@@ -12,10 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from common import jsonfast
-from common.errors import CorralError, InvalidRequest, ModelNotFound
-from common.names import normalise_model
-from common.wire import (
+from corral.common import jsonfast
+from corral.common.errors import CorralError, InvalidRequest, ModelNotFound
+from corral.common.names import normalise_model
+
+from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..errors import retry_headers, status_of
+from ..streaming import LeanStream
+from ..wire import (
     chat_chunk,
     chat_completion,
     finish_reason,
@@ -27,10 +31,6 @@ from common.wire import (
     text_completion,
     usage,
 )
-
-from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
-from ..errors import retry_headers, status_of
-from ..streaming import LeanStream
 from .dropin import events_of, failure_message, fleet_models, outcome, retry_message, submit
 
 router = APIRouter(prefix="/v1", tags=["openai"])

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.embedded_redis import RedisServer
-from common.simulator import expected_text
+from corral.cli.embedded_redis import RedisServer
+from corral.simulator import expected_text
 
 from ..conftest import Fleet
 from ..support import wait_for

@@ -1,0 +1,333 @@
+"""The chunk bus, reader side: one pub/sub connection per process fans job events out to every reader.
+
+``follow_batches`` gives a reader a job's events from any ``seq`` on, in order, with no gap and no duplicate:
+it subscribes first, then reads the replay stream for what came before, then takes live events, filling any gap
+from the stream (a dropped pub/sub message, a Redis restart) and re-reading it whenever the bus resubscribes.
+
+A job this process submits and follows at once (a streamed submit, the drop-in routes: ``submit_followed``)
+needs neither: the hub ``expect``s it before the enqueue, and the job carries the hub's own channel as
+``reply_to``, which every later event of the job is published on as well (the enqueue returns the events it
+writes itself, queued and, when a parked worker took the job at once, started). The hub has been subscribed to that
+channel since it connected, so every event arrives there, and a follow costs no Redis command at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from corral.common import jsonfast, keys
+from corral.common.connections import TRANSIENT
+from corral.common.fastredis import PubSubConnection, pubsub_connection
+from corral.common.jobs import new_job_id
+from corral.common.schemas import TERMINAL_EVENTS, JobRequest
+from corral.common.store import AsyncJobStore
+
+log = logging.getLogger(__name__)
+RESYNC = b"\x00resync"
+
+
+class Mailbox:
+    """The raw events for one reader: what it uses of ``asyncio.Queue`` (``put_nowait``, ``get``, ``empty``,
+    ``get_nowait``, ``qsize``), a fraction of the work per event and per reader (no task counting, no putter queue, no
+    event object). One reader at a time awaits ``get``."""
+
+    __slots__ = ("__weakref__", "_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: bytes) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def get_nowait(self) -> bytes:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def get(self) -> bytes:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
+class ChunkHub:
+    """One pub/sub connection, dynamically (un)subscribed, dispatching messages to per-reader queues."""
+
+    def __init__(self, client: aioredis.Redis, confirm_timeout: float = 5.0, url: str = "") -> None:
+        self.client = client
+        self.url = url
+        self.confirm_timeout = confirm_timeout
+        self._subs: dict[str, set[Mailbox]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._pubsub: PubSubConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._own = keys.chunks_channel(f"hub-{os.getpid()}-{id(self)}")
+        self._resync: set[str] = set()
+        self.connected = asyncio.Event()
+        # jobs submitted here, by id: the queue their reader takes events from (gone with the reader)
+        self._expected: weakref.WeakValueDictionary[str, Mailbox] = weakref.WeakValueDictionary()
+        self._own_ready = False  # the subscription to the own channel is confirmed
+
+    @property
+    def reply_channel(self) -> str:
+        """The channel a job submitted here names as ``reply_to``."""
+        return self._own
+
+    def expect(self, job_id: str) -> Mailbox | None:
+        """Before enqueueing a job with ``reply_to=reply_channel``: the queue its events will arrive in.
+        None when the hub is not subscribed now (the reader then subscribes to the job's channel)."""
+        if not self._own_ready:
+            return None
+        queue = Mailbox()
+        self._expected[job_id] = queue
+        return queue
+
+    def forget(self, job_id: str) -> None:
+        self._expected.pop(job_id, None)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="chunk-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+
+    @property
+    def channels(self) -> int:
+        return len(self._subs)
+
+    async def _connect(self) -> None:
+        pubsub = pubsub_connection(self.url, self.client, self._dispatch)
+        await pubsub.connect()
+        self._pubsub = pubsub
+        self._resync = set(self._subs)
+        self._own_ready = False
+        for event in self._confirmed.values():
+            event.clear()
+        await pubsub.subscribe(self._own, *self._subs)
+        self.connected.set()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._connect()
+                delay = 0.05
+                assert self._pubsub is not None
+                await self._pubsub.wait_closed()
+                raise RedisConnectionError("pub/sub connection closed")
+            except asyncio.CancelledError:
+                raise
+            except (*TRANSIENT, OSError) as exc:
+                if self.connected.is_set():
+                    log.warning("chunk bus lost redis (%s); reconnecting", exc)
+                self.connected.clear()
+                if self._pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.aclose()
+                self._pubsub = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode()
+        if channel == self._own:
+            self._dispatch_own(message)
+            return
+        if message["type"] == "subscribe":
+            event = self._confirmed.get(channel)
+            if event is not None:
+                if event.is_set():
+                    return
+                event.set()
+            if channel in self._resync:
+                # after a reconnect: readers re-read the stream for what they missed meanwhile
+                self._resync.discard(channel)
+                for queue in self._subs.get(channel, ()):
+                    queue.put_nowait(RESYNC)
+            return
+        if message["type"] == "message":
+            for queue in self._subs.get(channel, ()):
+                queue.put_nowait(message["data"])
+
+    def _dispatch_own(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            self._own_ready = True
+            for queue in list(self._expected.values()):  # after a reconnect: re-read what was missed
+                queue.put_nowait(RESYNC)
+        elif message["type"] == "message":
+            data = message["data"]
+            reader = self._expected.get(data[8:40].decode(errors="replace"))  # {"job":"<32 hex>",...
+            if reader is not None:
+                reader.put_nowait(data)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[Mailbox]:
+        """A queue of the raw events of one job, live from the moment this returns."""
+        channel = keys.chunks_channel(job_id)
+        queue = Mailbox()
+        listeners = self._subs.setdefault(channel, set())
+        listeners.add(queue)
+        if channel not in self._confirmed:
+            self._confirmed[channel] = asyncio.Event()
+            with contextlib.suppress(*TRANSIENT, AttributeError):
+                await self._pubsub.subscribe(channel)  # type: ignore[union-attr]
+        try:
+            # a reader still works without the confirmation: it polls the stream (see follow_batches)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.confirm_timeout):
+                    await self._confirmed[channel].wait()
+            yield queue
+        finally:
+            listeners.discard(queue)
+            if not listeners:
+                self._subs.pop(channel, None)
+                self._confirmed.pop(channel, None)
+                with contextlib.suppress(*TRANSIENT, AttributeError):
+                    await self._pubsub.unsubscribe(channel)  # type: ignore[union-attr]
+
+
+async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[dict[str, Any]]:
+    entries = await client.xrange(keys.events_key(job_id), f"{after + 2}-0", "+")
+    return [jsonfast.loads(fields[b"e"]) for _id, fields in entries]
+
+
+Batch = list[dict[str, Any]]
+
+
+async def follow_batches(
+    client: aioredis.Redis,
+    hub: ChunkHub,
+    job_id: str,
+    start: int = 0,
+    idle: float = 5.0,
+    expected: Mailbox | None = None,
+) -> AsyncIterator[Batch | None]:
+    """The events of ``job_id`` with ``seq >= start`` until a terminal one, in batches of what has arrived
+    together (a reader writes each batch at once); ``None`` marks an idle tick. ``expected``: the hub's queue for
+    a job submitted here (``ChunkHub.expect``), which gets every event from the first."""
+    if expected is not None:
+        try:
+            async for batch in _follow(client, job_id, start - 1, idle, expected, []):
+                yield batch
+        finally:
+            hub.forget(job_id)
+        return
+    async with hub.subscribe(job_id) as queue:
+        backlog = await read_stream(client, job_id, start - 1)
+        async for batch in _follow(client, job_id, start - 1, idle, queue, backlog):
+            yield batch
+
+
+@dataclass
+class Followed:
+    """A job submitted here to be followed at once: its id and the hub's queue for its events (None: the reader
+    subscribes to the job's channel)."""
+
+    id: str
+    expected: Mailbox | None = None
+
+
+async def submit_followed(
+    store: AsyncJobStore, hub: ChunkHub, request: JobRequest, owner: str, max_jobs: int
+) -> Followed:
+    """Enqueue a job this process follows at once: its events come to the hub's own channel (``reply_to``) when
+    the hub is subscribed to it now (``ChunkHub.expect``)."""
+    job_id = new_job_id()
+    expected = hub.expect(job_id)
+    if expected is None:
+        await store.enqueue(request, job_id, owner=owner, max_jobs=max_jobs)
+        return Followed(job_id)
+    try:
+        written = await store.enqueue_followed(request, job_id, hub.reply_channel, owner, max_jobs)
+    except BaseException:
+        hub.forget(job_id)
+        raise
+    for raw in written:  # the enqueue's own events (queued, started) come in its reply, not on the channel
+        expected.put_nowait(raw)
+    return Followed(job_id, expected)
+
+
+def _in_order(raws: list[bytes], last: int) -> tuple[Batch, bool]:
+    """The events that follow ``last`` in order; True when the stream must be read (a resync, a gap)."""
+    events: Batch = []
+    reread = False
+    for raw in raws:
+        if raw == RESYNC:
+            reread = True
+            continue
+        event = jsonfast.loads(raw)
+        following = (events[-1]["seq"] if events else last) + 1
+        if event["seq"] == following:
+            events.append(event)
+        elif event["seq"] > following:  # a message went missing: the stream has it
+            reread = True
+    return events, reread
+
+
+async def _follow(
+    client: aioredis.Redis,
+    job_id: str,
+    last: int,
+    idle: float,
+    queue: Mailbox,
+    backlog: Batch,
+) -> AsyncIterator[Batch | None]:
+    while True:
+        if backlog and backlog[0]["seq"] > last + 1:
+            last = backlog[0]["seq"] - 1  # older events were trimmed by the stream's cap
+        batch = []
+        for event in backlog:
+            if event["seq"] <= last:
+                continue
+            last = event["seq"]
+            batch.append(event)
+            if event["type"] in TERMINAL_EVENTS:
+                yield batch
+                return
+        if batch:
+            yield batch
+        try:
+            async with asyncio.timeout(idle):  # not wait_for: that wraps every wait in a new task
+                raws = [await queue.get()]
+        except TimeoutError:
+            raws = [RESYNC]
+        while not queue.empty():  # whatever else has arrived goes in the same batch
+            raws.append(queue.get_nowait())
+        backlog, reread = _in_order(raws, last)
+        if reread:
+            backlog = await read_stream(client, job_id, last)
+            if not backlog:
+                if not await client.exists(keys.job_key(job_id)):
+                    return
+                yield None

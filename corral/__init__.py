@@ -1,0 +1,53 @@
+"""Corral: a Redis-queue job dispatcher for fleets of Ollama hosts.
+
+    from corral import Client
+    with Client("http://127.0.0.1:8000") as corral:
+        job = corral.submit("llama3", "why is the sky blue?")
+        print(job.result().text)
+
+Sub-packages: ``corral.api`` (the HTTP API), ``corral.worker`` (a worker beside each engine), ``corral.common``
+(what both share), ``corral.client``, ``corral.cli`` (the ``corral`` command), ``corral.simulator``.
+"""
+
+from corral.client import AsyncClient, Client, DirectClient, Job
+from corral.common.errors import (
+    BackendUnavailable,
+    CorralError,
+    Forbidden,
+    InvalidRequest,
+    JobNotCancellable,
+    JobNotFound,
+    ModelNotFound,
+    PayloadTooLarge,
+    QueueFull,
+    RateLimited,
+    Unauthorized,
+    WorkerNotFound,
+)
+from corral.common.schemas import JobRequest, JobView, Submitted
+from corral.common.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "BackendUnavailable",
+    "Client",
+    "CorralError",
+    "DirectClient",
+    "Forbidden",
+    "InvalidRequest",
+    "Job",
+    "JobNotCancellable",
+    "JobNotFound",
+    "JobRequest",
+    "JobView",
+    "ModelNotFound",
+    "PayloadTooLarge",
+    "QueueFull",
+    "RateLimited",
+    "Settings",
+    "Submitted",
+    "Unauthorized",
+    "WorkerNotFound",
+]

@@ -1,0 +1,90 @@
+"""``python -m corral.simulator`` / ``corral simulate``: run the bundled Ollama simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from starlette.types import ASGIApp
+
+from .app import build_app
+from .model import ModelSpec, SimConfig, normalise
+
+DEMO_MODELS = "llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="corral simulate", description="Run the bundled Ollama simulator.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=11434)
+    p.add_argument(
+        "--models", default=DEMO_MODELS, help="comma-separated model names ('embed' in a name: embedding)"
+    )
+    p.add_argument("--ttft", type=float, default=0.05, help="seconds to first token")
+    p.add_argument("--tps", type=float, default=50.0, help="tokens per second (0 = instant)")
+    p.add_argument("--load-time", type=float, default=1.0, help="seconds to load a model")
+    p.add_argument("--size-gb", type=float, default=4.0, help="memory of each model")
+    p.add_argument("--parallel", type=int, default=4, help="like OLLAMA_NUM_PARALLEL")
+    p.add_argument("--max-loaded", type=int, default=3, help="like OLLAMA_MAX_LOADED_MODELS")
+    p.add_argument("--memory-gb", type=float, default=64.0, help="GPU memory of this host")
+    p.add_argument("--max-queue", type=int, default=512, help="like OLLAMA_MAX_QUEUE")
+    p.add_argument("--keep-alive", type=float, default=300.0, help="seconds a model stays loaded")
+    p.add_argument("--time-scale", type=float, default=1.0, help="multiplies every delay (0 = instant)")
+    p.add_argument("--min-tokens", type=int, default=0, help="pad every reply to this many tokens")
+    p.add_argument("--speed", type=float, default=1.0, help="host speed: multiplies tokens/s, divides delays")
+    p.add_argument(
+        "--specs",
+        default="",
+        help='JSON per-model overrides, e.g. {"llama3:latest": {"size_gb": 8, "load_time": 5, "tps": 40}}',
+    )
+    p.add_argument("--flavor", choices=("ollama", "openai"), default="ollama",
+                   help="which API to speak: Ollama's or OpenAI's (/v1, like vLLM or llama.cpp's server)")  # fmt: skip
+    p.add_argument("--token", default="", help="answer 401 unless 'Authorization: Bearer <token>'")
+    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    overrides = {normalise(k): v for k, v in json.loads(args.specs or "{}").items()}
+    specs = [
+        ModelSpec(
+            **{
+                "name": normalise(name),
+                "size_gb": args.size_gb,
+                "load_time": args.load_time,
+                "ttft": args.ttft,
+                "tps": args.tps,
+                "embedding": "embed" in name,
+                **overrides.get(normalise(name), {}),
+            }
+        )
+        for name in args.models.split(",")
+        if name.strip()
+    ]
+    return SimConfig(
+        models=specs,
+        parallel=args.parallel,
+        max_loaded=args.max_loaded,
+        memory_gb=args.memory_gb,
+        max_queue=args.max_queue,
+        keep_alive=args.keep_alive,
+        time_scale=args.time_scale,
+        min_tokens=args.min_tokens,
+        speed=args.speed,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``corral simulate``: either flavour, optionally behind a bearer token and over TLS."""
+    import uvicorn
+
+    from .openai import build_openai_app, require_token
+
+    args = parse_args(argv)
+    build = build_openai_app if args.flavor == "openai" else build_app
+    app: ASGIApp = build(config_from_args(args))
+    if args.token:
+        app = require_token(app, args.token, args.flavor)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)  # fmt: skip

@@ -1,0 +1,103 @@
+"""``corral watch`` and ``corral submit --file`` against a real API, worker and Redis, with their exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from corral.cli.main import main
+from corral.simulator import expected_text
+
+from ..conftest import Stack
+from ..support import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def corral(api: str, *argv: str, stdin: str | None = None) -> Ran:
+    """Run the CLI in this process (as its entry point does, minus the interpreter start-up)."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.dict(os.environ, {"CORRAL_API": api}),
+        mock.patch.object(sys, "stdin", io.StringIO(stdin or "")),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        pytest.raises(SystemExit) as exited,
+    ):
+        main(list(argv))
+    return Ran(int(exited.value.code or 0), out.getvalue(), err.getvalue())
+
+
+def test_watch_follows_a_job_to_its_end(stack: Stack) -> None:
+    api, http = stack.api, stack.http
+    job_id = http.post("/jobs", json={"model": "llama3", "prompt": "watch me"}).json()["id"]
+    watched = corral(api, "watch", job_id)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.strip() == expected_text("llama3", "watch me")
+    assert f"job {job_id} (llama3:latest, generate): succeeded · in " in watched.stderr
+    assert "[started on w-stack, attempt 1]" in watched.stderr and "tokens/s" in watched.stderr
+    events = [json.loads(line) for line in corral(api, "watch", job_id, "--json").stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(len(events))) and events[-1]["type"] == "done"
+
+    long_prompt = "w " * 4000  # the simulator echoes it: 20 s of tokens
+    slow = http.post("/jobs", json={"model": "llama3", "prompt": long_prompt, "timeout": 0.3}).json()["id"]
+    wait_for(lambda: http.get(f"/jobs/{slow}").json()["status"] == "failed", what="timed out")
+    failed = corral(api, "watch", slow)
+    assert failed.returncode == 1 and "failed" in failed.stderr and "timed out" in failed.stderr
+    missing = corral(api, "watch", "0" * 32)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_a_batch_from_a_file_with_progress(stack: Stack, tmp_path: Path) -> None:
+    api = stack.api
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text('first\nsecond\n\n{"prompt": "third", "model": "qwen2.5:0.5b"}\n"fourth"\n')
+    batch = corral(api, "submit", "llama3", "--file", str(prompts))
+    assert batch.returncode == 0, batch.stderr
+    rows = [line.split() for line in batch.stdout.splitlines()]
+    assert len(rows) == 4 and all(status == "succeeded" for _id, status in rows)
+    assert (
+        batch.stderr.strip()
+        .splitlines()[-1]
+        .startswith("[##############################] 4/4  ok 4  failed 0")
+    )
+    views = [json.loads(line) for line in corral(api, "submit", "llama3", "--file", "-", "--json",
+                                                 stdin="one\ntwo\n").stdout.splitlines()]  # fmt: skip
+    assert [v["text"] for v in views] == [expected_text("llama3", p) for p in ("one", "two")]
+    third = stack.http.get(f"/jobs/{rows[2][0]}").json()
+    assert third["text"] == expected_text("qwen2.5:0.5b", "third")
+
+    submitted = int(stack.redis.hget("corral:stats", "submitted") or 0)
+    bad = corral(api, "submit", "llama3", "--file", "-", stdin="fine\n{oops\n")
+    assert bad.returncode == 2 and "line 2: not valid JSON" in bad.stderr
+    unknown = corral(api, "submit", "no-such-model", "--file", "-", stdin="x\n")
+    assert unknown.returncode == 2 and "not found" in unknown.stderr
+    assert int(stack.redis.hget("corral:stats", "submitted") or 0) == submitted  # nothing was queued
+    too_long = json.dumps({"prompt": "w " * 4000, "timeout": 0.2})
+    one_fails = corral(api, "submit", "llama3", "--file", "-", stdin=f"ok\n{too_long}\n")
+    assert one_fails.returncode == 1 and one_fails.stdout.split()[1::2] == ["succeeded", "failed"]
+
+
+def test_usage_and_an_api_that_is_down() -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    both = corral(down, "submit", "llama3", "hi", "--file", "x.txt")
+    assert both.returncode == 2 and "one of the two" in both.stderr
+    for argv in (["watch", "0" * 32], ["status", "0" * 32], ["submit", "llama3", "--file", "-"]):
+        result = corral(down, *argv, stdin="hi\n")
+        assert result.returncode == 3, (argv, result.stderr)
+        assert "the API is unavailable" in result.stderr
