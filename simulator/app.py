@@ -81,16 +81,20 @@ def stats_route(sim: Simulator) -> Any:
     return stats
 
 
-def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per Ollama route
-    sim = Simulator(config)
+class OllamaFront:
+    """Ollama's routes over one ``Simulator``: each handler answers as Ollama does."""
 
-    async def root(request: Request) -> Response:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.sim = Simulator(config)
+
+    async def root(self, request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
 
-    async def version(request: Request) -> Response:
+    async def version(self, request: Request) -> Response:
         return JSONResponse({"version": VERSION})
 
-    async def tags(request: Request) -> Response:
+    async def tags(self, request: Request) -> Response:
         models = [
             {
                 "name": spec.name if ":" in spec.name else spec.name + ":latest",
@@ -100,14 +104,14 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
                 "digest": digest(spec),
                 "details": details(spec),
             }
-            for spec in sim.disk.values()
+            for spec in self.sim.disk.values()
         ]
         return JSONResponse({"models": models})
 
-    async def ps(request: Request) -> Response:
-        sim._expire()
+    async def ps(self, request: Request) -> Response:
+        self.sim._expire()
         out = []
-        for name, item in sim.loaded.items():
+        for name, item in self.sim.loaded.items():
             remaining = item.expires_at - time.monotonic()
             expires = datetime.now(UTC) + timedelta(seconds=min(remaining, 10 * 365 * 86400))
             out.append(
@@ -124,9 +128,9 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
             )
         return JSONResponse({"models": out})
 
-    async def show(request: Request) -> Response:
+    async def show(self, request: Request) -> Response:
         body = await read_body(request)
-        spec = sim.spec(body.get("model") or body["name"], kind="show")
+        spec = self.sim.spec(body.get("model") or body["name"], kind="show")
         return JSONResponse(
             {
                 "license": "simulated",
@@ -141,30 +145,30 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
             }
         )
 
-    async def generate(request: Request, chat: bool = False) -> Response:
+    async def generate(self, request: Request, chat: bool = False) -> Response:
         body = await read_body(request)
-        spec = sim.spec(body["model"], kind="chat" if chat else "generate")
-        keep_alive = parse_keep_alive(body.get("keep_alive"), config.keep_alive)
-        gen = Generation(sim, spec, body, chat)
+        spec = self.sim.spec(body["model"], kind="chat" if chat else "generate")
+        keep_alive = parse_keep_alive(body.get("keep_alive"), self.config.keep_alive)
+        gen = Generation(self.sim, spec, body, chat)
         empty = not (body.get("messages") if chat else body.get("prompt"))
         if empty:
-            return await load_only(spec, gen, keep_alive)
-        item = await sim.acquire(spec, keep_alive)
+            return await self.load_only(spec, gen, keep_alive)
+        item = await self.sim.acquire(spec, keep_alive)
         gen.load_duration = time.monotonic() - gen.started
-        sim.stats["requests"] += 1
+        self.sim.stats["requests"] += 1
         if body.get("stream") is False:
-            return await collect(gen, item, keep_alive)
-        return StreamingResponse(run_stream(gen, item, keep_alive), media_type="application/x-ndjson")
+            return await self.collect(gen, item, keep_alive)
+        return StreamingResponse(self.run_stream(gen, item, keep_alive), media_type="application/x-ndjson")
 
-    async def load_only(spec: ModelSpec, gen: Generation, keep_alive: float) -> Response:
+    async def load_only(self, spec: ModelSpec, gen: Generation, keep_alive: float) -> Response:
         name = normalise(spec.name)
         if keep_alive == 0:
-            if sim.loaded.pop(name, None) is not None:
-                sim.stats["unloads"] += 1
+            if self.sim.loaded.pop(name, None) is not None:
+                self.sim.stats["unloads"] += 1
             gen.done_reason = "unload"
         else:
-            item = await sim.acquire(spec, keep_alive)
-            sim.release(item, keep_alive)
+            item = await self.sim.acquire(spec, keep_alive)
+            self.sim.release(item, keep_alive)
             gen.done_reason = "load"
         gen.words = []
         final = gen.final()
@@ -173,8 +177,8 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
             final.pop(k, None)
         return JSONResponse(final)
 
-    async def collect(gen: Generation, item: Loaded, keep_alive: float) -> Response:
-        sim.stats["active"] += 1
+    async def collect(self, gen: Generation, item: Loaded, keep_alive: float) -> Response:
+        self.sim.stats["active"] += 1
         parts: list[str] = []
         tool_calls = None
         try:
@@ -186,7 +190,7 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
                             chunk["message"]["tool_calls"] = tool_calls
                     else:
                         chunk["response"] = "".join(parts)
-                    sim.stats["completed"] += 1
+                    self.sim.stats["completed"] += 1
                     return JSONResponse(chunk)
                 if gen.chat:
                     parts.append(chunk["message"]["content"])
@@ -194,30 +198,30 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
                 else:
                     parts.append(chunk["response"])
         finally:
-            sim.stats["active"] -= 1
-            sim.release(item, keep_alive)
+            self.sim.stats["active"] -= 1
+            self.sim.release(item, keep_alive)
         raise AssertionError("unreachable")
 
-    async def run_stream(gen: Generation, item: Loaded, keep_alive: float) -> AsyncIterator[bytes]:
-        with sim.serving(item, keep_alive):
+    async def run_stream(self, gen: Generation, item: Loaded, keep_alive: float) -> AsyncIterator[bytes]:
+        with self.sim.serving(item, keep_alive):
             async for chunk in gen.stream():
                 yield (json.dumps(chunk) + "\n").encode()
 
-    async def chat(request: Request) -> Response:
-        return await generate(request, chat=True)
+    async def chat(self, request: Request) -> Response:
+        return await self.generate(request, chat=True)
 
-    async def embed(request: Request) -> Response:
+    async def embed(self, request: Request) -> Response:
         body = await read_body(request)
-        spec = sim.spec(body["model"], kind="embed")
+        spec = self.sim.spec(body["model"], kind="embed")
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        keep_alive = parse_keep_alive(body.get("keep_alive"), config.keep_alive)
+        keep_alive = parse_keep_alive(body.get("keep_alive"), self.config.keep_alive)
         started = time.monotonic()
-        item = await sim.acquire(spec, keep_alive)
+        item = await self.sim.acquire(spec, keep_alive)
         try:
-            await sim.sleep(sim.first_token_delay(spec))
+            await self.sim.sleep(self.sim.first_token_delay(spec))
         finally:
-            sim.release(item, keep_alive)
+            self.sim.release(item, keep_alive)
         dims = int(body.get("dimensions") or spec.dims)
         vectors = [embedding_of(text, spec.dims)[:dims] for text in inputs]
         vectors = [[x / (math.sqrt(sum(y * y for y in v)) or 1) for x in v] for v in vectors]
@@ -231,45 +235,48 @@ def build_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per O
             }
         )
 
-    async def embeddings(request: Request) -> Response:
+    async def embeddings(self, request: Request) -> Response:
         body = await read_body(request)
-        spec = sim.spec(body["model"], kind="embed")
+        spec = self.sim.spec(body["model"], kind="embed")
         return JSONResponse({"embedding": embedding_of(body.get("prompt") or "", spec.dims)})
 
-    async def pull(request: Request) -> Response:
+    async def pull(self, request: Request) -> Response:
         body = await read_body(request)
         name = body.get("model") or body["name"]
-        sim.disk[normalise(name)] = ModelSpec(name=normalise(name), embedding="embed" in name)
+        self.sim.disk[normalise(name)] = ModelSpec(name=normalise(name), embedding="embed" in name)
         return JSONResponse({"status": "success"})
 
-    async def delete(request: Request) -> Response:
+    async def delete(self, request: Request) -> Response:
         body = await read_body(request)
         name = normalise(body.get("model") or body["name"])
-        if sim.disk.pop(name, None) is None:
+        if self.sim.disk.pop(name, None) is None:
             return error(404, f"model '{name}' not found")
-        sim.loaded.pop(name, None)
+        self.sim.loaded.pop(name, None)
         return Response(status_code=200)
 
-    stats = stats_route(sim)
+
+def build_app(config: SimConfig) -> Starlette:
+    front = OllamaFront(config)
+    stats = stats_route(front.sim)
 
     def guarded(handler: Any) -> Any:
         return guard(handler, error)
 
     routes = [
-        Route("/", root, methods=["GET", "HEAD"]),
-        Route("/api/version", guarded(version), methods=["GET"]),
-        Route("/api/tags", guarded(tags), methods=["GET"]),
-        Route("/api/ps", guarded(ps), methods=["GET"]),
-        Route("/api/show", guarded(show), methods=["POST"]),
-        Route("/api/generate", guarded(generate), methods=["POST"]),
-        Route("/api/chat", guarded(chat), methods=["POST"]),
-        Route("/api/embed", guarded(embed), methods=["POST"]),
-        Route("/api/embeddings", guarded(embeddings), methods=["POST"]),
-        Route("/api/pull", guarded(pull), methods=["POST"]),
-        Route("/api/delete", guarded(delete), methods=["DELETE"]),
+        Route("/", front.root, methods=["GET", "HEAD"]),
+        Route("/api/version", guarded(front.version), methods=["GET"]),
+        Route("/api/tags", guarded(front.tags), methods=["GET"]),
+        Route("/api/ps", guarded(front.ps), methods=["GET"]),
+        Route("/api/show", guarded(front.show), methods=["POST"]),
+        Route("/api/generate", guarded(front.generate), methods=["POST"]),
+        Route("/api/chat", guarded(front.chat), methods=["POST"]),
+        Route("/api/embed", guarded(front.embed), methods=["POST"]),
+        Route("/api/embeddings", guarded(front.embeddings), methods=["POST"]),
+        Route("/api/pull", guarded(front.pull), methods=["POST"]),
+        Route("/api/delete", guarded(front.delete), methods=["DELETE"]),
         Route("/sim/stats", stats, methods=["GET"]),
         Route("/_sim/stats", stats, methods=["GET"]),  # the old name
     ]
     app = Starlette(routes=routes)
-    app.state.sim = sim
+    app.state.sim = front.sim
     return app

@@ -116,36 +116,42 @@ def sse(data: Any) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
-def build_openai_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closure per route
-    sim = Simulator(config)
+class OpenAIFront:
+    """An OpenAI-compatible server's routes over one ``Simulator``."""
 
-    async def models(request: Request) -> Response:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "corral-sim"} for name in sim.disk]
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.sim = Simulator(config)
+
+    async def models(self, request: Request) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "corral-sim"} for name in self.sim.disk
+        ]
         return JSONResponse({"object": "list", "data": data})
 
-    def spec_of(name: str, kind: str) -> Any:
+    def spec_of(self, name: str, kind: str) -> Any:
         try:
-            return sim.spec(name, kind)
+            return self.sim.spec(name, kind)
         except ApiError as exc:
             if exc.status == 404:
                 raise ApiError(404, f"The model `{name}` does not exist.") from None
             raise
 
-    async def complete(request: Request, chat: bool) -> Response:
+    async def complete(self, request: Request, chat: bool) -> Response:
         body = await read_openai_body(request)
-        spec = spec_of(body["model"], "chat" if chat else "generate")
-        gen = Generation(sim, spec, ollama_body(body, chat), chat)
-        item = await sim.acquire(spec, config.keep_alive)
+        spec = self.spec_of(body["model"], "chat" if chat else "generate")
+        gen = Generation(self.sim, spec, ollama_body(body, chat), chat)
+        item = await self.sim.acquire(spec, self.config.keep_alive)
         gen.load_duration = time.monotonic() - gen.started
-        sim.stats["requests"] += 1
+        self.sim.stats["requests"] += 1
         frames = Frames(gen, chat)
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(stream(frames, item, usage), media_type="text/event-stream")
-        return await collect(frames, item)
+            return StreamingResponse(self.stream(frames, item, usage), media_type="text/event-stream")
+        return await self.collect(frames, item)
 
-    async def stream(frames: Frames, item: Loaded, include_usage: bool) -> AsyncIterator[bytes]:
-        with sim.serving(item, config.keep_alive):
+    async def stream(self, frames: Frames, item: Loaded, include_usage: bool) -> AsyncIterator[bytes]:
+        with self.sim.serving(item, self.config.keep_alive):
             async for chunk in frames.gen.stream():
                 if chunk["done"]:
                     yield sse(frames.text("", frames.reason(chunk)))
@@ -160,12 +166,12 @@ def build_openai_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closur
                 if text:
                     yield sse(frames.text(text))
 
-    async def collect(frames: Frames, item: Loaded) -> Response:
+    async def collect(self, frames: Frames, item: Loaded) -> Response:
         parts: list[str] = []
         try:
             async for chunk in frames.gen.stream():
                 if chunk["done"]:
-                    sim.stats["completed"] += 1
+                    self.sim.stats["completed"] += 1
                     text, reason = "".join(parts), frames.reason(chunk)
                     choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
                     if frames.chat:
@@ -177,25 +183,25 @@ def build_openai_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closur
                     return JSONResponse(out)
                 parts.append(chunk["message"]["content"] if frames.chat else chunk["response"])
         finally:
-            sim.release(item, config.keep_alive)
+            self.sim.release(item, self.config.keep_alive)
         raise AssertionError("unreachable")
 
-    async def chat(request: Request) -> Response:
-        return await complete(request, chat=True)
+    async def chat(self, request: Request) -> Response:
+        return await self.complete(request, chat=True)
 
-    async def completions(request: Request) -> Response:
-        return await complete(request, chat=False)
+    async def completions(self, request: Request) -> Response:
+        return await self.complete(request, chat=False)
 
-    async def embeddings(request: Request) -> Response:
+    async def embeddings(self, request: Request) -> Response:
         body = await read_openai_body(request)
-        spec = spec_of(body["model"], "embed")
+        spec = self.spec_of(body["model"], "embed")
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        item = await sim.acquire(spec, config.keep_alive)
+        item = await self.sim.acquire(spec, self.config.keep_alive)
         try:
-            await sim.sleep(spec.ttft)
+            await self.sim.sleep(spec.ttft)
         finally:
-            sim.release(item, config.keep_alive)
+            self.sim.release(item, self.config.keep_alive)
         dims = int(body.get("dimensions") or spec.dims)
         data = [{"object": "embedding", "index": i, "embedding": embedding_of(text, spec.dims)[:dims]}
                 for i, text in enumerate(inputs)]  # fmt: skip
@@ -203,20 +209,23 @@ def build_openai_app(config: SimConfig) -> Starlette:  # noqa: C901 - one closur
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": usage})
 
-    stats = stats_route(sim)
+
+def build_openai_app(config: SimConfig) -> Starlette:
+    front = OpenAIFront(config)
+    stats = stats_route(front.sim)
 
     def guarded(handler: Any) -> Any:
         return guard(handler, openai_error)
 
     routes = [
-        Route("/v1/models", guarded(models), methods=["GET"]),
-        Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
-        Route("/v1/completions", guarded(completions), methods=["POST"]),
-        Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/v1/models", guarded(front.models), methods=["GET"]),
+        Route("/v1/chat/completions", guarded(front.chat), methods=["POST"]),
+        Route("/v1/completions", guarded(front.completions), methods=["POST"]),
+        Route("/v1/embeddings", guarded(front.embeddings), methods=["POST"]),
         Route("/_sim/stats", stats, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
-    app.state.sim = sim
+    app.state.sim = front.sim
     return app
 
 
