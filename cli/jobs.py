@@ -15,9 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
-
-from corral.client.http import Client
+from corral.client import Client, Job
 from corral.common.errors import BackendUnavailable, CorralError
 from corral.common.schemas import TERMINAL_STATUSES, JobView
 from corral.common.settings import Settings
@@ -135,17 +133,16 @@ class Progress:
         self.out.flush()
 
 
-def follow_batch(client: Client, ids: list[str], progress: Progress) -> dict[str, JobView]:
+def follow_batch(jobs: list[Job], progress: Progress) -> dict[str, JobView]:
     """Poll the jobs until every one has ended, showing progress; their last views by id."""
     views: dict[str, JobView] = {}
-    pending = list(ids)
+    pending = list(jobs)
     while True:
         still = []
-        for job_id in pending:
-            view = client.job(job_id).status()
-            views[job_id] = view
+        for job in pending:
+            view = views[job.id] = job.status()
             if view.status not in TERMINAL_STATUSES:
-                still.append(job_id)
+                still.append(job)
         pending = still
         counts = {s: 0 for s in ("queued", "running", "succeeded", "failed", "cancelled")}
         for view in views.values():
@@ -171,14 +168,11 @@ def cmd_submit_batch(args: argparse.Namespace, settings: Settings) -> int:
                 bodies = read_batch(handle, args.model, defaults)
         with Client(base, api_key=settings.api_key.get_secret_value() or None) as client:
             jobs = client.submit_many(bodies)
-            views = follow_batch(client, [job.id for job in jobs], Progress(len(jobs), sys.stderr))
+            views = follow_batch(jobs, Progress(len(jobs), sys.stderr))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return BAD_REQUEST
-    except httpx.TransportError as exc:
-        print(f"error: the API is unavailable ({exc})", file=sys.stderr)
-        return UNAVAILABLE
-    except CorralError as exc:
+    except CorralError as exc:  # an API that cannot be reached too: BackendUnavailable
         print(f"error: {exc.message}", file=sys.stderr)
         return UNAVAILABLE if isinstance(exc, BackendUnavailable) else BAD_REQUEST
     for job in jobs:

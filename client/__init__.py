@@ -1,6 +1,13 @@
-"""Corral's Python clients: ``Client`` and ``AsyncClient`` talk to the API over HTTP; ``DirectClient`` enqueues
-straight into Redis, as the workers see it."""
+"""Corral's Python clients, one shape for all three: ``submit`` returns a job handle with ``id``, ``status()``,
+``result(timeout=)``, ``stream()``, ``events()`` and ``cancel()`` (see ``corral.client.handles``).
 
-from .http import AsyncClient, Client, DirectClient, Job
+``Client`` and ``AsyncClient`` talk to the API over HTTP (``Job``, ``AsyncJob``); ``DirectClient`` (also
+``Client.from_redis(url)``) enqueues straight into Redis, as the workers see it (``DirectJob``).
+"""
 
-__all__ = ["AsyncClient", "Client", "DirectClient", "Job"]
+from .aio import AsyncClient, AsyncJob
+from .direct import DirectClient, DirectJob
+from .handles import JobHandle
+from .http import Client, Job
+
+__all__ = ["AsyncClient", "AsyncJob", "Client", "DirectClient", "DirectJob", "Job", "JobHandle"]

@@ -3,13 +3,16 @@
     from corral import Client
     with Client("http://127.0.0.1:8000") as corral:
         job = corral.submit("llama3", "why is the sky blue?")
-        print(job.result().text)
+        print(job.result(timeout=60).text)
+
+``AsyncClient`` is the same over asyncio, ``DirectClient`` enqueues straight into Redis; all three return a job
+handle of one shape (``id``, ``status()``, ``result(timeout=)``, ``stream()``, ``events()``, ``cancel()``).
 
 Sub-packages: ``corral.api`` (the HTTP API), ``corral.worker`` (a worker beside each engine), ``corral.common``
 (what both share), ``corral.client``, ``corral.cli`` (the ``corral`` command), ``corral.simulator``.
 """
 
-from corral.client import AsyncClient, Client, DirectClient, Job
+from corral.client import AsyncClient, AsyncJob, Client, DirectClient, DirectJob, Job, JobHandle
 from corral.common.errors import (
     BackendUnavailable,
     CorralError,
@@ -31,13 +34,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncJob",
     "BackendUnavailable",
     "Client",
     "CorralError",
     "DirectClient",
+    "DirectJob",
     "Forbidden",
     "InvalidRequest",
     "Job",
+    "JobHandle",
     "JobNotCancellable",
     "JobNotFound",
     "JobRequest",

@@ -173,7 +173,7 @@ def test_dashboard_data_and_page_headers(fleet: Fleet) -> None:
 
     direct = Client.from_redis(fleet.redis_url)  # the enqueue script keeps the list, whoever calls it
     try:
-        later = [direct.submit("not-served", "x", wait=True) for _ in range(keys.RECENT_JOBS_MAX + 5)]
+        later = [direct.submit("not-served", "x", wait=True).id for _ in range(keys.RECENT_JOBS_MAX + 5)]
     finally:
         direct.close()
     assert fleet.redis.llen(keys.RECENT_JOBS) == keys.RECENT_JOBS_MAX  # capped
