@@ -13,11 +13,12 @@ still be the caller's, so a worker presumed dead can never write into a job that
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from redis.exceptions import NoScriptError
@@ -187,7 +188,7 @@ def _lua_value(value: object) -> str:
     return f"'{value}'"
 
 
-def _builder(name: str, build: Any) -> str:
+def _builder(name: str, build: Callable[..., str]) -> str:
     """A function of common.keys as Lua: called with one sentinel per parameter, its result split around them."""
     params = list(inspect.signature(build).parameters)
     parts = re.split(f"([{_SENTINELS}])", build(*_SENTINELS[: len(params)]))
@@ -226,30 +227,39 @@ def _layout(key_layout: Layout, arg_layout: Layout, block: Layout | None) -> lis
     return out
 
 
-def _definitions(text: str) -> list[tuple[set[str], str]]:
-    """The top-level definitions of Lua source, one per paragraph: (names it defines, its text)."""
+Definition = tuple[frozenset[str], str, frozenset[str]]  # the names it defines, its text, the words it uses
+
+
+def _definitions(text: str) -> list[Definition]:
+    """The top-level definitions of Lua source, one per paragraph."""
     out = []
     for paragraph in text.split("\n\n"):
-        names = {n.strip() for m in _DEFINES.finditer(paragraph) for n in (m[1] or m[2]).split(",")}
+        names = frozenset(n.strip() for m in _DEFINES.finditer(paragraph) for n in (m[1] or m[2]).split(","))
         if names:
-            out.append((names, paragraph.strip("\n")))
+            out.append((names, paragraph.strip("\n"), _words(paragraph)))
     return out
 
 
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(_COMMENT.sub("", text)))
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(_COMMENT.sub("", text)))
 
 
-def _shake(definitions: list[tuple[set[str], str]], body: str) -> str:
+def _shake(definitions: list[Definition], body: str) -> str:
     """The definitions ``body`` uses, directly or through another one, in their order: each call of a script
     creates a closure per function it defines (~0.1 us each), so a script carries no helper it does not use. A
     definition uses only those before it (Lua's local scope), so one pass from the last suffices."""
-    needed, kept = _words(body), []
-    for names, text in reversed(definitions):
+    needed, kept = set(_words(body)), []
+    for names, text, words in reversed(definitions):
         if names & needed:
             kept.append(text)
-            needed |= _words(text)
+            needed |= words
     return "\n".join(reversed(kept))
+
+
+@functools.cache
+def _shared() -> tuple[list[Definition], list[Definition]]:
+    """The definitions before a script's layout (common.keys' names) and after it (lib.lua's helpers)."""
+    return _definitions("\n\n".join(_names())), _definitions(read_lua("lib"))
 
 
 def read_lua(name: str, package: str = "corral.common") -> str:
@@ -264,8 +274,9 @@ def assemble(script: str, key_layout: Layout, arg_layout: Layout, block: Layout 
         (i for i, line in enumerate(lines) if line.strip() and not line.startswith("--")), len(lines)
     )
     header, body = "".join(lines[:split]), "".join(lines[split:])
-    text = "\n\n".join([*_names(), *_layout(key_layout, arg_layout, block), read_lua("lib")])
-    return f"{header}{_shake(_definitions(text), body)}\n\n{body}"
+    names, lib = _shared()
+    layout = _definitions("\n\n".join(_layout(key_layout, arg_layout, block)))
+    return f"{header}{_shake([*names, *layout, *lib], body)}\n\n{body}"
 
 
 class LuaScript:
