@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from corral.common import keys
 from corral.common.errors import CorralError, InvalidRequest
@@ -159,33 +159,25 @@ def check_bind(host: str, keys_configured: bool, allow_unauthenticated: bool) ->
     )
 
 
-# -- rate limit: a token bucket per key, in one atomic script ---------------------------------------------------
-# KEYS: bucket hash.  ARGV: rate (tokens/s), burst.  Returns {1, ''} when allowed, {0, seconds to wait} when not
-# (as a string: Lua numbers become integers on the way out). The clock is Redis's, shared by every API replica.
-RATE_SRC = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or burst
-local ts = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-if tokens < 1 then return {0, tostring((1 - tokens) / rate)} end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {1, ''}
-"""
-RATE = LuaScript(RATE_SRC)
+# -- rate limit: a token bucket per key, in one atomic script (api/lua/rate.lua) ------------------------------
+class RateKey(NamedTuple):
+    bucket: str
 
 
-def rate_arguments(
-    principal: Principal, default_rate: float, burst: int
-) -> tuple[list[str], list[Any]] | None:
+class RateArgs(NamedTuple):
+    rate: str  # tokens per second
+    burst: int
+
+
+RATE = LuaScript("rate", RateKey, RateArgs, package="corral.api")
+
+
+def rate_arguments(principal: Principal, default_rate: float, burst: int) -> tuple[RateKey, RateArgs] | None:
     """KEYS and ARGV of the RATE script for this caller, or None when it has no rate limit."""
     rate = default_rate if principal.rate is None else principal.rate
     if not principal.id or rate <= 0:
         return None
-    return [keys.rate_key(principal.id)], [repr(float(rate)), burst]
+    return RateKey(bucket=keys.rate_key(principal.id)), RateArgs(rate=repr(float(rate)), burst=burst)
 
 
 def retry_after(reply: list[Any]) -> float | None:

@@ -101,8 +101,9 @@ def timing_increments(timing: JobTiming) -> list[Increment]:
 
 
 def record_arguments(increments: list[Increment]) -> tuple[list[str], list[str | int]]:
-    """Increments as script arguments: one hash key each, and a field and an amount each (``scripts.RECORD_LUA``,
-    which the script that finishes a job runs: the timing is recorded whole or not at all, with the job's end)."""
+    """Increments as script arguments: one hash key each, and a field and an amount each (``record`` in
+    common/lua/lib.lua, which the script that finishes a job runs: the timing is recorded whole or not at all, with
+    the job's end)."""
     args: list[str | int] = []
     for _key, field, amount in increments:
         args += [field, repr(float(amount)) if isinstance(amount, float) else amount]

@@ -20,8 +20,7 @@ import redis
 
 from . import keys
 from .connections import TRANSIENT
-from .jobs import rq_now
-from .scripts import EXPIRE_QUEUED, RELEASE_LOCK
+from .scripts import RELEASE_LOCK, LockArgs, LockKey
 from .store import JobStore
 
 log = logging.getLogger("corral.janitor")
@@ -61,7 +60,7 @@ class Janitor:
             self._reap_dead_workers(result, self._beats_count_after())
             self._expire_waiting(result)
         finally:
-            RELEASE_LOCK(self.redis, keys=[keys.JANITOR_LOCK], args=[self.token])
+            RELEASE_LOCK(self.redis, LockKey(lock=keys.JANITOR_LOCK), LockArgs(token=self.token))
         return result
 
     def _beats_count_after(self) -> float:
@@ -99,15 +98,8 @@ class Janitor:
 
     def _expire_waiting(self, result: Sweep) -> None:
         due = self.redis.zrangebyscore(keys.DEADLINES, "-inf", time.time(), start=0, num=500)
-        limits = self.store.limits
         for raw in due:
-            job_id = raw.decode()
-            expired = EXPIRE_QUEUED(
-                self.redis,
-                keys=[keys.job_key(job_id), keys.DEADLINES],
-                args=[job_id, rq_now(), limits.events_maxlen, limits.events_ttl_ms, limits.result_ttl],
-            )
-            result.expired += int(expired)
+            result.expired += self.store.expire_queued(raw.decode())
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every ``interval`` seconds until ``stop`` is set; Redis outages are waited out."""

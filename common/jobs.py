@@ -178,43 +178,6 @@ def prepare_job(
                        submitter=request.submitter or ANONYMOUS, created=created)  # fmt: skip
 
 
-JOB_BLOCK = 9  # arguments per job in ENQUEUE / ENQUEUE_BATCH
-
-
-def job_block(job: PreparedJob) -> list[Any]:
-    """A job's block of ENQUEUE / ENQUEUE_BATCH arguments: id, event, deadline, model, priority, submitter,
-    created (epoch s), owner, and the job hash as one JSON object of strings (far cheaper to send than 2N)."""
-    mapping = jsonfast.dumps(job.mapping)
-    return [job.id, job.queued_event, job.deadline or 0, job.model, job.priority, job.submitter,
-            repr(job.created), job.owner, mapping]  # fmt: skip
-
-
-def enqueue_arguments(job: PreparedJob, limits: Limits, check_served: bool) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the ENQUEUE script: job hash, queue push, queued event, wake-up, deadline in one call;
-    ``check_served``: refuse the job when no live worker holds its model."""
-    args = [
-        *_script_head(limits, job.max_jobs),
-        *job_block(job),
-        job.mapping["enqueued_at"],
-        int(check_served),
-    ]
-    return [keys.queue_key(job.model)], args
-
-
-def _script_head(limits: Limits, max_jobs: int) -> list[Any]:
-    return [limits.max_queue, limits.events_maxlen, limits.events_ttl_ms,
-            repr(time.time() - limits.history_ttl), limits.history_max, max_jobs]  # fmt: skip
-
-
-def batch_arguments(jobs: list[PreparedJob], limits: Limits, check_served: list[bool]) -> list[Any]:
-    """ARGV of the ENQUEUE_BATCH script: the limits, then every job's block (all of one owner), then which jobs
-    need a live worker holding their model (``check_served``, one per job)."""
-    args: list[Any] = _script_head(limits, jobs[0].max_jobs if jobs else 0)
-    for job in jobs:
-        args += job_block(job)
-    return [*args, "".join("1" if check else "0" for check in check_served)]
-
-
 def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted]:
     """The answers of ENQUEUE_BATCH; a job whose model no live worker holds raises ``ModelNotFound`` (naming its
     index), a model queue the batch would overfill ``QueueFull`` and a used-up job quota ``RateLimited`` (nothing

@@ -1,5 +1,8 @@
 """Every Redis key and channel name Corral uses, built in this one module.
 
+The Lua scripts build names with the same functions: ``common.scripts`` turns each function here into a Lua
+function of the same name and each constant into a Lua constant, so no name is typed twice.
+
 RQ's own names (``rq:job:<id>``, ``rq:queue:<name>``, ``rq:queues``) are kept so that RQ's tools see Corral's jobs.
 """
 
@@ -30,8 +33,13 @@ def queue_name(model: str) -> str:
     return QUEUE_NAME_PREFIX + model
 
 
+def rq_queue_key(name: str) -> str:
+    """The RQ list of a queue by its RQ name (a job hash's ``origin``)."""
+    return RQ_QUEUE_PREFIX + name
+
+
 def queue_key(model: str) -> str:
-    return RQ_QUEUE_PREFIX + queue_name(model)
+    return rq_queue_key(queue_name(model))
 
 
 def job_key(job_id: str) -> str:
@@ -120,3 +128,11 @@ def warm_key(model: str) -> str:
 
 def starts_key(model: str) -> str:
     return STARTS_PREFIX + model
+
+
+def parked_key(model: str) -> str:
+    return PARKED_PREFIX + model
+
+
+def park_key(worker_id: str) -> str:
+    return PARK_PREFIX + worker_id

@@ -31,143 +31,6 @@ PRIORITIES = keys.PRIORITIES
 STARTS_KEPT = 50  # job start times kept per model for the throughput estimate
 ETA_WINDOW = 900.0  # starts older than this (seconds) say nothing about the current throughput
 
-# Lua helpers shared by the job scripts (inserted before each script's body).
-SCHED_LUA = f"""
-local PRIOS = {{'high', 'normal', 'low'}}
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function subq(m, p, s) return '{keys.SUBQUEUE_PREFIX}' .. m .. '|' .. p .. '|' .. s end
-local function activek(m, p) return '{keys.ACTIVE_PREFIX}' .. m .. '|' .. p end
-local function weight(s)
-  local w = tonumber(redis.call('HGET', '{keys.WEIGHTS}', s) or '1') or 1
-  if w <= 0 then return 1 end
-  return w
-end
--- put a queued id into the fair-share index (at the front for a retry)
--- (returns the length of the submitter's sub-queue)
-local function index_push(m, p, s, id, front)
-  local q = subq(m, p, s)
-  local n
-  if front then n = redis.call('LPUSH', q, id) else n = redis.call('RPUSH', q, id) end
-  local vt = redis.call('HGET', '{keys.VTIME}', m .. '|' .. p) or '0'
-  if redis.call('EXISTS', activek(m, p)) == 0 then  -- the level was empty: its wait for aging starts now
-    redis.call('HSET', '{keys.SERVED}', m .. '|' .. p, string.format('%.3f', clock()))
-  end
-  redis.call('ZADD', activek(m, p), 'NX', vt, s)
-  return n
-end
--- take an id out of the index (cancel, expiry)
-local function index_remove(m, p, s, id)
-  if not (m and p and s) then return end
-  local q = subq(m, p, s)
-  redis.call('LREM', q, 1, id)
-  if redis.call('LLEN', q) == 0 then redis.call('ZREM', activek(m, p), s) end
-end
--- the priority level to serve: the highest with jobs, unless a lower one with jobs has not been served for
--- ``aging`` seconds (then the longest-waiting such level: one pop per aging interval, so none starves)
-local function levels(m, now, aging)
-  if aging <= 0 then return PRIOS end
-  local starved, oldest = nil, nil
-  for i = 2, #PRIOS do
-    local p = PRIOS[i]
-    if redis.call('EXISTS', activek(m, p)) == 1 then
-      local t = tonumber(redis.call('HGET', '{keys.SERVED}', m .. '|' .. p) or '0') or 0
-      if now - t >= aging and (oldest == nil or t < oldest) then starved, oldest = p, t end
-    end
-  end
-  if not starved then return PRIOS end
-  local order = {{starved}}
-  for _, p in ipairs(PRIOS) do if p ~= starved then order[#order + 1] = p end end
-  return order
-end
--- the next id of a model: highest priority first (see levels), then the submitter with the lowest virtual start
-local function index_pop(m, now, aging)
-  for _, p in ipairs(levels(m, now, aging)) do
-    local ak = activek(m, p)
-    for _ = 1, 100 do
-      local head = redis.call('ZRANGE', ak, 0, 0, 'WITHSCORES')
-      if #head == 0 then break end
-      local s, score = head[1], tonumber(head[2])
-      local q = subq(m, p, s)
-      local id = redis.call('LPOP', q)
-      if redis.call('LLEN', q) == 0 then
-        redis.call('ZREM', ak, s)
-      else
-        redis.call('ZADD', ak, score + 1 / weight(s), s)
-      end
-      if id then
-        redis.call('HSET', '{keys.VTIME}', m .. '|' .. p, score)
-        redis.call('HSET', '{keys.SERVED}', m .. '|' .. p, string.format('%.3f', now))
-        return id
-      end
-    end
-  end
-  return nil
-end
--- jobs expected to start before the i-th (from 0) queued job of submitter s in (m, p): every job of a higher
--- priority, the submitter's own before it, and each other submitter's jobs whose virtual start comes first
-local function fair_position(m, p, s, i)
-  local pos = i
-  for _, hp in ipairs(PRIOS) do
-    if hp == p then break end
-    for _, t in ipairs(redis.call('ZRANGE', activek(m, hp), 0, -1)) do
-      pos = pos + redis.call('LLEN', subq(m, hp, t))
-    end
-  end
-  local mine = tonumber(redis.call('ZSCORE', activek(m, p), s) or '0') + i / weight(s)
-  local others = redis.call('ZRANGE', activek(m, p), 0, -1, 'WITHSCORES')
-  for j = 1, #others, 2 do
-    local t, ts = others[j], tonumber(others[j + 1])
-    if t ~= s and mine > ts then
-      pos = pos + math.min(redis.call('LLEN', subq(m, p, t)), math.ceil((mine - ts) * weight(t)))
-    end
-  end
-  return pos
-end
--- seconds the oldest queued job of a model queue has waited (nil: the queue is empty)
-local function head_age(qkey, now)
-  local head = redis.call('LINDEX', qkey, 0)
-  if not head then return nil end
-  return now - (tonumber(redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. head, 'enq_ts') or '0') or 0)
-end
--- how many workers claim model m warm now (claims expire)
-local function live_claims(m, now) return redis.call('ZCOUNT', '{keys.WARM_PREFIX}' .. m, now, '+inf') end
--- seconds a cold worker must still wait before taking a job of model m (0: take it now, -1: queue empty)
-local function cold_wait(m, qkey, now, delay)
-  local age = head_age(qkey, now)
-  if not age then return -1 end
-  if live_claims(m, now) == 0 then return 0 end
-  local left = delay - age
-  if left <= 0 then return 0 end
-  return left
-end
-"""
-
-# KEYS: none.  ARGV: job id.
-# Returns false when the job is not queued, else {position estimate, model, starts...} (starts newest first).
-POSITION_SRC = (
-    SCHED_LUA
-    + f"""
-local jk = '{keys.RQ_JOB_PREFIX}' .. ARGV[1]
-local st = redis.call('HMGET', jk, 'status', 'model', 'priority', 'submitter', 'origin')
-if st[1] ~= 'queued' then return false end
-local m, p, s = st[2], st[3], st[4]
-local pos = nil
-local i = nil
-if m and p and s then i = redis.call('LPOS', subq(m, p, s), ARGV[1]) end
-if i then
-  pos = fair_position(m, p, s, i)
-else
-  pos = redis.call('LPOS', '{keys.RQ_QUEUE_PREFIX}' .. (st[5] or ''), ARGV[1]) or 0
-end
-local out = {{pos, m or ''}}
-for _, x in ipairs(redis.call('LRANGE', '{keys.STARTS_PREFIX}' .. (m or ''), 0, -1)) do out[#out + 1] = x end
-return out
-"""
-)
-
 
 def start_rate(starts: Sequence[float], now: float) -> float | None:
     """Jobs started per second for a model, from its latest start times; None when there is too little data."""
@@ -278,8 +141,8 @@ def plan_pop(
     switch: Switch | None,
     rotation: int,
 ) -> tuple[list[str], str]:
-    """The queues a pop tries and their flags (POP_SRC): ``warm`` models first, ``running`` the models of the
-    worker's jobs in flight (at most ``capacity``: see ``keep_running``), ``capacity`` the models its host can
+    """The queues a pop tries and their flags (common/lua/pop.lua): ``warm`` models first, ``running`` the models of
+    the worker's jobs in flight (at most ``capacity``: see ``keep_running``), ``capacity`` the models its host can
     hold at once (0: unknown, no limit).
 
     Below capacity (or when it is unknown): warm models '1', the others 'c' (cold: after the cold delay, when no

@@ -1,12 +1,15 @@
-"""Sync and async front-ends of the job store: the same scripts and arguments, awaited or not.
+"""The job store: each state change of a job is one call of its script (common.scripts), built here.
 
-``JobStore`` (sync) serves the janitor, the CLI and the direct-Redis client; ``AsyncJobStore`` serves the API
-and the worker. The argument lists live in ``_Calls`` so the two never drift apart.
+``AsyncJobStore`` is the store (the API, the worker). ``JobStore`` is its synchronous surface for the janitor and
+the direct-Redis client: the same calls (``_Calls``) and the same reply decoding, run on a sync client through one
+``_run``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +23,9 @@ from .jobs import (
     Limits,
     PoppedJob,
     PreparedJob,
-    batch_arguments,
     batch_submitted,
     check_enqueued,
     decode_popped,
-    enqueue_arguments,
     job_view,
     prepare_job,
     rq_now,
@@ -33,7 +34,7 @@ from .jobs import (
 from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
-Call = tuple[scripts.LuaScript, list[str], list[Any]]
+Call = tuple[scripts.LuaScript, Sequence[str], Sequence[Any]]
 # a job's timing for the histograms, as script KEYS and ARGV (histograms.record_arguments)
 Timing = tuple[list[str], list[Any]]
 
@@ -97,84 +98,105 @@ def _flags(models: list[str], warm: set[str] | None) -> str:
     return "1" * len(models) if warm is None else warm_flags(models, warm)
 
 
+def _job_block(job: PreparedJob) -> scripts.JobBlock:
+    return scripts.JobBlock(id=job.id, event=job.queued_event, deadline=job.deadline or 0, model=job.model,
+                            priority=job.priority, submitter=job.submitter, created=repr(job.created),
+                            owner=job.owner, hash=jsonfast.dumps(job.mapping))  # fmt: skip
+
+
 class _Calls:
-    """The script calls of the job lifecycle: (script, keys, args), built once for both front-ends."""
+    """The script calls of the job lifecycle, (script, KEYS, ARGV), built once for both stores."""
 
     limits: Limits
-    redis: Any
 
-    def _event_args(self) -> list[Any]:
-        return [self.limits.events_maxlen, self.limits.events_ttl_ms, self.limits.result_ttl]
+    def _enqueue_args(self, max_jobs: int, start_ts: str, checks: str) -> scripts.EnqueueArgs:
+        limits = self.limits
+        return scripts.EnqueueArgs(max_queue=limits.max_queue, maxlen=limits.events_maxlen,
+                                   ttl_ms=limits.events_ttl_ms, history_min=repr(time.time() - limits.history_ttl),
+                                   history_max=limits.history_max, quota=max_jobs, start_ts=start_ts,
+                                   checks=checks)  # fmt: skip
+
+    def _enqueue(self, job: PreparedJob, check_served: bool) -> Call:
+        """ENQUEUE's call; ``check_served``: refuse the job when no live worker holds its model."""
+        head = self._enqueue_args(job.max_jobs, job.mapping["enqueued_at"], "1" if check_served else "0")
+        return (
+            scripts.ENQUEUE,
+            scripts.EnqueueKeys(queue=keys.queue_key(job.model)),
+            [*head, *_job_block(job)],
+        )
+
+    def _enqueue_batch(self, jobs: list[PreparedJob], check_served: list[bool]) -> Call:
+        checks = "".join("1" if check else "0" for check in check_served)
+        args: list[Any] = [*self._enqueue_args(jobs[0].max_jobs if jobs else 0, "", checks)]
+        for job in jobs:
+            args += _job_block(job)
+        return scripts.ENQUEUE_BATCH, scripts.NoKeys(), args
 
     def _pop(self, worker_id: str, models: list[str], flags: str, park: Park | None = None) -> Call:
-        queue_keys = [keys.queue_key(m) for m in models]
-        limits = self.limits
-        park = park or Park()
-        args = [worker_id, rq_now(), limits.events_maxlen, limits.events_ttl_ms, flags, limits.cold_delay,
-                limits.warm_ttl, limits.switch_delay, limits.priority_aging,
-                park.slots, park.ttl, park.seen]  # fmt: skip
-        return scripts.POP, [keys.inflight_key(worker_id), *queue_keys], args
-
-    def _prepare_batch(
-        self, requests: list[JobRequest], owner: str, max_jobs: int
-    ) -> tuple[list[PreparedJob], list[Any]]:
-        jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
-        return jobs, batch_arguments(jobs, self.limits, [not r.wait for r in requests])
+        limits, park = self.limits, park or Park()
+        args = scripts.PopArgs(worker=worker_id, now=rq_now(), maxlen=limits.events_maxlen,
+                               ttl_ms=limits.events_ttl_ms, flags=flags, cold_delay=limits.cold_delay,
+                               warm_ttl=limits.warm_ttl, switch_delay=limits.switch_delay,
+                               aging=limits.priority_aging, park_slots=park.slots, park_ttl=park.ttl,
+                               seen=park.seen)  # fmt: skip
+        return (
+            scripts.POP,
+            [*scripts.PopKeys(inflight=keys.inflight_key(worker_id)), *map(keys.queue_key, models)],
+            args,
+        )
 
     def _emit(self, job: PoppedJob, worker_id: str, bodies: tuple[str, ...]) -> Call:
-        args = [
-            job.id,
-            job.attempt_arg,
-            worker_id,
-            self.limits.events_maxlen,
-            self.limits.events_ttl_ms,
-            *bodies,
-        ]
-        return scripts.EMIT, [keys.job_key(job.id)], args
+        args = scripts.EmitArgs(id=job.id, attempt=job.attempt_arg, worker=worker_id,
+                                maxlen=self.limits.events_maxlen, ttl_ms=self.limits.events_ttl_ms)  # fmt: skip
+        return scripts.EMIT, scripts.JobKey(job=keys.job_key(job.id)), [*args, *bodies]
 
-    def _finish(
-        self,
-        job: PoppedJob,
-        worker_id: str,
-        status: str,
-        body: str,
-        result: str,
-        error: str,
-        chunks: tuple[str, ...],
-        metrics: str = "",
-        timing: Timing = ([], []),
-    ) -> Call:
+    def _finish(self, job: PoppedJob, worker_id: str, status: str, body: str, result: str, error: str,
+                chunks: tuple[str, ...], metrics: str, timing: Timing) -> Call:  # fmt: skip
         """FINISH's call; ``timing``: the job's timing for the histograms (``histograms.record_arguments``)."""
         timing_keys, timing_args = timing
-        args = [
-            job.id,
-            job.attempt_arg,
-            worker_id,
-            status,
-            rq_now(),
-            result,
-            error,
-            body,
-            *self._event_args(),
-            metrics,
-            len(chunks),
-            *chunks,
-            *timing_args,
-        ]
-        return scripts.FINISH, [keys.job_key(job.id), keys.inflight_key(worker_id), *timing_keys], args
+        limits = self.limits
+        args = scripts.FinishArgs(id=job.id, attempt=job.attempt_arg, worker=worker_id, status=status,
+                                  ended_at=rq_now(), result=result, error=error, body=body,
+                                  maxlen=limits.events_maxlen, ttl_ms=limits.events_ttl_ms,
+                                  result_ttl=limits.result_ttl, metrics=metrics, chunks=len(chunks))  # fmt: skip
+        script_keys = scripts.FinishKeys(job=keys.job_key(job.id), inflight=keys.inflight_key(worker_id))
+        return scripts.FINISH, [*script_keys, *timing_keys], [*args, *chunks, *timing_args]
 
     def _requeue(self, job_id: str, reason: str, attempt: str, worker_id: str, counts: bool) -> Call:
         limits = self.limits
-        args = [job_id, attempt, worker_id, reason, limits.max_retries + 1, rq_now(), limits.events_maxlen,
-                limits.events_ttl_ms, limits.result_ttl, "1" if counts else "0"]  # fmt: skip
-        return scripts.REQUEUE, [keys.job_key(job_id), keys.inflight_key(worker_id or "-")], args
+        args = scripts.RequeueArgs(id=job_id, attempt=attempt, worker=worker_id, reason=reason,
+                                   max_attempts=limits.max_retries + 1, now=rq_now(), maxlen=limits.events_maxlen,
+                                   ttl_ms=limits.events_ttl_ms, result_ttl=limits.result_ttl,
+                                   counts="1" if counts else "0")  # fmt: skip
+        script_keys = scripts.RequeueKeys(
+            job=keys.job_key(job_id), inflight=keys.inflight_key(worker_id or "-")
+        )
+        return scripts.REQUEUE, script_keys, args
+
+    def _end_args(self, job_id: str) -> scripts.EndArgs:
+        limits = self.limits
+        return scripts.EndArgs(id=job_id, now=rq_now(), maxlen=limits.events_maxlen, ttl_ms=limits.events_ttl_ms,
+                               result_ttl=limits.result_ttl)  # fmt: skip
 
     def _cancel(self, job_id: str) -> Call:
-        return scripts.CANCEL, [keys.job_key(job_id)], [job_id, rq_now(), *self._event_args()]
+        return scripts.CANCEL, scripts.JobKey(job=keys.job_key(job_id)), self._end_args(job_id)
+
+    def _expire_queued(self, job_id: str) -> Call:
+        script_keys = scripts.ExpireKeys(job=keys.job_key(job_id), deadlines=keys.DEADLINES)
+        return scripts.EXPIRE_QUEUED, script_keys, self._end_args(job_id)
+
+    @staticmethod
+    def _position(job_id: str) -> Call:
+        return scripts.POSITION, scripts.NoKeys(), scripts.PositionArgs(id=job_id)
+
+    @staticmethod
+    def _events_range(job_id: str, after: int) -> tuple[str, str, str]:
+        return keys.events_key(job_id), f"{after + 2}-0", "+"
 
 
 class JobStore(_Calls):
-    """Synchronous job store (janitor, CLI, direct-Redis client)."""
+    """The store's synchronous surface (the janitor, the direct-Redis client): the calls of ``AsyncJobStore``
+    those need, on a sync client."""
 
     def __init__(self, client: redis.Redis, limits: Limits) -> None:
         self.redis = client
@@ -187,83 +209,39 @@ class JobStore(_Calls):
     def enqueue(
         self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
     ) -> Submitted:
-        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
+        """Queue a job (see ``AsyncJobStore.enqueue``)."""
         job = prepare_job(request, self.limits, job_id, owner, max_jobs)
-        script_keys, args = enqueue_arguments(job, self.limits, check_served=not request.wait)
-        return submitted(job, scripts.ENQUEUE(self.redis, script_keys, args))
+        return submitted(job, self._run(self._enqueue(job, check_served=not request.wait)))
 
     def get(self, job_id: str) -> JobView:
         raw = self.redis.hgetall(keys.job_key(job_id))
-        place = None
-        if raw.get(b"status") == b"queued":
-            place = decode_position(scripts.POSITION(self.redis, [], [job_id]))
+        place = (
+            decode_position(self._run(self._position(job_id))) if raw.get(b"status") == b"queued" else None
+        )
         return job_view(job_id, raw, *(place or (None, None)))
 
-    def enqueue_many(self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0) -> list[Submitted]:
-        """Enqueue jobs all or none, in one round trip."""
-        jobs, args = self._prepare_batch(requests, owner, max_jobs)
-        return batch_submitted(jobs, scripts.ENQUEUE_BATCH(self.redis, [], args))
-
     def events(self, job_id: str, after: int = -1, count: int | None = None) -> list[dict[str, Any]]:
-        entries = self.redis.xrange(keys.events_key(job_id), f"{after + 2}-0", "+", count=count)
-        return parse_events(entries)
+        return parse_events(self.redis.xrange(*self._events_range(job_id, after), count=count))
 
     def cancel(self, job_id: str) -> str:
         return _cancel_outcome(job_id, self._run(self._cancel(job_id)))
 
-    def pop(self, worker_id: str, models: list[str], warm: set[str] | None = None) -> PoppedJob | None:
-        """Take the next job of ``models`` (in that order); ``warm``: the models this worker has loaded
-        (None: all), the others only after the cold delay."""
-        return self.pop_scheduled(worker_id, models, warm)[0]
-
-    def pop_scheduled(
-        self, worker_id: str, models: list[str], warm: set[str] | None
-    ) -> tuple[PoppedJob | None, float]:
-        popped = self.pop_planned(worker_id, models, _flags(models, warm))
-        return popped.job, popped.wait
-
-    def pop_planned(self, worker_id: str, models: list[str], flags: str, park: Park | None = None) -> Popped:
-        """One pop with explicit flags per queue (``schedule.plan_pop``); ``park``: see :class:`Park`."""
-        reply = self._run(self._pop(worker_id, models, flags, park)) if models else None
-        return _popped(reply, self.limits.job_timeout)
-
-    def unpark(self, worker_id: str, seen: str = "") -> PoppedJob | None:
-        reply = self._run(self._pop(worker_id, [], "", Park(seen=seen)))
-        return _popped(reply, self.limits.job_timeout).job
-
-    def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
-        """Publish events of a running job, in one round trip. -1: fenced off, 1: cancel asked, 0: carry on."""
-        return int(self._run(self._emit(job, worker_id, bodies)))
-
-    def finish(
-        self,
-        job: PoppedJob,
-        worker_id: str,
-        status: str,
-        body: str,
-        result: str = "",
-        error: str = "",
-        chunks: tuple[str, ...] = (),
-        metrics: str = "",
-        timing: Timing = ([], []),
-    ) -> bool:
-        """End a job (rq status finished / failed / canceled) with its last event, after ``chunks`` events, and
-        record its ``timing``. False: fenced off (nothing written)."""
-        call = self._finish(job, worker_id, status, body, result, error, chunks, metrics, timing)
-        return bool(self._run(call))
-
     def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
     ) -> tuple[str, int]:
-        """Put a started job back at the front of its queue (or fail it past the retry limit)."""
+        """Put a started job back at the front of its queue (see ``AsyncJobStore.requeue``)."""
         return _requeue_outcome(self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
+
+    def expire_queued(self, job_id: str) -> bool:
+        """Fail a job still queued whose queue-wait deadline has passed; False when it was no longer queued."""
+        return bool(self._run(self._expire_queued(job_id)))
 
     def inflight(self, worker_id: str) -> list[str]:
         return [x.decode() for x in self.redis.lrange(keys.inflight_key(worker_id), 0, -1)]
 
 
 class AsyncJobStore(_Calls):
-    """Asynchronous job store (API, worker)."""
+    """The job store (API, worker)."""
 
     def __init__(self, client: aioredis.Redis, limits: Limits, fast: FastRedis | None = None) -> None:
         self.redis = client
@@ -279,7 +257,7 @@ class AsyncJobStore(_Calls):
         self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
     ) -> Submitted:
         """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
-        job, reply = await self._enqueue(request, job_id, owner, max_jobs, "")
+        job, reply = await self._submit(request, job_id, owner, max_jobs, "")
         return submitted(job, reply)
 
     async def enqueue_followed(
@@ -288,7 +266,7 @@ class AsyncJobStore(_Calls):
         """Queue a job whose events its submitter follows on ``reply_to``: every event is published there too,
         except those the enqueue itself writes (queued, and started when a parked worker took the job at once),
         which are returned here, raw."""
-        job, reply = await self._enqueue(request, job_id, owner, max_jobs, reply_to)
+        job, reply = await self._submit(request, job_id, owner, max_jobs, reply_to)
         check_enqueued(job, reply)
         started = reply[1:2]
         return [
@@ -296,27 +274,29 @@ class AsyncJobStore(_Calls):
             *(raw if isinstance(raw, bytes) else raw.encode() for raw in started),
         ]
 
-    async def _enqueue(
+    async def _submit(
         self, request: JobRequest, job_id: str | None, owner: str, max_jobs: int, reply_to: str
     ) -> tuple[PreparedJob, list[Any]]:
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        script_keys, args = enqueue_arguments(job, self.limits, check_served=not request.wait)
-        return job, await scripts.ENQUEUE.call_async(self.scripts_client, script_keys, args)
+        return job, await self._run(self._enqueue(job, check_served=not request.wait))
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))
         place = None
         if raw.get(b"status") == b"queued":
-            place = decode_position(await scripts.POSITION.call_async(self.redis, [], [job_id]))
+            script, script_keys, args = self._position(job_id)
+            place = decode_position(await script.call_async(self.redis, script_keys, args))
         return job_view(job_id, raw, *(place or (None, None)))
 
     async def enqueue_many(
         self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0
     ) -> list[Submitted]:
         """Enqueue jobs all or none, in one round trip."""
-        jobs, args = self._prepare_batch(requests, owner, max_jobs)
-        return batch_submitted(jobs, await scripts.ENQUEUE_BATCH.call_async(self.scripts_client, [], args))
+        jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
+        return batch_submitted(
+            jobs, await self._run(self._enqueue_batch(jobs, [not r.wait for r in requests]))
+        )
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))
@@ -329,13 +309,14 @@ class AsyncJobStore(_Calls):
         return owner.decode() if owner else ""
 
     async def events(self, job_id: str, after: int = -1, count: int | None = None) -> list[dict[str, Any]]:
-        entries = await self.redis.xrange(keys.events_key(job_id), f"{after + 2}-0", "+", count=count)
-        return parse_events(entries)
+        return parse_events(await self.redis.xrange(*self._events_range(job_id, after), count=count))
 
     async def cancel(self, job_id: str) -> str:
         return _cancel_outcome(job_id, await self._run(self._cancel(job_id)))
 
     async def pop(self, worker_id: str, models: list[str], warm: set[str] | None = None) -> PoppedJob | None:
+        """Take the next job of ``models`` (in that order); ``warm``: the models this worker has loaded
+        (None: all), the others only after the cold delay."""
         return (await self.pop_scheduled(worker_id, models, warm))[0]
 
     async def pop_scheduled(
@@ -347,6 +328,7 @@ class AsyncJobStore(_Calls):
     async def pop_planned(
         self, worker_id: str, models: list[str], flags: str, park: Park | None = None
     ) -> Popped:
+        """One pop with explicit flags per queue (``schedule.plan_pop``); ``park``: see :class:`Park`."""
         reply = await self._run(self._pop(worker_id, models, flags, park)) if models else None
         return _popped(reply, self.limits.job_timeout)
 
@@ -356,6 +338,7 @@ class AsyncJobStore(_Calls):
         return _popped(reply, self.limits.job_timeout).job
 
     async def emit(self, job: PoppedJob, worker_id: str, *bodies: str) -> int:
+        """Publish events of a running job, in one round trip. -1: fenced off, 1: cancel asked, 0: carry on."""
         return int(await self._run(self._emit(job, worker_id, bodies)))
 
     def emit_now(self, job: PoppedJob, worker_id: str, bodies: tuple[str, ...]) -> asyncio.Future[Any] | None:
@@ -378,13 +361,15 @@ class AsyncJobStore(_Calls):
         metrics: str = "",
         timing: Timing = ([], []),
     ) -> bool:
-        """Write a job's end (and its timing, in the same call); False when fenced off (nothing written)."""
+        """End a job (rq status finished / failed / canceled) with its last event, after ``chunks`` events, and
+        record its ``timing``. False: fenced off (nothing written)."""
         call = self._finish(job, worker_id, status, body, result, error, chunks, metrics, timing)
         return bool(await self._run(call))
 
     async def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
     ) -> tuple[str, int]:
+        """Put a started job back at the front of its queue (or fail it past the retry limit)."""
         return _requeue_outcome(await self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
 
     async def inflight(self, worker_id: str) -> list[str]:

@@ -38,7 +38,8 @@ def test_the_wheel_installs_one_top_level_package(wheel: zipfile.ZipFile) -> Non
 
 def test_the_wheel_carries_its_data_and_the_command(wheel: zipfile.ZipFile) -> None:
     names = wheel.namelist()
-    for data in ("corral/py.typed", "corral/api/static/dashboard.html", "corral/cli/redis.conf"):
+    for data in ("corral/py.typed", "corral/api/static/dashboard.html", "corral/cli/redis.conf",
+                 "corral/common/lua/lib.lua", "corral/common/lua/enqueue.lua", "corral/api/lua/rate.lua"):  # fmt: skip
         assert data in names, data
     (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "corral = corral.cli:main" in wheel.read(entry_points).decode()

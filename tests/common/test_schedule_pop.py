@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
+from corral.cli.embedded_redis import RedisServer
 from corral.common import keys
 from corral.common.errors import ModelNotFound, QueueFull
 from corral.common.jobs import Limits
 from corral.common.schedule import SwitchSignal
 from corral.common.schemas import JobRequest
-from corral.common.store import JobStore, Popped
+from corral.common.store import Popped
+
+from .blocking import BlockingStore
 
 pytestmark = pytest.mark.integration
 LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2,
@@ -22,16 +26,30 @@ M = "m:latest"
 
 
 @pytest.fixture
-def store(r: redis.Redis) -> JobStore:
+def open_store(redis_server: RedisServer) -> Iterator[Callable[[Limits], BlockingStore]]:
+    """Opens the async store with given limits (closed at the end)."""
+    opened: list[BlockingStore] = []
+
+    def make(limits: Limits) -> BlockingStore:
+        opened.append(BlockingStore(redis_server.url, limits))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(r: redis.Redis, open_store: Callable[[Limits], BlockingStore]) -> BlockingStore:
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
-    return JobStore(r, LIMITS)
+    return open_store(LIMITS)
 
 
 def job(prompt: str, **fields: object) -> JobRequest:
     return JobRequest.model_validate({"model": "m", "prompt": prompt, **fields})
 
 
-def drain(store: JobStore, worker: str = "w1", limit: int = 10_000) -> list[str]:
+def drain(store: BlockingStore, worker: str = "w1", limit: int = 10_000) -> list[str]:
     order = []
     for _ in range(limit):
         popped = store.pop(worker, [M])
@@ -41,13 +59,13 @@ def drain(store: JobStore, worker: str = "w1", limit: int = 10_000) -> list[str]
     return order
 
 
-def test_priorities_pop_high_then_normal_then_low(store: JobStore) -> None:
+def test_priorities_pop_high_then_normal_then_low(store: BlockingStore) -> None:
     for i, priority in enumerate(["low", "normal", "high", "normal", "high", "low"]):
         store.enqueue(job(f"{priority}{i}", priority=priority))
     assert drain(store) == ["high2", "high4", "normal1", "normal3", "low0", "low5"]
 
 
-def test_one_job_is_not_starved_by_a_flood(store: JobStore, r: redis.Redis) -> None:
+def test_one_job_is_not_starved_by_a_flood(store: BlockingStore, r: redis.Redis) -> None:
     store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000)])
     store.enqueue_many([job(f"a{i}", user="alice") for i in range(1000, 2000)])
     lone = store.enqueue(job("bob's", submitter="bob"))
@@ -59,7 +77,7 @@ def test_one_job_is_not_starved_by_a_flood(store: JobStore, r: redis.Redis) -> N
     assert r.llen(keys.queue_key(M)) == 2000 - 2  # the RQ list stays exact
 
 
-def test_weights_share_pops_in_proportion(store: JobStore, r: redis.Redis) -> None:
+def test_weights_share_pops_in_proportion(store: BlockingStore, r: redis.Redis) -> None:
     r.hset(keys.WEIGHTS, "big", 3)
     store.enqueue_many([job(f"big{i}", user="big") for i in range(40)])
     store.enqueue_many([job(f"small{i}", user="small") for i in range(40)])
@@ -68,7 +86,7 @@ def test_weights_share_pops_in_proportion(store: JobStore, r: redis.Redis) -> No
     assert 28 <= big <= 32  # 3:1
 
 
-def test_queue_position_counts_priorities_and_shares(store: JobStore) -> None:
+def test_queue_position_counts_priorities_and_shares(store: BlockingStore) -> None:
     store.enqueue_many([job(f"a{i}", user="a") for i in range(10)])
     b = [store.enqueue(job(f"b{i}", user="b")).id for i in range(3)]
     submitted = store.enqueue(job("urgent", priority="high", user="c"))
@@ -80,7 +98,7 @@ def test_queue_position_counts_priorities_and_shares(store: JobStore) -> None:
     assert drain(store)[:1] == ["urgent"]
 
 
-def test_cancel_and_requeue_keep_the_index(store: JobStore, r: redis.Redis) -> None:
+def test_cancel_and_requeue_keep_the_index(store: BlockingStore, r: redis.Redis) -> None:
     first = store.enqueue(job("one", user="u")).id
     second = store.enqueue(job("two", user="u")).id
     assert store.cancel(first) == "cancelled"
@@ -94,7 +112,7 @@ def test_cancel_and_requeue_keep_the_index(store: JobStore, r: redis.Redis) -> N
     assert r.exists(keys.active_key(M, "normal")) == 0 and r.llen(keys.queue_key(M)) == 0
 
 
-def test_foreign_jobs_in_the_rq_list_are_still_popped(store: JobStore, r: redis.Redis) -> None:
+def test_foreign_jobs_in_the_rq_list_are_still_popped(store: BlockingStore, r: redis.Redis) -> None:
     ours = store.enqueue(job("ours")).id
     r.hset(keys.job_key("foreign"), mapping={"status": "queued", "data": "x", "model": M})
     r.rpush(keys.queue_key(M), "foreign")
@@ -102,7 +120,7 @@ def test_foreign_jobs_in_the_rq_list_are_still_popped(store: JobStore, r: redis.
     assert [p.id for p in got if p] == [ours, "foreign"]
 
 
-def test_cold_worker_waits_while_a_warm_one_claims_the_model(store: JobStore, r: redis.Redis) -> None:
+def test_cold_worker_waits_while_a_warm_one_claims_the_model(store: BlockingStore, r: redis.Redis) -> None:
     assert store.pop_scheduled("warm", [M], {M}) == (None, 0.0)  # an idle worker claims M warm
     job_id = store.enqueue(job("p")).id
     popped, wait = store.pop_scheduled("cold", [M], set())
@@ -115,14 +133,14 @@ def test_cold_worker_waits_while_a_warm_one_claims_the_model(store: JobStore, r:
     assert store.get(job_id).worker == "cold"
 
 
-def test_cold_worker_takes_at_once_when_nobody_is_warm(store: JobStore, r: redis.Redis) -> None:
+def test_cold_worker_takes_at_once_when_nobody_is_warm(store: BlockingStore, r: redis.Redis) -> None:
     job_id = store.enqueue(job("p")).id
     popped, _ = store.pop_scheduled("cold", [M], set())
     assert popped is not None and popped.id == job_id
     assert r.zscore(keys.warm_key(M), "cold") is None
 
 
-def test_warm_worker_takes_at_once(store: JobStore, r: redis.Redis) -> None:
+def test_warm_worker_takes_at_once(store: BlockingStore, r: redis.Redis) -> None:
     store.pop_scheduled("other", [], {M})
     r.zadd(keys.warm_key(M), {"other": time.time() + 60})
     job_id = store.enqueue(job("p")).id
@@ -130,8 +148,10 @@ def test_warm_worker_takes_at_once(store: JobStore, r: redis.Redis) -> None:
     assert popped is not None and popped.id == job_id
 
 
-def test_batch_is_all_or_nothing_on_a_full_queue(r: redis.Redis) -> None:
-    store = JobStore(r, dataclasses.replace(LIMITS, max_queue=50))
+def test_batch_is_all_or_nothing_on_a_full_queue(
+    r: redis.Redis, open_store: Callable[[Limits], BlockingStore]
+) -> None:
+    store = open_store(dataclasses.replace(LIMITS, max_queue=50))
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
     store.enqueue_many([job(f"p{i}") for i in range(45)])
     before = r.dbsize()
@@ -141,14 +161,14 @@ def test_batch_is_all_or_nothing_on_a_full_queue(r: redis.Redis) -> None:
     assert len(store.enqueue_many([job(f"q{i}") for i in range(5)])) == 5
 
 
-def test_batch_refuses_an_unserved_model_naming_it(store: JobStore, r: redis.Redis) -> None:
+def test_batch_refuses_an_unserved_model_naming_it(store: BlockingStore, r: redis.Redis) -> None:
     before = r.dbsize()
     with pytest.raises(ModelNotFound, match=r"jobs\[1\]"):
         store.enqueue_many([job("ok"), JobRequest(model="ghost", prompt="x")])
     assert r.dbsize() == before
 
 
-def test_eta_from_recent_starts(store: JobStore, r: redis.Redis) -> None:
+def test_eta_from_recent_starts(store: BlockingStore, r: redis.Redis) -> None:
     now = time.time()
     r.lpush(keys.starts_key(M), *[f"{now - 10 + i:.3f}" for i in range(11)])  # one start per second
     ids = [store.enqueue(job(f"p{i}")).id for i in range(5)]
@@ -159,8 +179,10 @@ def test_eta_from_recent_starts(store: JobStore, r: redis.Redis) -> None:
 M2 = "n:latest"
 
 
-def test_a_worker_at_capacity_switches_to_a_model_nobody_serves(r: redis.Redis) -> None:
-    store = JobStore(r, dataclasses.replace(LIMITS, switch_delay=0.3))
+def test_a_worker_at_capacity_switches_to_a_model_nobody_serves(
+    r: redis.Redis, open_store: Callable[[Limits], BlockingStore]
+) -> None:
+    store = open_store(dataclasses.replace(LIMITS, switch_delay=0.3))
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
     r.zadd(keys.model_workers_key(M2), {"w": time.time() + 60})
     store.enqueue_many([job(f"m{i}") for i in range(3)])
@@ -180,16 +202,20 @@ def test_a_worker_at_capacity_switches_to_a_model_nobody_serves(r: redis.Redis) 
     assert taken.job is not None and taken.job.id == waiting
 
 
-def test_no_switch_while_a_worker_claims_the_model(r: redis.Redis) -> None:
-    store = JobStore(r, dataclasses.replace(LIMITS, switch_delay=0.0))
+def test_no_switch_while_a_worker_claims_the_model(
+    r: redis.Redis, open_store: Callable[[Limits], BlockingStore]
+) -> None:
+    store = open_store(dataclasses.replace(LIMITS, switch_delay=0.0))
     r.zadd(keys.model_workers_key(M2), {"w": time.time() + 60})
     store.pop_planned("serving", [M2], "1")  # a worker has N loaded
     store.enqueue(JobRequest(model="n", prompt="me"))
     assert store.pop_planned("full", [M2], "s") == Popped()
 
 
-def test_with_room_an_unserved_model_goes_before_the_warm_queue(r: redis.Redis) -> None:
-    store = JobStore(r, dataclasses.replace(LIMITS, switch_delay=0.3))
+def test_with_room_an_unserved_model_goes_before_the_warm_queue(
+    r: redis.Redis, open_store: Callable[[Limits], BlockingStore]
+) -> None:
+    store = open_store(dataclasses.replace(LIMITS, switch_delay=0.3))
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
     r.zadd(keys.model_workers_key(M2), {"w": time.time() + 60})
     lone = store.enqueue(JobRequest(model="n", prompt="me")).id
@@ -203,8 +229,10 @@ def test_with_room_an_unserved_model_goes_before_the_warm_queue(r: redis.Redis) 
     assert second.job is not None and second.job.id == lone
 
 
-def test_aging_serves_a_starved_priority_level_once_per_interval(r: redis.Redis) -> None:
-    store = JobStore(r, dataclasses.replace(LIMITS, priority_aging=0.3))
+def test_aging_serves_a_starved_priority_level_once_per_interval(
+    r: redis.Redis, open_store: Callable[[Limits], BlockingStore]
+) -> None:
+    store = open_store(dataclasses.replace(LIMITS, priority_aging=0.3))
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
     r.hset(keys.SERVED, f"{M}|low", "0")  # a level served long ago and then empty: its wait starts on arrival
     store.enqueue_many([job("low", priority="low"), *[job(f"high{i}", priority="high") for i in range(20)]])
@@ -213,7 +241,7 @@ def test_aging_serves_a_starved_priority_level_once_per_interval(r: redis.Redis)
     assert drain(store, limit=2) == ["low", "high3"]  # then it gets one pop, and high goes on
 
 
-def test_strict_priorities_without_aging(store: JobStore) -> None:
+def test_strict_priorities_without_aging(store: BlockingStore) -> None:
     store.enqueue_many([job("low", priority="low"), *[job(f"high{i}", priority="high") for i in range(3)]])
     time.sleep(0.05)
     assert drain(store) == ["high0", "high1", "high2", "low"]

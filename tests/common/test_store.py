@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -22,20 +23,24 @@ from corral.common.jobs import Limits
 from corral.common.schemas import JobRequest
 from corral.common.store import AsyncJobStore, JobStore
 
+from .blocking import BlockingStore
+
 pytestmark = pytest.mark.integration
 LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2)
 
 
 @pytest.fixture
-def store(r: redis.Redis) -> JobStore:
-    return JobStore(r, LIMITS)
+def store(redis_server: RedisServer) -> Iterator[BlockingStore]:
+    blocking = BlockingStore(redis_server.url, LIMITS)
+    yield blocking
+    blocking.close()
 
 
 def serve(r: redis.Redis, model: str, worker: str = "w1") -> None:
     r.zadd(keys.model_workers_key(model), {worker: time.time() + 60})
 
 
-def test_enqueue_refuses_unserved_model_and_writes_nothing(store: JobStore, r: redis.Redis) -> None:
+def test_enqueue_refuses_unserved_model_and_writes_nothing(store: BlockingStore, r: redis.Redis) -> None:
     with pytest.raises(ModelNotFound):
         store.enqueue(JobRequest(model="ghost", prompt="x"))
     assert r.dbsize() == 0
@@ -69,7 +74,7 @@ def test_a_submit_is_refused_as_soon_as_the_models_last_worker_expired(
     asyncio.run(run())
 
 
-def test_queue_is_a_real_rq_queue(store: JobStore, r: redis.Redis) -> None:
+def test_queue_is_a_real_rq_queue(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "llama3:latest")
     ids = [store.enqueue(JobRequest(model="llama3", prompt=f"p{i}")).id for i in range(3)]
     queue = Queue("ollama:llama3:latest", connection=r, serializer=JSONSerializer)
@@ -79,7 +84,7 @@ def test_queue_is_a_real_rq_queue(store: JobStore, r: redis.Redis) -> None:
     assert job.kwargs["request"]["prompt"] == "p1" and job.get_status() == "queued"
 
 
-def test_pop_moves_to_inflight_and_emits_started(store: JobStore, r: redis.Redis) -> None:
+def test_pop_moves_to_inflight_and_emits_started(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "llama3:latest")
     job_id = store.enqueue(JobRequest(model="llama3", prompt="hi")).id
     assert store.pop("w1", ["qwen:latest"]) is None
@@ -92,7 +97,7 @@ def test_pop_moves_to_inflight_and_emits_started(store: JobStore, r: redis.Redis
     assert [e["type"] for e in store.events(job_id)] == ["queued", "started"]
 
 
-def test_finish_stores_result_and_events_in_order(store: JobStore, r: redis.Redis) -> None:
+def test_finish_stores_result_and_events_in_order(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "m:latest")
     job_id = store.enqueue(JobRequest(model="m", prompt="hi")).id
     popped = store.pop("w1", ["m:latest"])
@@ -111,7 +116,9 @@ def test_finish_stores_result_and_events_in_order(store: JobStore, r: redis.Redi
     assert store.events(job_id, after=3) == events[4:]
 
 
-def test_a_jobs_timing_is_recorded_by_its_finish_unless_fenced_off(store: JobStore, r: redis.Redis) -> None:
+def test_a_jobs_timing_is_recorded_by_its_finish_unless_fenced_off(
+    store: BlockingStore, r: redis.Redis
+) -> None:
     serve(r, "m:latest")
     job_id = store.enqueue(JobRequest(model="m", prompt="hi")).id
     old = store.pop("w1", ["m:latest"])
@@ -138,7 +145,7 @@ def test_a_jobs_timing_is_recorded_by_its_finish_unless_fenced_off(store: JobSto
     assert r.hget(keys.TOKENS, "m:latest") == b"3"
 
 
-def test_a_requeued_job_fences_off_its_old_worker(store: JobStore, r: redis.Redis) -> None:
+def test_a_requeued_job_fences_off_its_old_worker(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "m:latest")
     job_id = store.enqueue(JobRequest(model="m", prompt="hi")).id
     old = store.pop("w1", ["m:latest"])
@@ -154,7 +161,7 @@ def test_a_requeued_job_fences_off_its_old_worker(store: JobStore, r: redis.Redi
     assert types == [("queued", 1), ("started", 1), ("retry", 2), ("started", 2), ("done", 2)]
 
 
-def test_requeue_gives_up_after_max_retries(store: JobStore, r: redis.Redis) -> None:
+def test_requeue_gives_up_after_max_retries(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "m:latest")
     job_id = store.enqueue(JobRequest(model="m", prompt="hi")).id
     outcomes = []
@@ -166,7 +173,7 @@ def test_requeue_gives_up_after_max_retries(store: JobStore, r: redis.Redis) -> 
     assert view.status == "failed" and "gave up after 3 attempts" in (view.error or "")
 
 
-def test_cancel_queued_and_running(store: JobStore, r: redis.Redis) -> None:
+def test_cancel_queued_and_running(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "m:latest")
     queued = store.enqueue(JobRequest(model="m", prompt="1")).id
     running = store.enqueue(JobRequest(model="m", prompt="2")).id
@@ -191,7 +198,7 @@ def test_cancel_queued_and_running(store: JobStore, r: redis.Redis) -> None:
         store.cancel("0" * 32)
 
 
-def test_pop_skips_ids_of_vanished_jobs(store: JobStore, r: redis.Redis) -> None:
+def test_pop_skips_ids_of_vanished_jobs(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "m:latest")
     r.rpush(keys.queue_key("m:latest"), "f" * 32)
     job_id = store.enqueue(JobRequest(model="m", prompt="x")).id
@@ -199,7 +206,7 @@ def test_pop_skips_ids_of_vanished_jobs(store: JobStore, r: redis.Redis) -> None
     assert popped is not None and popped.id == job_id
 
 
-def test_a_young_redis_reaps_only_workers_that_beat_into_it(store: JobStore, r: redis.Redis) -> None:
+def test_a_young_redis_reaps_only_workers_that_beat_into_it(store: BlockingStore, r: redis.Redis) -> None:
     """For two heartbeat TTLs after Redis started, a worker whose last heartbeat predates the start may still be
     reconnecting: it keeps its jobs. One that beat into this Redis and whose heartbeat then expired is dead at once."""
     serve(r, "m:latest")
@@ -209,9 +216,11 @@ def test_a_young_redis_reaps_only_workers_that_beat_into_it(store: JobStore, r: 
     started = time.time() - int(r.info("server")["uptime_in_seconds"])
     # neither has a heartbeat hash now; "after" last beat 3 s after Redis started, "before" 30 s before it
     r.zadd(keys.WORKERS, {"before": started - 30, "after": started + 3})
-    janitor = Janitor(store, heartbeat_ttl=60.0)  # Redis is far younger than two TTLs
+    janitor = Janitor(JobStore(r, LIMITS), heartbeat_ttl=60.0)  # Redis is far younger than two TTLs
     assert janitor.sweep().requeued == 1
     assert store.get(jobs["after"]).status == "queued" and store.inflight("after") == []
     assert store.get(jobs["before"]).status == "running" and store.inflight("before") == [jobs["before"]]
-    assert Janitor(store, heartbeat_ttl=0.0).sweep().requeued == 1  # up two TTLs: the other is dead too
+    assert (
+        Janitor(JobStore(r, LIMITS), heartbeat_ttl=0.0).sweep().requeued == 1
+    )  # up two TTLs: the other is dead too
     assert store.inflight("before") == []

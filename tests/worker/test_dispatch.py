@@ -23,9 +23,10 @@ from corral.common.errors import ModelNotFound, QueueFull
 from corral.common.jobs import Limits
 from corral.common.schemas import JobRequest
 from corral.common.scripts import WARM_PARK
-from corral.common.store import AsyncJobStore, JobStore, Park
+from corral.common.store import AsyncJobStore, Park
 from corral.simulator import expected_text
 
+from ..common.blocking import BlockingStore
 from ..conftest import Fleet
 from ..support import wait_for
 
@@ -36,9 +37,11 @@ M = "m:latest"
 
 
 @pytest.fixture
-def store(r: redis.Redis) -> JobStore:
+def store(r: redis.Redis, redis_server: RedisServer) -> Iterator[BlockingStore]:
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
-    return JobStore(r, LIMITS)
+    blocking = BlockingStore(redis_server.url, LIMITS)
+    yield blocking
+    blocking.close()
 
 
 Alive = Callable[..., None]
@@ -59,7 +62,7 @@ def alive(r: redis.Redis) -> Iterator[Alive]:
         pubsub.close()
 
 
-def park(store: JobStore, worker: str, slots: int = 1, ttl: float = 30, seen: str = "") -> None:
+def park(store: BlockingStore, worker: str, slots: int = 1, ttl: float = 30, seen: str = "") -> None:
     popped = store.pop_planned(worker, [M], "1", Park(slots=slots, ttl=ttl, seen=seen))
     assert popped.job is None
 
@@ -86,7 +89,9 @@ def messages(r: redis.Redis, pubsub: redis.client.PubSub) -> list[tuple[str, byt
     return out
 
 
-def test_an_enqueue_hands_its_job_to_the_parked_worker(store: JobStore, r: redis.Redis, alive: Alive) -> None:
+def test_an_enqueue_hands_its_job_to_the_parked_worker(
+    store: BlockingStore, r: redis.Redis, alive: Alive
+) -> None:
     alive("w1")
     park(store, "w1", slots=3)
     assert r.zscore(keys.PARKED_PREFIX + M, "w1") == WARM_PARK + 3
@@ -110,7 +115,7 @@ def test_an_enqueue_hands_its_job_to_the_parked_worker(store: JobStore, r: redis
 
 
 def test_a_handed_job_whose_message_was_missed_comes_with_the_next_pop(
-    store: JobStore, r: redis.Redis, alive: Alive
+    store: BlockingStore, r: redis.Redis, alive: Alive
 ) -> None:
     alive("w1")
     park(store, "w1")
@@ -123,7 +128,7 @@ def test_a_handed_job_whose_message_was_missed_comes_with_the_next_pop(
 
 
 def test_a_handed_job_the_worker_has_seen_is_not_handed_again(
-    store: JobStore, r: redis.Redis, alive: Alive
+    store: BlockingStore, r: redis.Redis, alive: Alive
 ) -> None:
     alive("w1")
     park(store, "w1")
@@ -133,7 +138,7 @@ def test_a_handed_job_the_worker_has_seen_is_not_handed_again(
 
 
 def test_a_handed_job_taken_over_meanwhile_is_not_handed(
-    store: JobStore, r: redis.Redis, alive: Alive
+    store: BlockingStore, r: redis.Redis, alive: Alive
 ) -> None:
     alive("w1")
     park(store, "w1")
@@ -145,11 +150,13 @@ def test_a_handed_job_taken_over_meanwhile_is_not_handed(
 
 
 def test_the_live_worker_check_is_left_to_a_job_not_handed_and_keeps_the_answers_order(
-    r: redis.Redis, alive: Alive
+    r: redis.Redis, redis_server: RedisServer, alive: Alive
 ) -> None:
     """A live parked worker is handed the job with no check of the model's holders (it holds the model); a job not
     handed gets the check, and a refusal keeps its order: no live worker (404) before a full queue (429)."""
-    store = JobStore(r, dataclasses.replace(LIMITS, max_queue=1))  # (no holder of M recorded)
+    store = BlockingStore(
+        redis_server.url, dataclasses.replace(LIMITS, max_queue=1)
+    )  # (no holder of M recorded)
     alive("w1")
     park(store, "w1")
     handed = store.enqueue(job("a"))
@@ -162,9 +169,10 @@ def test_the_live_worker_check_is_left_to_a_job_not_handed_and_keeps_the_answers
     r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
     with pytest.raises(QueueFull):
         store.enqueue(job("d"))
+    store.close()
 
 
-def test_unpark_returns_a_job_handed_meanwhile(store: JobStore, r: redis.Redis, alive: Alive) -> None:
+def test_unpark_returns_a_job_handed_meanwhile(store: BlockingStore, r: redis.Redis, alive: Alive) -> None:
     alive("w1")
     park(store, "w1")
     submitted = store.enqueue(job())
@@ -177,7 +185,9 @@ def test_unpark_returns_a_job_handed_meanwhile(store: JobStore, r: redis.Redis, 
     assert r.hget(keys.job_key(store.enqueue(job()).id), "status") == b"queued"
 
 
-def test_a_lapsed_park_or_a_dead_worker_gets_nothing(store: JobStore, r: redis.Redis, alive: Alive) -> None:
+def test_a_lapsed_park_or_a_dead_worker_gets_nothing(
+    store: BlockingStore, r: redis.Redis, alive: Alive
+) -> None:
     alive("lapsed")
     park(store, "lapsed", ttl=0)  # its park ended when the pop returned: no renewal since
     park(store, "dead")  # no heartbeat hash
@@ -191,7 +201,7 @@ def test_a_lapsed_park_or_a_dead_worker_gets_nothing(store: JobStore, r: redis.R
 
 
 def test_the_parked_worker_with_most_free_slots_gets_the_job(
-    store: JobStore, r: redis.Redis, alive: Alive
+    store: BlockingStore, r: redis.Redis, alive: Alive
 ) -> None:
     alive("busy", "idle")
     park(store, "busy", slots=1)
@@ -200,7 +210,9 @@ def test_the_parked_worker_with_most_free_slots_gets_the_job(
     assert r.hget(keys.job_key(store.enqueue(job()).id), "worker_name") == b"busy"
 
 
-def test_a_worker_parks_warm_before_cold_and_not_for_a_switch_probe(store: JobStore, r: redis.Redis) -> None:
+def test_a_worker_parks_warm_before_cold_and_not_for_a_switch_probe(
+    store: BlockingStore, r: redis.Redis
+) -> None:
     cold, probe = "cold:latest", "probe:latest"
     store.pop_planned("w1", [M, cold, probe], "10s", Park(slots=2))
     assert r.zscore(keys.PARKED_PREFIX + M, "w1") == WARM_PARK + 2
@@ -211,7 +223,7 @@ def test_a_worker_parks_warm_before_cold_and_not_for_a_switch_probe(store: JobSt
 
 
 def test_a_cold_parked_worker_gets_a_job_only_when_no_worker_has_the_model_warm(
-    store: JobStore, r: redis.Redis, alive: Alive
+    store: BlockingStore, r: redis.Redis, alive: Alive
 ) -> None:
     alive("cold", "warm")
     store.pop_planned("warm", [M], "1", Park(slots=1))
@@ -225,7 +237,7 @@ def test_a_cold_parked_worker_gets_a_job_only_when_no_worker_has_the_model_warm(
     assert r.hget(keys.job_key(store.enqueue(job()).id), "worker_name") == b"cold"
 
 
-def test_a_batch_is_queued_for_the_pops(store: JobStore, r: redis.Redis, alive: Alive) -> None:
+def test_a_batch_is_queued_for_the_pops(store: BlockingStore, r: redis.Redis, alive: Alive) -> None:
     alive("w1")
     park(store, "w1")
     ids = [s.id for s in store.enqueue_many([job("a"), job("b")])]
@@ -263,11 +275,11 @@ def test_the_hub_gets_events_of_its_own_jobs_without_subscribing(
             assert r.pubsub_numsub(keys.chunks_channel(followed.id)) == [
                 (keys.chunks_channel(followed.id).encode(), 0)
             ]
-            worker = JobStore(r, LIMITS)
-            popped = worker.pop("w1", [M])
+            worker = AsyncJobStore(hub.client, LIMITS)
+            popped = await worker.pop("w1", [M])
             assert popped is not None
-            worker.emit(popped, "w1", json.dumps({"type": "chunk", "text": "a"}))
-            worker.finish(popped, "w1", "finished", json.dumps({"type": "done", "final": {}}), "{}")
+            await worker.emit(popped, "w1", json.dumps({"type": "chunk", "text": "a"}))
+            await worker.finish(popped, "w1", "finished", json.dumps({"type": "done", "final": {}}), "{}")
             batches = [
                 b async for b in follow_batches(hub.client, hub, followed.id, expected=followed.expected) if b
             ]
@@ -284,7 +296,7 @@ def test_the_hub_gets_events_of_its_own_jobs_without_subscribing(
 
 
 def test_a_handed_job_s_first_events_come_in_the_enqueue_reply(
-    redis_server: RedisServer, store: JobStore, r: redis.Redis, alive: Alive
+    redis_server: RedisServer, store: BlockingStore, r: redis.Redis, alive: Alive
 ) -> None:
     alive("w1")
     park(store, "w1")

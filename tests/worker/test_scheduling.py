@@ -15,6 +15,7 @@ from corral.common.schemas import JobRequest
 from corral.common.settings import Settings
 from corral.common.store import JobStore
 
+from ..common.blocking import BlockingStore
 from ..conftest import Fleet, own_fleet
 from ..support import wait_for
 
@@ -29,6 +30,14 @@ def ts(value: str | None) -> float:
 
 def started(store: JobStore, job_id: str) -> bool:
     return store.get(job_id).status != "queued"
+
+
+@pytest.fixture
+def store(fleet: Fleet) -> Iterator[BlockingStore]:
+    """The async job store on the fleet's Redis, called from the test's thread."""
+    blocking = BlockingStore(fleet.redis_url, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
+    yield blocking
+    blocking.close()
 
 
 def test_warm_host_gets_the_job_and_a_cold_one_helps_after_the_delay(fleet: Fleet) -> None:
@@ -130,7 +139,9 @@ def test_priority_and_user_headers(api: tuple[httpx.Client, redis.Redis]) -> Non
 
 
 @pytest.mark.parametrize("configured", [2, 0], ids=["configured", "learned"])
-def test_a_host_runs_no_more_models_than_it_holds(fleet: Fleet, configured: int) -> None:
+def test_a_host_runs_no_more_models_than_it_holds(
+    fleet: Fleet, configured: int, store: BlockingStore
+) -> None:
     # three models, room for two: a worker taking jobs of all three at once makes the host evict and reload
     # over and over (a load waits for a busy model to go idle, holding up the requests behind it). Without the
     # capacity limit this took 28-34 loads; learned, the first eviction teaches the worker the limit.
@@ -138,7 +149,6 @@ def test_a_host_runs_no_more_models_than_it_holds(fleet: Fleet, configured: int)
     sim = fleet.simulator(",".join(names), max_loaded=2, parallel=2, load_time=0.3, tps=50, min_tokens=10)
     fleet.worker(sim, "w", worker_slots=6, max_loaded_models=configured, cold_delay=0.2, switch_delay=30,
                  heartbeat_interval=0.2)  # fmt: skip
-    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
     ids = [
         s.id
         for s in store.enqueue_many([JobRequest(model=names[i % 3], prompt=f"job {i}") for i in range(36)])
@@ -149,12 +159,11 @@ def test_a_host_runs_no_more_models_than_it_holds(fleet: Fleet, configured: int)
     assert fleet.redis.hget(keys.worker_key("w"), "max_loaded_models") == b"2"
 
 
-def test_a_full_host_switches_to_a_model_nobody_serves(fleet: Fleet) -> None:
+def test_a_full_host_switches_to_a_model_nobody_serves(fleet: Fleet, store: BlockingStore) -> None:
     # a and b keep the host busy; c's one job must not wait until their queues are empty
     names = ["a:latest", "b:latest", "c:latest"]
     sim = fleet.simulator(",".join(names), max_loaded=2, parallel=2, load_time=0.2, tps=50, min_tokens=10)
     fleet.worker(sim, "w", worker_slots=4, max_loaded_models=2, cold_delay=0.1, switch_delay=0.5)
-    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
     store.enqueue_many([JobRequest(model=names[i % 2], prompt=f"job {i}") for i in range(80)])  # ~4 s of work
     wait_for(lambda: fleet.redis.llen(keys.queue_key(names[1])) < 38, what="a and b running")
     lone = store.enqueue(JobRequest(model="c", prompt="me")).id
@@ -166,11 +175,10 @@ def test_a_full_host_switches_to_a_model_nobody_serves(fleet: Fleet) -> None:
     assert httpx.get(sim + "/sim/stats", timeout=5).json()["loads"] <= 4
 
 
-def test_a_deep_warm_queue_does_not_starve_another_model(fleet: Fleet) -> None:
+def test_a_deep_warm_queue_does_not_starve_another_model(fleet: Fleet, store: BlockingStore) -> None:
     # one host, capacity unknown (not configured, no eviction seen): a's backlog must not hold b's job back
     sim = fleet.simulator("a:latest,b:latest", max_loaded=3, parallel=2, load_time=0.2, tps=50, min_tokens=10)
     fleet.worker(sim, "w", worker_slots=2, cold_delay=0.1, switch_delay=0.5)
-    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
     store.enqueue_many([JobRequest(model="a", prompt=f"job {i}") for i in range(40)])  # ~5 s of work
     wait_for(lambda: fleet.redis.llen(keys.queue_key("a:latest")) < 38, what="a running")
     lone = store.enqueue(JobRequest(model="b", prompt="me")).id
@@ -180,7 +188,7 @@ def test_a_deep_warm_queue_does_not_starve_another_model(fleet: Fleet) -> None:
     assert ts(view.started_at) - ts(view.enqueued_at) >= 0.45  # once it had waited the switch delay
 
 
-def test_two_busy_hosts_one_switches_for_a_waiting_model(fleet: Fleet) -> None:
+def test_two_busy_hosts_one_switches_for_a_waiting_model(fleet: Fleet, store: BlockingStore) -> None:
     # two hosts holding one model each, both busy; one job of a third model: it runs before the backlog is gone,
     # one host loads it (the switching host claims the model, so the other does not switch too)
     names = ["a:latest", "b:latest", "c:latest"]
@@ -188,7 +196,6 @@ def test_two_busy_hosts_one_switches_for_a_waiting_model(fleet: Fleet) -> None:
             for _ in range(2)]  # fmt: skip
     for i, sim in enumerate(sims):
         fleet.worker(sim, f"w{i}", worker_slots=2, max_loaded_models=1, cold_delay=0.1, switch_delay=0.5)
-    store = JobStore(fleet.redis, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
     store.enqueue_many(
         [JobRequest(model=names[i % 2], prompt=f"job {i}") for i in range(120)]
     )  # ~4 s each host
