@@ -179,3 +179,18 @@ def test_every_setting_is_documented() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     missing = [name for name in Settings.model_fields if f"CORRAL_{name.upper()}" not in doc]
     assert not missing, f"settings missing from docs/configuration.md: {missing}"
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """No shipped module over 400 lines, no function over 60: a part that grows past that is two parts."""
+    too_long: list[str] = []
+    for name, path in MODULES.items():
+        source = path.read_text()
+        if (lines := len(source.splitlines())) > 400:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert not too_long, too_long
