@@ -11,9 +11,9 @@ import pytest
 
 from corral.common.jobs import PoppedJob
 from corral.common.settings import Settings
-from corral.worker.lifecycle import Worker
 from corral.worker.execute import Active
 from corral.worker.jobs import Slots
+from corral.worker.lifecycle import Worker
 
 pytestmark = pytest.mark.unit
 
