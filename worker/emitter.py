@@ -17,7 +17,7 @@ from redis.exceptions import NoScriptError
 
 from corral.common.fastredis import reply_of
 
-log = logging.getLogger("corral.worker.execute")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 FENCED, CANCEL_ASKED = -1, 1  # what an EMIT answers besides 0
 REDIS_GIVE_UP = 120.0

@@ -121,6 +121,5 @@ class Jobs:
 
     async def finish(self) -> None:
         """Wait for every running job to end (the worker drains)."""
-        log.info("finishing %d running job(s)", len(self.active))
         running = [a.task for a in self.active.values() if a.task is not None]
         await asyncio.gather(*running, return_exceptions=True)

@@ -85,7 +85,7 @@ class Worker:
                  self.settings.worker_slots)  # fmt: skip
         try:
             await self.dispatcher.run()
-            log.info("worker %s draining", self.id)
+            log.info("worker %s draining: finishing %d running job(s)", self.id, len(self.jobs.active))
             await self.jobs.finish()
         finally:
             janitor_stop.set()
