@@ -81,7 +81,7 @@ class Jobs:
 
     def launch(self, job: PoppedJob) -> Active:
         """The job's task, with its request written to the backend first (a turn of the loop and the task's set-up
-        before it would run)."""
+        before it would run). Only ``start`` calls it."""
         active = Active(job)
         self.active[job.id] = active
         active.early = early = self.runner.send_early(job)
