@@ -13,7 +13,14 @@ from collections.abc import Callable
 
 from corral.common.settings import Settings
 
-from .backend import Backend, BackendAuthRefused, BackendError, BackendModelMissing, make_backend
+from .backends import (
+    ENGINE_ERRORS,
+    Backend,
+    BackendAuthRefused,
+    BackendError,
+    BackendModelMissing,
+    make_backend,
+)
 
 OK, UNREACHABLE, AUTH_REFUSED, NO_MODELS, GENERATION_FAILED = 0, 4, 5, 6, 7
 TRIES = 3  # models tried for the test generation (the first may be an embedding model)
@@ -47,7 +54,7 @@ async def run_checks(backend: Backend, where: str, say: Callable[[bool, str], No
             f"reachable: {where}, but it has no {backend.kind} model list (404): is CORRAL_BACKEND right?",
         )
         return UNREACHABLE
-    except BackendError as exc:
+    except ENGINE_ERRORS as exc:
         say(False, f"reachable: {where}: {exc.message}")
         return UNREACHABLE
     say(True, f"reachable: {where} ({ms_since(start)})")
@@ -62,7 +69,7 @@ async def run_checks(backend: Backend, where: str, say: Callable[[bool, str], No
         start = time.monotonic()
         try:
             tokens = await tiny_generation(backend, name)
-        except BackendError as exc:
+        except ENGINE_ERRORS as exc:
             reasons.append(f"{name}: {exc.message}")
             continue
         say(True, f"generation: {name}, {tokens} token(s) in {ms_since(start)}")

@@ -1,43 +1,28 @@
-"""Running one job (asyncio): stream from Ollama, publish every chunk, store the result — fenced, cancellable,
-timed. Chunk events are pipelined: while one batch is on its way to Redis, the next ones pile up and go together,
-so a fast model costs few round trips and a slow one waits for none."""
+"""Running one job (asyncio): stream from the engine, publish every chunk, store the result — fenced, cancellable,
+timed. The job's writes to Redis are in ``emitter``, the reply it gathers in ``reply``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import redis
-from redis.exceptions import NoScriptError
-
-from corral.common.fastredis import reply_of
 from corral.common.histograms import JobTiming, record_arguments, timing_increments
 from corral.common.jobs import PoppedJob
 from corral.common.jsonfast import dumps
 from corral.common.schemas import RQ_TO_STATUS
 from corral.common.store import AsyncJobStore, Timing
 
-from .backend import Backend, BackendError, BackendModelMissing, BackendUnavailable, Early
+from .backends import Backend, BackendError, BackendModelMissing, BackendUnavailable, Early
+from .emitter import Cancelled, Emitter, Fenced, with_redis_retry
 from .http import TransportError
+from .reply import Reply
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-FENCED, CANCEL_ASKED = -1, 1
-REDIS_GIVE_UP = 120.0
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 STREAMED = {"corral.generate": "generate", "corral.chat": "chat"}  # job function -> the backend's stream kind
-
-
-class Fenced(Exception):
-    """The job is no longer ours (re-queued to another worker): stop without writing."""
-
-
-class Cancelled(Exception):
-    pass
 
 
 @dataclass
@@ -70,90 +55,6 @@ class Outcome:
 
     host_unavailable: bool = False
     model_missing: bool = False
-
-
-async def with_redis_retry(fn: Callable[[], Awaitable[T]], what: str) -> T:
-    """Redis calls of a running job survive a Redis restart: retry with backoff, log once, give up late."""
-    deadline = time.monotonic() + REDIS_GIVE_UP
-    delay, logged = 0.1, False
-    while True:
-        try:
-            return await fn()
-        except REDIS_ERRORS as exc:
-            if time.monotonic() > deadline:
-                raise
-            if not logged:
-                log.warning("redis unavailable during %s (%s); retrying", what, exc)
-                logged = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-SendNow = Callable[[tuple[str, ...]], "asyncio.Future[Any] | None"]
-RETRIED = (NoScriptError, *REDIS_ERRORS)  # a send written at once that failed so goes the awaited way
-
-
-class Emitter:
-    """Sends a job's chunk events in order, batching what arrives while a send is in flight. With ``send_now`` a
-    send that finds none in flight is written at once, before the task that awaits its answer first runs."""
-
-    def __init__(
-        self, send: Callable[[tuple[str, ...]], Awaitable[int]], send_now: SendNow | None = None
-    ) -> None:
-        self.send = send
-        self.send_now = send_now
-        self.pending: list[str] = []
-        self.task: asyncio.Task[int] | None = None
-
-    def add(self, body: str) -> None:
-        self.pending.append(body)
-        if self.task is not None and self.task.done():
-            check(self.task.result())
-            self.task = None
-        if self.task is None:
-            sent = None
-            if self.send_now is not None:
-                batch = tuple(self.pending)
-                future = self.send_now(batch)
-                if future is not None:
-                    self.pending.clear()
-                    sent = (future, batch)
-            self.task = asyncio.create_task(self._drain(sent))
-
-    async def _drain(self, sent: tuple[asyncio.Future[Any], tuple[str, ...]] | None = None) -> int:
-        if sent is not None:
-            future, batch = sent
-            try:
-                code = int(await reply_of(future))
-            except RETRIED:  # not run (NOSCRIPT) or not known to have run: the awaited send retries it
-                code = await self.send(batch)
-            if code != 0:
-                return code
-        while self.pending:
-            batch = tuple(self.pending)
-            self.pending.clear()
-            code = await self.send(batch)
-            if code != 0:
-                return code
-        return 0
-
-    async def close(self) -> tuple[str, ...]:
-        """Wait for the send in flight; return what is still pending (it goes with the final event)."""
-        if self.task is not None:
-            check(await self.task)
-        rest, self.pending = tuple(self.pending), []
-        return rest
-
-    def abort(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-
-
-def check(code: int) -> None:
-    if code == FENCED:
-        raise Fenced
-    if code == CANCEL_ASKED:
-        raise Cancelled
 
 
 class JobRunner:
@@ -312,68 +213,5 @@ class JobRunner:
                           dumps(reply.metrics(job.popped_at, stats)))  # fmt: skip
 
 
-class Reply:
-    """The reply so far: text, thinking and tool calls gathered from the chunks."""
-
-    def __init__(self, chat: bool) -> None:
-        self.chat = chat
-        self.parts: list[str] = []
-        self.thinking: list[str] = []
-        self.tool_calls: list[Any] = []
-        self.first_at: float | None = None
-
-    def add(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        """Take one chunk; return its ``chunk`` event."""
-        if self.first_at is None:
-            self.first_at = time.monotonic()
-        text, event = chunk_event(chunk, self.chat)
-        self.parts.append(text)
-        if event.get("thinking"):
-            self.thinking.append(event["thinking"])
-        self.tool_calls += event.get("tool_calls") or []
-        return event
-
-    def metrics(self, started: float, stats: dict[str, Any]) -> dict[str, Any]:
-        """For the job history: seconds to the first token (from the pop), tokens and tokens/s."""
-        out: dict[str, Any] = {}
-        if self.first_at is not None:
-            out["ttft"] = round(self.first_at - started, 4)
-        tokens = stats.get("eval_count")
-        if isinstance(tokens, int):
-            out["eval_count"] = tokens
-            seconds = (stats.get("eval_duration") or 0) / 1e9
-            if not seconds and self.first_at is not None:
-                seconds = time.monotonic() - self.first_at
-            if seconds > 0:
-                out["tokens_per_s"] = round(tokens / seconds, 2)
-        return out
-
-    def result(self, stats: dict[str, Any]) -> dict[str, Any]:
-        text, thinking = "".join(self.parts), "".join(self.thinking)
-        result: dict[str, Any] = {"text": text, "final": stats}
-        if self.chat:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if thinking:
-                message["thinking"] = thinking
-            if self.tool_calls:
-                message["tool_calls"] = self.tool_calls
-            result["message"] = message
-        elif thinking:
-            result["thinking"] = thinking
-        return result
-
-
 def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def chunk_event(chunk: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]]:
-    """The text of one Ollama chunk and the ``chunk`` event carrying it (with the raw chunk's fields)."""
-    if chat:
-        message = chunk.get("message") or {}
-        text = str(message.get("content") or "")
-        extra = {k: message[k] for k in ("thinking", "tool_calls") if message.get(k)}
-    else:
-        text = str(chunk.get("response") or "")
-        extra = {"thinking": chunk["thinking"]} if chunk.get("thinking") else {}
-    return text, {"type": "chunk", "text": text, **extra, "ollama": chunk}

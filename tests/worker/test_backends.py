@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from corral.common.settings import Settings, parse_headers, redact_url
-from corral.worker.backend import Connection
-from corral.worker.openai_backend import Translation, openai_request
+from corral.worker.backends import Connection
+from corral.worker.backends.openai import Translation, openai_request
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from corral.worker.execute import Emitter
+from corral.worker.emitter import Emitter
 
 pytestmark = pytest.mark.unit
 

@@ -1,6 +1,6 @@
 """The worker's side of push dispatch: a handed job starts at once when a slot is free, waits for the pop loop
-when none is, and a job that comes both by message and by a pop starts once; and the heartbeat, which no slow
-backend holds up."""
+when none is, and a job that comes both by message and by a pop starts once (``Jobs.start``, the one way a job
+starts); and the heartbeat, which no slow backend holds up."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 from corral.common.jobs import PoppedJob
 from corral.common.settings import Settings
-from corral.worker.engine import Slots, Worker
 from corral.worker.execute import Active
+from corral.worker.jobs import Slots
+from corral.worker.lifecycle import Worker
 
 pytestmark = pytest.mark.unit
 
@@ -21,12 +22,12 @@ def worker(slots: int) -> tuple[Worker, list[str]]:
     w = Worker(Settings(redis_url="redis://127.0.0.1:1/0", worker_id="w", worker_slots=slots))
     started: list[str] = []
 
-    def start_job(job: PoppedJob) -> Active:
+    def launch(job: PoppedJob) -> Active:
         started.append(f"{job.id}/{job.start_seq}")
-        w.active[job.id] = Active(job)
-        return w.active[job.id]
+        w.jobs.active[job.id] = Active(job)
+        return w.jobs.active[job.id]
 
-    w.start_job = start_job  # type: ignore[method-assign]
+    w.jobs.launch = launch  # type: ignore[method-assign]
     return w, started
 
 
@@ -37,19 +38,32 @@ def job(job_id: str, start_seq: int = 1) -> PoppedJob:
 def test_a_handed_job_starts_once_whether_by_message_or_by_pop() -> None:
     async def scenario() -> None:
         w, started = worker(slots=2)
-        w.on_handed(job("a"))
-        assert started == ["a/1"] and w.seen == "a" and w.slots.free == 1
-        assert not w.wake.is_set()  # the pop loop parks again once the backend has taken the request:
-        w.active["a"].accepted()
-        assert w.wake.is_set()
-        await w.slots.acquire()  # the next pop returns it too (its message was not seen when the pop ran)
-        w.take(job("a"))
-        assert started == ["a/1"] and w.slots.free == 1  # the slot went back
-        await w.slots.acquire()
-        w.take(
-            job("a", start_seq=3)
-        )  # re-queued (the same attempt: its host lacked the model) and popped again
-        assert started == ["a/1", "a/3"] and w.slots.free == 0
+        d, slots = w.dispatcher, w.jobs.slots
+        d.on_handed(job("a"))
+        assert started == ["a/1"] and d.seen == "a" and slots.free == 1
+        assert not d.wake.is_set()  # the pop loop parks again once the backend has taken the request:
+        w.jobs.active["a"].accepted()
+        assert d.wake.is_set()
+        await slots.acquire()  # the next pop returns it too (its message was not seen when the pop ran)
+        assert d.start(job("a")) is None
+        assert started == ["a/1"] and slots.free == 1  # the slot went back
+        await slots.acquire()  # re-queued (the same attempt: its host lacked the model) and popped again:
+        d.start(job("a", start_seq=3))
+        assert started == ["a/1", "a/3"] and slots.free == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_popped_job_then_its_message_starts_once() -> None:
+    """The other order: the pop's answer first, the hand's message after it."""
+
+    async def scenario() -> None:
+        w, started = worker(slots=2)
+        d = w.dispatcher
+        await d.slots.acquire()
+        d.start(job("e"))
+        d.on_handed(job("e"))
+        assert started == ["e/1"] and d.slots.free == 1 and d.wake.is_set()
 
     asyncio.run(scenario())
 
@@ -57,9 +71,10 @@ def test_a_handed_job_starts_once_whether_by_message_or_by_pop() -> None:
 def test_a_job_handed_with_no_free_slot_waits_for_the_pop_loop() -> None:
     async def scenario() -> None:
         w, started = worker(slots=1)
-        await w.slots.acquire()
-        w.on_handed(job("b"))
-        assert started == [] and [j.id for j in w.handed] == ["b"] and w.wake.is_set()
+        d = w.dispatcher
+        await d.slots.acquire()
+        d.on_handed(job("b"))
+        assert started == [] and [j.id for j in d.handed] == ["b"] and d.wake.is_set()
 
     asyncio.run(scenario())
 
@@ -87,7 +102,7 @@ def test_the_heartbeat_goes_out_while_the_backend_does_not_answer() -> None:
         beats = 0
         two = asyncio.Event()
 
-        async def hang() -> None:
+        async def hang(*_args: object) -> None:
             await asyncio.Event().wait()
 
         async def beat() -> None:
@@ -96,10 +111,10 @@ def test_the_heartbeat_goes_out_while_the_backend_does_not_answer() -> None:
             if beats == 2:
                 two.set()
 
-        w.refresh_models = hang  # type: ignore[method-assign]
-        w.refresh_loaded = hang  # type: ignore[method-assign]
-        w.beat = beat  # type: ignore[method-assign]
-        task = asyncio.create_task(w.housekeeping())
+        w.models.refresh = hang  # type: ignore[method-assign]
+        w.models.refresh_loaded = hang  # type: ignore[method-assign,assignment]
+        w.heartbeat.beat = beat  # type: ignore[method-assign]
+        task = asyncio.create_task(w.heartbeat.run())
         try:
             await asyncio.wait_for(two.wait(), 5)
         finally:
@@ -110,7 +125,7 @@ def test_the_heartbeat_goes_out_while_the_backend_does_not_answer() -> None:
 
 
 def test_a_job_task_cancelled_before_it_ran_drops_the_request_sent_early() -> None:
-    """start_job writes the job's request before its task runs; a task cancelled first (a cancel, shutdown) never
+    """A job's request is written before its task runs; a task cancelled first (a cancel, shutdown) never
     reads the answer, so the request is dropped (its connection closed, its client back in the pool)."""
 
     class Sent:
@@ -122,13 +137,13 @@ def test_a_job_task_cancelled_before_it_ran_drops_the_request_sent_early() -> No
     async def scenario() -> None:
         w = Worker(Settings(redis_url="redis://127.0.0.1:1/0", worker_id="w", worker_slots=1))
         sent = Sent()
-        w.runner.send_early = lambda job: sent  # type: ignore[assignment,method-assign,return-value]
-        active = w.start_job(job("c"))
+        w.jobs.runner.send_early = lambda job: sent  # type: ignore[assignment,method-assign,return-value]
+        active = w.jobs.launch(job("c"))
         assert active.early is sent and active.task is not None
         active.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await active.task
         assert sent.dropped == 1
-        await w.ollama.close()
+        await w.backend.close()
 
     asyncio.run(scenario())

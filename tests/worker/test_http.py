@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from corral.worker.backend import Connection, HttpPool
+from corral.worker.backends import Connection, HttpPool
 from corral.worker.http import LeanClient, TransportError
 
 pytestmark = pytest.mark.unit

@@ -21,16 +21,10 @@ from typing import Any
 
 from corral.common import jsonfast
 
-from .backend import (
-    BackendError,
-    BackendModelMissing,
-    BackendUnavailable,
-    Chunks,
-    Connection,
-    Early,
-    HttpPool,
-)
-from .http import Response
+from ..http import Response
+from .base import Chunks
+from .errors import BackendError, BackendModelMissing, BackendUnavailable
+from .pool import Connection, Early, HttpPool
 
 OPTIONS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "frequency_penalty", "presence_penalty")
 
@@ -221,7 +215,8 @@ async def translated(response: Response, translation: Translation) -> Chunks:
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible server. Its URL may end in ``/v1`` or not (``/v1`` is then added to paths)."""
+    """An OpenAI-compatible server (the ``Backend`` protocol). Its URL may end in ``/v1`` or not (``/v1`` is then
+    added to paths)."""
 
     kind = "openai"
 

@@ -1,11 +1,5 @@
-"""The worker's backend: one small interface to the engine that runs the models, and its Ollama implementation.
-
-``Backend`` is what the worker needs of an engine: the models it has, the models it holds in memory, a streamed
-generation or chat (Ollama-shaped chunk dicts: Corral's internal format), embeddings, a model's description.
-Leaving a stream's ``async with`` block (or cancelling the task) closes the HTTP stream, which stops the engine.
-``OllamaBackend`` (this module) speaks Ollama's API; ``OpenAIBackend`` (``openai_backend.py``) speaks the
-OpenAI-compatible API of vLLM, llama.cpp's server, LM Studio…; ``make_backend`` picks one from the settings.
-"""
+"""How the worker reaches an engine over HTTP: the connection settings, a pool of lean clients (one per slot plus
+one for housekeeping) and the mapping of HTTP errors to the backend errors."""
 
 from __future__ import annotations
 
@@ -13,75 +7,14 @@ import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from corral.common import jsonfast
-from corral.common.errors import CorralError
 from corral.common.settings import Settings
 
-from .http import LeanClient, Response, Sent, TransportError
-
-
-class BackendError(CorralError):
-    """The backend answered with an error.
-
-    BackendError
-    ├── BackendUnavailable      cannot connect, TLS failure, 5xx, 503 busy: the host is the problem, re-queue
-    │   └── BackendAuthRefused  401/403: the token or headers are wrong (a host problem too)
-    ├── BackendModelMissing     404: this host lacks the model, re-queue for another
-    └── (itself)                4xx or an error in the stream: the request is the problem, fail the job
-    """
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message, status=status)
-        self.status = status
-
-
-class BackendUnavailable(BackendError):
-    pass
-
-
-class BackendAuthRefused(BackendUnavailable):
-    pass
-
-
-class BackendModelMissing(BackendError):
-    pass
-
-
-# the names the worker used before there was more than one backend
-OllamaError, OllamaUnavailable, OllamaModelMissing = BackendError, BackendUnavailable, BackendModelMissing
-
-Chunks = AsyncIterator[dict[str, Any]]
-
-
-class Backend(Protocol):
-    """What a worker needs of an engine. Models are dicts with at least ``name``; chunks are Ollama-shaped
-    (``response`` or ``message``, ``done``; the last one ``done: true`` with what stats are known)."""
-
-    url: str
-    kind: str
-
-    async def list_models(self) -> list[dict[str, Any]]: ...
-
-    async def loaded_models(self) -> list[dict[str, Any]]: ...
-
-    def send_now(self, kind: str, request: dict[str, Any]) -> Early | None:
-        """Write a streamed request at once, from synchronous code, when a kept connection is free (else None):
-        ``stream(kind, request, early)`` reads its answer, or ``early.discard()`` drops it."""
-        ...
-
-    def stream(
-        self, kind: str, request: dict[str, Any], early: Early | None = None
-    ) -> AbstractAsyncContextManager[Chunks]: ...
-
-    async def embed(self, request: dict[str, Any]) -> dict[str, Any]: ...
-
-    async def show(self, model: str) -> dict[str, Any]: ...
-
-    async def close(self) -> None: ...
+from ..http import LeanClient, Response, Sent, TransportError
+from .errors import BackendAuthRefused, BackendError, BackendModelMissing, BackendUnavailable
 
 
 @dataclass(frozen=True)
@@ -139,7 +72,7 @@ async def raise_for_status(response: Response) -> None:
     if response.status_code == 404:
         raise BackendModelMissing(message, response.status_code)
     if response.status_code >= 500 or response.status_code == 429:
-        raise BackendUnavailable(message, response.status_code)
+        raise BackendUnavailable(message, status=response.status_code)
     raise BackendError(message, response.status_code)
 
 
@@ -248,65 +181,3 @@ class HttpPool:
 def describe(exc: Exception) -> str:
     """A readable reason: the error's message, or its class name when it has none (a timeout often has none)."""
     return str(exc) or type(exc).__name__
-
-
-class OllamaBackend:
-    """Ollama's API: ``/api/tags``, ``/api/ps``, NDJSON ``/api/generate`` and ``/api/chat``, ``/api/embed``."""
-
-    kind = "ollama"
-
-    def __init__(self, connection: Connection, slots: int) -> None:
-        self.http = HttpPool(connection, slots)
-        self.url = connection.url
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        """The models on disk (``GET /api/tags``), as Ollama describes them."""
-        return list((await self.http.request("GET", "/api/tags")).get("models") or [])
-
-    async def loaded_models(self) -> list[dict[str, Any]]:
-        """The models in memory (``GET /api/ps``)."""
-        return list((await self.http.request("GET", "/api/ps")).get("models") or [])
-
-    def send_now(self, kind: str, request: dict[str, Any]) -> Early | None:
-        return self.http.send_now("/api/chat" if kind == "chat" else "/api/generate", request)
-
-    @asynccontextmanager
-    async def stream(
-        self, kind: str, request: dict[str, Any], early: Early | None = None
-    ) -> AsyncIterator[Chunks]:
-        path = "/api/chat" if kind == "chat" else "/api/generate"
-        async with self.http.stream(path, request, early) as response:
-            chunks = ndjson_chunks(response)
-            yield chunks
-            async for _ in chunks:  # read to the end: the connection is kept alive
-                pass
-
-    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
-        return dict(await self.http.request("POST", "/api/embed", request))
-
-    async def show(self, model: str) -> dict[str, Any]:
-        return dict(await self.http.request("POST", "/api/show", {"model": model}))
-
-
-async def ndjson_chunks(response: Response) -> Chunks:
-    """Ollama's NDJSON lines as dicts; an ``{"error": …}`` line raises (Ollama ends the stream after it)."""
-    async for line in response.aiter_lines():
-        if not line.strip():
-            continue
-        chunk = jsonfast.loads(line)
-        if "error" in chunk:
-            raise BackendError(str(chunk["error"]), -1)
-        yield chunk
-
-
-def make_backend(settings: Settings) -> Backend:
-    """The backend the settings name (``CORRAL_BACKEND``, or inferred from the URL)."""
-    connection = Connection.from_settings(settings)
-    if settings.engine_kind == "openai":
-        from .openai_backend import OpenAIBackend
-
-        return OpenAIBackend(connection, settings.worker_slots)
-    return OllamaBackend(connection, settings.worker_slots)

@@ -1,0 +1,90 @@
+"""What reaches this worker by pub/sub, on one subscriber connection: the wake-ups of its models' queues (every
+enqueue publishes ``corral:wake:<model>``) and the messages of its control channel (a job handed to it, a cancel, a
+drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from corral.common import jsonfast, keys
+from corral.common.connections import TRANSIENT
+from corral.common.fastredis import pubsub_connection
+from corral.common.jobs import decode_popped
+
+from .dispatch import Dispatcher
+from .jobs import Jobs
+
+log = logging.getLogger("corral.worker")
+
+
+class Control:
+    """Follows the channels of one worker and routes their messages: wake-ups and handed jobs to the dispatcher,
+    cancels to the running jobs, a drain to ``drain``."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        redis: aioredis.Redis,
+        worker_id: str,
+        dispatcher: Dispatcher,
+        jobs: Jobs,
+        drain: Callable[[], None],
+    ) -> None:
+        self.redis_url = redis_url
+        self.redis = redis
+        self.channel = keys.control_channel(worker_id)
+        self.dispatcher = dispatcher
+        self.jobs = jobs
+        self.drain = drain
+        self.job_timeout = dispatcher.store.limits.job_timeout
+
+    def channels(self) -> set[str]:
+        return {keys.wake_channel(m) for m in self.dispatcher.models.names} | {self.channel}
+
+    async def listen(self) -> None:
+        """Subscribe and follow the model list (re-subscribing after a lost connection) until cancelled."""
+        while True:
+            pubsub = pubsub_connection(self.redis_url, self.redis, self.on_message)
+            try:
+                await pubsub.connect()
+                closed = asyncio.ensure_future(pubsub.wait_closed())
+                subscribed: set[str] = set()
+                while not closed.done():
+                    wanted = self.channels()
+                    await pubsub.subscribe(*(wanted - subscribed))
+                    await pubsub.unsubscribe(*(subscribed - wanted))
+                    subscribed = wanted
+                    await asyncio.wait([closed], timeout=0.5)
+                closed.result()
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except (*TRANSIENT, OSError):
+                pass
+            await pubsub.aclose()
+            await asyncio.sleep(0.5)
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if message["type"] != "message":
+            return
+        if message["channel"].decode() != self.channel:
+            self.dispatcher.wake.set()
+            return
+        try:
+            command = jsonfast.loads(message["data"])
+            job_id = str(command.get("cancel", ""))
+            if "dispatch" in command:
+                self.dispatcher.on_handed(decode_popped(command["dispatch"], self.job_timeout))
+                return
+        except (ValueError, AttributeError, TypeError, IndexError):
+            return
+        if command.get("drain") and not self.dispatcher.draining.is_set():
+            log.info("drain asked through redis")
+            self.drain()
+        if job_id:
+            self.jobs.cancel(job_id)

@@ -1,0 +1,108 @@
+"""The worker's housekeeping: the engine's model lists read on a timer, and the heartbeat that tells the fleet what
+this worker serves, runs and holds (a worker whose heartbeat expires is declared dead by the janitor)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from corral.common import registry
+from corral.common.connections import TRANSIENT
+from corral.common.settings import Settings
+
+from .load import cpu_ram, gpu_stats
+from .models import Models
+
+log = logging.getLogger("corral.worker")
+
+
+def worker_info(settings: Settings) -> registry.WorkerInfo:
+    """What the heartbeat says of this worker that does not change while it runs."""
+    return registry.WorkerInfo(
+        id=settings.worker_id,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        ollama_url=settings.engine_display_url,
+        slots_total=settings.worker_slots,
+        backend=settings.engine_kind,
+        max_loaded_models=settings.max_loaded_models,
+        weight=settings.worker_weight,
+        started_at=time.time(),
+    )
+
+
+class Heartbeat:
+    """Beats for one worker: ``running`` gives the ids of its running jobs, ``keep_claimed`` the models whose warm
+    claims stay while not warm (a switch's target), ``draining`` whether it is draining."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        models: Models,
+        running: Callable[[], list[str]],
+        keep_claimed: Callable[[], set[str]],
+        draining: asyncio.Event,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.models = models
+        self.running = running
+        self.keep_claimed = keep_claimed
+        self.draining = draining
+        self.info = worker_info(settings)
+
+    async def beat(self) -> None:
+        info, models = self.info, self.models
+        info.models = list(models.names)
+        info.loaded = list(models.loaded)
+        info.tags, info.ps = models.tags, models.ps
+        info.max_loaded_models = models.capacity.limit
+        info.running = self.running()
+        info.state = "draining" if self.draining.is_set() else "active"
+        info.healthy = models.healthy
+        info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
+        dropped = set(models.dropped)
+        pipe = self.redis.pipeline(transaction=True)
+        registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, dropped)
+        await pipe.execute()
+        models.dropped -= dropped  # (kept for the next beat if this one did not reach Redis)
+
+    async def refresh(self, last_refresh: float) -> float:
+        """The model lists: both every ``model_refresh_interval``, else /api/ps alone; when the lists were last
+        read in full."""
+        if time.monotonic() - last_refresh >= self.settings.model_refresh_interval:
+            await self.models.refresh()
+            self.info.gpu = await asyncio.to_thread(gpu_stats)
+            return time.monotonic()
+        if self.models.healthy:
+            await self.models.refresh_loaded(self.keep_claimed())
+        return last_refresh
+
+    async def run(self) -> None:
+        """Refresh and beat every ``heartbeat_interval`` until cancelled; a slow engine delays no beat."""
+        last_refresh = 0.0
+        logged = False
+        while True:
+            try:
+                try:  # the heartbeat goes out even when the backend or a thread takes long to answer
+                    async with asyncio.timeout(self.settings.heartbeat_interval):
+                        last_refresh = await self.refresh(last_refresh)
+                except TimeoutError:
+                    log.warning("reading the backend's model lists took over %gs; heartbeat sent without them",
+                                self.settings.heartbeat_interval)  # fmt: skip
+                await self.beat()
+                if logged:
+                    log.info("redis is back")
+                logged = False
+            except TRANSIENT as exc:
+                if not logged:
+                    log.warning("heartbeat failed, redis unavailable: %s", exc)
+                logged = True
+            await asyncio.sleep(self.settings.heartbeat_interval)

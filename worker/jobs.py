@@ -1,0 +1,125 @@
+"""The jobs running on this worker: its slots, and ``Jobs.start``, the one way a job starts here (one asyncio task
+per job: no process is forked per job and no thread per slot, whose GIL hand-offs would cost more CPU per job than
+the work itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from corral.common.jobs import PoppedJob
+
+from .execute import Active, JobRunner
+from .models import Models
+
+log = logging.getLogger("corral.worker")
+# Fault injection for the tests: the worker dies (like a SIGKILL) at the named point. Never set in production.
+FAULT_POINT = os.environ.get("CORRAL_TEST_FAULT", "")
+STARTS_KEPT = 256  # the latest starts remembered: far more than the handed jobs a worker can have in transit
+
+
+def crash_here(point: str) -> None:
+    if point == FAULT_POINT:
+        os._exit(137)
+
+
+class Slots:
+    """The worker's free job slots: a counting semaphore that can also be taken without waiting (a job handed by
+    an enqueue starts from the message handler, not a task)."""
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self._freed = asyncio.Event()
+
+    def try_acquire(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    async def acquire(self) -> None:
+        while not self.try_acquire():
+            self._freed.clear()
+            await self._freed.wait()
+
+    def release(self) -> None:
+        self.free += 1
+        self._freed.set()
+
+
+class Jobs:
+    """The running jobs (by id, for cancels and the heartbeat) and the slots they hold. ``wake`` is set when a job
+    ends whose model no other job runs: a pop that found nothing it could take may find something now."""
+
+    def __init__(self, runner: JobRunner, models: Models, slots: int, wake: asyncio.Event) -> None:
+        self.runner = runner
+        self.models = models
+        self.slots = Slots(slots)
+        self.wake = wake
+        self.active: dict[str, Active] = {}
+        self._starts: dict[str, None] = {}  # "id/start seq" of the latest starts, oldest first
+
+    def start(self, job: PoppedJob) -> Active | None:
+        """Start ``job`` in the slot the caller holds, unless this start of it has run already (the slot then goes
+        back and None is returned).
+
+        Every job starts here, handed or popped. A job an enqueue hands to a parked worker comes twice when its
+        message is still on its way as the worker's next pop runs: by the message, and by that pop's answer (the
+        hand is kept for the next pop in case the message is lost). Both pass here, so the record of the latest
+        starts makes the second a no-op; a job re-queued and popped again has a new start sequence and starts."""
+        key = f"{job.id}/{job.start_seq}"
+        if key in self._starts:
+            self.slots.release()
+            return None
+        self._starts[key] = None
+        if len(self._starts) > STARTS_KEPT:
+            del self._starts[next(iter(self._starts))]
+        crash_here("after_pop")
+        self.models.job_started(job.model)
+        return self.launch(job)
+
+    def launch(self, job: PoppedJob) -> Active:
+        """The job's task, with its request written to the backend first (a turn of the loop and the task's set-up
+        before it would run). Only ``start`` calls it."""
+        active = Active(job)
+        self.active[job.id] = active
+        active.early = early = self.runner.send_early(job)
+        active.task = asyncio.create_task(self._run(active), name=f"job-{job.id}")
+        if early is not None:  # a task cancelled before it ran never reads the answer: drop it
+            active.task.add_done_callback(lambda _task: early.discard())
+        return active
+
+    async def _run(self, active: Active) -> None:
+        try:
+            outcome = await self.runner.run(active)
+            if outcome.host_unavailable:
+                self.models.healthy = False
+            if outcome.model_missing or outcome.host_unavailable:
+                await self.models.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s crashed the runner; it stays in flight for recovery", active.job.id)
+        finally:
+            self.active.pop(active.job.id, None)
+            last_of_model = self.models.job_ended(active.job.model)
+            self.slots.release()
+            active.accepted()  # (a handed job that ended before its backend answered)
+            if self.models.capacity.limit and last_of_model:
+                self.wake.set()  # a model drained: a pop that found nothing it could take may find something now
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a running job (a job not running here is left alone)."""
+        active = self.active.get(job_id)
+        if active is not None:
+            log.info("cancelling job %s", job_id)
+            active.request_cancel()
+
+    def running(self) -> list[str]:
+        return list(self.active)
+
+    async def finish(self) -> None:
+        """Wait for every running job to end (the worker drains)."""
+        running = [a.task for a in self.active.values() if a.task is not None]
+        await asyncio.gather(*running, return_exceptions=True)

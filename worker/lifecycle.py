@@ -1,0 +1,150 @@
+"""The worker process (asyncio): its parts put together, and its life from start to drain and stop.
+
+One event loop runs everything: the dispatcher's pop loop (``dispatch``), one task per running job (``jobs``), the
+pub/sub listener for wake-ups and control messages (``control``) and the housekeeping that reads the engine's models
+and sends the heartbeat (``models``, ``heartbeat``). The janitor runs in a thread with its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from corral.common import registry
+from corral.common.connections import TRANSIENT, async_redis, redacted_url, sync_redis
+from corral.common.fastredis import fast_redis
+from corral.common.janitor import Janitor
+from corral.common.jobs import Limits
+from corral.common.settings import Settings
+from corral.common.store import AsyncJobStore, JobStore
+
+from .backends import make_backend
+from .control import Control
+from .dispatch import Dispatcher
+from .execute import JobRunner
+from .heartbeat import Heartbeat
+from .jobs import Jobs
+from .models import Models
+
+log = logging.getLogger("corral.worker")
+
+
+class Worker:
+    """One worker: ``run`` serves until ``drain`` (SIGTERM, SIGINT or a drain message) and the running jobs end."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.id = settings.worker_id
+        self.redis = async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
+        self.fast = fast_redis(settings.redis_url)
+        self.store = AsyncJobStore(self.redis, Limits.from_settings(settings), fast=self.fast)
+        self.backend = make_backend(settings)
+        self.draining = asyncio.Event()
+        wake = asyncio.Event()
+        self.models = Models(self.backend, self.redis, self.id, settings.engine_display_url,
+                             settings.max_loaded_models, wake)  # fmt: skip
+        runner = JobRunner(self.store, self.backend, self.id, self.models.local_names)
+        self.jobs = Jobs(runner, self.models, settings.worker_slots, wake)
+        self.dispatcher = Dispatcher(self.store, self.id, self.models, self.jobs, settings.push_dispatch, wake,
+                                     self.draining)  # fmt: skip
+        self.heartbeat = Heartbeat(self.redis, settings, self.models, self.jobs.running,
+                                   self.dispatcher.keep_claimed, self.draining)  # fmt: skip
+        self.control = Control(
+            settings.redis_url, self.redis, self.id, self.dispatcher, self.jobs, self.drain
+        )
+
+    async def recover_own_jobs(self) -> None:
+        """Jobs a previous life of this worker id left in flight go back to the front of their queues."""
+        for job_id in await self.store.inflight(self.id):
+            state, attempt = await self.store.requeue(
+                job_id, f"worker {self.id} restarted", worker_id=self.id
+            )
+            log.warning(
+                "job %s left running by a previous %s: %s (attempt %d)", job_id, self.id, state, attempt
+            )
+
+    async def run(self) -> None:
+        """Serve until drained: recover, start the helpers, take jobs, finish them, deregister and close."""
+        sync_client = sync_redis(self.settings.redis_url, name=f"corral-janitor:{self.id}")
+        await self.wait_for_redis()
+        if self.draining.is_set():
+            await self.redis.aclose()
+            sync_client.close()
+            return
+        await self.recover_own_jobs()
+        await self.models.refresh()
+        await self.heartbeat.beat()
+        janitor = Janitor(JobStore(sync_client, self.store.limits), self.settings.heartbeat_ttl,
+                          self.settings.janitor_interval)  # fmt: skip
+        _thread, janitor_stop = janitor.start()
+        helpers = [asyncio.create_task(self.heartbeat.run()), asyncio.create_task(self.control.listen())]
+        log.info("worker %s up: %s %s, %d slots", self.id, self.backend.kind, self.settings.engine_display_url,
+                 self.settings.worker_slots)  # fmt: skip
+        try:
+            await self.dispatcher.run()
+            log.info("worker %s draining: finishing %d running job(s)", self.id, len(self.jobs.active))
+            await self.jobs.finish()
+        finally:
+            janitor_stop.set()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self.close()
+            sync_client.close()
+            log.info("worker %s stopped", self.id)
+
+    async def close(self) -> None:
+        """Deregister (when Redis answers) and close the connections."""
+        with contextlib.suppress(*TRANSIENT):
+            await registry.deregister_async(self.redis, self.id, self.models.names)
+        await self.backend.close()
+        await self.redis.aclose()
+        if self.fast is not None:
+            await self.fast.aclose()
+
+    async def wait_for_redis(self) -> None:
+        """Ping until Redis answers (a SIGTERM meanwhile ends the wait: there is nothing to drain yet)."""
+        delay, attempt = 0.1, 0
+        while not self.draining.is_set():
+            attempt += 1
+            try:
+                await self.redis.ping()
+                return
+            except TRANSIENT as exc:
+                log.warning("redis at %s not reachable (attempt %d): %s", redacted_url(self.settings.redis_url),
+                            attempt, exc)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def drain(self) -> None:
+        """Stop taking jobs, finish the running ones, deregister. A second signal exits at once."""
+        if self.draining.is_set():
+            log.warning("second signal: exiting now; running jobs will be re-queued")
+            os._exit(1)
+        self.draining.set()
+        self.dispatcher.wake.set()
+
+
+async def _main(settings: Settings) -> None:
+    worker = Worker(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.drain)
+    await worker.run()
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until it is drained. uvloop (installed with uvicorn[standard]) when there: its transports and
+    scheduling cost a fraction of the default loop's CPU per job."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_main(settings))
+    else:
+        uvloop.run(_main(settings))
+
+
+__all__ = ["Worker", "run_worker"]
