@@ -13,13 +13,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.common import keys
-from corral.common.connections import async_redis, redacted_url, sync_redis
+from corral.common.connections import async_redis, sync_redis
 from corral.common.fastredis import fast_redis
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
 from corral.common.registry import VERSION
 from corral.common.schemas import BatchRequest, JobRequest
-from corral.common.settings import Settings
+from corral.common.settings import Settings, redacted_url
 from corral.common.store import AsyncJobStore, JobStore
 
 from . import errors

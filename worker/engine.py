@@ -21,13 +21,13 @@ from collections import Counter, deque
 from typing import Any
 
 from corral.common import jsonfast, keys, registry
-from corral.common.connections import TRANSIENT, async_redis, redacted_url, sync_redis
+from corral.common.connections import TRANSIENT, async_redis, sync_redis
 from corral.common.fastredis import fast_redis, pubsub_connection
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits, PoppedJob, decode_popped
 from corral.common.names import normalise_model
 from corral.common.schedule import Capacity, Switch, choose_victim, keep_running, plan_pop
-from corral.common.settings import Settings
+from corral.common.settings import Settings, redacted_url
 from corral.common.store import AsyncJobStore, JobStore, Park, Popped
 
 from .backend import BackendError, make_backend
