@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from corral.common import jsonfast
-from corral.common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
+from corral.common.errors import InvalidFields, InvalidRequest, JobNotFound, PayloadTooLarge
 from corral.common.names import is_job_id
 from corral.common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobStatus, JobView, Submitted
 
@@ -109,8 +108,8 @@ async def list_jobs(
     return {"jobs": jobs, "next_cursor": next_cursor}
 
 
-def invalid_item(index: int, message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", "jobs", index), "msg": message, "type": "value_error"}])
+def invalid_item(index: int, message: str) -> InvalidFields:
+    return InvalidFields([{"loc": ("body", "jobs", index), "msg": message, "type": "value_error"}])
 
 
 @router.post(
