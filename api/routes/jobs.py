@@ -21,6 +21,7 @@ from ..bus import Batch, follow_batches, submit_followed
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
 from ..history import list_history, make_filters, parse_cursor
 from ..inputs import check_request
+from ..sse import KEEPALIVE, sse_event
 from ..streaming import LeanStream
 from ..submitter import apply_headers, attribute
 
@@ -173,15 +174,15 @@ def start_seq(from_: int | None, last_event_id: str | None) -> int:
     return 0
 
 
-def sse_event(event: dict[str, Any]) -> str:
-    data = jsonfast.dumps(event)
-    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
+def job_event(event: dict[str, Any]) -> bytes:
+    """A job event as a Server-Sent Event: its seq the id (``Last-Event-ID`` resumes after it), its type the name."""
+    return sse_event(event, event=event["type"], event_id=event["seq"])
 
 
 async def sse(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:
     """One write per batch of events that arrived together."""
     async for batch in batches:
-        yield b": keepalive\n\n" if batch is None else "".join(map(sse_event, batch)).encode()
+        yield KEEPALIVE if batch is None else b"".join(map(job_event, batch))
 
 
 async def ndjson(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:

@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from corral.common import jsonfast
 from corral.common.errors import CorralError, InvalidRequest, ModelNotFound
 from corral.common.names import normalise_model
 
 from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
 from ..errors import retry_headers, status_of
+from ..sse import sse_event
 from ..streaming import LeanStream
 from ..wire import (
     chat_chunk,
@@ -40,15 +40,10 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse(openai_error(status, message), status_code=status, headers=headers)
 
 
-def sse(obj: dict[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else jsonfast.dumps(obj)
-    return f"data: {data}\n\n".encode()
-
-
 async def chat_stream(
     job_id: str, model: str, events: AsyncIterator[dict[str, Any]], with_usage: bool
 ) -> AsyncIterator[bytes]:
-    yield sse(chat_chunk(job_id, model, {"role": "assistant", "content": ""}, None))
+    yield sse_event(chat_chunk(job_id, model, {"role": "assistant", "content": ""}, None))
     sent, called = False, False
     async for event in events:
         if event["type"] == "chunk":
@@ -59,20 +54,20 @@ async def chat_stream(
             if event.get("tool_calls"):
                 called = True
                 delta["tool_calls"] = openai_tool_calls(event["tool_calls"])
-            yield sse(chat_chunk(job_id, model, delta, None))
+            yield sse_event(chat_chunk(job_id, model, delta, None))
         elif event["type"] == "retry" and sent:
-            yield sse(openai_error(500, retry_message(event, job_id)))
+            yield sse_event(openai_error(500, retry_message(event, job_id)))
             break
         elif event["type"] == "done":
             final = event.get("final") or {}
-            yield sse(chat_chunk(job_id, model, {}, finish_reason(final, called)))
+            yield sse_event(chat_chunk(job_id, model, {}, finish_reason(final, called)))
             if with_usage:
-                yield sse({**chat_chunk(job_id, model, {}, None), "choices": [], "usage": usage(final)})
+                yield sse_event({**chat_chunk(job_id, model, {}, None), "choices": [], "usage": usage(final)})
             break
         elif event["type"] in ("error", "cancelled"):
-            yield sse(openai_error(500, failure_message(event, job_id)))
+            yield sse_event(openai_error(500, failure_message(event, job_id)))
             break
-    yield sse("[DONE]")
+    yield sse_event("[DONE]")
 
 
 async def completion_stream(
@@ -82,17 +77,17 @@ async def completion_stream(
     async for event in events:
         if event["type"] == "chunk":
             sent = True
-            yield sse(text_completion(job_id, model, event.get("text", ""), None, stream=True))
+            yield sse_event(text_completion(job_id, model, event.get("text", ""), None, stream=True))
         elif event["type"] == "retry" and sent:
-            yield sse(openai_error(500, retry_message(event, job_id)))
+            yield sse_event(openai_error(500, retry_message(event, job_id)))
             break
         elif event["type"] == "done":
-            yield sse(text_completion(job_id, model, "", event.get("final") or {}, stream=True))
+            yield sse_event(text_completion(job_id, model, "", event.get("final") or {}, stream=True))
             break
         elif event["type"] in ("error", "cancelled"):
-            yield sse(openai_error(500, failure_message(event, job_id)))
+            yield sse_event(openai_error(500, failure_message(event, job_id)))
             break
-    yield sse("[DONE]")
+    yield sse_event("[DONE]")
 
 
 Streamer = Callable[[str, str, AsyncIterator[dict[str, Any]], dict[str, Any]], AsyncIterator[bytes]]
