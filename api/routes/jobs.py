@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Send
 
@@ -19,13 +19,14 @@ from ..apikeys import Scope, job_quota, may_see
 from ..body import json_body, openapi_body
 from ..bus import Batch, follow_batches, submit_followed
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..fastlane import FastRouter
 from ..history import list_history, make_filters, parse_cursor
 from ..inputs import check_request
 from ..sse import KEEPALIVE, sse_event
 from ..streaming import LeanStream
 from ..submitter import apply_headers, attribute
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = FastRouter(prefix="/jobs", tags=["jobs"])
 parse_job_request = json_body(JobRequest)
 NDJSON = "application/x-ndjson"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -49,7 +50,7 @@ async def owned(store: StoreDep, job_id: str, principal: PrincipalDep) -> str:
 OwnedJob = Annotated[str, Depends(owned)]
 
 
-@router.post(
+@router.fast_post(
     "",
     status_code=202,
     response_model=Submitted,

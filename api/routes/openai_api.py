@@ -9,14 +9,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from corral.common.errors import CorralError, InvalidRequest, ModelNotFound
 from corral.common.names import normalise_model
 
-from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..deps import RedisDep, SettingsDep, get_principal, services
 from ..errors import retry_headers, status_of
+from ..fastlane import FastRouter
 from ..sse import sse_event
 from ..streaming import LeanStream
 from ..wire import (
@@ -33,7 +34,7 @@ from ..wire import (
 )
 from .dropin import events_of, failure_message, fleet_models, outcome, retry_message, submit
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = FastRouter(prefix="/v1", tags=["openai"])
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -94,10 +95,10 @@ Streamer = Callable[[str, str, AsyncIterator[dict[str, Any]], dict[str, Any]], A
 Answer = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
 
-async def serve(request: Request, store: Any, settings: Any, client: Any, hub: Any,
-                translate: Callable[[dict[str, Any]], dict[str, Any]], streamer: Streamer,
+async def serve(request: Request, translate: Callable[[dict[str, Any]], dict[str, Any]], streamer: Streamer,
                 answer: Answer) -> Response:  # fmt: skip
     """Submit the translated body; stream with ``streamer`` or wait and answer with ``answer``."""
+    store, settings, client, hub = services(request)
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(
@@ -133,19 +134,16 @@ def completion_answer(job_id: str, model: str, result: dict[str, Any]) -> dict[s
     return text_completion(job_id, model, result.get("text", ""), result.get("final") or {}, stream=False)
 
 
-@router.post("/chat/completions")
-async def chat_completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
-                           hub: HubDep) -> Response:  # fmt: skip
+@router.fast_post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
     """OpenAI chat completions; ``stream`` defaults to false."""
-    return await serve(request, store, settings, client, hub, openai_chat_job, chat_streamer, chat_completion)
+    return await serve(request, openai_chat_job, chat_streamer, chat_completion)
 
 
-@router.post("/completions")
-async def completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
-                      hub: HubDep) -> Response:  # fmt: skip
+@router.fast_post("/completions")
+async def completions(request: Request) -> Response:
     """OpenAI (legacy) completions; ``stream`` defaults to false."""
-    return await serve(request, store, settings, client, hub, openai_completion_job, completion_streamer,
-                       completion_answer)  # fmt: skip
+    return await serve(request, openai_completion_job, completion_streamer, completion_answer)
 
 
 def embed_job(body: dict[str, Any]) -> dict[str, Any]:
@@ -163,9 +161,9 @@ def embed_job(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("/embeddings")
-async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
-                     hub: HubDep) -> Response:  # fmt: skip
+async def embeddings(request: Request) -> Response:
     """OpenAI embeddings."""
+    store, settings, client, hub = services(request)
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(
