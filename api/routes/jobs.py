@@ -177,7 +177,7 @@ def start_seq(from_: int | None, last_event_id: str | None) -> int:
 
 def job_event(event: dict[str, Any]) -> bytes:
     """A job event as a Server-Sent Event: its seq the id (``Last-Event-ID`` resumes after it), its type the name."""
-    return sse_event(event, event=event["type"], event_id=event["seq"])
+    return sse_event(event, event["type"], event["seq"])
 
 
 async def sse(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:
