@@ -154,20 +154,23 @@ class Settings(BaseSettings):
 
 
 def redacted_url(url: str) -> str:
-    """``url`` as logs, heartbeats and the dashboard may show it: the user information before ``@`` masked whole
-    (a password, a user name, or a lone token), any query masked (certificate paths, tokens), any fragment
-    dropped; a placeholder for a URL that does not parse, or has an ``@`` outside its authority (a password
-    with an unescaped ``/``, ``?`` or ``#`` in it would show through)."""
+    """``url`` as logs, heartbeats and the dashboard may show it: a password masked (the user name beside it kept:
+    the operator sees which ACL user a service runs as), a lone user name masked too (it may be a token), any
+    query masked (certificate paths, passwords), any fragment dropped; a placeholder for a URL that does not parse,
+    or that has an ``@`` outside its authority (a password with an unescaped ``/``, ``?`` or ``#`` would show)."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return UNPARSABLE_URL
     if "@" in url and "@" not in parts.netloc:
         return UNPARSABLE_URL
-    _user, at, host = parts.netloc.rpartition("@")
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at:
+        host = f"{userinfo.partition(':')[0]}:***@{host}" if password is not None else f"***@{host}"
     scheme = f"{parts.scheme}:" if parts.scheme else ""
     # an empty authority is kept as written: unix:///run/redis.sock stays itself
-    authority = f"//{'***@' if at else ''}{host}" if url.strip()[len(scheme) :].startswith("//") else ""
+    authority = f"//{host}" if url.strip()[len(scheme) :].startswith("//") else ""
     return f"{scheme}{authority}{parts.path}{'?***' if parts.query else ''}"
 
 

@@ -34,7 +34,7 @@ def test_headers_token_and_secrets_stay_out_of_reprs() -> None:
     connection = Connection.from_settings(settings)
     for text in (repr(settings), str(settings), repr(connection), settings.model_dump_json()):
         assert "tok-123" not in text and "hdr-456" not in text
-    assert redacted_url("https://user:pw@host:1/v1") == "https://***@host:1/v1"
+    assert redacted_url("https://user:pw@host:1/v1") == "https://user:***@host:1/v1"
     with pytest.raises(ValidationError):
         Settings(backend_verify="/nonexistent/ca.pem")
     assert Settings(backend_verify="FALSE").backend_verify == "false"
