@@ -39,7 +39,7 @@ async def get_principal(request: Request) -> Principal:
 
 
 class Services(NamedTuple):
-    """What the lifespan set up, for the handlers that take the request alone (the fast lane's and theirs)."""
+    """What the lifespan set up, for handlers that take the request alone (as every fast-lane handler does)."""
 
     store: AsyncJobStore
     settings: Settings
