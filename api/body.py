@@ -6,11 +6,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from corral.common import jsonfast
-from corral.common.errors import InvalidRequest
+from corral.common.errors import InvalidFields, InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -20,7 +19,8 @@ def _no_constants(name: str) -> Any:
 
 
 def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
-    """A dependency parsing the raw body as JSON into ``model``: 400 when it is not JSON, 422 when invalid."""
+    """A dependency parsing the raw body as JSON into ``model``: ``InvalidRequest`` (400) when it is not JSON,
+    ``InvalidFields`` (422) when it does not validate."""
 
     async def parse(request: Request) -> M:
         raw = await request.body()
@@ -37,7 +37,7 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
                 {**e, "loc": ("body", *e["loc"])}
                 for e in exc.errors(include_url=False, include_context=False)
             ]
-            raise RequestValidationError(errors) from None
+            raise InvalidFields(errors) from None
 
     return parse
 

@@ -4,7 +4,7 @@ All ``async def``: FastAPI runs a plain ``def`` dependency in a thread pool, a t
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
@@ -36,6 +36,20 @@ async def get_principal(request: Request) -> Principal:
     """The caller that ``api.auth.Authenticate`` let in (``ANONYMOUS`` when the API runs without keys)."""
     principal: Principal = getattr(request.state, "principal", ANONYMOUS)
     return principal
+
+
+class Services(NamedTuple):
+    """What the lifespan set up, for handlers that take the request alone (as every fast-lane handler does)."""
+
+    store: AsyncJobStore
+    settings: Settings
+    redis: aioredis.Redis
+    hub: ChunkHub
+
+
+def services(request: Request) -> Services:
+    state = request.app.state
+    return Services(state.store, state.settings, state.redis, state.hub)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

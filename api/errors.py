@@ -15,6 +15,7 @@ from corral.common.errors import (
     BackendUnavailable,
     CorralError,
     Forbidden,
+    InvalidFields,
     InvalidRequest,
     JobNotCancellable,
     JobNotFound,
@@ -30,6 +31,7 @@ from .wire import openai_error
 
 STATUS: list[tuple[type[CorralError], int]] = [
     (PayloadTooLarge, 413),
+    (InvalidFields, 422),
     (InvalidRequest, 400),
     (ModelNotFound, 404),
     (JobNotFound, 404),
@@ -45,6 +47,18 @@ STATUS: list[tuple[type[CorralError], int]] = [
 
 def status_of(exc: CorralError) -> int:
     return next((status for kind, status in STATUS if isinstance(exc, kind)), 500)
+
+
+def corral_response(exc: CorralError) -> JSONResponse:
+    """Corral's answer to one of its errors: its status, ``{"error", "code"}`` (and each field error's location
+    for ``InvalidFields``), ``Retry-After`` on the 429s."""
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidFields):
+        extra["detail"] = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                           for e in exc.errors]  # fmt: skip
+    response = error_response(status_of(exc), exc.message, exc.code, **extra)
+    response.headers.update(retry_headers(exc))
+    return response
 
 
 def error_response(status: int, message: str, code: str, **extra: Any) -> JSONResponse:
@@ -71,20 +85,10 @@ def shaped_error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _describe(errors: list[Any]) -> str:
-    parts = []
-    for err in errors[:5]:
-        loc = ".".join(str(x) for x in err.get("loc", ())[1:]) or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
-        response = error_response(status_of(exc), exc.message, exc.code)
-        response.headers.update(retry_headers(exc))
-        return response
+        return corral_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -93,8 +97,7 @@ def install(app: FastAPI) -> None:
             return error_response(400, "malformed JSON body", "invalid_json")
         if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
             return error_response(400, "missing request body", "invalid_request")
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
-        return error_response(422, "invalid request: " + _describe(errors), "invalid_request", detail=detail)
+        return corral_response(InvalidFields(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -9,7 +9,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyTooLarge(Exception):
-    pass
+    """Internal control flow, not a ``CorralError``: raised from ``receive`` to unwind the app when a chunked body
+    passes the limit, and caught by ``BodyLimit`` itself, which answers 413 in the shape of the path's API. As a
+    ``CorralError`` the app's handlers (and the drop-in routes' own) would answer it first, in Corral's shape."""
 
 
 class BodyLimit:

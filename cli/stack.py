@@ -13,9 +13,9 @@ import time
 from urllib.parse import urlparse
 
 from corral.common import keys
-from corral.common.connections import TRANSIENT, redacted_url
+from corral.common.connections import TRANSIENT
 from corral.common.errors import CorralError
-from corral.common.settings import Settings
+from corral.common.settings import Settings, redacted_url
 
 DEMO_OLLAMA_PORT = 11435
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -16,19 +16,6 @@ from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
-
-
-def redacted_url(url: str) -> str:
-    """The URL with its password (and anything in the query, like certificate paths) masked, for logs."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            user = parts.username or ""
-            netloc = f"{user}:***@" + netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
-    except ValueError:
-        return "<unparsable redis url>"
 
 
 def _options(url: str, name: str) -> dict[str, object]:

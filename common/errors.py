@@ -1,7 +1,8 @@
 """Corral's exceptions. One root; each carries its context as attributes.
 
-CorralError
-├── InvalidRequest          bad input (400/422)
+CorralError                 the root; raised as itself for a setup that cannot work (a public bind without keys)
+├── InvalidRequest          bad input (400)
+│   ├── InvalidFields       fields that fail validation, each error with its location (422)
 │   └── PayloadTooLarge     prompt or body over its limit (413)
 ├── ModelNotFound           no live worker has the model (404)
 ├── JobNotFound             unknown or expired job id (404)
@@ -12,9 +13,19 @@ CorralError
 ├── JobNotCancellable       the job has already ended (409)
 ├── WorkerNotFound          no such live worker (404)
 └── BackendUnavailable      Redis or Ollama cannot be reached (503)
+
+Defined beside their one user: ``corral.cli.jobs.BatchError`` and the worker backend's errors
+(``corral.worker.backend``). ``corral.api.errors`` maps each to its HTTP status, in one place.
+
+Outside the tree, internal control flow that no caller sees: ``corral.api.limits.BodyTooLarge`` unwinds the app
+when a chunked body passes the limit, to be caught by the middleware that raised it (as a ``CorralError`` the
+app's handlers would answer it first, in the wrong shape); ``corral.api.bus`` raises redis-py's
+``ConnectionError`` when its pub/sub connection closes, to take the path every lost connection takes.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class CorralError(Exception):
@@ -34,6 +45,24 @@ class CorralError(Exception):
 
 class InvalidRequest(CorralError):
     code = "invalid_request"
+
+
+class InvalidFields(InvalidRequest):
+    """Fields that fail validation; ``errors`` as pydantic reports them, each ``loc`` led by where the field is
+    (``body``, ``query``, …)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid request: " + _describe(errors), errors=errors)
+        self.errors = errors
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    """The first five errors, ``field.path: message`` each."""
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ())[1:]) or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
 
 
 class PayloadTooLarge(InvalidRequest):

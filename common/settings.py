@@ -9,12 +9,13 @@ import json
 import socket
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6390/0"
+UNPARSABLE_URL = "<unparsable url>"
 
 
 class Settings(BaseSettings):
@@ -142,7 +143,7 @@ class Settings(BaseSettings):
     @property
     def engine_display_url(self) -> str:
         """The backend's URL without any ``user:password@`` part: what logs and heartbeats show."""
-        return redact_url(self.engine_url)
+        return redacted_url(self.engine_url)
 
     def engine_headers(self) -> dict[str, str]:
         """Extra headers plus ``Authorization: Bearer …`` when a token is set (secrets: never log these)."""
@@ -152,11 +153,25 @@ class Settings(BaseSettings):
         return headers
 
 
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+def redacted_url(url: str) -> str:
+    """``url`` as logs, heartbeats and the dashboard may show it: a password masked (the user name beside it kept:
+    the operator sees which ACL user a service runs as), a lone user name masked too (it may be a token), any
+    query masked (certificate paths, passwords), any fragment dropped; a placeholder for a URL that does not parse,
+    or that has an ``@`` outside its authority (a password with an unescaped ``/``, ``?`` or ``#`` would show)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return UNPARSABLE_URL
+    if "@" in url and "@" not in parts.netloc:
+        return UNPARSABLE_URL
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at:
+        host = f"{userinfo.partition(':')[0]}:***@{host}" if password is not None else f"***@{host}"
+    scheme = f"{parts.scheme}:" if parts.scheme else ""
+    # an empty authority is kept as written: unix:///run/redis.sock stays itself
+    authority = f"//{host}" if url.strip()[len(scheme) :].startswith("//") else ""
+    return f"{scheme}{authority}{parts.path}{'?***' if parts.query else ''}"
 
 
 def parse_headers(text: str) -> dict[str, str]:

@@ -14,11 +14,11 @@ import os
 import signal
 
 from corral.common import registry
-from corral.common.connections import TRANSIENT, async_redis, redacted_url, sync_redis
+from corral.common.connections import TRANSIENT, async_redis, sync_redis
 from corral.common.fastredis import fast_redis
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
-from corral.common.settings import Settings
+from corral.common.settings import Settings, redacted_url
 from corral.common.store import AsyncJobStore, JobStore
 
 from .backends import make_backend

@@ -6,13 +6,12 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from corral.common import jsonfast
-from corral.common.errors import InvalidRequest, JobNotFound, PayloadTooLarge
+from corral.common.errors import InvalidFields, InvalidRequest, JobNotFound, PayloadTooLarge
 from corral.common.names import is_job_id
 from corral.common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobStatus, JobView, Submitted
 
@@ -20,12 +19,14 @@ from ..apikeys import Scope, job_quota, may_see
 from ..body import json_body, openapi_body
 from ..bus import Batch, follow_batches, submit_followed
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..fastlane import FastRouter
 from ..history import list_history, make_filters, parse_cursor
 from ..inputs import check_request
+from ..sse import KEEPALIVE, sse_event
 from ..streaming import LeanStream
 from ..submitter import apply_headers, attribute
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = FastRouter(prefix="/jobs", tags=["jobs"])
 parse_job_request = json_body(JobRequest)
 NDJSON = "application/x-ndjson"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -49,7 +50,7 @@ async def owned(store: StoreDep, job_id: str, principal: PrincipalDep) -> str:
 OwnedJob = Annotated[str, Depends(owned)]
 
 
-@router.post(
+@router.fast_post(
     "",
     status_code=202,
     response_model=Submitted,
@@ -109,8 +110,8 @@ async def list_jobs(
     return {"jobs": jobs, "next_cursor": next_cursor}
 
 
-def invalid_item(index: int, message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", "jobs", index), "msg": message, "type": "value_error"}])
+def invalid_item(index: int, message: str) -> InvalidFields:
+    return InvalidFields([{"loc": ("body", "jobs", index), "msg": message, "type": "value_error"}])
 
 
 @router.post(
@@ -174,15 +175,15 @@ def start_seq(from_: int | None, last_event_id: str | None) -> int:
     return 0
 
 
-def sse_event(event: dict[str, Any]) -> str:
-    data = jsonfast.dumps(event)
-    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
+def job_event(event: dict[str, Any]) -> bytes:
+    """A job event as a Server-Sent Event: its seq the id (``Last-Event-ID`` resumes after it), its type the name."""
+    return sse_event(event, event["type"], event["seq"])
 
 
 async def sse(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:
     """One write per batch of events that arrived together."""
     async for batch in batches:
-        yield b": keepalive\n\n" if batch is None else "".join(map(sse_event, batch)).encode()
+        yield KEEPALIVE if batch is None else b"".join(map(job_event, batch))
 
 
 async def ndjson(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:

@@ -9,19 +9,20 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from corral.common import jsonfast
 from corral.common.errors import CorralError, ModelNotFound, QueueFull
 
-from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..deps import RedisDep, SettingsDep, get_principal, services
 from ..errors import retry_headers, status_of
+from ..fastlane import FastRouter
 from ..streaming import LeanStream
 from ..wire import ollama_chunk, ollama_final, ollama_job, parse_json_object
 from .dropin import events_of, failure_message, fleet_loaded, fleet_models, outcome, retry_message, submit
 
-router = APIRouter(tags=["ollama"])
+router = FastRouter(tags=["ollama"])
 OLLAMA_VERSION = "0.12.0"
 NDJSON = "application/x-ndjson"
 
@@ -60,7 +61,9 @@ async def stream_lines(
             return
 
 
-async def run(kind: str, request: Request, store: Any, settings: Any, client: Any, hub: Any) -> Response:
+async def run(kind: str, request: Request) -> Response:
+    """Submit an Ollama request of ``kind`` as a job; answer in Ollama's shape, streamed or whole."""
+    store, settings, client, hub = services(request)
     name = ""
     try:
         body = parse_json_object(await request.body())
@@ -88,36 +91,28 @@ async def run(kind: str, request: Request, store: Any, settings: Any, client: An
     return JSONResponse(ollama_final(kind, name, final, result), headers=headers)
 
 
-@router.post("/api/generate")
-async def generate(
-    request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep, hub: HubDep
-) -> Response:
+@router.fast_post("/api/generate")
+async def generate(request: Request) -> Response:
     """Ollama's generate: streamed NDJSON unless ``"stream": false``."""
-    return await run("generate", request, store, settings, client, hub)
+    return await run("generate", request)
 
 
-@router.post("/api/chat")
-async def chat(
-    request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep, hub: HubDep
-) -> Response:
+@router.fast_post("/api/chat")
+async def chat(request: Request) -> Response:
     """Ollama's chat: streamed NDJSON unless ``"stream": false``."""
-    return await run("chat", request, store, settings, client, hub)
+    return await run("chat", request)
 
 
 @router.post("/api/embed")
-async def embed(
-    request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep, hub: HubDep
-) -> Response:
+async def embed(request: Request) -> Response:
     """Ollama's embed: ``{"model", "embeddings": [[…]], …}``."""
-    return await run("embed", request, store, settings, client, hub)
+    return await run("embed", request)
 
 
 @router.post("/api/embeddings")
-async def embeddings(
-    request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep, hub: HubDep
-) -> Response:
+async def embeddings(request: Request) -> Response:
     """Ollama's legacy embeddings: ``{"embedding": […]}`` for ``prompt``."""
-    response = await run("embed", request, store, settings, client, hub)
+    response = await run("embed", request)
     if response.status_code != 200 or not isinstance(response, JSONResponse):
         return response
     vectors = json.loads(bytes(response.body)).get("embeddings") or [[]]
@@ -125,10 +120,9 @@ async def embeddings(
 
 
 @router.post("/api/show")
-async def show(
-    request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep, hub: HubDep
-) -> Response:
+async def show(request: Request) -> Response:
     """Answered by the Ollama of a worker that has the model (a ``show`` job through its queue)."""
+    store, settings, client, hub = services(request)
     name = ""
     try:
         body = parse_json_object(await request.body())

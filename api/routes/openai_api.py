@@ -9,15 +9,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from corral.common import jsonfast
 from corral.common.errors import CorralError, InvalidRequest, ModelNotFound
 from corral.common.names import normalise_model
 
-from ..deps import HubDep, RedisDep, SettingsDep, StoreDep, get_principal
+from ..deps import RedisDep, SettingsDep, get_principal, services
 from ..errors import retry_headers, status_of
+from ..fastlane import FastRouter
+from ..sse import sse_event
 from ..streaming import LeanStream
 from ..wire import (
     chat_chunk,
@@ -33,22 +34,17 @@ from ..wire import (
 )
 from .dropin import events_of, failure_message, fleet_models, outcome, retry_message, submit
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = FastRouter(prefix="/v1", tags=["openai"])
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(openai_error(status, message), status_code=status, headers=headers)
 
 
-def sse(obj: dict[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else jsonfast.dumps(obj)
-    return f"data: {data}\n\n".encode()
-
-
 async def chat_stream(
     job_id: str, model: str, events: AsyncIterator[dict[str, Any]], with_usage: bool
 ) -> AsyncIterator[bytes]:
-    yield sse(chat_chunk(job_id, model, {"role": "assistant", "content": ""}, None))
+    yield sse_event(chat_chunk(job_id, model, {"role": "assistant", "content": ""}, None))
     sent, called = False, False
     async for event in events:
         if event["type"] == "chunk":
@@ -59,20 +55,20 @@ async def chat_stream(
             if event.get("tool_calls"):
                 called = True
                 delta["tool_calls"] = openai_tool_calls(event["tool_calls"])
-            yield sse(chat_chunk(job_id, model, delta, None))
+            yield sse_event(chat_chunk(job_id, model, delta, None))
         elif event["type"] == "retry" and sent:
-            yield sse(openai_error(500, retry_message(event, job_id)))
+            yield sse_event(openai_error(500, retry_message(event, job_id)))
             break
         elif event["type"] == "done":
             final = event.get("final") or {}
-            yield sse(chat_chunk(job_id, model, {}, finish_reason(final, called)))
+            yield sse_event(chat_chunk(job_id, model, {}, finish_reason(final, called)))
             if with_usage:
-                yield sse({**chat_chunk(job_id, model, {}, None), "choices": [], "usage": usage(final)})
+                yield sse_event({**chat_chunk(job_id, model, {}, None), "choices": [], "usage": usage(final)})
             break
         elif event["type"] in ("error", "cancelled"):
-            yield sse(openai_error(500, failure_message(event, job_id)))
+            yield sse_event(openai_error(500, failure_message(event, job_id)))
             break
-    yield sse("[DONE]")
+    yield sse_event("[DONE]")
 
 
 async def completion_stream(
@@ -82,27 +78,27 @@ async def completion_stream(
     async for event in events:
         if event["type"] == "chunk":
             sent = True
-            yield sse(text_completion(job_id, model, event.get("text", ""), None, stream=True))
+            yield sse_event(text_completion(job_id, model, event.get("text", ""), None, stream=True))
         elif event["type"] == "retry" and sent:
-            yield sse(openai_error(500, retry_message(event, job_id)))
+            yield sse_event(openai_error(500, retry_message(event, job_id)))
             break
         elif event["type"] == "done":
-            yield sse(text_completion(job_id, model, "", event.get("final") or {}, stream=True))
+            yield sse_event(text_completion(job_id, model, "", event.get("final") or {}, stream=True))
             break
         elif event["type"] in ("error", "cancelled"):
-            yield sse(openai_error(500, failure_message(event, job_id)))
+            yield sse_event(openai_error(500, failure_message(event, job_id)))
             break
-    yield sse("[DONE]")
+    yield sse_event("[DONE]")
 
 
 Streamer = Callable[[str, str, AsyncIterator[dict[str, Any]], dict[str, Any]], AsyncIterator[bytes]]
 Answer = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
 
-async def serve(request: Request, store: Any, settings: Any, client: Any, hub: Any,
-                translate: Callable[[dict[str, Any]], dict[str, Any]], streamer: Streamer,
+async def serve(request: Request, translate: Callable[[dict[str, Any]], dict[str, Any]], streamer: Streamer,
                 answer: Answer) -> Response:  # fmt: skip
     """Submit the translated body; stream with ``streamer`` or wait and answer with ``answer``."""
+    store, settings, client, hub = services(request)
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(
@@ -138,19 +134,16 @@ def completion_answer(job_id: str, model: str, result: dict[str, Any]) -> dict[s
     return text_completion(job_id, model, result.get("text", ""), result.get("final") or {}, stream=False)
 
 
-@router.post("/chat/completions")
-async def chat_completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
-                           hub: HubDep) -> Response:  # fmt: skip
+@router.fast_post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
     """OpenAI chat completions; ``stream`` defaults to false."""
-    return await serve(request, store, settings, client, hub, openai_chat_job, chat_streamer, chat_completion)
+    return await serve(request, openai_chat_job, chat_streamer, chat_completion)
 
 
-@router.post("/completions")
-async def completions(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
-                      hub: HubDep) -> Response:  # fmt: skip
+@router.fast_post("/completions")
+async def completions(request: Request) -> Response:
     """OpenAI (legacy) completions; ``stream`` defaults to false."""
-    return await serve(request, store, settings, client, hub, openai_completion_job, completion_streamer,
-                       completion_answer)  # fmt: skip
+    return await serve(request, openai_completion_job, completion_streamer, completion_answer)
 
 
 def embed_job(body: dict[str, Any]) -> dict[str, Any]:
@@ -168,9 +161,9 @@ def embed_job(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("/embeddings")
-async def embeddings(request: Request, store: StoreDep, settings: SettingsDep, client: RedisDep,
-                     hub: HubDep) -> Response:  # fmt: skip
+async def embeddings(request: Request) -> Response:
     """OpenAI embeddings."""
+    store, settings, client, hub = services(request)
     try:
         body = parse_json_object(await request.body())
         submitted = await submit(

@@ -1,4 +1,4 @@
-"""The pure logic of API keys, scopes, bind checks, URL masking and Ollama options."""
+"""The pure logic of API keys, scopes, bind checks and Ollama options."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from corral.api.apikeys import (
     parse_api_keys,
     required_scope,
 )
-from corral.common.connections import redacted_url
 from corral.common.errors import CorralError, InvalidRequest
 from corral.common.inputs import check_options
 
@@ -72,13 +71,6 @@ def test_bind_checks() -> None:
     check_bind("0.0.0.0", keys_configured=False, allow_unauthenticated=True)
     with pytest.raises(CorralError, match="refusing to bind"):
         check_bind("10.0.0.5", keys_configured=False, allow_unauthenticated=False)
-
-
-def test_redacted_url() -> None:
-    assert redacted_url("redis://corral-api:s3cret@redis:6379/0") == "redis://corral-api:***@redis:6379/0"
-    assert redacted_url("redis://:s3cret@redis/0") == "redis://:***@redis/0"
-    assert redacted_url("rediss://h:6380/0?ssl_ca_certs=/x/ca.pem") == "rediss://h:6380/0?***"
-    assert redacted_url("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0"
 
 
 def test_options() -> None:

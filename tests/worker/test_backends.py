@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from corral.common.settings import Settings, parse_headers, redact_url
+from corral.common.settings import Settings, parse_headers, redacted_url
 from corral.worker.backends import Connection
 from corral.worker.backends.openai import Translation, openai_request
 
@@ -34,7 +34,7 @@ def test_headers_token_and_secrets_stay_out_of_reprs() -> None:
     connection = Connection.from_settings(settings)
     for text in (repr(settings), str(settings), repr(connection), settings.model_dump_json()):
         assert "tok-123" not in text and "hdr-456" not in text
-    assert redact_url("https://user:pw@host:1/v1") == "https://***@host:1/v1"
+    assert redacted_url("https://user:pw@host:1/v1") == "https://user:***@host:1/v1"
     with pytest.raises(ValidationError):
         Settings(backend_verify="/nonexistent/ca.pem")
     assert Settings(backend_verify="FALSE").backend_verify == "false"
