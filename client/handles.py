@@ -5,7 +5,7 @@ Every client's ``submit`` returns a handle with the same members:
 ==================  =====================================================================================
 ``id``              the job's id (32 hex digits)
 ``status()``        its ``JobView`` now (``JobNotFound`` for an unknown or expired id)
-``result(timeout)`` wait for it to end and return its ``JobView`` (``TimeoutError`` after ``timeout`` s)
+``result(timeout)`` wait for it to end and return its ``JobView`` (``JobTimeout`` after ``timeout`` s)
 ``stream()``        its text as it is generated: ``chunk`` events, and ``retry`` when an attempt failed and
                     the text starts over
 ``events(start)``   every event of the job from ``seq`` ``start`` on, until the one that ends it
@@ -26,6 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
+from corral.common.errors import JobTimeout
 from corral.common.schemas import TERMINAL_EVENTS, TERMINAL_STATUSES, JobView
 
 POLL_INTERVAL = 0.05  # seconds between two looks at a job's status while waiting for its result
@@ -41,8 +42,8 @@ def is_text(event: dict[str, Any]) -> bool:
     return event["type"] in ("chunk", "retry")
 
 
-def timed_out(job_id: str, status: str, timeout: float | None) -> TimeoutError:
-    return TimeoutError(f"job {job_id} still {status} after {timeout}s")
+def timed_out(job_id: str, status: str, timeout: float | None) -> JobTimeout:
+    return JobTimeout(f"job {job_id} still {status} after {timeout}s", job_id=job_id, status=status)
 
 
 class JobHandle(ABC):

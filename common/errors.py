@@ -12,15 +12,22 @@ CorralError                 the root; raised as itself for a setup that cannot w
 ├── RateLimited             the key's request rate or concurrent-job quota is used up (429 + Retry-After)
 ├── JobNotCancellable       the job has already ended (409)
 ├── WorkerNotFound          no such live worker (404)
-└── BackendUnavailable      Redis or Ollama cannot be reached (503)
+├── JobTimeout              a client's ``result(timeout=)`` ran out (also a ``TimeoutError``)
+├── BackendUnavailable      Redis, the API or an engine cannot be reached (503)
+│   └── BackendAuthRefused          the engine refused the worker's credentials  (corral.worker.backends.errors)
+├── BackendError                    the engine refused a request                 (corral.worker.backends.errors)
+│   └── BackendModelMissing         the engine does not have the model           (corral.worker.backends.errors)
+└── BatchError                      a bad line in ``corral submit --file``       (corral.cli.jobs)
 
-Defined beside their one user: ``corral.cli.jobs.BatchError`` and the worker backend's errors
-(``corral.worker.backend``). ``corral.api.errors`` maps each to its HTTP status, in one place.
+``corral.api.errors`` maps each to its HTTP status, in one place.
 
 Outside the tree, internal control flow that no caller sees: ``corral.api.limits.BodyTooLarge`` unwinds the app
 when a chunked body passes the limit, to be caught by the middleware that raised it (as a ``CorralError`` the
 app's handlers would answer it first, in the wrong shape); ``corral.api.bus`` raises redis-py's
-``ConnectionError`` when its pub/sub connection closes, to take the path every lost connection takes.
+``ConnectionError`` when its pub/sub connection closes, to take the path every lost connection takes. In the
+worker, ``corral.worker.http.TransportError`` (a broken engine connection, turned into ``BackendUnavailable``
+where it leaves the backend) and ``corral.worker.emitter``'s ``Fenced`` and ``Cancelled`` (a job taken away or
+cancelled, ending its task).
 """
 
 from __future__ import annotations
@@ -100,6 +107,10 @@ class JobNotCancellable(CorralError):
 
 class WorkerNotFound(CorralError):
     code = "worker_not_found"
+
+
+class JobTimeout(CorralError, TimeoutError):
+    code = "job_timeout"
 
 
 class BackendUnavailable(CorralError):

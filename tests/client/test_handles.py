@@ -110,3 +110,9 @@ def test_a_stream_resumes_after_the_last_seq_and_gives_up_in_the_end() -> None:
         where.broke(dropped)
     with pytest.raises(BackendUnavailable, match="lost the event stream of job j"):
         where.broke(dropped)
+
+
+def test_a_timeout_is_corrals_and_a_timeout_error() -> None:
+    from corral import CorralError, JobTimeout
+
+    assert issubclass(JobTimeout, CorralError) and issubclass(JobTimeout, TimeoutError)

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from corral.client import AsyncClient, AsyncJob, Client, DirectClient
-from corral.common.errors import BackendUnavailable, JobNotCancellable, JobNotFound, ModelNotFound
+from corral.common.errors import BackendUnavailable, JobNotCancellable, JobNotFound, JobTimeout, ModelNotFound
 from corral.common.schemas import JobView
 from corral.simulator import expected_text
 
@@ -152,7 +152,7 @@ def test_the_same_scenario_through_each_client(corral: Submitter) -> None:
 
     waiting = corral.submit("not-here", "x", wait=True)  # no worker has the model: it waits in its queue
     assert waiting.status().status == "queued"
-    with pytest.raises(TimeoutError, match="still queued"):
+    with pytest.raises(JobTimeout, match="still queued"):  # a TimeoutError too, as Future.result raises
         waiting.result(timeout=0.2)
     events, outcome = follow_while(waiting, waiting.cancel)  # the cancel reaches a follower already waiting
     assert outcome == "cancelled" and [e["type"] for e in events] == ["queued", "cancelled"]
