@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
@@ -9,11 +10,15 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 
 from corral.cli.embedded_redis import RedisServer
+from corral.common import fastredis
 from corral.common.fastredis import (
+    ERR_CLASSES,
+    ERROR_CLASSES,
     Endpoint,
     FastPubSub,
     FastRedis,
@@ -24,7 +29,7 @@ from corral.common.fastredis import (
     pubsub_connection,
 )
 
-from ..support import free_port
+from ..support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -181,5 +186,66 @@ def test_pubsub_delivers_and_reports_a_lost_connection(redis_server: RedisServer
         with pytest.raises(RedisConnectionError):
             await sub.subscribe("other")
         await sub.aclose()
+
+    asyncio.run(main())
+
+
+def test_no_private_module_of_a_library_is_imported() -> None:
+    tree = ast.parse((ROOT / "common" / "fastredis.py").read_text())
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    private = [m for m in imported if m != "__future__" and any(p.startswith("_") for p in m.split("."))]
+    assert "hiredis" in imported and not private
+    assert fastredis.__file__ == str(ROOT / "common" / "fastredis.py")
+
+
+def test_error_replies_raise_what_redis_py_raises(redis_server: RedisServer, r: redis.Redis) -> None:
+    """Every error code of the table (a script returns it as Redis would), and replies of real commands: the
+    lean client raises the class and message redis-py's asyncio client raises."""
+    r.set("s", "v")
+    failing: list[tuple[Any, ...]] = [
+        ("EVALSHA", "0" * 40, 0),  # NOSCRIPT
+        ("GET",),  # ERR wrong number of arguments
+        ("LPUSH", "s", 1),  # WRONGTYPE: no class of its own
+        *(("EVAL", "return {err=ARGV[1]}", 0, f"{code} from a script") for code in ERROR_CLASSES),
+        *(("EVAL", "return {err=ARGV[1]}", 0, f"ERR {text}") for text in ERR_CLASSES),
+        ("EVAL", "return {err=ARGV[1]}", 0, "BUSY not one of redis-py's"),
+    ]
+
+    async def main() -> None:
+        fast = FastRedis(redis_server.url)
+        reference = aioredis.Redis.from_url(redis_server.url)
+        for command in failing:
+            with pytest.raises(Exception) as theirs:
+                await reference.execute_command(*command)
+            with pytest.raises(Exception) as ours:
+                await fast.execute_command(*command)
+            assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value)), command
+        await fast.aclose()
+        await reference.aclose()
+
+    asyncio.run(main())
+
+
+def test_acl_user_and_password_from_the_url(redis_server: RedisServer, r: redis.Redis) -> None:
+    r.execute_command("ACL", "SETUSER", "corral-t", "on", ">pw-1", "~corral:*", "+get", "+set", "+client")
+    base = redis_server.url.split("//", 1)[1]
+
+    async def main() -> None:
+        client = FastRedis(f"redis://corral-t:pw-1@{base}")
+        assert await client.execute_command("SET", "corral:x", "1") == b"OK"
+        assert b"user=corral-t" in await client.execute_command("CLIENT", "INFO")
+        with pytest.raises(NoPermissionError):
+            await client.execute_command("SET", "other:x", "1")
+        with pytest.raises(NoPermissionError):
+            await client.execute_command("DEL", "corral:x")
+        await client.aclose()
+        before = len(r.client_list())
+        with pytest.raises(AuthenticationError):
+            await FastRedis(f"redis://corral-t:wrong@{base}").execute_command("PING")
+        with pytest.raises(AuthenticationError):
+            await FastPubSub(f"redis://corral-t:wrong@{base}", print).connect()
+        # a refused connection is not kept open
+        await asyncio.to_thread(wait_for, lambda: len(r.client_list()) == before, 5, "refused ones closed")
 
     asyncio.run(main())
