@@ -5,7 +5,7 @@ alternates between them request by request, so both see the same moments of a VM
 percent within an hour. Separate runs of ``bench.core.bench_ttft`` differ by more than most changes are worth.
 Compare two commits with ``git worktree add /tmp/before <commit>`` and a ``make -C /tmp/before .venv/.installed``
 (each tree runs from its own ``.venv``), then ``python -m bench.ab /tmp/before .``
-(under ``chrt -f 10`` as for ``make bench``); run it twice with the trees swapped.
+Run it twice with the trees swapped, on the machine as it is (no real-time priority, no pinning).
 """
 
 from __future__ import annotations

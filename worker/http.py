@@ -7,7 +7,8 @@ can also write a request from synchronous code (``send_now``), which the job's t
 
 Kept over aiohttp's client (3.14.5, C parser, one pooled keep-alive session per worker) by measurement: the same
 stack with the worker's backend on aiohttp, side by side in one run with ``bench.ab`` (200 pairs, both orders) and
-``bench.cpujob`` (2,000 instant jobs per run, 5 runs interleaved, medians):
+a CPU-per-job run (the worker process's CPU time over 2,000 instant jobs per run, 5 runs interleaved, medians;
+``bench.abjobs`` now measures the same per process):
 
 | | this client | aiohttp |
 |---|---|---|
