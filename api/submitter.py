@@ -1,7 +1,7 @@
 """Who a job is for and how urgent it is, from the request's headers (fields in the body win).
 
-With API keys, fair share is per key: ``attribute`` makes a key's id the submitter of its jobs (an admin key,
-such as a gateway acting for its users, may name the submitter itself).
+With API keys, fair share is per key: ``attribute`` makes a key's id the submitter of its jobs. Only an admin
+key, such as a gateway acting for its users, may name another submitter; any other key that does is refused.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from corral.common.errors import InvalidRequest
+from corral.common.errors import Forbidden, InvalidRequest
 from corral.common.keys import PRIORITIES
 from corral.common.schemas import SUBMITTER_PATTERN, JobRequest
 
@@ -62,8 +62,12 @@ def apply_headers(request: JobRequest, headers: Mapping[str, str]) -> JobRequest
 
 
 def attribute(request: JobRequest, principal: Principal) -> JobRequest:
-    """The submitter fair share counts: the caller's key id, whatever the request says, unless the key is an
-    admin's (then the request's own submitter, or the key id)."""
-    if principal.id and (principal.scope is not Scope.ADMIN or request.submitter is None):
-        request.submitter = principal.id
+    """The submitter fair share counts: the caller's key id, or for an admin key the submitter the request names.
+    A non-admin key naming another submitter (``submitter``/``user``, ``X-Corral-User``) is ``Forbidden``: it
+    could otherwise spend someone else's fair share. Without keys the request's own submitter stands."""
+    if not principal.id or (principal.scope is Scope.ADMIN and request.submitter is not None):
+        return request
+    if request.submitter not in (None, principal.id):
+        raise Forbidden(f"only an admin key may name another submitter; this key submits as {principal.id}")
+    request.submitter = principal.id
     return request

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterable
 from importlib import resources
 from typing import Annotated, Any
 
@@ -16,8 +17,9 @@ from corral.common import keys
 from corral.common.jobs import unix_time
 from corral.common.schemas import RQ_TO_STATUS
 
-from ..deps import RedisDep, SettingsDep
-from .fleet import list_workers, queue_depths
+from ..apikeys import Principal, Scope, may_see
+from ..deps import PrincipalDep, RedisDep, SettingsDep
+from .fleet import hide_others_jobs, list_workers, queue_depths
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 
@@ -29,7 +31,8 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 JOB_FIELDS = ("status", "model", "kind", "attempt", "worker_name", "created_at", "enqueued_at", "started_at",
-              "ended_at", "error", "seq")  # fmt: skip
+              "ended_at", "error", "seq", "owner")  # fmt: skip
+OWNER = JOB_FIELDS.index("owner")
 WORKER_FIELDS_LEFT_OUT = ("tags", "ps")  # Ollama's raw listings: large, and the page shows models already
 
 
@@ -65,30 +68,38 @@ def job_row(job_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
     }
 
 
-async def recent_jobs(client: Any, limit: int) -> list[dict[str, Any]]:
-    ids = [i.decode() for i in await client.lrange(keys.RECENT_JOBS, 0, limit - 1)]
+async def recent_jobs(client: Any, limit: int, principal: Principal) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs the caller may see: every job for an admin key, its own for any other (read
+    from the whole recent list, so a busy neighbour does not empty its page)."""
+    everyone = principal.scope is Scope.ADMIN
+    ids = [i.decode() for i in await client.lrange(keys.RECENT_JOBS, 0, limit - 1 if everyone else -1)]
     pipe = client.pipeline(transaction=False)
     for job_id in ids:
         pipe.hmget(keys.job_key(job_id), JOB_FIELDS)
-    rows = [job_row(job_id, values) for job_id, values in zip(ids, await pipe.execute() if ids else [],
-                                                              strict=True)]  # fmt: skip
-    return [row for row in rows if row is not None]
+    found: Iterable[tuple[str, Any]] = zip(ids, await pipe.execute() if ids else [], strict=True)
+    if not everyone:
+        found = ((i, values) for i, values in found if may_see(principal, (values[OWNER] or b"").decode()))
+    rows = (job_row(job_id, values) for job_id, values in found)
+    return [row for row in rows if row is not None][:limit]
 
 
 @router.get("/data")
 async def dashboard_data(
     client: RedisDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=keys.RECENT_JOBS_MAX, description="recent jobs to list")] = 30,
 ) -> dict[str, Any]:
     """What the dashboard shows, in one answer: the server's time, workers, queue depths, job counters and the
-    most recent jobs (newest first; times are Unix seconds)."""
+    most recent jobs (newest first; times are Unix seconds). A non-admin key sees only its own jobs, in the
+    list and in the workers' ``running``; the counts are the fleet's."""
     workers = [
         {k: v for k, v in w.items() if k not in WORKER_FIELDS_LEFT_OUT}
         for w in await list_workers(client, settings.heartbeat_ttl)
     ]
+    await hide_others_jobs(client, principal, workers)
     stats = {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
     queues = await queue_depths(client)
-    jobs = await recent_jobs(client, limit)
+    jobs = await recent_jobs(client, limit, principal)
     # taken after the reads: no time in the answer is later (a job that ended while they ran has no negative age)
     return {"time": time.time(), "workers": workers, "queues": queues, "stats": stats, "jobs": jobs}

@@ -13,7 +13,8 @@ from corral.common.errors import WorkerNotFound
 from corral.common.names import WORKER_ID_RE
 from corral.common.registry import decode_worker
 
-from ..deps import HubDep, RedisDep, SettingsDep
+from ..apikeys import Principal, Scope, may_see
+from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep
 
 router = APIRouter(tags=["fleet"])
 
@@ -30,10 +31,29 @@ async def list_workers(client: Any, ttl: float) -> list[dict[str, Any]]:
     ]
 
 
+async def hide_others_jobs(client: Any, principal: Principal, workers: list[dict[str, Any]]) -> None:
+    """Tenancy: a non-admin key finds in each worker's ``running`` only its own jobs (``slots_busy`` still
+    counts them all); one round trip for the owners."""
+    if principal.scope is Scope.ADMIN:
+        return
+    ids = sorted({str(job_id) for worker in workers for job_id in worker.get("running", ())})
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(keys.job_key(job_id), "owner")
+    owners = zip(ids, await pipe.execute() if ids else [], strict=True)
+    mine = {job_id for job_id, owner in owners if owner is not None and may_see(principal, owner.decode())}
+    for worker in workers:
+        if "running" in worker:
+            worker["running"] = [job_id for job_id in worker["running"] if str(job_id) in mine]
+
+
 @router.get("/workers")
-async def workers(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
-    """Every registered worker with its heartbeat; ``alive`` is false once the heartbeat has expired."""
-    return {"workers": await list_workers(client, settings.heartbeat_ttl)}
+async def workers(client: RedisDep, settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Every registered worker with its heartbeat; ``alive`` is false once the heartbeat has expired. A
+    non-admin key sees only its own jobs' ids in ``running``."""
+    found = await list_workers(client, settings.heartbeat_ttl)
+    await hide_others_jobs(client, principal, found)
+    return {"workers": found}
 
 
 @router.post("/workers/{worker_id}/drain", status_code=202)

@@ -167,7 +167,9 @@ def test_concurrent_job_quota(secured: Secured) -> None:
 def test_fair_share_counts_a_keys_jobs_as_its_own(secured: Secured) -> None:
     alice, admin = secured.http(secured.keys["alice"]), secured.http(ADMIN_KEY)
     body = {"model": "nobody-serves-this", "prompt": "x", "wait": True, "user": "someone-else"}
-    mine = alice.post("/jobs", json=body, headers={"X-Corral-User": "someone-else"}).json()
+    refused = alice.post("/jobs", json=body, headers={"X-Corral-User": "someone-else"})
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"  # only admins name another
+    mine = alice.post("/jobs", json={**body, "user": None}).json()
     named = admin.post("/jobs", json=body).json()  # an admin (a gateway) may name the submitter
     own = admin.post("/jobs", json={**body, "user": None}).json()
     submitters = [secured.redis.hget(f"rq:job:{j['id']}", "submitter") for j in (mine, named, own)]

@@ -9,6 +9,7 @@ from typing import Any
 import fakeredis
 import pytest
 
+from corral.api.apikeys import ANONYMOUS
 from corral.api.routes import dashboard
 from corral.common.settings import Settings
 
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.unit
 
 
 def test_the_snapshot_time_is_taken_after_the_jobs_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def a_job_ends_while_the_jobs_are_read(client: Any, limit: int) -> list[dict[str, Any]]:
+    async def a_job_ends_while_the_jobs_are_read(
+        client: Any, limit: int, principal: Any
+    ) -> list[dict[str, Any]]:
         await asyncio.sleep(0.01)  # the Redis round trip, during which the job ends
         return [{"id": "j", "status": "succeeded", "ended": time.time()}]
 
@@ -25,7 +28,7 @@ def test_the_snapshot_time_is_taken_after_the_jobs_are_read(monkeypatch: pytest.
     async def main() -> dict[str, Any]:
         client = fakeredis.FakeAsyncRedis()
         try:
-            return await dashboard.dashboard_data(client, Settings(), limit=30)
+            return await dashboard.dashboard_data(client, Settings(), ANONYMOUS, limit=30)
         finally:
             await client.aclose()
 
