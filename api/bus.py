@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT
 from corral.common.fastredis import PubSubConnection, pubsub_connection
-from corral.common.jobs import new_job_id
+from corral.common.jobs import Idempotency, new_job_id
 from corral.common.schemas import TERMINAL_EVENTS, JobRequest
 from corral.common.store import AsyncJobStore
 
@@ -259,20 +259,30 @@ class Followed:
 
 
 async def submit_followed(
-    store: AsyncJobStore, hub: ChunkHub, request: JobRequest, owner: str, max_jobs: int
+    store: AsyncJobStore,
+    hub: ChunkHub,
+    request: JobRequest,
+    owner: str,
+    max_jobs: int,
+    idempotency: Idempotency | None = None,
 ) -> Followed:
     """Enqueue a job this process follows at once: its events come to the hub's own channel (``reply_to``) when
-    the hub is subscribed to it now (``ChunkHub.expect``)."""
+    the hub is subscribed to it now (``ChunkHub.expect``). A replayed ``idempotency`` key: the earlier job,
+    followed through its own channel."""
     job_id = new_job_id()
     expected = hub.expect(job_id)
     if expected is None:
-        await store.enqueue(request, job_id, owner=owner, max_jobs=max_jobs)
-        return Followed(job_id)
+        return Followed((await store.enqueue(request, job_id, owner, max_jobs, idempotency)).id)
     try:
-        written = await store.enqueue_followed(request, job_id, hub.reply_channel, owner, max_jobs)
+        followed, written = await store.enqueue_followed(
+            request, job_id, hub.reply_channel, owner, max_jobs, idempotency
+        )
     except BaseException:
         hub.forget(job_id)
         raise
+    if followed != job_id:
+        hub.forget(job_id)
+        return Followed(followed)
     for raw in written:  # the enqueue's own events (queued, started) come in its reply, not on the channel
         expected.put_nowait(raw)
     return Followed(job_id, expected)

@@ -15,6 +15,7 @@ from corral.common.errors import (
     BackendUnavailable,
     CorralError,
     Forbidden,
+    IdempotencyConflict,
     InvalidFields,
     InvalidRequest,
     JobNotCancellable,
@@ -32,6 +33,7 @@ from .wire import openai_error
 STATUS: list[tuple[type[CorralError], int]] = [
     (PayloadTooLarge, 413),
     (InvalidFields, 422),
+    (IdempotencyConflict, 422),
     (InvalidRequest, 400),
     (ModelNotFound, 404),
     (JobNotFound, 404),

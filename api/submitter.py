@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from corral.common.errors import Forbidden, InvalidRequest
+from corral.common.jobs import Idempotency
 from corral.common.keys import PRIORITIES
 from corral.common.schemas import SUBMITTER_PATTERN, JobRequest
 
@@ -18,7 +19,9 @@ from .apikeys import Principal, Scope
 
 PRIORITY_HEADER = "x-corral-priority"
 USER_HEADER = "x-corral-user"
+IDEMPOTENCY_HEADER = "idempotency-key"
 _SUBMITTER = re.compile(SUBMITTER_PATTERN)
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
 
 
 def submitter_of(headers: Mapping[str, str]) -> str | None:
@@ -71,3 +74,14 @@ def attribute(request: JobRequest, principal: Principal) -> JobRequest:
         raise Forbidden(f"only an admin key may name another submitter; this key submits as {principal.id}")
     request.submitter = principal.id
     return request
+
+
+def idempotency_of(headers: Mapping[str, str], requests: list[JobRequest]) -> Idempotency | None:
+    """The submit's ``Idempotency-Key`` with the digest of its validated (and attributed) requests; None without
+    the header."""
+    value = headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise InvalidRequest("Idempotency-Key must be 1-255 visible ASCII characters (no spaces)")
+    return Idempotency.of(value, requests)

@@ -19,7 +19,16 @@ import httpx
 from corral.common.schemas import JobView
 
 from .handles import is_last, is_text, timed_out
-from .protocol import BATCH_SIZE, NDJSON, STREAM_TIMEOUT, Resume, api_reached, job_body, raise_for
+from .protocol import (
+    BATCH_SIZE,
+    NDJSON,
+    STREAM_TIMEOUT,
+    Resume,
+    SubmitRetry,
+    api_reached,
+    job_body,
+    raise_for,
+)
 
 
 class AsyncJob:
@@ -89,11 +98,12 @@ class AsyncJob:
 class AsyncClient:
     """The asyncio twin of ``Client``: an async context manager; ``http`` is its ``httpx.AsyncClient``."""
 
-    def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 30
-    ):
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 30,
+                 transport: httpx.AsyncBaseTransport | None = None):  # fmt: skip
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+        self.http = httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -105,22 +115,31 @@ class AsyncClient:
         await self.http.aclose()
 
     async def submit(self, model: str, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None,
-                     **options: Any) -> AsyncJob:  # fmt: skip
-        """Queue a job; ``options`` are any ``POST /jobs`` fields (kind, options, images, tools, timeout, wait…)."""
-        with api_reached():
-            response = await self.http.post("/jobs", json=job_body(model, prompt, messages, **options))
-        raise_for(response)
+                     idempotency_key: str | None = None, **options: Any) -> AsyncJob:  # fmt: skip
+        """Queue a job; ``options`` are any ``POST /jobs`` fields (kind, options, images, tools, timeout, wait…).
+        Retried with the same ``Idempotency-Key`` as ``Client.submit`` is."""
+        body = job_body(model, prompt, messages, **options)
+        response = await self._post_once("/jobs", body, idempotency_key)
         return AsyncJob(self, response.json()["id"])
+
+    async def _post_once(self, path: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+        retry = SubmitRetry(key)
+        while True:
+            try:
+                outcome: httpx.Response | httpx.TransportError = await self.http.post(
+                    path, json=body, headers=retry.headers
+                )
+            except httpx.TransportError as exc:
+                outcome = exc
+            if (answer := retry.answer(outcome)) is not None:
+                return answer
+            await asyncio.sleep(retry.pause)
 
     async def submit_many(self, jobs: list[dict[str, Any]], batch_size: int = BATCH_SIZE) -> list[AsyncJob]:
         """Queue several jobs through ``POST /jobs/batch``, ``batch_size`` per request (see ``Client``)."""
         handles = []
         for start in range(0, len(jobs), batch_size):
-            with api_reached():
-                response = await self.http.post(
-                    "/jobs/batch", json={"jobs": jobs[start : start + batch_size]}
-                )
-            raise_for(response)
+            response = await self._post_once("/jobs/batch", {"jobs": jobs[start : start + batch_size]})
             handles += [AsyncJob(self, item["id"]) for item in response.json()["jobs"]]
         return handles
 

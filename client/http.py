@@ -22,7 +22,16 @@ import httpx
 from corral.common.schemas import JobView
 
 from .handles import JobHandle, is_last
-from .protocol import BATCH_SIZE, NDJSON, STREAM_TIMEOUT, Resume, api_reached, job_body, raise_for
+from .protocol import (
+    BATCH_SIZE,
+    NDJSON,
+    STREAM_TIMEOUT,
+    Resume,
+    SubmitRetry,
+    api_reached,
+    job_body,
+    raise_for,
+)
 
 if TYPE_CHECKING:
     from .direct import DirectClient
@@ -69,13 +78,13 @@ class Job(JobHandle):
 
 class Client:
     """A client of the Corral API (``api_key`` is sent as ``Authorization: Bearer``); a context manager that
-    closes its connections. ``http`` is its ``httpx.Client``, for the routes it has no method for."""
+    closes its connections. ``http`` is its ``httpx.Client``, for the routes it has no method for; ``transport``
+    an httpx transport for it (a proxy's, a test's)."""
 
-    def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 30
-    ):
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 30,
+                 transport: httpx.BaseTransport | None = None):  # fmt: skip
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -87,21 +96,32 @@ class Client:
         self.http.close()
 
     def submit(self, model: str, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None,
-               **options: Any) -> Job:  # fmt: skip
-        """Queue a job; ``options`` are any ``POST /jobs`` fields (kind, options, images, tools, timeout, wait…)."""
-        with api_reached():
-            response = self.http.post("/jobs", json=job_body(model, prompt, messages, **options))
-        raise_for(response)
+               idempotency_key: str | None = None, **options: Any) -> Job:  # fmt: skip
+        """Queue a job; ``options`` are any ``POST /jobs`` fields (kind, options, images, tools, timeout, wait…).
+        A lost connection or a 503 is retried with the same ``Idempotency-Key`` (``idempotency_key``, or a new
+        one per call): the job is queued once."""
+        response = self._post_once("/jobs", job_body(model, prompt, messages, **options), idempotency_key)
         return Job(self, response.json()["id"])
+
+    def _post_once(self, path: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+        retry = SubmitRetry(key)
+        while True:
+            try:
+                outcome: httpx.Response | httpx.TransportError = self.http.post(
+                    path, json=body, headers=retry.headers
+                )
+            except httpx.TransportError as exc:
+                outcome = exc
+            if (answer := retry.answer(outcome)) is not None:
+                return answer
+            time.sleep(retry.pause)
 
     def submit_many(self, jobs: list[dict[str, Any]], batch_size: int = BATCH_SIZE) -> list[Job]:
         """Queue several jobs (each a ``POST /jobs`` body) through ``POST /jobs/batch``, ``batch_size`` per
         request: each request is all or nothing (an error names the job's index within it)."""
         handles = []
         for start in range(0, len(jobs), batch_size):
-            with api_reached():
-                response = self.http.post("/jobs/batch", json={"jobs": jobs[start : start + batch_size]})
-            raise_for(response)
+            response = self._post_once("/jobs/batch", {"jobs": jobs[start : start + batch_size]})
             handles += [Job(self, item["id"]) for item in response.json()["jobs"]]
         return handles
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from corral.common.errors import (
     BackendUnavailable,
     CorralError,
     Forbidden,
+    IdempotencyConflict,
     InvalidRequest,
     JobNotCancellable,
     JobNotFound,
@@ -29,6 +31,7 @@ NDJSON = {"Accept": "application/x-ndjson"}
 STREAM_TIMEOUT = httpx.Timeout(30, read=None)  # a job may be silent for long (queued, loading its model)
 BATCH_SIZE = 1000  # jobs per POST /jobs/batch (the API's CORRAL_MAX_BATCH default)
 RECONNECTS = 10  # failed connections in a row before an event stream is given up
+SUBMIT_ATTEMPTS = 4  # tries of one submit (a lost connection, a 503), all with the same Idempotency-Key
 
 # the API's error ``code`` -> the exception it stands for
 CODES: dict[str, type[CorralError]] = {
@@ -36,6 +39,7 @@ CODES: dict[str, type[CorralError]] = {
     for kind in (
         InvalidRequest,
         PayloadTooLarge,
+        IdempotencyConflict,
         ModelNotFound,
         QueueFull,
         JobNotFound,
@@ -155,3 +159,27 @@ class Resume:
                 f"lost the event stream of job {self.job_id}", job_id=self.job_id
             ) from exc
         return min(0.1 * 2.0**self.failures, 2.0)
+
+
+class SubmitRetry:
+    """The attempts of one submit: every one sends the same ``Idempotency-Key`` (``headers``), so a retry after a
+    lost reply gets the job the first attempt queued instead of a second one. A transport error or a 503 is tried
+    again, after ``pause`` seconds, up to ``SUBMIT_ATTEMPTS`` tries in all."""
+
+    def __init__(self, key: str | None = None) -> None:
+        self.headers = {"Idempotency-Key": key or secrets.token_hex(16)}
+        self.failures = 0
+        self.pause = 0.0
+
+    def answer(self, outcome: httpx.Response | httpx.TransportError) -> httpx.Response | None:
+        """The answer that stands (its errors raised: ``raise_for``), or None to try again after ``pause``."""
+        if isinstance(outcome, httpx.Response) and outcome.status_code != 503:
+            raise_for(outcome)
+            return outcome
+        self.failures += 1
+        if self.failures >= SUBMIT_ATTEMPTS:
+            if isinstance(outcome, httpx.TransportError):
+                raise BackendUnavailable(f"the API is unavailable ({outcome})") from outcome
+            raise_for(outcome)
+        self.pause = min(0.1 * 2.0**self.failures, 2.0)
+        return None

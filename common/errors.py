@@ -3,7 +3,8 @@
 CorralError                 the root; raised as itself for a setup that cannot work (a public bind without keys)
 ├── InvalidRequest          bad input (400)
 │   ├── InvalidFields       fields that fail validation, each error with its location (422)
-│   └── PayloadTooLarge     prompt or body over its limit (413)
+│   ├── PayloadTooLarge     prompt or body over its limit (413)
+│   └── IdempotencyConflict an Idempotency-Key used before with another body (422)
 ├── ModelNotFound           no live worker has the model (404)
 ├── JobNotFound             unknown or expired job id (404)
 ├── QueueFull               the model's queue holds CORRAL_MAX_QUEUE jobs (429; Ollama routes: 503)
@@ -74,6 +75,10 @@ def _describe(errors: list[dict[str, Any]]) -> str:
 
 class PayloadTooLarge(InvalidRequest):
     code = "payload_too_large"
+
+
+class IdempotencyConflict(InvalidRequest):
+    code = "idempotency_conflict"
 
 
 class ModelNotFound(CorralError):

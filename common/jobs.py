@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from . import jsonfast, keys
-from .errors import JobNotFound, ModelNotFound, QueueFull, RateLimited
+from .errors import IdempotencyConflict, JobNotFound, ModelNotFound, QueueFull, RateLimited
 from .schemas import ANONYMOUS, RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
 
@@ -82,6 +83,7 @@ class Limits:
     warm_ttl: float = 6.0
     switch_delay: float = 10.0
     priority_aging: float = 0.0
+    idempotency_ttl: int = 86400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -99,7 +101,38 @@ class Limits:
             warm_ttl=settings.heartbeat_ttl,
             switch_delay=settings.switch_delay,
             priority_aging=settings.priority_aging,
+            idempotency_ttl=settings.idempotency_ttl,
         )
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A submit's ``Idempotency-Key`` and the digest of what it asks (its validated requests, in order): the
+    enqueue answers a key its owner used before with that submit's jobs, or refuses it for another digest."""
+
+    key: str
+    digest: str
+
+    @classmethod
+    def of(cls, key: str, requests: list[JobRequest]) -> Idempotency:
+        # canonical: keys sorted (the same options in another order are the same request), ASCII (a lone
+        # surrogate in a prompt is escaped, not an error)
+        canonical = json.dumps(
+            [r.model_dump(mode="json") for r in requests], sort_keys=True, separators=(",", ":")
+        )
+        return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def replayed(reply: list[Any]) -> list[tuple[str, int]] | None:
+    """The jobs (id, queue position) of the earlier submit an enqueue's reply names (its Idempotency-Key was
+    used before with the same body: nothing was written); None for a reply about this submit."""
+    code = int(reply[0]) if reply else 0
+    if code == -5:
+        raise IdempotencyConflict("this Idempotency-Key was used with another request body")
+    if code != -4:
+        return None
+    parts = (_text(reply[1]) or "").split("|")
+    return [(parts[i], int(parts[i + 1]) - 1) for i in range(0, len(parts) - 1, 2)]
 
 
 @dataclass(slots=True)
@@ -182,6 +215,9 @@ def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted
     """The answers of ENQUEUE_BATCH; a job whose model no live worker holds raises ``ModelNotFound`` (naming its
     index), a model queue the batch would overfill ``QueueFull`` and a used-up job quota ``RateLimited`` (nothing
     written in any of these cases)."""
+    earlier = replayed(reply)
+    if earlier is not None:
+        return [_answer(job, job_id, place) for job, (job_id, place) in zip(jobs, earlier, strict=True)]
     if reply and int(reply[0]) == -3:
         index = int(reply[1])
         raise ModelNotFound(jobs[index].model, index=index)
@@ -208,15 +244,23 @@ def check_enqueued(job: PreparedJob, reply: list[Any]) -> None:
 
 
 def submitted(job: PreparedJob, reply: list[Any]) -> Submitted:
-    """The 202 answer from the ENQUEUE reply; a refused job raises (``check_enqueued``)."""
+    """The 202 answer from the ENQUEUE reply (an earlier submit's, for a replayed Idempotency-Key); a refused job
+    raises (``check_enqueued``)."""
+    earlier = replayed(reply)
+    if earlier is not None:
+        return _answer(job, *earlier[0])
     check_enqueued(job, reply)
+    return _answer(job, job.id, int(reply[0]) - 1)
+
+
+def _answer(job: PreparedJob, job_id: str, position: int) -> Submitted:
     return Submitted(
-        id=job.id,
+        id=job_id,
         status="queued",
         model=job.model,
         kind=job.kind,
         queue=keys.queue_name(job.model),
-        queue_position=int(reply[0]) - 1,
+        queue_position=position,
     )
 
 

@@ -96,6 +96,12 @@ def owner_jobs_key(key_id: str) -> str:
     return f"corral:owner:{key_id}:active"
 
 
+def idempotency_key(owner: str, key: str) -> str:
+    """String: the digest of a submit's body and the job ids it created, under the owner's ``Idempotency-Key``
+    ('' owner: anonymous), kept for ``CORRAL_IDEMPOTENCY_TTL`` seconds."""
+    return f"corral:idem:{owner}|{key}"
+
+
 # -- scheduling (docs/scheduling.md) -------------------------------------------------------------------------------
 PRIORITIES = ("high", "normal", "low")  # popped in this order
 SUBQUEUE_PREFIX = "corral:sq:"  # list per (model, priority, submitter): the fair-share index of queued ids

@@ -62,6 +62,9 @@ class EnqueueArgs(NamedTuple):
     quota: int  # the owner's queued + running jobs allowed (0: none)
     start_ts: str  # RQ time format: the start of a job handed at once to a parked worker
     checks: str  # one character per job: '1' refuse it when no live worker holds its model
+    idem: str = ""  # the submit's Idempotency-Key ('': none)
+    digest: str = ""  # the digest of the submit's body (with idem)
+    idem_ttl: int = 86400  # seconds the key is remembered
 
 
 class JobBlock(NamedTuple):

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     worker_weight: float = Field(1.0, ge=0, description="host weight / priority for the scheduler")
     history_ttl: int = Field(86400, ge=1, description="seconds a job stays in the history index")
     history_max: int = Field(100_000, ge=1, description="jobs kept in the history index")
+    idempotency_ttl: int = Field(86400, ge=1, description="seconds a submit's Idempotency-Key is remembered")
     worker_id: str = Field(default_factory=socket.gethostname, description="stable id of this worker host")
     worker_slots: int = Field(4, ge=1, le=256, description="concurrent jobs per worker")
     heartbeat_interval: float = Field(2.0, gt=0, description="seconds between worker heartbeats")

@@ -20,6 +20,7 @@ from . import jsonfast, keys, scripts
 from .errors import JobNotCancellable, JobNotFound
 from .fastredis import FastRedis
 from .jobs import (
+    Idempotency,
     Limits,
     PoppedJob,
     PreparedJob,
@@ -28,6 +29,7 @@ from .jobs import (
     decode_popped,
     job_view,
     prepare_job,
+    replayed,
     rq_now,
     submitted,
 )
@@ -109,25 +111,31 @@ class _Calls:
 
     limits: Limits
 
-    def _enqueue_args(self, max_jobs: int, start_ts: str, checks: str) -> scripts.EnqueueArgs:
+    def _enqueue_args(
+        self, max_jobs: int, start_ts: str, checks: str, idem: Idempotency | None
+    ) -> scripts.EnqueueArgs:
         limits = self.limits
         return scripts.EnqueueArgs(max_queue=limits.max_queue, maxlen=limits.events_maxlen,
                                    ttl_ms=limits.events_ttl_ms, history_min=repr(time.time() - limits.history_ttl),
                                    history_max=limits.history_max, quota=max_jobs, start_ts=start_ts,
-                                   checks=checks)  # fmt: skip
+                                   checks=checks, idem=idem.key if idem else "", digest=idem.digest if idem else "",
+                                   idem_ttl=limits.idempotency_ttl)  # fmt: skip
 
-    def _enqueue(self, job: PreparedJob, check_served: bool) -> Call:
+    def _enqueue(self, job: PreparedJob, check_served: bool, idem: Idempotency | None = None) -> Call:
         """ENQUEUE's call; ``check_served``: refuse the job when no live worker holds its model."""
-        head = self._enqueue_args(job.max_jobs, job.mapping["enqueued_at"], "1" if check_served else "0")
+        checks = "1" if check_served else "0"
+        head = self._enqueue_args(job.max_jobs, job.mapping["enqueued_at"], checks, idem)
         return (
             scripts.ENQUEUE,
             scripts.EnqueueKeys(queue=keys.queue_key(job.model)),
             [*head, *_job_block(job)],
         )
 
-    def _enqueue_batch(self, jobs: list[PreparedJob], check_served: list[bool]) -> Call:
+    def _enqueue_batch(
+        self, jobs: list[PreparedJob], check_served: list[bool], idem: Idempotency | None = None
+    ) -> Call:
         checks = "".join("1" if check else "0" for check in check_served)
-        args: list[Any] = [*self._enqueue_args(jobs[0].max_jobs if jobs else 0, "", checks)]
+        args: list[Any] = [*self._enqueue_args(jobs[0].max_jobs if jobs else 0, "", checks, idem)]
         for job in jobs:
             args += _job_block(job)
         return scripts.ENQUEUE_BATCH, scripts.NoKeys(), args
@@ -206,12 +214,11 @@ class JobStore(_Calls):
         script, script_keys, args = call
         return script(self.redis, script_keys, args)
 
-    def enqueue(
-        self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
-    ) -> Submitted:
+    def enqueue(self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0,
+                idempotency: Idempotency | None = None) -> Submitted:  # fmt: skip
         """Queue a job (see ``AsyncJobStore.enqueue``)."""
         job = prepare_job(request, self.limits, job_id, owner, max_jobs)
-        return submitted(job, self._run(self._enqueue(job, check_served=not request.wait)))
+        return submitted(job, self._run(self._enqueue(job, not request.wait, idempotency)))
 
     def get(self, job_id: str) -> JobView:
         raw = self.redis.hgetall(keys.job_key(job_id))
@@ -253,33 +260,36 @@ class AsyncJobStore(_Calls):
         script, script_keys, args = call
         return await script.call_async(self.scripts_client, script_keys, args)
 
-    async def enqueue(
-        self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0
-    ) -> Submitted:
-        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically."""
-        job, reply = await self._submit(request, job_id, owner, max_jobs, "")
+    async def enqueue(self, request: JobRequest, job_id: str | None = None, owner: str = "", max_jobs: int = 0,
+                      idempotency: Idempotency | None = None) -> Submitted:  # fmt: skip
+        """Queue a job; ``owner`` (an API key id) is recorded and its ``max_jobs`` quota enforced atomically. With
+        ``idempotency``, a key the owner used before answers that submit's job instead (nothing written)."""
+        job, reply = await self._submit(request, job_id, owner, max_jobs, "", idempotency)
         return submitted(job, reply)
 
-    async def enqueue_followed(
-        self, request: JobRequest, job_id: str, reply_to: str, owner: str = "", max_jobs: int = 0
-    ) -> list[bytes]:
+    async def enqueue_followed(self, request: JobRequest, job_id: str, reply_to: str, owner: str = "",
+                               max_jobs: int = 0, idempotency: Idempotency | None = None,
+                               ) -> tuple[str, list[bytes]]:  # fmt: skip
         """Queue a job whose events its submitter follows on ``reply_to``: every event is published there too,
         except those the enqueue itself writes (queued, and started when a parked worker took the job at once),
-        which are returned here, raw."""
-        job, reply = await self._submit(request, job_id, owner, max_jobs, reply_to)
+        which are returned here, raw, after the job's id. A replayed ``idempotency`` key: the earlier job's id and
+        no events (its events are not published on ``reply_to``)."""
+        job, reply = await self._submit(request, job_id, owner, max_jobs, reply_to, idempotency)
+        earlier = replayed(reply)
+        if earlier is not None:
+            return earlier[0][0], []
         check_enqueued(job, reply)
         started = reply[1:2]
-        return [
+        return job.id, [
             job.queued_event.encode(),
             *(raw if isinstance(raw, bytes) else raw.encode() for raw in started),
         ]
 
-    async def _submit(
-        self, request: JobRequest, job_id: str | None, owner: str, max_jobs: int, reply_to: str
-    ) -> tuple[PreparedJob, list[Any]]:
+    async def _submit(self, request: JobRequest, job_id: str | None, owner: str, max_jobs: int, reply_to: str,
+                      idem: Idempotency | None) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        return job, await self._run(self._enqueue(job, check_served=not request.wait))
+        return job, await self._run(self._enqueue(job, not request.wait, idem))
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))
@@ -289,14 +299,12 @@ class AsyncJobStore(_Calls):
             place = decode_position(await script.call_async(self.redis, script_keys, args))
         return job_view(job_id, raw, *(place or (None, None)))
 
-    async def enqueue_many(
-        self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0
-    ) -> list[Submitted]:
-        """Enqueue jobs all or none, in one round trip."""
+    async def enqueue_many(self, requests: list[JobRequest], owner: str = "", max_jobs: int = 0,
+                           idempotency: Idempotency | None = None) -> list[Submitted]:  # fmt: skip
+        """Enqueue jobs all or none, in one round trip (``idempotency``: see ``enqueue``)."""
         jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
-        return batch_submitted(
-            jobs, await self._run(self._enqueue_batch(jobs, [not r.wait for r in requests]))
-        )
+        call = self._enqueue_batch(jobs, [not r.wait for r in requests], idempotency)
+        return batch_submitted(jobs, await self._run(call))
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))

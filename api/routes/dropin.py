@@ -17,7 +17,7 @@ from corral.common.store import AsyncJobStore
 from ..apikeys import Principal, job_quota
 from ..bus import ChunkHub, Followed, follow_batches, submit_followed
 from ..inputs import check_request
-from ..submitter import attribute, header_fields
+from ..submitter import attribute, header_fields, idempotency_of
 from .fleet import list_workers
 
 
@@ -30,7 +30,8 @@ async def submit(
     headers: Mapping[str, str] | None = None,
 ) -> Followed:
     """Validate a translated body like ``POST /jobs`` does and enqueue it as ``principal``'s job, to be followed
-    here at once; ``X-Corral-Priority`` and ``X-Corral-User`` headers give the scheduling fields."""
+    here at once; ``X-Corral-Priority`` and ``X-Corral-User`` headers give the scheduling fields, and an
+    ``Idempotency-Key`` one the earlier job of the same key and body."""
     if headers is not None:
         body = {**header_fields(headers), **body}
     try:
@@ -41,9 +42,9 @@ async def submit(
         raise InvalidRequest(f"{where}: {first.get('msg')}") from None
     check_request(request, settings)
     attribute(request, principal)
-    return await submit_followed(
-        store, hub, request, principal.id, job_quota(principal, settings.max_jobs_per_key)
-    )
+    idem = idempotency_of(headers, [request]) if headers is not None else None
+    quota = job_quota(principal, settings.max_jobs_per_key)
+    return await submit_followed(store, hub, request, principal.id, quota, idem)
 
 
 async def events_of(client: Any, hub: ChunkHub, job: Followed) -> AsyncIterator[dict[str, Any]]:

@@ -24,7 +24,7 @@ from ..history import list_history, make_filters, parse_cursor
 from ..inputs import check_request
 from ..sse import KEEPALIVE, sse_event
 from ..streaming import LeanStream
-from ..submitter import apply_headers, attribute
+from ..submitter import apply_headers, attribute, idempotency_of
 
 router = FastRouter(prefix="/jobs", tags=["jobs"])
 parse_job_request = json_body(JobRequest)
@@ -64,7 +64,8 @@ async def submit_job(http: Request) -> Response:
     """Validate a job and put it on the queue of its model: 202 with its id, or with ``"stream": true`` its
     events at once (SSE, or NDJSON by ``Accept``; the id is in the ``X-Corral-Job`` header and every event).
     404 when no live worker has the model (unless ``wait`` is true), 413 when the prompt is over
-    ``CORRAL_MAX_PROMPT_BYTES``."""
+    ``CORRAL_MAX_PROMPT_BYTES``. An ``Idempotency-Key`` header the same key used within
+    ``CORRAL_IDEMPOTENCY_TTL`` answers that submit's job again (422 for another body)."""
     # The hot path: one parameter, no dependency graph to solve (six dependencies cost more CPU than the
     # validation and the enqueue together); the body is documented through ``openapi_extra``.
     state = http.app.state
@@ -75,12 +76,13 @@ async def submit_job(http: Request) -> Response:
     principal = await get_principal(http)
     attribute(request, principal)
     quota = job_quota(principal, state.settings.max_jobs_per_key)
+    idem = idempotency_of(http.headers, [request]) if "idempotency-key" in http.headers else None
     if not request.stream:
-        submitted = await state.store.enqueue(request, owner=principal.id, max_jobs=quota)
+        submitted = await state.store.enqueue(request, None, principal.id, quota, idem)
         # built here rather than re-validated through response_model: this is the hot path
         return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
     # the events come to this process's own channel: no subscribe, no replay read
-    job = await submit_followed(state.store, state.hub, request, principal.id, quota)
+    job = await submit_followed(state.store, state.hub, request, principal.id, quota, idem)
     events = follow_batches(state.redis, state.hub, job.id, 0, expected=job.expected)
     return event_response(http, events, {"X-Corral-Job": job.id, "Location": f"/jobs/{job.id}"})
 
@@ -130,7 +132,8 @@ async def submit_batch(
 ) -> BatchSubmitted:
     """Validate every job, then queue them all in one Redis round trip, or none: 202 with their ids in order.
     422 naming the index of an invalid job, 404 when a model has no live worker, 429 when a model's queue
-    would pass ``CORRAL_MAX_QUEUE``; nothing is queued in every such case."""
+    would pass ``CORRAL_MAX_QUEUE``; nothing is queued in every such case. An ``Idempotency-Key`` header: see
+    ``POST /jobs``."""
     if len(batch.jobs) > settings.max_batch:
         raise invalid_item(settings.max_batch, f"a batch holds at most {settings.max_batch} jobs")
     for index, request in enumerate(batch.jobs):
@@ -145,7 +148,8 @@ async def submit_batch(
         apply_headers(request, http.headers)
         attribute(request, principal)
     quota = job_quota(principal, settings.max_jobs_per_key)
-    return BatchSubmitted(jobs=await store.enqueue_many(batch.jobs, owner=principal.id, max_jobs=quota))
+    idem = idempotency_of(http.headers, batch.jobs)
+    return BatchSubmitted(jobs=await store.enqueue_many(batch.jobs, principal.id, quota, idem))
 
 
 @router.get("/{job_id}", response_model=JobView, response_model_exclude_none=True)

@@ -15,13 +15,20 @@
 -- ARG.quota         the owner's limit of queued + running jobs (0: none)
 -- ARG.start_ts      now (RQ time format): the start of a job handed at once
 -- ARG.checks        '1': refuse the job when no live worker holds its model ('0': it waits for one)
+-- ARG.idem          the submit's Idempotency-Key ('': none)
+-- ARG.digest        the digest of the submit's body (with idem)
+-- ARG.idem_ttl      seconds the key is remembered
 -- ARG...            the job block (JOB_BLOCK: id, event, deadline, model, priority, submitter, created, owner,
 --                   hash; see push_job)
 --
 -- Returns {1 + queue position}, or {1, started event} for a job handed at once; {-3} when no live worker holds
--- the model, {-1, queue length} when the queue is full, {-2, active jobs} when the owner's quota is used up.
+-- the model, {-1, queue length} when the queue is full, {-2, active jobs} when the owner's quota is used up;
+-- {-4, 'id|1 + queue position'} (nothing written) when the owner's idem names an earlier submit of the same body,
+-- {-5} when of another body.
 
 local job = job_blocks()[1]
+local replay = idem_replay(job.owner, ARG.idem, ARG.digest)
+if replay then return replay end
 local m, now = job.model, clock()
 local owned = job.owner ~= ''
 -- a live parked worker to hand the job to holds the model: the served check is left for the other cases (when no
@@ -52,4 +59,5 @@ if wid then
   out[2] = w.started
 end
 trim_lists(redis.call('HINCRBY', STATS, 'submitted', 1), 1, ARG.history_min, ARG.history_max)
+idem_record(job.owner, ARG.idem, ARG.digest, ARG.idem_ttl, {job.id, n})
 return out

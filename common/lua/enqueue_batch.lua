@@ -10,12 +10,20 @@
 -- ARG.quota         the owner's limit of queued + running jobs (0: none)
 -- ARG.start_ts      (unused: a batch hands no job at once)
 -- ARG.checks        one character per job: '1' to refuse the batch when no live worker holds the job's model
+-- ARG.idem          the submit's Idempotency-Key ('': none)
+-- ARG.digest        the digest of the submit's body (with idem)
+-- ARG.idem_ttl      seconds the key is remembered
 -- ARG...            the job blocks (JOB_BLOCK each, see enqueue.lua)
 --
 -- Returns {1 + queue position of each job...}; {-3, index of the first unserved job}, {-1, model, its queue's
--- length} or {-2, active jobs} when refused.
+-- length} or {-2, active jobs} when refused; {-4, 'id|1 + queue position|...'} (nothing written) when the owner's
+-- idem names an earlier submit of the same body, {-5} when of another body.
 
 local jobs, now = job_blocks(), clock()
+local owner = ''
+if #jobs > 0 then owner = jobs[1].owner end
+local replay = idem_replay(owner, ARG.idem, ARG.digest)
+if replay then return replay end
 local holds = {}
 for i, job in ipairs(jobs) do
   local m = job.model
@@ -34,13 +42,14 @@ if limit > 0 then
   end
 end
 local quota = tonumber(ARG.quota)
-local owner = ''
-if #jobs > 0 then owner = jobs[1].owner end
 local active = over_quota(owner, quota, #jobs)
 if active then return {-2, active} end
-local out = {}
+local out, parts = {}, {}
 for _, job in ipairs(jobs) do
   out[#out + 1] = push_job(job, ARG.maxlen, ARG.ttl_ms, quota > 0 and owner ~= '', now)  -- (the first value)
+  parts[#parts + 1] = job.id
+  parts[#parts + 1] = out[#out]
 end
 trim_lists(redis.call('HINCRBY', STATS, 'submitted', #out), #out, ARG.history_min, ARG.history_max)
+idem_record(owner, ARG.idem, ARG.digest, ARG.idem_ttl, parts)
 return out

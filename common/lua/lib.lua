@@ -361,3 +361,20 @@ local function trim_lists(submitted, added, oldest, most)
   end
   if card > most then redis.call('ZREMRANGEBYRANK', HISTORY, 0, card - most - 1) end
 end
+
+-- An Idempotency-Key's record (common.keys.idempotency_key): the submit's body digest, then '|' and each job's
+-- id and 1 + queue position, '|'-separated. An earlier submit's answer under the owner's key ({-4, its record
+-- without the digest}) when the digest matches, {-5} when it does not, nil when the key is new or none was sent.
+local function idem_replay(owner, key, digest)
+  if key == '' then return nil end
+  local rec = redis.call('GET', idempotency_key(owner, key))
+  if not rec then return nil end
+  if string.sub(rec, 1, #digest + 1) ~= digest .. '|' then return {-5} end
+  return {-4, string.sub(rec, #digest + 2)}
+end
+
+-- remember a submit's answer (parts: each job's id and 1 + queue position) for ttl seconds (see idem_replay)
+local function idem_record(owner, key, digest, ttl, parts)
+  if key == '' then return end
+  redis.call('SET', idempotency_key(owner, key), digest .. '|' .. table.concat(parts, '|'), 'EX', ttl)
+end

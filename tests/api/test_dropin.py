@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import ollama
 import openai
 import pytest
 
+from corral.common import keys
 from corral.simulator import expected_text
 
 from ..conftest import Stack
@@ -98,8 +100,6 @@ def test_ollama_wire_details(stack: Stack) -> None:
     lines = raw.split("\n")
     assert lines[-1] == "" and all(lines[:-1])  # one object per line, never a blank line
     objects = [json.loads(x) for x in lines[:-1]]
-    import re
-
     assert all(isinstance(o["created_at"], str) and re.match(RFC3339, o["created_at"]) for o in objects)
     assert objects[-1]["done"] is True and objects[-1]["response"] == "" and "context" in objects[-1]
     assert all(not o["done"] for o in objects[:-1])
@@ -173,3 +173,49 @@ def test_openai_tools_completions_embeddings_models(ai: Any) -> None:
         ai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
         ai.chat.completions.create(model="llama3", messages=[])
+
+
+REPLAYED = (
+    ("/jobs", {"model": "llama3", "prompt": "replayed", "stream": True}),
+    ("/api/generate", {"model": "llama3", "prompt": "replayed", "stream": False}),
+    ("/api/chat", {"model": "llama3", "messages": [{"role": "user", "content": "replayed"}]}),
+    ("/api/embed", {"model": "nomic-embed-text", "input": "replayed"}),
+    (
+        "/v1/chat/completions",
+        {"model": "llama3", "messages": [{"role": "user", "content": "x"}], "stream": True},
+    ),
+    ("/v1/completions", {"model": "llama3", "prompt": "replayed"}),
+    ("/v1/embeddings", {"model": "nomic-embed-text", "input": "replayed"}),
+)
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def job_ids(response: httpx.Response) -> set[str]:
+    """The job ids an answer names: its X-Corral-Job header, or the ids in its body (events, OpenAI's ids)."""
+    named = response.headers.get("x-corral-job")
+    return {named} if named else set(JOB_ID.findall(response.text))
+
+
+@pytest.mark.parametrize(("path", "body"), REPLAYED, ids=[p for p, _ in REPLAYED])
+def test_a_replayed_idempotency_key_answers_the_first_job(
+    stack: Stack, path: str, body: dict[str, Any]
+) -> None:
+    headers = {"Idempotency-Key": f"replay-{path}", "Accept": "application/x-ndjson"}
+    before = int(stack.redis.hget(keys.STATS, "submitted") or 0)
+    first = stack.http.post(path, json=body, headers=headers)
+    again = stack.http.post(path, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert int(stack.redis.hget(keys.STATS, "submitted") or 0) == before + 1
+    if path.endswith(("embed", "embeddings")):
+        assert (
+            again.json()["embeddings" if path.startswith("/api") else "data"]
+            == first.json()["embeddings" if path.startswith("/api") else "data"]
+        )
+    else:
+        assert len(job_ids(first)) == 1 and job_ids(again) == job_ids(first)
+    if path == "/jobs":  # the stream of that job, from its start
+        assert again.text == first.text
+    other = {**body, "input": "other"} if "input" in body else {**body, "model": "qwen2.5:0.5b"}
+    conflict = stack.http.post(path, json=other, headers=headers)
+    assert conflict.status_code == 422 and "Idempotency-Key" in conflict.text
+    assert int(stack.redis.hget(keys.STATS, "submitted") or 0) == before + 1

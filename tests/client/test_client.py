@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from corral.client import AsyncClient, Client, DirectClient
+from corral.common import keys
 from corral.common.errors import InvalidRequest, JobNotFound, ModelNotFound
 from corral.simulator import expected_text
 
@@ -74,3 +76,70 @@ def test_async_client(stack: Stack) -> None:
     streamed, text, many = asyncio.run(main())
     assert streamed == text == expected_text("llama3", "async client")
     assert many == [expected_text("llama3", f"a{i}") for i in range(3)]
+
+
+class LoseFirstReply(httpx.HTTPTransport):
+    """Forwards every request; the reply to the first submit is lost after the API has queued its job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST" and request.url.path.startswith("/jobs"):
+            self.keys.append(request.headers.get("idempotency-key"))
+            if len(self.keys) == 1:
+                response.read()
+                response.close()
+                raise httpx.ReadError("the reply was lost", request=request)
+        return response
+
+
+class Answer503First(httpx.AsyncHTTPTransport):
+    """Forwards every request; the first submit's answer becomes a 503 (Redis trouble after the enqueue ran)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str | None] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.method == "POST" and request.url.path.startswith("/jobs"):
+            self.keys.append(request.headers.get("idempotency-key"))
+            if len(self.keys) == 1:
+                await response.aread()
+                await response.aclose()
+                return httpx.Response(
+                    503, json={"error": "redis is unavailable", "code": "redis_unavailable"}
+                )
+        return response
+
+
+def submitted(stack: Stack) -> int:
+    return int(stack.redis.hget(keys.STATS, "submitted") or 0)
+
+
+def test_a_submit_whose_reply_is_lost_is_retried_with_its_key_and_runs_once(stack: Stack) -> None:
+    transport, before = LoseFirstReply(), submitted(stack)
+    with Client(stack.api, transport=transport) as corral:
+        job = corral.submit("llama3", "lost reply")
+        assert job.result(timeout=10).text == expected_text("llama3", "lost reply")
+        many = corral.submit_many([{"model": "llama3", "prompt": "a batch"}])
+        assert many[0].result(timeout=10).status == "succeeded"
+    # two tries of the submit with one key, then the batch with a key of its own: one job each
+    assert len(transport.keys) == 3 and transport.keys[0] == transport.keys[1] != transport.keys[2]
+    assert submitted(stack) == before + 2
+
+
+def test_the_async_client_retries_a_503_with_its_key(stack: Stack) -> None:
+    transport, before = Answer503First(), submitted(stack)
+
+    async def main() -> str:
+        async with AsyncClient(stack.api, transport=transport) as corral:
+            job = await corral.submit("llama3", "after a 503")
+            return (await job.result(timeout=10)).text or ""
+
+    assert asyncio.run(main()) == expected_text("llama3", "after a 503")
+    assert len(transport.keys) == 2 and transport.keys[0] == transport.keys[1] is not None
+    assert submitted(stack) == before + 1

@@ -43,10 +43,11 @@ def fields(job_id: str, **extra: str) -> dict[str, str]:
             "submitter": "anon", **extra}  # fmt: skip
 
 
-def enqueue(r: redis.Redis, job_id: str, *, checks: str = "0", quota: int = 0, owner: str = "",
-            deadline: float = 0, max_queue: int = 0, **extra: str) -> Any:  # fmt: skip
+def enqueue(r: redis.Redis, job_id: str, *, checks: str = "0", quota: int = 0, owner: str = "", deadline: float = 0,
+            max_queue: int = 0, idem: tuple[str, str] = ("", ""), **extra: str) -> Any:  # fmt: skip
     head = scripts.EnqueueArgs(max_queue=max_queue, history_min="0", history_max=1000, quota=quota,
-                               start_ts="2024-05-01T12:00:01.000000Z", checks=checks, **EVENTS)  # fmt: skip
+                               start_ts="2024-05-01T12:00:01.000000Z", checks=checks, idem=idem[0],
+                               digest=idem[1], idem_ttl=60, **EVENTS)  # fmt: skip
     queued = json.dumps({"job": job_id, "seq": 0, "attempt": 1, "type": "queued"})
     block = scripts.JobBlock(id=job_id, event=queued, deadline=deadline, model=M, priority="normal",
                              submitter="anon", created="1714564800.5", owner=owner,
@@ -314,9 +315,9 @@ def test_a_queued_job_past_its_deadline_expires(r: redis.Redis) -> None:
 
 
 def test_the_batch_enqueue_is_all_or_nothing(r: redis.Redis) -> None:
-    def batch(ids: list[str], checks: str, max_queue: int = 0) -> Any:
+    def batch(ids: list[str], checks: str, max_queue: int = 0, idem: tuple[str, str] = ("", "")) -> Any:
         head = scripts.EnqueueArgs(max_queue=max_queue, history_min="0", history_max=1000, quota=0, start_ts="",
-                                   checks=checks, **EVENTS)  # fmt: skip
+                                   checks=checks, idem=idem[0], digest=idem[1], idem_ttl=60, **EVENTS)  # fmt: skip
         blocks = [scripts.JobBlock(id=i, event="{}", deadline=0, model=M, priority="normal", submitter="anon",
                                    created="1", owner="", hash=json.dumps(fields(i))) for i in ids]  # fmt: skip
         return text(scripts.ENQUEUE_BATCH(r, scripts.NoKeys(), [*head, *(a for b in blocks for a in b)]))
@@ -325,6 +326,34 @@ def test_the_batch_enqueue_is_all_or_nothing(r: redis.Redis) -> None:
     assert batch(["a", "b", "c"], "000", max_queue=2) == [-1, M, 0] and r.dbsize() == 0
     assert batch(["a", "b"], "00") == [1, 2]
     assert text(r.lrange(keys.queue_key(M), 0, -1)) == ["a", "b"] and r.hget(keys.STATS, "submitted") == b"2"
+    # an Idempotency-Key: the first batch is remembered whole, a replay writes nothing
+    assert batch(["c", "d"], "00", idem=("k", "d1")) == [3, 4]
+    assert batch(["e", "f"], "00", idem=("k", "d1")) == [-4, "c|3|d|4"]
+    assert batch(["e", "f"], "00", idem=("k", "d2")) == [-5]
+    assert r.llen(keys.queue_key(M)) == 4 and not r.exists(keys.job_key("e"))
+
+
+def test_an_idempotency_key_answers_its_first_job_within_its_window(r: redis.Redis) -> None:
+    record = keys.idempotency_key("", "k1")
+    assert enqueue(r, "j1", idem=("k1", "d1")) == [1]
+    assert r.get(record) == b"d1|j1|1" and 55 < r.ttl(record) <= 60
+    before = {k: r.dump(k) for k in r.keys("*")}
+    # the same key and digest: the first job, nothing written; another digest: refused, nothing written
+    assert enqueue(r, "j2", idem=("k1", "d1")) == [-4, "j1|1"]
+    assert enqueue(r, "j3", idem=("k1", "d2")) == [-5]
+    assert {k: r.dump(k) for k in r.keys("*")} == before
+    # the key is the owner's: another owner's (and no key at all) queue a job of their own
+    assert enqueue(r, "j4", owner="o2", idem=("k1", "d1")) == [2]
+    assert enqueue(r, "j5") == [3]
+    assert r.get(keys.idempotency_key("o2", "k1")) == b"d1|j4|2"
+    # once the window has passed, the key queues a new job
+    r.pexpire(record, 1)
+    for _ in range(1000):
+        if not r.exists(record):
+            break
+        time.sleep(0.001)
+    assert enqueue(r, "j6", idem=("k1", "d2")) == [4]
+    assert text(r.lrange(keys.queue_key(M), 0, -1)) == ["j1", "j4", "j5", "j6"]
 
 
 def test_position_counts_the_jobs_expected_first(r: redis.Redis) -> None:
