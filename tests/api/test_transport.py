@@ -43,6 +43,22 @@ def read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, on a connection that stays open."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += sock.recv(65536)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return raw
+
+
 def answer(raw: bytes) -> tuple[int, dict[str, Any]]:
     head, _, body = raw.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), json.loads(body)
@@ -86,7 +102,7 @@ def test_requests_within_the_limits_are_served_on_one_connection(api: tuple[Flee
     with connect(api[1]) as sock:
         for _ in range(3):
             sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            assert read_response(sock).startswith(b"HTTP/1.1 200")
 
 
 def test_a_connection_that_sends_nothing_is_closed(api: tuple[Fleet, int]) -> None:
@@ -124,7 +140,7 @@ def test_a_stalled_body_gets_408(api: tuple[Fleet, int]) -> None:
 def test_an_idle_keep_alive_connection_is_closed(api: tuple[Fleet, int]) -> None:
     with connect(api[1]) as sock:
         sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
         _raw, elapsed = closed_within(sock, 5)
     assert elapsed >= 0.7
 
