@@ -103,7 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sse_memory")
     parser.add_argument("--readers", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=300)
-    parser.add_argument("--jobs", type=int, default=300, help="running jobs the readers follow")
+    parser.add_argument(
+        "--jobs", type=int, default=300, help="running jobs the readers follow (at most 1000)"
+    )
     args = parser.parse_args()
     print(json.dumps(run(args.readers, args.batch, args.jobs), indent=2))
 
