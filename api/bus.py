@@ -198,11 +198,12 @@ class ChunkHub:
         queue = Mailbox()
         listeners = self._subs.setdefault(channel, set())
         listeners.add(queue)
-        if channel not in self._confirmed:
-            self._confirmed[channel] = asyncio.Event()
-            with contextlib.suppress(*TRANSIENT, AttributeError):
-                await self._pubsub.subscribe(channel)  # type: ignore[union-attr]
+        # inside the try: a reader that leaves during the SUBSCRIBE (a client gone, a cancel) leaves no state
         try:
+            if channel not in self._confirmed:
+                self._confirmed[channel] = asyncio.Event()
+                with contextlib.suppress(*TRANSIENT, AttributeError):
+                    await self._pubsub.subscribe(channel)  # type: ignore[union-attr]
             # a reader still works without the confirmation: it polls the stream (see follow_batches)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.confirm_timeout):

@@ -38,6 +38,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from corral.api import create_app
+    from corral.api.limits import TransportLimits, guarded_http
 
     setup_logging(settings)
     host = args.host or settings.api_host
@@ -49,9 +50,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
-        # longer than clients keep idle connections (httpx 5 s, aiohttp 15 s): with uvicorn's 5 s default a
-        # client could send its next request as the server closed the connection (a ReadError in the bench)
-        timeout_keep_alive=75,
+        http=guarded_http(TransportLimits.from_settings(settings)),
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
     return 0
 
