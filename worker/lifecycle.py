@@ -105,7 +105,7 @@ class Worker:
         """Put back what is left in flight and not running, deregister (when Redis answers; a list not emptied
         keeps the worker listed, for the janitor) and close the connections."""
         with contextlib.suppress(*TRANSIENT):
-            if await self.reconcile.release():
+            if await self.reconcile.release(set(self.jobs.active)):
                 await registry.deregister_async(self.redis, self.id, self.models.names)
         await self.backend.close()
         await self.redis.aclose()

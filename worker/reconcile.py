@@ -43,12 +43,11 @@ class Reconcile:
                 await self.requeue(job_id, f"worker {self.worker_id} was not running it")
         return due
 
-    async def release(self) -> bool:
-        """At a graceful stop: every listed job not run here goes back to its queue. True when the list is empty
-        after it (nothing is left for the janitor)."""
-        known = self.known()
+    async def release(self, running: set[str]) -> bool:
+        """At a stop: every listed job not ``running`` here (handed jobs that waited for a slot included: they will
+        not start now) goes back to its queue. True when the list is empty after it (nothing left for the janitor)."""
         for job_id in await self.store.inflight(self.worker_id):
-            if job_id not in known:
+            if job_id not in running:
                 await self.requeue(job_id, f"worker {self.worker_id} stopped")
         return not await self.store.inflight(self.worker_id)
 
