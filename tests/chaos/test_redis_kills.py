@@ -1,7 +1,8 @@
 """Redis killed (``kill -9``) ten times under a steady stream of submits: no job is left running or queued with
-nobody to run it. A bench (``pytest -m bench tests/chaos/test_redis_kills.py -s``): it takes about a minute, over
-``make test``'s budget. A job whose enqueue fell in the last second before a kill may be gone with the AOF's
-unsynced second (``appendfsync everysec``): counted as lost, apart from the stuck ones."""
+nobody to run it. A bench (``pytest -m bench tests/chaos/test_redis_kills.py -s``), with push dispatch on and off
+(the workers pop): about a minute each, over ``make test``'s budget. A job whose enqueue fell in the last second
+before a kill may be gone with the AOF's unsynced second (``appendfsync everysec``): counted as lost, apart from
+the stuck ones."""
 
 from __future__ import annotations
 
@@ -45,10 +46,13 @@ def outcomes(fleet: Fleet, ids: list[str]) -> Counter[str]:
 
 
 @pytest.mark.timeout(300)
-def test_ten_redis_kill9_under_load_leave_no_job_stuck(fleet: Fleet, redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("push", ["true", "false"], ids=["push", "pop"])
+def test_ten_redis_kill9_under_load_leave_no_job_stuck(
+    fleet: Fleet, redis_server: RedisServer, push: str
+) -> None:
     sims = [fleet.simulator("llama3:latest", tps=300, parallel=16) for _ in range(2)]
     for i, sim in enumerate(sims):
-        fleet.worker(sim, f"w{i}", worker_slots=8, **FAST)
+        fleet.worker(sim, f"w{i}", worker_slots=8, push_dispatch=push, **FAST)
     api = fleet.api(**FAST)
     stop = threading.Event()
     ids_by_thread: list[list[str]] = [[] for _ in range(3)]
