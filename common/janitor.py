@@ -5,7 +5,9 @@ A job re-queued here goes to the *front* of its model queue with ``attempt + 1``
 with a reason once it has used ``CORRAL_MAX_RETRIES`` re-queues. Jobs whose queue-wait deadline passed are expired.
 Right after a Redis restart every heartbeat may look expired (the workers beat into the Redis that went down, and
 need a moment to reconnect), so until Redis has been up for two heartbeat TTLs the janitor declares dead only the
-workers whose last heartbeat reached this Redis, after it started.
+workers whose last heartbeat reached this Redis, after it started. It also walks the in-flight lists (a bounded
+``SCAN`` step per pass) for those whose owner is not registered at all (a worker that stopped, or whose entry was
+dropped) and re-queues their jobs the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ DEAD_WORKER_KEEP = 3600.0  # seconds a dead worker stays listed (marked dead) in
 # a heartbeat counts as one into this Redis when it is this much later than the start Redis reports (its uptime
 # is in whole seconds; a worker's clock a little ahead of Redis' must not pass a beat before the restart off as one)
 STARTED_MARGIN = 1.0
+INFLIGHT_SCAN = 200  # in-flight keys looked at per pass (SCAN's COUNT): a pass stays short with any fleet
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Janitor:
         self.heartbeat_ttl = heartbeat_ttl
         self.interval = interval
         self.token = uuid.uuid4().hex
+        self.cursor = 0  # where the walk over the in-flight lists goes on
 
     def sweep(self) -> Sweep:
         """One pass, if this process wins the lock."""
@@ -57,7 +61,10 @@ class Janitor:
             return result
         try:
             result.acted = True
-            self._reap_dead_workers(result, self._beats_count_after())
+            beats_after = self._beats_count_after()
+            self._reap_dead_workers(result, beats_after)
+            if not beats_after:  # (right after a Redis restart the workers may not have registered again yet)
+                self._reap_unregistered(result)
             self._expire_waiting(result)
         finally:
             RELEASE_LOCK(self.redis, LockKey(lock=keys.JANITOR_LOCK), LockArgs(token=self.token))
@@ -84,13 +91,30 @@ class Janitor:
                 result.dead_workers += 1
                 log.warning("worker %s is dead (last heartbeat %.1fs ago); re-queueing %d job(s)",
                             worker_id, now - last_seen, len(inflight))  # fmt: skip
-            for job_id in inflight:
-                state, _attempt = self.store.requeue(job_id, f"worker {worker_id} died", worker_id=worker_id)
-                result.requeued += state == "requeued"
-                result.failed += state == "failed"
+            self._requeue_all(result, worker_id, f"worker {worker_id} died")
             self._forget_models(worker_id)
             if now - last_seen > DEAD_WORKER_KEEP:
                 self.redis.zrem(keys.WORKERS, worker_id)
+
+    def _requeue_all(self, result: Sweep, worker_id: str, reason: str) -> None:
+        for job_id in self.store.inflight(worker_id):
+            state, _attempt = self.store.requeue(job_id, reason, worker_id=worker_id)
+            result.requeued += state == "requeued"
+            result.failed += state == "failed"
+
+    def _reap_unregistered(self, result: Sweep) -> None:
+        """One step of the walk over the in-flight lists: those of workers neither listed nor beating."""
+        prefix = keys.inflight_key("")
+        self.cursor, found = self.redis.scan(self.cursor, match=keys.inflight_key("*"), count=INFLIGHT_SCAN)
+        for raw in found:
+            worker_id = raw.decode()[len(prefix) :]
+            if self.redis.zscore(keys.WORKERS, worker_id) is not None or self.redis.exists(
+                keys.worker_key(worker_id)
+            ):
+                continue
+            log.warning("in-flight jobs of unregistered worker %s: re-queueing", worker_id)
+            result.dead_workers += 1
+            self._requeue_all(result, worker_id, f"worker {worker_id} is gone")
 
     def _forget_models(self, worker_id: str) -> None:
         for key in self.redis.scan_iter(keys.model_workers_key("*"), count=500):

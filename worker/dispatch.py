@@ -54,6 +54,7 @@ class Dispatcher:
         self.handed: deque[PoppedJob] = deque()
         self.parked = False
         self.seen = ""
+        self.taking = ""  # a job the park's end handed over, waiting for a slot
 
     def start(self, job: PoppedJob, handed: bool = False) -> Active | None:
         """Start a job in the slot taken for it (``handed``: by an enqueue, which ended the park); None when it had
@@ -76,6 +77,10 @@ class Dispatcher:
             self.wake.set()
         else:
             active.on_accepted = self.wake.set
+
+    def holding(self) -> set[str]:
+        """The ids of the jobs taken and not started yet (waiting for a slot)."""
+        return {job.id for job in self.handed} | ({self.taking} - {""})
 
     def keep_claimed(self) -> set[str]:
         """The models whose warm claims stay while not warm here: the target of a switch."""
@@ -129,7 +134,11 @@ class Dispatcher:
             return
         self.parked = False
         if job is not None:
-            await self.slots.acquire()
+            self.taking = job.id
+            try:
+                await self.slots.acquire()
+            finally:
+                self.taking = ""
             self.start(job)
 
     async def pop(self) -> Popped:

@@ -28,6 +28,7 @@ from .execute import JobRunner
 from .heartbeat import Heartbeat
 from .jobs import Jobs
 from .models import Models
+from .reconcile import Reconcile
 
 log = logging.getLogger("corral.worker")
 
@@ -52,6 +53,9 @@ class Worker:
                                      self.draining)  # fmt: skip
         self.heartbeat = Heartbeat(self.redis, settings, self.models, self.jobs.running,
                                    self.dispatcher.keep_claimed, self.draining)  # fmt: skip
+        self.reconcile = Reconcile(
+            self.store, self.id, lambda: set(self.jobs.active) | self.dispatcher.holding()
+        )
         self.control = Control(
             settings.redis_url, self.redis, self.id, self.dispatcher, self.jobs, self.drain
         )
@@ -80,7 +84,8 @@ class Worker:
         janitor = Janitor(JobStore(sync_client, self.store.limits), self.settings.heartbeat_ttl,
                           self.settings.janitor_interval)  # fmt: skip
         _thread, janitor_stop = janitor.start()
-        helpers = [asyncio.create_task(self.heartbeat.run()), asyncio.create_task(self.control.listen())]
+        helpers = [asyncio.create_task(self.heartbeat.run()), asyncio.create_task(self.control.listen()),
+                   asyncio.create_task(self.reconcile.run(self.settings.heartbeat_interval))]  # fmt: skip
         log.info("worker %s up: %s %s, %d slots", self.id, self.backend.kind, self.settings.engine_display_url,
                  self.settings.worker_slots)  # fmt: skip
         try:
@@ -97,9 +102,11 @@ class Worker:
             log.info("worker %s stopped", self.id)
 
     async def close(self) -> None:
-        """Deregister (when Redis answers) and close the connections."""
+        """Put back what is left in flight and not running, deregister (when Redis answers; a list not emptied
+        keeps the worker listed, for the janitor) and close the connections."""
         with contextlib.suppress(*TRANSIENT):
-            await registry.deregister_async(self.redis, self.id, self.models.names)
+            if await self.reconcile.release(set(self.jobs.active)):
+                await registry.deregister_async(self.redis, self.id, self.models.names)
         await self.backend.close()
         await self.redis.aclose()
         if self.fast is not None:

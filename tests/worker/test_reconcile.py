@@ -1,0 +1,64 @@
+"""The in-flight check's grace: a job is re-queued only when two checks in a row found it listed and not run here
+(a pop's reply may be on its way at one check); what runs or waits for a slot is not. At a stop, all but what
+runs goes back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from corral.worker.reconcile import Reconcile
+
+from .test_handed import job, worker
+
+pytestmark = pytest.mark.unit
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.listed: list[str] = []
+        self.requeued: list[str] = []
+
+    async def inflight(self, worker_id: str) -> list[str]:
+        return list(self.listed)
+
+    async def requeue(self, job_id: str, reason: str, **fence: Any) -> tuple[str, int]:
+        assert fence == {"worker_id": "w1"}
+        self.requeued.append(job_id)
+        self.listed.remove(job_id)
+        return "requeued", 2
+
+
+def test_only_a_job_listed_and_not_run_at_two_checks_in_a_row_is_requeued() -> None:
+    async def scenario() -> None:
+        store, known = FakeStore(), {"running", "waiting-for-a-slot"}
+        check = Reconcile(store, "w1", lambda: known)  # type: ignore[arg-type]
+        store.listed = ["running", "waiting-for-a-slot", "in-transit", "lost"]
+        assert await check.check() == []  # first sight: a grace
+        known.add("in-transit")  # its pop's reply arrived: it runs now
+        assert await check.check() == ["lost"]
+        assert store.requeued == ["lost"]
+        store.listed.append("late")
+        assert await check.check() == []
+        store.listed.remove("late")  # finished meanwhile: never requeued
+        assert await check.check() == [] and store.requeued == ["lost"]
+        store.listed.append("left")
+        assert not await check.release({"running", "in-transit"})  # (what runs stays listed)
+        # a handed job still waiting for a slot will not start now: it goes back too
+        assert store.requeued == ["lost", "waiting-for-a-slot", "left"]
+        assert store.listed == ["running", "in-transit"]
+
+    asyncio.run(scenario())
+
+
+def test_a_handed_job_waiting_for_a_slot_counts_as_held() -> None:
+    async def scenario() -> None:
+        w, started = worker(slots=1)
+        w.dispatcher.on_handed(job("a"))
+        w.dispatcher.on_handed(job("b"))  # no slot free: it waits in the pop loop's hands
+        assert started == ["a/1"] and w.dispatcher.holding() == {"b"}
+        assert w.reconcile.known() == {"a", "b"}
+
+    asyncio.run(scenario())
