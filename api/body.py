@@ -14,10 +14,6 @@ from corral.common.errors import InvalidFields, InvalidRequest
 M = TypeVar("M", bound=BaseModel)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
     """A dependency parsing the raw body as JSON into ``model``: ``InvalidRequest`` (400) when it is not JSON,
     ``InvalidFields`` (422) when it does not validate."""
@@ -27,8 +23,10 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
         if not raw.strip():
             raise InvalidRequest("missing request body")
         try:
-            data = jsonfast.loads_exact(raw, parse_constant=_no_constants)
-        except (ValueError, UnicodeDecodeError):
+            data = jsonfast.loads_request(raw)
+        except jsonfast.RefusedJSON as exc:
+            raise InvalidRequest(f"malformed JSON body: {exc}") from None
+        except ValueError:  # UnicodeDecodeError too
             raise InvalidRequest("malformed JSON body") from None
         try:
             return model.model_validate(data)

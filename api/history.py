@@ -9,13 +9,12 @@ from there, so pages neither skip nor repeat a job while new ones arrive.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from corral.common import keys
+from corral.common import keys, stored
 from corral.common.errors import InvalidRequest
 from corral.common.jobs import RQ_TIME_FORMAT
 from corral.common.names import JOB_ID_RE, WORKER_ID_RE, normalise_model
@@ -98,10 +97,10 @@ def _iso(value: str | None) -> str | None:
 
 def history_entry(job_id: str, values: list[Any]) -> dict[str, Any] | None:
     """One job as the history shows it, from its HMGET ``FIELDS``; None when the hash has expired."""
-    h = dict(zip(FIELDS, (v.decode() if isinstance(v, bytes) else v for v in values), strict=True))
+    h = dict(zip(FIELDS, map(stored.text, values), strict=True))
     if h["status"] is None:
         return None
-    metrics = json.loads(h["metrics"] or "{}")
+    metrics = stored.json_object(h["metrics"]) or {}  # damaged: no metrics rather than no history
     status = RQ_TO_STATUS.get(h["status"], "failed")
     started, enqueued = _seconds(h["started_at"]), _seconds(h["enqueued_at"])
     ended = _seconds(h["ended_at"])
@@ -111,7 +110,7 @@ def history_entry(job_id: str, values: list[Any]) -> dict[str, Any] | None:
         "model": h["model"] or "",
         "kind": h["kind"] or "generate",
         "worker": h["worker_name"] or None,
-        "attempt": int(h["attempt"] or 1),
+        "attempt": stored.integer(h["attempt"], 1),
         "created_at": _iso(h["created_at"]),
         "started_at": _iso(h["started_at"]) if status != "queued" else None,
         "ended_at": _iso(h["ended_at"]),

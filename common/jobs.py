@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import jsonfast, keys
+from pydantic import ValidationError
+
+from . import jsonfast, keys, stored
 from .errors import IdempotencyConflict, JobNotFound, ModelNotFound, QueueFull, RateLimited
 from .schemas import ANONYMOUS, RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
@@ -280,40 +282,46 @@ def _iso(value: str | None) -> str | None:
 def job_view(
     job_id: str, raw: dict[Any, Any], position: int | None = None, eta: str | None = None
 ) -> JobView:
-    """Turn a job hash (HGETALL) into the public view."""
+    """Turn a job hash (HGETALL) into the public view; a damaged field is left out, with ``error`` saying so."""
     if not raw:
         raise JobNotFound(job_id)
-    h = {_text(k): v for k, v in raw.items()}
+    h = {stored.text(k): v for k, v in raw.items()}
 
     def get(name: str) -> str | None:
-        return _text(h.get(name))
+        return stored.text(h.get(name))
 
-    result = json.loads(get("result") or "null") or {}
+    result = stored.json_object(h.get("result"))
     status = RQ_TO_STATUS.get(get("status") or "", "failed")
-    return JobView(
-        id=job_id,
-        model=get("model") or "",
-        kind=get("kind") or "generate",
-        status=status,
-        attempt=int(get("attempt") or 1),
-        worker=get("worker_name") or None,
-        queue=get("origin") or "",
-        queue_position=position if status == "queued" else None,
-        estimated_start_at=eta if status == "queued" else None,
-        priority=get("priority") or "normal",
-        submitter=get("submitter"),
-        created_at=_iso(get("created_at")),
-        enqueued_at=_iso(get("enqueued_at")),
-        started_at=_iso(get("started_at")) if status != "queued" else None,
-        ended_at=_iso(get("ended_at")),
-        text=result.get("text"),
-        message=result.get("message"),
-        embeddings=result.get("embeddings"),
-        final=result.get("final"),
-        error=get("error"),
-        events=int(get("seq") or 0),
-        owner=get("owner") or None,
-    )
+    fields = {
+        "id": job_id,
+        "model": get("model") or "",
+        "kind": get("kind") if get("kind") in JOB_FUNCTIONS else "generate",
+        "status": status,
+        "attempt": stored.integer(h.get("attempt"), 1),
+        "worker": get("worker_name") or None,
+        "queue": get("origin") or "",
+        "queue_position": position if status == "queued" else None,
+        "estimated_start_at": eta if status == "queued" else None,
+        "priority": get("priority") or "normal",
+        "submitter": get("submitter"),
+        "created_at": _iso(get("created_at")),
+        "enqueued_at": _iso(get("enqueued_at")),
+        "started_at": _iso(get("started_at")) if status != "queued" else None,
+        "ended_at": _iso(get("ended_at")),
+        **{k: (result or {}).get(k) for k in ("text", "message", "embeddings", "final")},
+        "error": get("error") or (None if result is not None else stored.RESULT_UNREADABLE),
+        "events": stored.integer(h.get("seq"), 0),
+        "owner": get("owner") or None,
+    }
+    try:
+        return JobView.model_validate(fields)
+    except ValidationError as exc:  # a field of the wrong shape: the view without it
+        bad = {str(e["loc"][0]) for e in exc.errors(include_url=False) if e["loc"]}
+        kept = {k: v for k, v in fields.items() if k not in bad}
+        kept["error"] = (
+            fields["error"] or f"stored fields of this job are unreadable: {', '.join(sorted(bad))}"
+        )
+        return JobView.model_validate(kept)
 
 
 @dataclass

@@ -11,7 +11,9 @@ worked before is refused now: lone surrogates (``"\\ud800"`` parses to a str orj
 64 bits, non-string dict keys, and, when reading, ``NaN`` / ``Infinity`` (callers that refuse those pass
 ``parse_constant``, which the fallback applies). orjson reads an integer past 64 bits as a float, so ``loads_exact``
 (for JSON a caller wrote) reads text with a run of 19 or more digits with the standard library, which keeps it
-exact; ``loads`` is for JSON Corral or Ollama wrote, which has no such integer.
+exact; ``loads`` is for JSON Corral or Ollama wrote, which has no such integer. ``loads_request`` reads a request
+body: ``loads_exact`` that refuses (``ValueError``) what Corral cannot pass on: ``NaN`` / ``Infinity``, lone
+surrogates (not Unicode text: Ollama cannot be sent them as UTF-8) and nesting deeper than ``MAX_DEPTH``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ import orjson
 
 _LONG_DIGITS = re.compile(rb"\d{19}")
 _LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# deeper than this a request is refused: the job's own JSON (the request wrapped in a few levels) must stay within
+# what the standard library writes without a RecursionError (about 1,000 levels less the stack in use)
+MAX_DEPTH = 512
+
+
+class RefusedJSON(ValueError):
+    """JSON that parses but that Corral does not take (``loads_request``); the message says why."""
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -46,7 +56,57 @@ def loads_exact(data: bytes | str, parse_constant: Callable[[str], Any] | None =
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(data, parse_constant=parse_constant)
+    try:
+        return json.loads(data, parse_constant=parse_constant)
+    except RecursionError:  # orjson refuses more than 1,024 levels; the standard library runs out of stack
+        raise RefusedJSON(f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise RefusedJSON(f"{name} is not JSON")
+
+
+def loads_request(data: bytes | str) -> Any:
+    """A request body: ``loads_exact`` without ``NaN`` / ``Infinity``, lone surrogates, or more than
+    ``MAX_DEPTH`` levels (``RefusedJSON``, a ``ValueError``, says which)."""
+    long_number = (_LONG_DIGITS_TEXT if isinstance(data, str) else _LONG_DIGITS).search(data)  # type: ignore[arg-type]
+    if long_number is None:
+        try:
+            value = orjson.loads(data)  # it refuses lone surrogates, NaN and more than 1,024 levels
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            brackets = (
+                data.count("[") + data.count("{")
+                if isinstance(data, str)
+                else data.count(b"[") + data.count(b"{")
+            )
+            if brackets > MAX_DEPTH:  # else it cannot be that deep: no walk on the hot path
+                _check(value, strings=False)
+            return value
+    value = loads_exact(data, parse_constant=_refuse_constant)
+    _check(value, strings=True)
+    return value
+
+
+def _check(value: Any, strings: bool) -> None:
+    """``RefusedJSON`` when ``value`` nests deeper than ``MAX_DEPTH`` or (``strings``) holds a lone surrogate."""
+    kinds = (dict, list, str) if strings else (dict, list)
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise RefusedJSON(
+                    "a string holds a lone surrogate (such as \\ud800), which is not Unicode text"
+                )
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise RefusedJSON(f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item if strings)
+                item = item.values()
+            stack.extend((c, depth + 1) for c in item if isinstance(c, kinds))
 
 
 def dumpb(value: Any) -> bytes:

@@ -128,7 +128,8 @@ class JobRequest(BaseModel):
             parts.append(self.input)
         elif self.input:
             parts += self.input
-        return sum(len(p.encode()) for p in parts)
+        # surrogatepass: a lone surrogate (which the API refuses) is measured, not a UnicodeEncodeError
+        return sum(len(p.encode("utf-8", "surrogatepass")) for p in parts)
 
     def check_limits(self, max_prompt_bytes: int) -> None:
         size = self.text_bytes()

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from corral.common import keys
+from corral.common import keys, stored
 from corral.common.jobs import unix_time
 from corral.common.schemas import RQ_TO_STATUS
 
@@ -49,7 +49,7 @@ async def dashboard() -> Response:
 
 def job_row(job_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
     """A recent job as the page lists it; None once its hash has expired."""
-    h = dict(zip(JOB_FIELDS, (v.decode() if v is not None else None for v in values), strict=True))
+    h = dict(zip(JOB_FIELDS, map(stored.text, values), strict=True))
     if h["status"] is None:
         return None
     return {
@@ -57,14 +57,14 @@ def job_row(job_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "status": RQ_TO_STATUS.get(h["status"], "failed"),
         "model": h["model"] or "",
         "kind": h["kind"] or "generate",
-        "attempt": int(h["attempt"] or 1),
+        "attempt": stored.integer(h["attempt"], 1),
         "worker": h["worker_name"],
         "created": unix_time(h["created_at"]),
         "enqueued": unix_time(h["enqueued_at"]),
         "started": unix_time(h["started_at"]) if h["status"] != "queued" else None,
         "ended": unix_time(h["ended_at"]),
         "error": (h["error"] or "")[:300] or None,
-        "events": int(h["seq"] or 0),
+        "events": stored.integer(h["seq"], 0),
     }
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from corral.common import keys
+from corral.common import keys, stored
 from corral.common.errors import InvalidRequest
 from corral.common.schemas import JobRequest
 from corral.common.settings import Settings
@@ -60,11 +59,12 @@ async def outcome(client: Any, hub: ChunkHub, job: Followed) -> tuple[dict[str, 
     last: dict[str, Any] = {}
     async for event in events_of(client, hub, job):
         last = event
-    result: dict[str, Any] = {}
+    result: dict[str, Any] | None = {}
     if last.get("type") == "done":
-        raw = await client.hget(keys.job_key(job_id), "result")
-        result = json.loads(raw) if raw else {}
-    return last, result
+        result = stored.json_object(await client.hget(keys.job_key(job_id), "result"))
+        if result is None:  # a damaged hash: the job's answer is lost, as if it had failed
+            return {"type": "error", "error": f"job {job_id}: {stored.RESULT_UNREADABLE}"}, {}
+    return last, result or {}
 
 
 def failure_message(event: dict[str, Any], job_id: str) -> str:

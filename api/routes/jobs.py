@@ -168,14 +168,20 @@ async def cancel_job(job_id: OwnedJob, store: StoreDep) -> dict[str, str]:
     return {"id": job_id, "status": outcome}
 
 
+MAX_SEQ = 2**62  # far past any job's events, and within a Redis stream id (64 bits)
+
+
 def start_seq(from_: int | None, last_event_id: str | None) -> int:
     if from_ is not None:
         return from_
     if last_event_id:
         try:
-            return int(last_event_id) + 1
+            start = int(last_event_id) + 1
         except ValueError:
             raise InvalidRequest("Last-Event-ID must be an event seq (an integer)") from None
+        if not 0 < start <= MAX_SEQ:
+            raise InvalidRequest(f"Last-Event-ID must be an event seq (an integer from 0 to {MAX_SEQ - 1})")
+        return start
     return 0
 
 
@@ -217,7 +223,9 @@ async def job_events(
     request: Request,
     client: RedisDep,
     hub: HubDep,
-    from_: Annotated[int | None, Query(alias="from", ge=0, description="first seq to send")] = None,
+    from_: Annotated[
+        int | None, Query(alias="from", ge=0, le=MAX_SEQ, description="first seq to send")
+    ] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Every event of the job in order, from ``?from=N`` or after ``Last-Event-ID``, until done/error/cancelled.

@@ -1,5 +1,10 @@
-"""Fuzz every route of the app (taken from its route table) with Hypothesis: paths, queries, headers (API keys
-included) and bodies. No request may get a 5xx, and no request but an accepted submission may change Redis.
+"""Fuzz every route of the app (taken from its route table) with Hypothesis: paths, queries, headers (API keys,
+``Last-Event-ID``, ``X-Corral-*``, any latin-1 text) and bodies, among them bodies that take the standard library's
+fallback parser (integers past 64 bits, lone surrogate escapes, ``NaN``, nesting around the depth limit). No
+request may get a 5xx, and no request but an accepted submission may change Redis. Two jobs are there to be read:
+one ended, one whose hash is damaged (a result that is not UTF-8 JSON, counts that are not numbers).
+
+``make test`` runs about 2,500 cases; ``FUZZ_SCALE=5`` (``make fuzz``) multiplies them past 10,000.
 
 The app runs in this process (httpx.ASGITransport) against a real redis-server: ~1 ms a request instead of ~5 over
 HTTP to a subprocess. No worker runs, so every model is unserved: a submission is refused (404) before it could
@@ -9,6 +14,7 @@ start a job, except ``POST /jobs`` with ``"wait": true`` (202, then cancelled an
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral.api import create_app
+from corral.api.routes.jobs import MAX_SEQ
 from corral.cli.embedded_redis import RedisServer
 from corral.common import keys
 from corral.common.settings import Settings
@@ -30,8 +37,10 @@ from ..support import free_port
 
 pytestmark = pytest.mark.integration
 WRITE_METHODS = ("POST", "DELETE")
-EXAMPLES_WRITES = 140  # per route; the routes that read a body get the most
-EXAMPLES_OTHER = 30
+SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
+EXAMPLES_WRITES = int(140 * SCALE)  # per route; the routes that read a body get the most
+EXAMPLES_OTHER = int(30 * SCALE)
+ENDED, DAMAGED = "e" * 32, "d" * 32  # admin keys see them (no owner)
 COUNTS = {"cases": 0, "5xx": 0, "accepted": 0}
 STATUSES: Counter[int] = Counter()
 
@@ -43,11 +52,38 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessAPI
     app = InProcessAPI(Settings(redis_url=server.url, api_keys=API_KEYS, rate_limit=0,  # type: ignore[arg-type]
                                 janitor_interval=3600, max_messages=8, max_image_bytes=64))  # fmt: skip
     try:
+        plant_jobs(client)
         yield app, client
     finally:
         app.close()
         client.close()
         server.kill()
+
+
+def plant_jobs(client: redis.Redis) -> None:
+    """The two jobs to read: each ends with an event at ``MAX_SEQ``, so that following it from any seq the events
+    route takes ends at once (a resume past a job's last event waits for more)."""
+    common = {
+        "status": "finished",
+        "model": "llama3:latest",
+        "kind": "generate",
+        "owner": "",
+        "seq": MAX_SEQ + 1,
+    }
+    client.hset(keys.job_key(ENDED), mapping={**common, "result": '{"text":"hi"}', "metrics": '{"ttft":0.1}'})
+    damage = {
+        "result": b'{"text":"\xff"}',
+        "metrics": b"\xfe",
+        "attempt": b"\xff",
+        "error": b"\xffx",
+        "priority": "x",
+    }
+    client.hset(keys.job_key(DAMAGED), mapping={**common, **damage})
+    for job_id in (ENDED, DAMAGED):
+        done = json.dumps({"type": "done", "seq": MAX_SEQ, "id": job_id, "attempt": 1})
+        client.xadd(keys.events_key(job_id), {"e": done}, id=f"{MAX_SEQ + 1}-0")
+        client.zadd(keys.HISTORY, {job_id: 1e9})
+        client.lpush(keys.RECENT_JOBS, job_id)
 
 
 ROUTES = routes(create_app(Settings()))
@@ -112,32 +148,103 @@ bodies = (
     | json_values
 )
 raw_bodies = st.sampled_from(
-    [b"", b"{", b"null", b"[]", b'{"model": NaN}', b"\xff\xfe", b'{"model":"llama3"']
-) | st.binary(max_size=40)
+    [b"", b"{", b"null", b"[]", b'{"model": NaN}', b"\xff\xfe", b'{"model":"llama3"', b"\xef\xbb\xbf{}",
+     b'{"model":"llama3","prompt":"\\ud800"}', b'{"model":"llama3","prompt":"x","timeout":1e999}',
+     b'{"model":"llama3","prompt":"x","options":{"seed":-Infinity}}', b"[" * 1025 + b"]" * 1025]
+) | st.binary(max_size=40)  # fmt: skip
+# what the standard library parses (orjson refuses it): text with lone surrogates, integers past 64 bits, nesting
+# near and past the depth limit (a marker, spliced in after json.dumps, which cannot write 5,000 levels)
+odd_text = st.text(st.characters(categories=["Cs"]) | st.characters(), max_size=8)
+long_ints = st.integers(min_value=2**63, max_value=10**40) | st.integers(
+    max_value=-(2**63) - 1, min_value=-(10**40)
+)
+deep = st.sampled_from([2, 500, 510, 511, 512, 513, 1024, 1025, 5000]).flatmap(
+    lambda depth: st.sampled_from([f"@@deep-list-{depth}@@", f"@@deep-dict-{depth}@@"])
+)
+odd = odd_text | long_ints | deep | json_values
+odd_messages = st.lists(
+    st.fixed_dictionaries({"role": roles, "content": odd_text | odd}), min_size=1, max_size=3
+)
+odd_options = st.fixed_dictionaries({}, optional={"seed": long_ints | odd, "temperature": odd, "stop": odd})
+fallback_bodies = st.fixed_dictionaries(
+    {"model": good_models | odd_text, "prompt": odd_text | long_ints},
+    optional={"messages": odd_messages, "input": odd_text | st.lists(odd_text, max_size=3), "format": deep | odd,
+              "options": odd_options | odd, "system": odd_text, "tools": odd, "wait": st.booleans(), "x": odd},
+)  # fmt: skip
+
+
+def splice_deep(text: str) -> bytes:
+    """``json.dumps`` output with each deep-nesting marker replaced by that many levels."""
+    for kind, open_, close in (("list", "[", "]"), ("dict", '{"a":', "}")):
+        while f'"@@deep-{kind}-' in text:
+            head, _, rest = text.partition(f'"@@deep-{kind}-')
+            depth, _, tail = rest.partition('@@"')
+            text = head + open_ * int(depth) + ("1" if kind == "dict" else "") + close * int(depth) + tail
+    return text.encode()
+
+
 # mostly valid keys, so that most cases get past the authentication to the handlers
 ADMIN = {"Authorization": f"Bearer {KEYS['admin']}"}
 SUBMIT = {"X-API-Key": KEYS["submit"]}
 READ = {"Authorization": f"Bearer {KEYS['read']}"}
 BAD = [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer"},
        {"X-API-Key": ""}, {"Authorization": "bearer  " + KEYS["admin"] + "x"}]  # fmt: skip
-auth = st.sampled_from([ADMIN] * 8 + [SUBMIT] * 6 + [READ] + BAD)
-ids = st.sampled_from(["0" * 32, "f" * 64, "..", "nope", "%2e%2e"]) | st.text(max_size=40)
+# header values: any latin-1 text (what HTTP carries), sent as bytes
+latin1 = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=60).map(
+    lambda t: t.encode("latin-1")
+)
+junk_auth = st.one_of(
+    st.fixed_dictionaries({"Authorization": latin1 | st.builds(lambda t: b"Bearer " + t, latin1)}),
+    st.fixed_dictionaries({"X-API-Key": latin1}),
+    st.fixed_dictionaries({"Authorization": st.sampled_from([f"Bearer {k}\t" for k in KEYS.values()])}),
+)
+auth = st.integers(0, 9).flatmap(
+    lambda i: junk_auth if i == 0 else st.sampled_from([ADMIN] * 8 + [SUBMIT] * 6 + [READ] + BAD)
+)
+ids = st.sampled_from([ENDED, DAMAGED] * 3 + ["0" * 32, "f" * 64, "..", "nope", "%2e%2e"]) | st.text(
+    max_size=40
+)
+seqs = (
+    st.integers(-3, 3).map(str)
+    | st.integers(min_value=-10, max_value=2**70).map(str)
+    | st.sampled_from(
+        [
+            "",
+            " 5",
+            "5 ",
+            "+3",
+            "\u0663",
+            "1_0",
+            "0x10",
+            "-0",
+            "-1",
+            str(MAX_SEQ),
+            str(MAX_SEQ - 1),
+            str(2**64),
+        ]
+    )
+)
+headers = st.fixed_dictionaries({}, optional={
+    "Last-Event-ID": st.one_of(seqs.map(str.encode), seqs.map(str.encode), printable, latin1),
+    "Accept": st.sampled_from(["application/x-ndjson", "text/event-stream", "*/*"]) | latin1,
+    "Content-Type": st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]) | latin1,
+    "X-Corral-Priority": st.sampled_from(["high", "normal", "low", ""]) | latin1,
+    "X-Corral-User": st.sampled_from(["alice", "a|b", "a b", "x" * 200]) | latin1,
+    "X-Corral-Job": latin1,
+})  # fmt: skip
 
 
 def requests(method: str) -> st.SearchStrategy[dict[str, Any]]:
     """Requests for one method: bodies only where the routes read them (generating them costs the most)."""
-    body = (
-        bodies.map(lambda b: json.dumps(b).encode()) | raw_bodies
-        if method in ("POST", "DELETE")
-        else st.just(b"")
-    )
+    fallback = fallback_bodies.map(lambda b: splice_deep(json.dumps(b)))
+    plain = bodies.map(lambda b: json.dumps(b).encode())
+    body = st.one_of(plain, raw_bodies, fallback, fallback) if method in ("POST", "DELETE") else st.just(b"")
     return st.fixed_dictionaries({
     "auth": auth,
     "params": st.fixed_dictionaries({}, optional={"job_id": ids, "worker_id": ids, "model": ids}),
-    "query": st.dictionaries(st.sampled_from(["from", "x", "stream"]), printable, max_size=2),
-    "headers": st.fixed_dictionaries({}, optional={
-        "Last-Event-ID": printable, "Accept": st.sampled_from(["application/x-ndjson", "text/event-stream", "*/*"]),
-        "Content-Type": st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"])}),
+    "query": st.dictionaries(st.sampled_from(["from", "x", "stream", "limit", "since", "cursor", "status"]),
+                             printable | seqs, max_size=2),
+    "headers": headers,
     "body": body,
 })  # fmt: skip
 
@@ -156,7 +263,7 @@ def no_wait_stream(body: bytes) -> bytes:
     """``stream`` + ``wait`` on /jobs would follow a job no worker will ever run: keep one of the two."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body
     if isinstance(data, dict) and data.get("stream") and data.get("wait"):
         data["wait"] = False

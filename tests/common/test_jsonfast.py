@@ -88,3 +88,49 @@ def test_round_trip_agrees_with_the_standard_library(value: Any) -> None:
     assert jsonfast.loads_exact(json.dumps(value)) == expected
     if within_64_bits(value):  # what loads is for: JSON Corral or Ollama wrote
         assert jsonfast.loads(jsonfast.dumpb(value)) == expected
+
+
+def nest(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+DEEPEST = jsonfast.MAX_DEPTH
+
+
+@pytest.mark.parametrize("data", [nest(DEEPEST), '{"a":' * (DEEPEST - 1) + "{}" + "}" * (DEEPEST - 1),
+                                  '{"n":12345678901234567890123,"x":' + nest(DEEPEST - 1) + "}"])  # fmt: skip
+def test_a_request_nested_to_the_limit_is_read(data: str) -> None:
+    assert jsonfast.loads_request(data) == jsonfast.loads_request(data.encode()) == json.loads(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [nest(jsonfast.MAX_DEPTH + 1), nest(1025), nest(100_000), '{"a":' * 5000 + "1" + "}" * 5000,
+     '{"n":12345678901234567890123,"x":' + nest(5000) + "}", '{"n":12345678901234567890123,"x":' + nest(600) + "}"],
+)  # fmt: skip
+def test_a_request_nested_past_the_limit_is_refused(data: str) -> None:
+    """orjson refuses more than 1,024 levels and the standard library raised RecursionError: now a ValueError."""
+    for raw in (data, data.encode()):
+        with pytest.raises(jsonfast.RefusedJSON, match=f"nested deeper than {jsonfast.MAX_DEPTH} levels"):
+            jsonfast.loads_request(raw)
+    with pytest.raises(ValueError):
+        jsonfast.loads_exact(nest(5000))
+
+
+@pytest.mark.parametrize(
+    "data",
+    ['"\\ud800"', '{"prompt":"a\\udfffb"}', '{"\\ud800":1}', '[[["\\udbff"]]]',
+     '{"n":12345678901234567890123,"p":"\\ud800"}', '{"pair reversed":"\\ude00\\ud83d"}'],
+)  # fmt: skip
+def test_a_request_with_a_lone_surrogate_is_refused(data: str) -> None:
+    with pytest.raises(jsonfast.RefusedJSON, match="lone surrogate"):
+        jsonfast.loads_request(data.encode())
+
+
+def test_a_request_reads_surrogate_pairs_long_integers_and_refuses_constants() -> None:
+    assert jsonfast.loads_request(b'{"p":"\\ud83d\\ude00"}') == {"p": "\U0001f600"}
+    assert jsonfast.loads_request(b'{"seed":123456789012345678901234}') == {"seed": 123456789012345678901234}
+    assert jsonfast.loads_request(b"5") == 5 and jsonfast.loads_request(b"null") is None
+    for data in (b'{"t":NaN}', b"[Infinity]", b"-Infinity"):
+        with pytest.raises(jsonfast.RefusedJSON, match="is not JSON"):
+            jsonfast.loads_request(data)

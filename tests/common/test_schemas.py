@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from corral.common.errors import InvalidRequest, PayloadTooLarge
 from corral.common.names import MAX_MODEL_NAME, normalise_model
-from corral.common.schemas import JobRequest
+from corral.common.schemas import JobRequest, Message
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +86,11 @@ def test_prompt_limit_counts_every_text_field() -> None:
     req.check_limits(23)
     with pytest.raises(PayloadTooLarge):
         req.check_limits(22)
+
+
+def test_prompt_limit_measures_a_lone_surrogate_instead_of_crashing() -> None:
+    """The API refuses lone surrogates when it parses the body; a request built otherwise is still measured."""
+    req = JobRequest(model="m", prompt="\ud800", messages=[Message(role="user", content="a\udfff")])
+    assert req.text_bytes() == 7
+    with pytest.raises(PayloadTooLarge):
+        req.check_limits(6)
