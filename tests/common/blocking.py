@@ -14,6 +14,9 @@ import redis.asyncio as aioredis
 from corral.common.jobs import Limits
 from corral.common.store import AsyncJobStore
 
+# the limits of the store tests: a roomy events stream, short TTLs, two retries
+LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2)
+
 
 class BlockingStore:
     """``AsyncJobStore``'s methods, called and waited for: ``BlockingStore(url, limits).pop(...)``."""

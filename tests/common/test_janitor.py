@@ -4,29 +4,18 @@ deregistered, or its entry was dropped) go back to their queues; a registered wo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from corral.cli.embedded_redis import RedisServer
 from corral.common import keys
 from corral.common.janitor import Janitor
-from corral.common.jobs import Limits
 from corral.common.schemas import JobRequest
 from corral.common.store import JobStore
 
-from .blocking import BlockingStore
+from .blocking import LIMITS, BlockingStore
 
 pytestmark = pytest.mark.integration
-LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2)
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[BlockingStore]:
-    blocking = BlockingStore(redis_server.url, LIMITS)
-    yield blocking
-    blocking.close()
 
 
 def test_the_in_flight_list_of_an_unregistered_worker_is_requeued(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -19,21 +18,12 @@ from corral.common import keys
 from corral.common.errors import JobNotCancellable, JobNotFound, ModelNotFound
 from corral.common.histograms import JOB_DURATION, JobTiming, record_arguments, timing_increments
 from corral.common.janitor import Janitor
-from corral.common.jobs import Limits
 from corral.common.schemas import JobRequest
 from corral.common.store import AsyncJobStore, JobStore
 
-from .blocking import BlockingStore
+from .blocking import LIMITS, BlockingStore
 
 pytestmark = pytest.mark.integration
-LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2)
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[BlockingStore]:
-    blocking = BlockingStore(redis_server.url, LIMITS)
-    yield blocking
-    blocking.close()
 
 
 def serve(r: redis.Redis, model: str, worker: str = "w1") -> None:
