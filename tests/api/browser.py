@@ -26,7 +26,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage",
                   # offline: no name resolves, and whatever is not loopback goes to a proxy that is not there
-                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--proxy-server=http://127.0.0.1:9"]  # fmt: skip
+                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                  "--proxy-server=http://127.0.0.1:9"]  # fmt: skip
 DESKTOP = (1400, 900)
 PHONE = (390, 844)
 

@@ -69,7 +69,11 @@ def test_swagger_ui_and_redoc_render_offline(fleet: Fleet, browser: WebDriver, t
 
     browser.get(api + "/redoc")
     submit = '[id="tag/jobs/operation/submit_job_jobs_post"], [id="operation/submit_job_jobs_post"]'
-    until(browser, "ReDoc shows POST /jobs", lambda d: d.execute_script(f"return !!document.querySelector('{submit}')"))
+    until(
+        browser,
+        "ReDoc shows POST /jobs",
+        lambda d: d.execute_script(f"return !!document.querySelector('{submit}')"),
+    )
     assert_offline(browser, api, refused=REDOC_LOGO)
 
 
