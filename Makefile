@@ -20,13 +20,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/corral up
 
-# The dashboard test drives Debian's chromium through chromium-driver: installed by apt when missing (as root),
-# so a repeat run costs nothing.
+# The page tests (dashboard, /docs) drive Debian's chromium through chromium-driver: installed by apt when missing
+# (as root), so a repeat run costs nothing.
 BROWSER := $(if $(and $(wildcard /usr/bin/chromium),$(wildcard /usr/bin/chromedriver)),,browser)
 
 browser:
 	@if [ "$$(id -u)" != 0 ]; then \
-		echo "make: the dashboard test needs Debian's chromium and chromium-driver;" \
+		echo "make: the page tests need Debian's chromium and chromium-driver;" \
 			"run as root or: sudo apt-get install -y chromium chromium-driver" >&2; exit 1; fi
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver

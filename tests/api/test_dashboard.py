@@ -1,6 +1,6 @@
-"""``GET /dashboard`` in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by
-Selenium with the system driver: nothing is downloaded): the page shows the worker, jobs appear and finish with
-their tokens, the form submits one; a screenshot is kept in ``artifacts/dashboard.png``."""
+"""``GET /dashboard`` in a real headless Chromium (``tests/api/browser.py``: one per module, loopback only): the
+page shows the worker, jobs appear and finish with their tokens, the form submits one; its counters agree with its
+job table; it fits 1400x900 and a phone's 390x844 with dark scrollbars. Screenshots are kept in ``artifacts/``."""
 
 from __future__ import annotations
 
