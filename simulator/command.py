@@ -13,10 +13,10 @@ from .model import ModelSpec, SimConfig, normalise
 DEMO_MODELS = "llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corral simulate", description="Run the bundled Ollama simulator.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=11434)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=11434, help="port to bind (Ollama's is 11434)")
     p.add_argument(
         "--models", default=DEMO_MODELS, help="comma-separated model names ('embed' in a name: embedding)"
     )
@@ -42,7 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token", default="", help="answer 401 unless 'Authorization: Bearer <token>'")
     p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
