@@ -109,7 +109,7 @@ class Children:
             if tty:
                 self.say(f"\rcorral up: draining, {step} s left at most (Ctrl-C again forces)  ", end="")
                 shown = step
-            elif step % 5 == 0 and step != shown:
+            elif shown < 0 or shown - step >= 5:
                 self.say(f"corral up: draining, {step} s left at most (Ctrl-C again forces)")
                 shown = step
         if tty and shown >= 0:
@@ -123,14 +123,14 @@ class Children:
         if not clean:
             self.force()
             return False
-        for child in reversed(self.children):
+        deadline = time.monotonic() + 10.0
+        for child in reversed(self.children):  # the API before Redis: it sees no Redis vanish under it
             if child.alive():
                 child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10.0
-        while any(c.alive() for c in self.children):
-            if signals.wait(0.05, above=1) or time.monotonic() > deadline:
-                self.force()
-                return False
+            while child.alive():
+                if signals.wait(0.05, above=1) or time.monotonic() > deadline:
+                    self.force()
+                    return False
         return True
 
     def force(self) -> None:

@@ -212,14 +212,13 @@ def start_parts(args: argparse.Namespace, settings: Settings, children: Children
 
 
 def running_jobs(settings: Settings) -> int | None:
-    """The jobs the worker of ``up`` runs, from its heartbeat; None when Redis does not tell."""
+    """The jobs the worker of ``up`` holds (its in-flight list); None when Redis does not tell."""
     from corral.common.connections import sync_redis
 
     client = sync_redis(settings.redis_url, name="corral-up")
     try:
-        busy = client.hget(keys.worker_key(settings.worker_id), "slots_busy")
-        return int(busy) if busy is not None else None
-    except (*TRANSIENT, RedisError, ValueError):
+        return int(client.llen(keys.inflight_key(settings.worker_id)))
+    except (*TRANSIENT, RedisError):
         return None
     finally:
         client.close()
