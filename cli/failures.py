@@ -74,8 +74,10 @@ def run(command: str, action: Callable[[], int], api_url: str, redis_url: str, d
 def pipe_closed() -> int:
     """The reader of stdout went away: point stdout at /dev/null so the exit's flush cannot fail again."""
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # not a real file (a test's buffer)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process exits
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # not a file (a test's buffer): nothing will flush to it
+        return PIPE_CLOSED
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
     return PIPE_CLOSED
