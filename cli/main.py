@@ -113,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["simulate"]:  # the simulator has its own parser
         from corral.simulator import main as simulate
 
-        sys.exit(failures.run("simulate", lambda: simulate(argv[1:]) or 0, "", ""))
+        def run_simulator() -> int:
+            simulate(argv[1:])
+            return failures.OK
+
+        sys.exit(failures.run("simulate", run_simulator, "", ""))
     parser = build_parser()
     args = parser.parse_args(argv)
     check_submit(parser, args)

@@ -111,6 +111,10 @@ def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
     server = RedisServer(
         port=url.port or 6379, data_dir=settings.data_dir / "redis", host=url.hostname or "127.0.0.1"
     )
+    if not port_free(server.host, server.port):
+        raise StartFailed(
+            f"port {server.port} on {server.host} is in use (a Redis running already?)", exit_code=2
+        )
     server.data_dir.mkdir(parents=True, exist_ok=True)
     os.execv(server.command()[0], server.command())
 

@@ -9,6 +9,7 @@ import io
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -145,3 +146,17 @@ def test_submit_names() -> None:
     assert parse(["submit", "llama3", "hi", "--stream"]).follow is True
     code, _, stderr = run(["submit", "llama3", "hi", "--wait", "--follow"], {})
     assert code == 2 and "--follow already waits" in stderr
+
+
+def test_ctrl_c_in_a_client_command_is_quiet() -> None:
+    with mock.patch("corral.cli.remote.api_client", side_effect=KeyboardInterrupt):
+        code, _, stderr = run(["workers"], {})
+    assert (code, stderr) == (130, "")
+
+
+def test_a_child_whose_parent_is_already_gone_ends_itself() -> None:
+    """The race ``tie_to_parent`` closes: ``up`` died between the fork and the tie (pid 1 is not our parent)."""
+    code = "from corral.cli.lifeline import tie_to_parent; tie_to_parent(); print('outlived')"
+    ran = subprocess.run([sys.executable, "-c", code], env={**os.environ, "_CORRAL_PARENT": "1:15"},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ran.returncode == -signal.SIGTERM and "outlived" not in ran.stdout
