@@ -95,15 +95,16 @@ class Children:
         if worker is None or not worker.alive():
             return True
         worker.signal(signal.SIGTERM)
-        jobs = busy()
+        before, jobs = signals.count, busy()
         what = f"{jobs} running job(s)" if jobs is not None else "its running jobs"
         self.say(f"corral up: stopping; the worker finishes {what} (at most {seconds:.0f} s). "
                  "Press Ctrl-C again to stop now: running jobs go back to their queue.")  # fmt: skip
         tty, deadline, shown = self.out.isatty(), time.monotonic() + seconds, -1
         while worker.alive():
             left = deadline - time.monotonic()
-            if left <= 0 or signals.wait(min(1.0, left), above=1):
-                self.say("") if tty and shown >= 0 else None
+            if left <= 0 or signals.wait(min(1.0, left), above=before):
+                if tty and shown >= 0:
+                    self.say("")
                 return False
             step = int(left)
             if tty:
@@ -123,12 +124,12 @@ class Children:
         if not clean:
             self.force()
             return False
-        deadline = time.monotonic() + 10.0
+        deadline, before = time.monotonic() + 10.0, signals.count
         for child in reversed(self.children):  # the API before Redis: it sees no Redis vanish under it
             if child.alive():
                 child.signal(signal.SIGTERM)
             while child.alive():
-                if signals.wait(0.05, above=1) or time.monotonic() > deadline:
+                if signals.wait(0.05, above=before) or time.monotonic() > deadline:
                     self.force()
                     return False
         return True
