@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import sys
 
 from starlette.types import ASGIApp
 
@@ -79,6 +81,16 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
     """``corral simulate``: either flavour, optionally behind a bearer token and over TLS."""
     import uvicorn
@@ -86,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     from .openai import build_openai_app, require_token
 
     args = parse_args(argv)
+    if not port_free(args.host, args.port):
+        print(f"corral simulate: port {args.port} on {args.host} is in use; choose another with --port",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     build = build_openai_app if args.flavor == "openai" else build_app
     app: ASGIApp = build(config_from_args(args))
     if args.token:

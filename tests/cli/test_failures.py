@@ -98,7 +98,8 @@ def test_a_bug_is_one_line_and_exit_1() -> None:
 
 
 def test_server_starts_that_cannot_work(tmp_path: Path) -> None:
-    """A short API key (api, up), a port in use (api, up), a Redis that does not answer (up): nothing starts."""
+    """A short API key (api, up), a port in use (api, up, simulate), a Redis that does not answer (up): nothing
+    starts."""
     nowhere = {"CORRAL_REDIS_URL": f"unix://{tmp_path}/no-redis.sock"}
     short = {**nowhere, "CORRAL_API_KEYS": "too-short:admin"}
     with socket.socket() as taken:
@@ -110,6 +111,7 @@ def test_server_starts_that_cannot_work(tmp_path: Path) -> None:
             (short, ["up"], 2, "corral up: CORRAL_API_KEYS: each key needs 16+ characters"),
             (nowhere, ["api", "--port", busy], 2, f"corral api: port {busy} on 127.0.0.1 is in use"),
             (nowhere, ["up", "--port", busy], 2, f"another port: corral up --port {int(busy) + 1}"),
+            (nowhere, ["simulate", "--port", busy], 2, f"corral simulate: port {busy} on 127.0.0.1 is in use"),
             (nowhere, ["up", "--port", str(free_port())], 3,
              f"corral up: Redis at unix://{tmp_path}/no-redis.sock does not answer"),
         ]  # fmt: skip
