@@ -96,9 +96,12 @@ class Children:
             return True
         worker.signal(signal.SIGTERM)
         before, jobs = signals.count, busy()
-        what = f"{jobs} running job(s)" if jobs is not None else "its running jobs"
-        self.say(f"corral up: stopping; the worker finishes {what} (at most {seconds:.0f} s). "
-                 "Press Ctrl-C again to stop now: running jobs go back to their queue.")  # fmt: skip
+        if jobs == 0:
+            self.say("corral up: stopping (no job running)")
+        else:
+            what = f"{jobs} running job(s)" if jobs is not None else "its running jobs"
+            self.say(f"corral up: stopping; the worker finishes {what} (at most {seconds:.0f} s). "
+                     "Press Ctrl-C again to stop now: running jobs go back to their queue.")  # fmt: skip
         tty, deadline, shown = self.out.isatty(), time.monotonic() + seconds, -1
         while worker.alive():
             left = deadline - time.monotonic()
