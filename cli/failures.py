@@ -5,7 +5,8 @@ Exit codes (docs/operations.md#exit-codes):
 0    ok
 1    a job failed or was cancelled (for a batch: any job); ``corral up``: a part exited by itself; an unexpected
      error (``CORRAL_LOG_LEVEL=DEBUG`` prints its traceback)
-2    bad usage, settings or file; a 4xx from the API (bad input, unknown job or model); a port in use
+2    bad usage, settings or file; a 4xx from the API (bad input, unknown job or model); a port in use; Redis
+     refusing a command (an ACL user without the right)
 3    the API, Redis or a backend cannot be reached
 4-7  ``corral worker --check``: unreachable, auth refused, no models, generation failed
 130  interrupted (Ctrl-C); ``corral up``: stopped by a second signal without draining
@@ -54,9 +55,9 @@ def run(command: str, action: Callable[[], int], api_url: str, redis_url: str, d
     except TRANSIENT as exc:
         say(command, f"Redis at {redacted_url(redis_url)} does not answer ({exc})")
         return UNAVAILABLE
-    except RedisError as exc:
+    except RedisError as exc:  # answered, and refused: an ACL user without the right, say
         say(command, f"Redis at {redacted_url(redis_url)} refused: {exc}")
-        return UNAVAILABLE
+        return BAD_REQUEST
     except CorralError as exc:
         say(command, exc.message)
         default = UNAVAILABLE if isinstance(exc, BackendUnavailable) else BAD_REQUEST

@@ -162,3 +162,14 @@ def test_a_child_whose_parent_is_already_gone_ends_itself() -> None:
     ran = subprocess.run([sys.executable, "-c", code], env={**os.environ, "_CORRAL_PARENT": "1:15"},
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert ran.returncode == -signal.SIGTERM and "outlived" not in ran.stdout
+
+
+def test_redis_refusing_a_command_is_one_line_and_exit_2() -> None:
+    from redis.exceptions import NoPermissionError
+
+    refused = NoPermissionError("this user has no permissions to run the 'scan' command")
+    with mock.patch("corral.api.apikeys.list_keys", side_effect=refused):
+        code, _, stderr = run(["keys", "list"], {"CORRAL_REDIS_URL": "redis://api:secret@127.0.0.1:1/0"})
+    assert code == 2
+    assert one_line(stderr) == ("corral keys: Redis at redis://api:***@127.0.0.1:1/0 refused: this user has no "
+                                "permissions to run the 'scan' command")  # fmt: skip
