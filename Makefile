@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# make run ARGS="--port 8001 --demo": options of `corral up` (corral up --help)
 run: $(STAMP)
-	$(BIN)/corral up
+	$(BIN)/corral up $(ARGS)
 
 # The page tests (dashboard, /docs) drive Debian's chromium through chromium-driver: installed by apt when missing
 # (as root), so a repeat run costs nothing.
