@@ -3,6 +3,8 @@
 corral up | api | worker | redis | simulate          start parts
 corral submit MODEL PROMPT [--stream] | submit MODEL --file F | status ID | watch ID | cancel ID | jobs
 corral workers | queues | drain WORKER
+corral hosts add URL [--name N] [--token T] [--kind K] [--slots S] | hosts ls | hosts rm NAME | hosts test NAME
+corral fleet [--host URL …]                        one process serving every registered host
 corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
 """
 
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 
 from corral.common.settings import Settings
 
+from . import hosts as host_commands
 from . import keys as key_commands
 from .jobs import cmd_submit_batch, cmd_watch
 from .remote import cmd_get, cmd_submit, jobs_query
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
     key_commands.add_parser(sub)
+    host_commands.add_parsers(sub)
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
@@ -110,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         "worker": cmd_worker,
         "redis": cmd_redis,
         "keys": key_commands.cmd_keys,
+        "hosts": host_commands.cmd_hosts,
+        "fleet": host_commands.cmd_fleet,
         "submit": cmd_submit_batch if getattr(args, "file", None) is not None else cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "watch": cmd_watch,

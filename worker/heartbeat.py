@@ -49,8 +49,10 @@ class Heartbeat:
         running: Callable[[], list[str]],
         keep_claimed: Callable[[], set[str]],
         draining: asyncio.Event,
+        host_load: bool = True,
     ) -> None:
         self.redis = redis
+        self.host_load = host_load  # this machine's CPU, RAM and GPUs are the engine's (false in a fleet)
         self.settings = settings
         self.models = models
         self.running = running
@@ -67,7 +69,8 @@ class Heartbeat:
         info.running = self.running()
         info.state = "draining" if self.draining.is_set() else "active"
         info.healthy = models.healthy
-        info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
+        if self.host_load:
+            info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
         dropped = set(models.dropped)
         pipe = self.redis.pipeline(transaction=True)
         registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, dropped)
@@ -79,7 +82,8 @@ class Heartbeat:
         read in full."""
         if time.monotonic() - last_refresh >= self.settings.model_refresh_interval:
             await self.models.refresh()
-            self.info.gpu = await asyncio.to_thread(gpu_stats)
+            if self.host_load:
+                self.info.gpu = await asyncio.to_thread(gpu_stats)
             return time.monotonic()
         if self.models.healthy:
             await self.models.refresh_loaded(self.keep_claimed())
