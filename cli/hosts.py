@@ -32,18 +32,24 @@ def add_host_options(parser: argparse.ArgumentParser, many: bool = False) -> Non
     parser.add_argument("--slots", type=int, default=4, help="concurrent jobs on this host")
     parser.add_argument("--weight", type=float, default=1.0, help="scheduler weight / priority")
     parser.add_argument("--max-loaded-models", type=int, default=0, help="models it can hold at once")
-    parser.add_argument("--verify", default="true", help="TLS: true, false or a CA bundle path (on the fleet)")
+    parser.add_argument(
+        "--verify", default="true", help="TLS: true, false or a CA bundle path (on the fleet)"
+    )
 
 
 def add_parsers(sub: Any) -> None:
     hosts = sub.add_parser("hosts", help="engines registered by URL, served by `corral fleet` (admin key)")
     actions = hosts.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", help="register an engine by URL (a fleet process serves it within seconds)")
+    add = actions.add_parser(
+        "add", help="register an engine by URL (a fleet process serves it within seconds)"
+    )
     add_host_options(add)
     actions.add_parser("ls", help="the registered hosts and their health")
     rm = actions.add_parser("rm", help="unregister a host (its worker drains first)")
     rm.add_argument("name")
-    test = actions.add_parser("test", help="connection test: reachable, version, models, a one-token generation")
+    test = actions.add_parser(
+        "test", help="connection test: reachable, version, models, a one-token generation"
+    )
     test.add_argument("name")
     for action in (add, rm, test, actions.choices["ls"]):
         action.add_argument("--api", help="API base URL (default from CORRAL_API or CORRAL_API_HOST/PORT)")
@@ -54,8 +60,8 @@ def add_parsers(sub: Any) -> None:
 
 def host_body(args: argparse.Namespace) -> dict[str, Any]:
     token = sys.stdin.readline().strip() if args.token == "-" else args.token
-    body: dict[str, Any] = {"url": args.url, "name": args.name, "kind": args.kind, "slots": args.slots,
-                            "weight": args.weight, "max_loaded_models": args.max_loaded_models, "verify": args.verify}  # fmt: skip
+    names = ("url", "name", "kind", "slots", "weight", "max_loaded_models", "verify")
+    body: dict[str, Any] = {name: getattr(args, name) for name in names}
     if token:
         body["token"] = token
     if args.header:
@@ -76,7 +82,9 @@ def host_rows(hosts: list[dict[str, Any]]) -> str:
 def print_test(answer: dict[str, Any]) -> int:
     for check in answer.get("checks", []):
         print(f"{'✓' if check['ok'] else '✗'} {check['text']}")
-    print(f"{'OK' if answer.get('ok') else 'FAILED'}: host {answer.get('name')} (tested by {answer.get('served_by')})")
+    print(
+        f"{'OK' if answer.get('ok') else 'FAILED'}: host {answer.get('name')} (tested by {answer.get('served_by')})"
+    )
     return int(answer.get("code", 1))
 
 

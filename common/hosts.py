@@ -40,11 +40,15 @@ class HostSpec(BaseModel):
 
     url: str = Field(description="the engine's base URL (an OpenAI-compatible one usually ends in /v1)")
     name: str = Field("", description="the host's name and its worker's id; default: host-port of the URL")
-    kind: Literal["auto", "ollama", "openai"] = Field("auto", description="auto: openai when the path ends in /v1")
+    kind: Literal["auto", "ollama", "openai"] = Field(
+        "auto", description="auto: openai when the path ends in /v1"
+    )
     slots: int = Field(4, ge=1, le=256, description="concurrent jobs on this host")
     weight: float = Field(1.0, ge=0, description="host weight / priority for the scheduler")
     max_loaded_models: int = Field(0, ge=0, description="models it can hold at once; 0 = unknown")
-    verify: str = Field("true", description="TLS verification: true, false or a CA bundle path on the fleet host")
+    verify: str = Field(
+        "true", description="TLS verification: true, false or a CA bundle path on the fleet host"
+    )
     token: SecretStr | None = Field(None, description="bearer token sent to the engine")
     headers: SecretStr | None = Field(None, description="extra headers sent to the engine")
 
@@ -73,9 +77,11 @@ class HostSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _name(self) -> HostSpec:
+    def _defaults(self) -> HostSpec:
         if not self.name:
             object.__setattr__(self, "name", default_name(self.url))
+        if self.kind == "auto":  # as CORRAL_BACKEND=auto: OpenAI's API when the path ends in /v1
+            object.__setattr__(self, "kind", "openai" if self.url.endswith("/v1") else "ollama")
         if not WORKER_ID_RE.fullmatch(self.name):
             raise ValueError("name must be 1-128 letters, digits, '.', '_', '-' or '@'")
         return self
@@ -155,4 +161,12 @@ async def load_hosts(redis: Any) -> dict[str, HostSpec]:
     return hosts
 
 
-__all__ = ["CHANGED", "HostSpec", "default_name", "load_hosts", "public_hosts", "register_hosts", "remove_host"]
+__all__ = [
+    "CHANGED",
+    "HostSpec",
+    "default_name",
+    "load_hosts",
+    "public_hosts",
+    "register_hosts",
+    "remove_host",
+]

@@ -23,8 +23,10 @@ RECENT_JOBS_MAX = 200
 TOKENS = "corral:tokens"  # hash: model -> tokens generated (eval_count summed over finished jobs)
 
 # Hosts registered by URL (common/hosts.py): served by a `corral fleet` process, one worker each
-HOSTS = "corral:hosts"  # hash: host name -> JSON of what anyone may see (the URL redacted, no token or headers)
-HOST_SECRETS = "corral:hosts:secrets"  # hash: host name -> JSON of the full URL, token and headers (fleet only)
+# hash: host name -> JSON of what anyone may see (the URL redacted, no token, no header values)
+HOSTS = "corral:hosts"
+# hash: host name -> JSON of its full URL, token and headers (read by the fleet processes only)
+HOST_SECRETS = "corral:hosts:secrets"
 HOSTS_CHANNEL = "corral:hosts:changed"  # pub/sub: a host added or removed, or a connection test asked
 
 # Authentication lives under its own prefix so that the workers' Redis user (``~corral:*``) cannot read or

@@ -73,14 +73,18 @@ class Fleet:
                           self.settings.janitor_interval)  # fmt: skip
         _thread, janitor_stop = janitor.start()
         listener = asyncio.create_task(self.listen())
-        log.info("fleet %s up: serving the hosts registered in %s", self.id, redacted_url(self.settings.redis_url))
+        log.info(
+            "fleet %s up: serving the hosts registered in %s", self.id, redacted_url(self.settings.redis_url)
+        )
         try:
             while not self.draining.is_set():
                 with contextlib.suppress(*TRANSIENT):
                     await self.reconcile()
                 self.changed.clear()
                 waits = [asyncio.ensure_future(e.wait()) for e in (self.changed, self.draining)]
-                await asyncio.wait(waits, timeout=self.settings.heartbeat_interval, return_when="FIRST_COMPLETED")
+                await asyncio.wait(
+                    waits, timeout=self.settings.heartbeat_interval, return_when="FIRST_COMPLETED"
+                )
                 for waiting in waits:
                     waiting.cancel()
         finally:
@@ -135,7 +139,9 @@ class Fleet:
         worker = Worker(spec.worker_settings(self.settings), self.shared)
         task = asyncio.create_task(self.serve(worker))
         self.served[spec.name] = Served(spec, worker, task)
-        log.info("host %s: serving %s (%s, %d slots)", spec.name, redacted_url(spec.url), spec.kind, spec.slots)
+        log.info(
+            "host %s: serving %s (%s, %d slots)", spec.name, redacted_url(spec.url), spec.kind, spec.slots
+        )
 
     async def serve(self, worker: Worker) -> None:
         """Run one host's worker; a failure of its own (not Redis) is logged and ends only that worker."""
@@ -225,7 +231,9 @@ class Fleet:
 async def test_host(spec: HostSpec, settings: Settings) -> dict[str, Any]:
     """``corral worker --check`` for one host: each check's line, and the exit code it would give."""
     lines: list[dict[str, Any]] = []
-    code = await check_backend(spec.worker_settings(settings), lambda ok, text: lines.append({"ok": ok, "text": text}))
+    code = await check_backend(
+        spec.worker_settings(settings), lambda ok, text: lines.append({"ok": ok, "text": text})
+    )
     return {"name": spec.name, "ok": code == 0, "code": code, "checks": lines}
 
 

@@ -55,7 +55,9 @@ class Worker:
         self.settings = settings
         self.id = settings.worker_id
         self.shared = shared
-        self.redis = shared.redis if shared else async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
+        self.redis = (
+            shared.redis if shared else async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
+        )
         self.fast = shared.fast if shared else fast_redis(settings.redis_url)
         self.store = AsyncJobStore(self.redis, Limits.from_settings(settings), fast=self.fast)
         self.backend = make_backend(settings)
