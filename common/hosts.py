@@ -86,6 +86,11 @@ class HostSpec(BaseModel):
             raise ValueError("name must be 1-128 letters, digits, '.', '_', '-' or '@'")
         return self
 
+    def __repr_args__(self) -> Any:
+        """``repr`` and ``str`` show the URL as logs may (a password in it masked)."""
+        for name, value in super().__repr_args__():
+            yield name, redacted_url(value) if name == "url" else value
+
     def public(self) -> dict[str, Any]:
         """What ``GET /hosts`` and ``corral hosts ls`` show: no secret."""
         header_names = sorted(parse_headers(self.headers.get_secret_value())) if self.headers else []
