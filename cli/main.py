@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="embedded Redis + API + worker (+ simulator when no Ollama answers)")
     up.add_argument("--demo", action="store_true", help="always use the bundled Ollama simulator")
     up.add_argument("--sim-port", type=int, default=DEMO_OLLAMA_PORT, help="port of the simulator if started")
+    host_commands.add_host_options(up, many=True)
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)

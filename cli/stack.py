@@ -135,7 +135,8 @@ def _interrupt(*_: object) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    """Embedded Redis (if the URL is the default), the simulator (if no Ollama answers), the API and a worker."""
+    """Embedded Redis (if the URL is the default), the simulator (if no Ollama answers), the API and a worker; with
+    ``--host URL`` (repeated), one fleet process serving those engines instead of the worker."""
     env = dict(os.environ)
     stack = Stack()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -150,7 +151,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             stack.spawn("redis", ["redis"], env)
             stack.wait_port("redis", "127.0.0.1", redis_port)
         engine = urlparse(settings.engine_url)
-        if args.demo or not port_open(engine.hostname or "127.0.0.1", engine.port or 11434):
+        hosts = getattr(args, "hosts", [])  # `--host URL`: one fleet process serves them (no local engine)
+        if not hosts and (args.demo or not port_open(engine.hostname or "127.0.0.1", engine.port or 11434)):
             port = args.sim_port
             print(
                 f"corral up: nothing at {settings.engine_display_url}; starting the Ollama simulator on :{port}"
@@ -161,7 +163,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                 CORRAL_OLLAMA_URL=f"http://127.0.0.1:{port}", CORRAL_BACKEND_URL="", CORRAL_BACKEND="ollama"
             )
         stack.spawn("api", ["api"], env)
-        stack.spawn("worker", ["worker"], env)
+        stack.spawn(
+            *(("fleet", ["fleet", *(f"--host={url}" for url in hosts)]) if hosts else ("worker", ["worker"])),
+            env,
+        )
         stack.wait_port("api", settings.api_host, settings.api_port)
         base = f"http://{settings.api_host}:{settings.api_port}"
         print(f"corral up: API on {base}  (Ctrl-C stops everything)")
