@@ -93,7 +93,9 @@ class Heartbeat:
         """Refresh and beat every ``heartbeat_interval`` until cancelled; a slow engine delays no beat."""
         last_refresh = 0.0
         logged = False
+        interval = self.settings.heartbeat_interval
         while True:
+            started = time.monotonic()
             try:
                 try:  # the heartbeat goes out even when the backend or a thread takes long to answer
                     async with asyncio.timeout(self.settings.heartbeat_interval):
@@ -109,4 +111,5 @@ class Heartbeat:
                 if not logged:
                     log.warning("heartbeat failed, redis unavailable: %s", exc)
                 logged = True
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            # on a fixed cadence: the time the engine took to list its models does not push every later beat back
+            await asyncio.sleep(max(interval / 4, interval - (time.monotonic() - started)))
