@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import random
+import socket
 import statistics
 import threading
 import time
@@ -23,7 +24,7 @@ import time
 import httpx
 import psutil
 
-from .harness import Rig, free_port, pct, summary, wait
+from .harness import Rig, pct, summary, wait
 
 INTERVAL = 2.0
 
@@ -80,12 +81,26 @@ class BeatWatch:
             time.sleep(0.05)
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports, below the ephemeral range (no client takes them)."""
+    for _ in range(100):
+        base = random.randrange(20000, 32000 - count)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def start_rig(rig: Rig, hosts: int) -> tuple[str, str, list[str], psutil.Process]:
     """The solo engine and its worker, the 50 engines and their fleet process, an API. (solo engine, API, the
     fleet's engines, the fleet process)."""
     solo = rig.simulator("solo:latest", ttft=0.02, tps=200, load_time=0, parallel=4)
     rig.worker(solo, "solo", worker_slots=4)
-    port = free_port()
+    port = free_ports(hosts)
     engines = [f"http://127.0.0.1:{port + n}" for n in range(hosts)]
     rig.spawn(["simulate", "--port", str(port), "--count", str(hosts), "--models", "many:latest", "--ttft", "0.02",
                "--tps", "200", "--load-time", "0", "--parallel", "4"])  # fmt: skip
