@@ -12,9 +12,11 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from ..conftest import Fleet
 from ..support import ROOT
-from .test_dashboard import browser, css, text_of, until  # noqa: F401 - browser: the fixture
+from . import test_dashboard
+from .test_dashboard import css, text_of, until
 
 pytestmark = pytest.mark.integration
+browser = test_dashboard.browser  # the fixture: a headless chromium
 
 
 def host_status(driver: WebDriver, name: str) -> str | None:
@@ -23,7 +25,7 @@ def host_status(driver: WebDriver, name: str) -> str | None:
 
 def test_add_test_and_remove_a_host_from_the_dashboard(
     fleet: Fleet, browser: WebDriver, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     sim = fleet.simulator("llama3:latest,qwen2.5:0.5b")
     api = fleet.api()
     fleet.fleet_process("fleet-ui")
