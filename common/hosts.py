@@ -12,11 +12,19 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import keys
 from .names import WORKER_ID_RE
@@ -118,6 +126,21 @@ class HostSpec(BaseModel):
             "worker_weight": self.weight, "max_loaded_models": self.max_loaded_models})  # fmt: skip
 
 
+def hosts_from_config(entries: Iterable[Mapping[str, Any]]) -> list[HostSpec]:
+    """The hosts of a configuration file's ``[[hosts]]`` tables (the fields of ``HostSpec``); a bad entry raises
+    ``ValueError`` naming its position. Registered at start by ``corral fleet`` (``run_fleet(settings, hosts)``)."""
+    hosts = []
+    for index, entry in enumerate(entries):
+        try:
+            hosts.append(HostSpec.model_validate(dict(entry)))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'host'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(f"hosts[{index}]: {problems}") from None
+    return hosts
+
+
 async def register_hosts(redis: Any, hosts: Iterable[HostSpec]) -> list[str]:
     """Register (or replace) hosts, in one transaction, and tell the fleet processes; returns their names. The
     entry point for hosts from the CLI, the API, ``corral fleet --host`` and the configuration file."""
@@ -170,6 +193,7 @@ __all__ = [
     "CHANGED",
     "HostSpec",
     "default_name",
+    "hosts_from_config",
     "load_hosts",
     "public_hosts",
     "register_hosts",

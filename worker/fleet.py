@@ -125,14 +125,15 @@ class Fleet:
         for name in ended:
             del self.served[name]  # (drained, or its worker stopped: started again below if still wanted)
         await self.release([name for name in ended if name not in wanted])
-        ours = await self.leases(list(wanted))
+        # a draining worker keeps its lease: no other fleet starts a worker of the same id meanwhile
+        ours = await self.leases(sorted(set(wanted) | set(self.served)))
         for name, served in self.served.items():
-            if name not in ours or wanted[name] != served.spec:
+            if name not in ours or wanted.get(name) != served.spec:
                 if not served.worker.draining.is_set():
                     log.info("host %s removed or changed: draining its worker", name)
                 served.worker.stop_taking()
         for name in ours:
-            if name not in self.served:
+            if name in wanted and name not in self.served:
                 self.start(wanted[name])
 
     def start(self, spec: HostSpec) -> None:

@@ -11,7 +11,14 @@ import pytest
 from pydantic import ValidationError
 
 from corral.common import keys
-from corral.common.hosts import HostSpec, load_hosts, public_hosts, register_hosts, remove_host
+from corral.common.hosts import (
+    HostSpec,
+    hosts_from_config,
+    load_hosts,
+    public_hosts,
+    register_hosts,
+    remove_host,
+)
 from corral.common.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -90,3 +97,15 @@ def test_register_load_remove_round_trip() -> None:
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_hosts_from_a_config_file() -> None:
+    entries = [
+        {"url": "http://gpu-1:11434"},
+        {"url": "https://vllm/v1", "name": "v", "token": TOKEN, "slots": 8},
+    ]
+    hosts = hosts_from_config(entries)
+    assert [(h.name, h.kind, h.slots) for h in hosts] == [("gpu-1-11434", "ollama", 4), ("v", "openai", 8)]
+    with pytest.raises(ValueError, match=r"hosts\[1\]: slots: .*greater than or equal to 1") as bad:
+        hosts_from_config([{"url": "http://a"}, {"url": "http://b", "slots": 0, "token": TOKEN}])
+    assert TOKEN not in str(bad.value)
