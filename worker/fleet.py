@@ -78,9 +78,9 @@ class Fleet:
         )
         try:
             while not self.draining.is_set():
+                self.changed.clear()  # (before the pass: a change published during it makes another)
                 with contextlib.suppress(*TRANSIENT):
                     await self.reconcile()
-                self.changed.clear()
                 waits = [asyncio.ensure_future(e.wait()) for e in (self.changed, self.draining)]
                 await asyncio.wait(
                     waits, timeout=self.settings.heartbeat_interval, return_when="FIRST_COMPLETED"
