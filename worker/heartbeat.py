@@ -90,26 +90,40 @@ class Heartbeat:
         return last_refresh
 
     async def run(self) -> None:
-        """Refresh and beat every ``heartbeat_interval`` until cancelled; a slow engine delays no beat."""
-        last_refresh = 0.0
+        """Beat every ``heartbeat_interval`` until cancelled, on a fixed cadence. The model lists are read by a task
+        of their own (``refresh_forever``): a beat carries the lists last read, so a slow engine delays no beat."""
+        refresher = asyncio.create_task(self.refresh_forever())
         logged = False
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.beat()
+                    if logged:
+                        log.info("redis is back")
+                    logged = False
+                except TRANSIENT as exc:
+                    if not logged:
+                        log.warning("heartbeat failed, redis unavailable: %s", exc)
+                    logged = True
+                await asyncio.sleep(max(0.0, self.settings.heartbeat_interval - (time.monotonic() - started)))
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+
+    async def refresh_forever(self) -> None:
+        """Read the model lists every ``heartbeat_interval`` (a read that takes longer is given up) until cancelled."""
         interval = self.settings.heartbeat_interval
+        last_refresh = 0.0
         while True:
             started = time.monotonic()
             try:
-                try:  # the heartbeat goes out even when the backend or a thread takes long to answer
-                    async with asyncio.timeout(self.settings.heartbeat_interval):
-                        last_refresh = await self.refresh(last_refresh)
-                except TimeoutError:
-                    log.warning("reading the backend's model lists took over %gs; heartbeat sent without them",
-                                self.settings.heartbeat_interval)  # fmt: skip
-                await self.beat()
-                if logged:
-                    log.info("redis is back")
-                logged = False
+                async with asyncio.timeout(interval):
+                    last_refresh = await self.refresh(last_refresh)
+            except TimeoutError:
+                log.warning(
+                    "reading the backend's model lists took over %gs; heartbeat sent without them", interval
+                )
             except TRANSIENT as exc:
-                if not logged:
-                    log.warning("heartbeat failed, redis unavailable: %s", exc)
-                logged = True
-            # on a fixed cadence: the time the engine took to list its models does not push every later beat back
+                log.debug("model lists not refreshed, redis unavailable: %s", exc)
             await asyncio.sleep(max(interval / 4, interval - (time.monotonic() - started)))
