@@ -77,6 +77,13 @@ class HostSpec(BaseModel):
             return "true"
         return "false" if lowered in {"false", "0", "no", "off"} else value
 
+    @field_validator("token", "headers")
+    @classmethod
+    def _secrets(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # an empty token or header list is none
+        return value
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: SecretStr | None) -> SecretStr | None:

@@ -32,6 +32,7 @@ def test_defaults_name_and_kind_from_the_url() -> None:
     vllm = HostSpec(url="https://vllm.lan/v1", name="vllm")
     assert (vllm.name, vllm.kind) == ("vllm", "openai")
     assert HostSpec(url="https://vllm.lan/v1", kind="ollama").kind == "ollama"  # asked for: kept
+    assert HostSpec(url="http://a", token="", headers=" ").public()["token"] is False
 
 
 @pytest.mark.parametrize(
