@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PACKAGE := corral api worker common cli client simulator
 SOURCES := $(PACKAGE) tests bench
 
-.PHONY: run test fuzz unit integration chaos bench bench-scheduling lint typecheck format clean browser redis-tls
+.PHONY: run test fuzz unit integration chaos bench bench-scheduling bench-fleet lint typecheck format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench: $(STAMP)
 bench-scheduling: $(STAMP)
 	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
 	$(BIN)/python -m bench --scheduling
+
+# one `corral fleet` process serving 50 simulated engines: heartbeat lag and added TTFT against a one-engine worker
+bench-fleet: $(STAMP)
+	$(BIN)/python -m bench.hosts
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)

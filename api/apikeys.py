@@ -126,7 +126,11 @@ def credential(headers: Mapping[str, str]) -> str | None:
 # the probes, and the dashboard's page itself: static HTML holding no data (it asks for a key to read any)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/dashboard"})
 # Request paths (not templates: the check runs before routing, so it covers mounted apps and 404s too).
-ADMIN_PATHS = (re.compile(r"/workers/[^/]+/drain/?"), re.compile(r"/admin(/.*)?"))
+ADMIN_PATHS = (
+    re.compile(r"/workers/[^/]+/drain/?"),
+    re.compile(r"/admin(/.*)?"),
+    re.compile(r"/hosts(/.*)?"),
+)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

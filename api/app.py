@@ -27,7 +27,7 @@ from .body import add_body_schemas
 from .bus import ChunkHub
 from .fastlane import FastLane, fast_routes
 from .limits import BodyLimit
-from .routes import dashboard, fleet, jobs, metrics, ollama_api, openai_api
+from .routes import dashboard, fleet, hosts, jobs, metrics, ollama_api, openai_api
 
 log = logging.getLogger("corral.api")
 
@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         fleet.router,
         metrics.router,
         dashboard.router,
+        hosts.router,
         ollama_api.router,
         openai_api.router,
     )

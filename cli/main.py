@@ -4,6 +4,8 @@ corral up | api | worker | redis | simulate          start parts
 corral submit MODEL PROMPT [--follow | --wait] [--queue-anyway] | submit MODEL --file F
 corral status ID | watch ID | cancel ID | jobs
 corral workers | queues | drain WORKER
+corral hosts add URL [--name N] [--token T] [--kind K] [--slots S] | hosts ls | hosts rm NAME | hosts test NAME
+corral fleet [--host URL …]                        one process serving every registered host
 corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
 """
 
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 from corral.common.settings import Settings
 
 from . import failures
+from . import hosts as host_commands
 from . import keys as key_commands
 from .jobs import cmd_submit_batch, cmd_watch
 from .lifeline import tie_to_parent
@@ -40,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--sim-port", type=int, default=None,
                     help=f"port of the simulator if started (default {DEMO_OLLAMA_PORT}; a free one if that is "
                     "busy)")  # fmt: skip
+    host_commands.add_host_options(up, many=True)
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", help="address to bind (default CORRAL_API_HOST, 127.0.0.1)")
     api.add_argument("--port", type=int, help="port to bind (default CORRAL_API_PORT, 8000)")
@@ -52,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
     key_commands.add_parser(sub)
+    host_commands.add_parsers(sub)
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         "worker": cmd_worker,
         "redis": cmd_redis,
         "keys": key_commands.cmd_keys,
+        "hosts": host_commands.cmd_hosts,
+        "fleet": host_commands.cmd_fleet,
         "submit": cmd_submit_batch if getattr(args, "file", None) is not None else cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "watch": cmd_watch,

@@ -186,6 +186,8 @@ def start_simulator(
 ) -> None:
     """The Ollama simulator when no engine answers (or ``--demo``), on ``--sim-port`` or a free port."""
     engine = urlparse(settings.engine_url)
+    if getattr(args, "hosts", None):  # `--host URL`: the fleet serves those engines, no local one
+        return
     if not (args.demo or not port_open(engine.hostname or "127.0.0.1", engine.port or 11434)):
         return
     port = args.sim_port or DEMO_OLLAMA_PORT
@@ -200,7 +202,8 @@ def start_simulator(
 
 
 def start_parts(args: argparse.Namespace, settings: Settings, children: Children, signals: Signals) -> str:
-    """Start Redis, the simulator, the API and a worker; the API's base URL."""
+    """Start Redis, the simulator, the API and a worker (with ``--host URL``, repeated: one fleet process serving
+    those engines instead); the API's base URL."""
     check_api_keys(settings)
     host, port = settings.api_host, args.port or settings.api_port
     if not port_free(host, port):
@@ -210,7 +213,11 @@ def start_parts(args: argparse.Namespace, settings: Settings, children: Children
     start_redis(settings, children, signals, env)
     start_simulator(args, settings, children, signals, env)
     children.spawn("api", ["api"], env)
-    children.spawn("worker", ["worker"], env)
+    hosts = getattr(args, "hosts", None) or []
+    if hosts:
+        children.spawn("fleet", ["fleet", *(f"--host={url}" for url in hosts)], env)
+    else:
+        children.spawn("worker", ["worker"], env)
     wait_port(children, signals, "api", host, port)
     return f"http://{host}:{port}"
 

@@ -13,6 +13,7 @@ CorralError                 the root; raised as itself for a setup that cannot w
 ├── RateLimited             the key's request rate or concurrent-job quota is used up (429 + Retry-After)
 ├── JobNotCancellable       the job has already ended (409)
 ├── WorkerNotFound          no such live worker (404)
+│   └── HostNotFound        no registered host of that name (404)
 ├── JobTimeout              a client's ``result(timeout=)`` ran out (also a ``TimeoutError``)
 ├── BackendUnavailable      Redis, the API or an engine cannot be reached (503)
 │   └── BackendAuthRefused          the engine refused the worker's credentials  (corral.worker.backends.errors)
@@ -113,6 +114,10 @@ class JobNotCancellable(CorralError):
 
 class WorkerNotFound(CorralError):
     code = "worker_not_found"
+
+
+class HostNotFound(WorkerNotFound):
+    code = "host_not_found"
 
 
 class JobTimeout(CorralError, TimeoutError):

@@ -22,6 +22,13 @@ RECENT_JOBS = "corral:recent"  # list: the newest submitted job ids first, cappe
 RECENT_JOBS_MAX = 200
 TOKENS = "corral:tokens"  # hash: model -> tokens generated (eval_count summed over finished jobs)
 
+# Hosts registered by URL (common/hosts.py): served by a `corral fleet` process, one worker each
+# hash: host name -> JSON of what anyone may see (the URL redacted, no token, no header values)
+HOSTS = "corral:hosts"
+# hash: host name -> JSON of its full URL, token and headers (read by the fleet processes only)
+HOST_SECRETS = "corral:hosts:secrets"
+HOSTS_CHANNEL = "corral:hosts:changed"  # pub/sub: a host added or removed, or a connection test asked
+
 # Authentication lives under its own prefix so that the workers' Redis user (``~corral:*``) cannot read or
 # mint API keys; only the API's user and the operator's reach ``corral-auth:*``.
 API_KEYS = "corral-auth:keys"  # hash: sha256 of a key (hex) -> JSON record (id, scope, name, rate, max_jobs)
@@ -74,6 +81,16 @@ def worker_key(worker_id: str) -> str:
 def inflight_key(worker_id: str) -> str:
     """List of the job ids a worker has popped and not finished: what a dead worker leaves behind."""
     return f"corral:inflight:{worker_id}"
+
+
+def host_lease_key(name: str) -> str:
+    """String + PX: the id of the fleet process serving a registered host (one fleet serves each host)."""
+    return f"corral:hosts:lease:{name}"
+
+
+def host_test_key(request_id: str) -> str:
+    """List + TTL: the answer of a host's connection test, pushed by the fleet process that ran it."""
+    return f"corral:hosts:test:{request_id}"
 
 
 def model_workers_key(model: str) -> str:

@@ -7,7 +7,7 @@ import json
 import socket
 import sys
 
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .app import build_app
 from .model import ModelSpec, SimConfig, normalise
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default="", help="answer 401 unless 'Authorization: Bearer <token>'")
     p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    p.add_argument("--count", type=int, default=1,
+                   help="serve this many independent engines, on ports PORT to PORT+COUNT-1")  # fmt: skip
     return p
 
 
@@ -103,8 +105,32 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)  # fmt: skip
         sys.exit(2)
     build = build_openai_app if args.flavor == "openai" else build_app
-    app: ASGIApp = build(config_from_args(args))
-    if args.token:
-        app = require_token(app, args.token, args.flavor)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)  # fmt: skip
+    apps: dict[int, ASGIApp] = {}
+    for port in range(args.port, args.port + max(args.count, 1)):
+        apps[port] = build(config_from_args(args))  # each engine its own models, memory and queue
+        if args.token:
+            apps[port] = require_token(apps[port], args.token, args.flavor)
+    if len(apps) == 1:
+        uvicorn.run(apps[args.port], host=args.host, port=args.port, log_level="warning", access_log=False,
+                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)  # fmt: skip
+        return
+    sockets = [bound_socket(args.host, port) for port in apps]
+    config = uvicorn.Config(by_port(apps), lifespan="off", log_level="warning", access_log=False,
+                            ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)  # fmt: skip
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def by_port(apps: dict[int, ASGIApp]) -> ASGIApp:
+    """One ASGI app in front of several: a request goes to the engine of the port it came in on."""
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        await apps[scope["server"][1]](scope, receive, send)
+
+    return route

@@ -71,6 +71,12 @@ class Fleet:
             self.wait_worker(worker_id, child)
         return child
 
+    def fleet_process(self, fleet_id: str, *hosts: str, **settings: Any) -> Child:
+        """A ``corral fleet`` process serving the hosts registered in Redis (and ``hosts``, its ``--host`` URLs)."""
+        defaults = {"heartbeat_interval": 0.5, "heartbeat_ttl": 4.0, "model_refresh_interval": 0.5}
+        argv = ["fleet", *(f"--host={url}" for url in hosts)]
+        return self._child(f"fleet-{fleet_id}", argv, worker_id=fleet_id, **{**defaults, **settings})
+
     def wait_worker(self, worker_id: str, child: Child | None = None) -> None:
         def ready() -> bool:
             if child is not None and not child.alive():

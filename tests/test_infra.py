@@ -94,7 +94,8 @@ def unit(name: str) -> configparser.ConfigParser:
 
 
 @pytest.mark.parametrize(
-    ("name", "part"), [("corral-api.service", "api"), ("corral-worker.service", "worker")]
+    ("name", "part"),
+    [("corral-api.service", "api"), ("corral-worker.service", "worker"), ("corral-fleet.service", "fleet")],
 )
 def test_systemd_units(name: str, part: str) -> None:
     service = unit(name)["Service"]
@@ -102,8 +103,9 @@ def test_systemd_units(name: str, part: str) -> None:
     assert service["EnvironmentFile"] == "/etc/corral/corral.env"
     assert service["User"] == "corral" and service["Restart"] in ("on-failure", "always")
     assert unit(name)["Install"]["WantedBy"] == "multi-user.target"
-    if part == "worker":  # SIGTERM drains: the stop timeout leaves a job its whole default timeout
+    if part in ("worker", "fleet"):  # SIGTERM drains: the stop timeout leaves a job its whole default timeout
         assert int(service["TimeoutStopSec"]) > Settings().job_timeout
+    if part == "worker":
         assert "ollama.service" in unit(name)["Unit"]["After"]
 
 

@@ -40,6 +40,16 @@ async def tiny_generation(backend: Backend, model: str) -> int:
     raise BackendError("stream ended without a final chunk")
 
 
+async def say_version(backend: Backend, say: Callable[[bool, str], None]) -> None:
+    """The engine's version as a line of its own (informative: an engine that does not tell fails nothing)."""
+    start = time.monotonic()
+    try:
+        version = await backend.version()
+    except ENGINE_ERRORS:
+        version = None
+    say(True, f"version: {version or 'not reported'} ({ms_since(start)})")
+
+
 async def run_checks(backend: Backend, where: str, say: Callable[[bool, str], None]) -> int:
     start = time.monotonic()
     try:
@@ -59,6 +69,7 @@ async def run_checks(backend: Backend, where: str, say: Callable[[bool, str], No
         return UNREACHABLE
     say(True, f"reachable: {where} ({ms_since(start)})")
     say(True, "auth: accepted")
+    await say_version(backend, say)
     names = [str(m.get("name") or m.get("model")) for m in models]
     if not names:
         say(False, "models: none")

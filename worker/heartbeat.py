@@ -49,8 +49,10 @@ class Heartbeat:
         running: Callable[[], list[str]],
         keep_claimed: Callable[[], set[str]],
         draining: asyncio.Event,
+        host_load: bool = True,
     ) -> None:
         self.redis = redis
+        self.host_load = host_load  # this machine's CPU, RAM and GPUs are the engine's (false in a fleet)
         self.settings = settings
         self.models = models
         self.running = running
@@ -67,7 +69,8 @@ class Heartbeat:
         info.running = self.running()
         info.state = "draining" if self.draining.is_set() else "active"
         info.healthy = models.healthy
-        info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
+        if self.host_load:
+            info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
         dropped = set(models.dropped)
         pipe = self.redis.pipeline(transaction=True)
         registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, dropped)
@@ -79,30 +82,48 @@ class Heartbeat:
         read in full."""
         if time.monotonic() - last_refresh >= self.settings.model_refresh_interval:
             await self.models.refresh()
-            self.info.gpu = await asyncio.to_thread(gpu_stats)
+            if self.host_load:
+                self.info.gpu = await asyncio.to_thread(gpu_stats)
             return time.monotonic()
         if self.models.healthy:
             await self.models.refresh_loaded(self.keep_claimed())
         return last_refresh
 
     async def run(self) -> None:
-        """Refresh and beat every ``heartbeat_interval`` until cancelled; a slow engine delays no beat."""
-        last_refresh = 0.0
+        """Beat every ``heartbeat_interval`` until cancelled, on a fixed cadence. The model lists are read by a task
+        of their own (``refresh_forever``): a beat carries the lists last read, so a slow engine delays no beat."""
+        refresher = asyncio.create_task(self.refresh_forever())
         logged = False
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.beat()
+                    if logged:
+                        log.info("redis is back")
+                    logged = False
+                except TRANSIENT as exc:
+                    if not logged:
+                        log.warning("heartbeat failed, redis unavailable: %s", exc)
+                    logged = True
+                await asyncio.sleep(max(0.0, self.settings.heartbeat_interval - (time.monotonic() - started)))
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+
+    async def refresh_forever(self) -> None:
+        """Read the model lists every ``heartbeat_interval`` (a read that takes longer is given up) until cancelled."""
+        interval = self.settings.heartbeat_interval
+        last_refresh = 0.0
         while True:
+            started = time.monotonic()
             try:
-                try:  # the heartbeat goes out even when the backend or a thread takes long to answer
-                    async with asyncio.timeout(self.settings.heartbeat_interval):
-                        last_refresh = await self.refresh(last_refresh)
-                except TimeoutError:
-                    log.warning("reading the backend's model lists took over %gs; heartbeat sent without them",
-                                self.settings.heartbeat_interval)  # fmt: skip
-                await self.beat()
-                if logged:
-                    log.info("redis is back")
-                logged = False
+                async with asyncio.timeout(interval):
+                    last_refresh = await self.refresh(last_refresh)
+            except TimeoutError:
+                log.warning(
+                    "reading the backend's model lists took over %gs; heartbeat sent without them", interval
+                )
             except TRANSIENT as exc:
-                if not logged:
-                    log.warning("heartbeat failed, redis unavailable: %s", exc)
-                logged = True
-            await asyncio.sleep(self.settings.heartbeat_interval)
+                log.debug("model lists not refreshed, redis unavailable: %s", exc)
+            await asyncio.sleep(max(interval / 4, interval - (time.monotonic() - started)))

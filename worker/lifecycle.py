@@ -12,10 +12,15 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
 
 from corral.common import registry
 from corral.common.connections import TRANSIENT, async_redis, sync_redis
-from corral.common.fastredis import fast_redis
+from corral.common.fastredis import FastRedis, fast_redis
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
 from corral.common.settings import Settings, redacted_url
@@ -33,14 +38,27 @@ from .reconcile import Reconcile
 log = logging.getLogger("corral.worker")
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What the workers of one fleet process share (``worker.fleet``): its Redis clients. A worker given them
+    neither closes them nor runs a janitor (the fleet runs one), and its heartbeat leaves out this machine's load
+    (its engine is elsewhere)."""
+
+    redis: aioredis.Redis
+    fast: FastRedis | None
+
+
 class Worker:
     """One worker: ``run`` serves until ``drain`` (SIGTERM, SIGINT or a drain message) and the running jobs end."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: Shared | None = None) -> None:
         self.settings = settings
         self.id = settings.worker_id
-        self.redis = async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
-        self.fast = fast_redis(settings.redis_url)
+        self.shared = shared
+        self.redis = (
+            shared.redis if shared else async_redis(settings.redis_url, name=f"corral-worker:{self.id}")
+        )
+        self.fast = shared.fast if shared else fast_redis(settings.redis_url)
         self.store = AsyncJobStore(self.redis, Limits.from_settings(settings), fast=self.fast)
         self.backend = make_backend(settings)
         self.draining = asyncio.Event()
@@ -52,7 +70,7 @@ class Worker:
         self.dispatcher = Dispatcher(self.store, self.id, self.models, self.jobs, settings.push_dispatch, wake,
                                      self.draining)  # fmt: skip
         self.heartbeat = Heartbeat(self.redis, settings, self.models, self.jobs.running,
-                                   self.dispatcher.keep_claimed, self.draining)  # fmt: skip
+                                   self.dispatcher.keep_claimed, self.draining, host_load=shared is None)  # fmt: skip
         self.reconcile = Reconcile(
             self.store, self.id, lambda: set(self.jobs.active) | self.dispatcher.holding()
         )
@@ -72,18 +90,14 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until drained: recover, start the helpers, take jobs, finish them, deregister and close."""
-        sync_client = sync_redis(self.settings.redis_url, name=f"corral-janitor:{self.id}")
         await self.wait_for_redis()
         if self.draining.is_set():
-            await self.redis.aclose()
-            sync_client.close()
+            await self.close_redis()
             return
         await self.recover_own_jobs()
         await self.models.refresh()
         await self.heartbeat.beat()
-        janitor = Janitor(JobStore(sync_client, self.store.limits), self.settings.heartbeat_ttl,
-                          self.settings.janitor_interval)  # fmt: skip
-        _thread, janitor_stop = janitor.start()
+        sync_client, janitor_stop = self.start_janitor()
         helpers = [asyncio.create_task(self.heartbeat.run()), asyncio.create_task(self.control.listen()),
                    asyncio.create_task(self.reconcile.run(self.settings.heartbeat_interval))]  # fmt: skip
         log.info("worker %s up: %s %s, %d slots", self.id, self.backend.kind, self.settings.engine_display_url,
@@ -98,8 +112,19 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.close()
-            sync_client.close()
+            if sync_client is not None:
+                sync_client.close()
             log.info("worker %s stopped", self.id)
+
+    def start_janitor(self) -> tuple[redis.Redis | None, threading.Event]:
+        """The janitor's thread and its connection (a fleet's workers have none: their fleet runs one)."""
+        if self.shared is not None:
+            return None, threading.Event()
+        sync_client = sync_redis(self.settings.redis_url, name=f"corral-janitor:{self.id}")
+        janitor = Janitor(JobStore(sync_client, self.store.limits), self.settings.heartbeat_ttl,
+                          self.settings.janitor_interval)  # fmt: skip
+        _thread, janitor_stop = janitor.start()
+        return sync_client, janitor_stop
 
     async def close(self) -> None:
         """Put back what is left in flight and not running, deregister (when Redis answers; a list not emptied
@@ -108,6 +133,11 @@ class Worker:
             if await self.reconcile.release(set(self.jobs.active)):
                 await registry.deregister_async(self.redis, self.id, self.models.names)
         await self.backend.close()
+        await self.close_redis()
+
+    async def close_redis(self) -> None:
+        if self.shared is not None:
+            return
         await self.redis.aclose()
         if self.fast is not None:
             await self.fast.aclose()
@@ -131,6 +161,10 @@ class Worker:
         if self.draining.is_set():
             log.warning("second signal: exiting now; running jobs will be re-queued")
             os._exit(1)
+        self.stop_taking()
+
+    def stop_taking(self) -> None:
+        """Drain without the second-signal exit: take no new job, finish the running ones, then stop."""
         self.draining.set()
         self.dispatcher.wake.set()
 
@@ -154,4 +188,4 @@ def run_worker(settings: Settings) -> None:
         uvloop.run(_main(settings))
 
 
-__all__ = ["Worker", "run_worker"]
+__all__ = ["Shared", "Worker", "run_worker"]

@@ -54,6 +54,10 @@ class OllamaBackend:
     async def show(self, model: str) -> dict[str, Any]:
         return dict(await self.http.request("POST", "/api/show", {"model": model}))
 
+    async def version(self) -> str | None:
+        found = (await self.http.request("GET", "/api/version")).get("version")
+        return str(found) if found else None
+
 
 async def ndjson_chunks(response: Response) -> Chunks:
     """Ollama's NDJSON lines as dicts; an ``{"error": …}`` line raises (Ollama ends the stream after it)."""

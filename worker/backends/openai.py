@@ -226,6 +226,9 @@ class OpenAIBackend:
         self.prefix = "" if self.url.endswith("/v1") else "/v1"
         self._listed: tuple[float, list[dict[str, Any]]] | None = None
 
+    async def version(self) -> str | None:
+        return None  # the OpenAI API has no version endpoint
+
     async def close(self) -> None:
         await self.http.close()
 
