@@ -4,6 +4,7 @@ corral up | api | worker | redis | simulate          start parts
 corral submit MODEL PROMPT [--stream] | submit MODEL --file F | status ID | watch ID | cancel ID | jobs
 corral workers | queues | drain WORKER
 corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
+corral config [--json]                              the effective settings; --config PATH on every command
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from pydantic import ValidationError
 
 from corral.common.settings import Settings
 
+from . import config as config_commands
 from . import keys as key_commands
 from .jobs import cmd_submit_batch, cmd_watch
 from .remote import cmd_get, cmd_submit, jobs_query
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--since", help="epoch seconds or ISO 8601")
             p.add_argument("--limit", type=int)
             p.add_argument("--cursor", help="next page (printed after a full page)")
+    config_commands.add_parser(sub)
+    config_commands.add_config_option(parser, sub)
     return parser
 
 
@@ -95,14 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_submit(parser, args)
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"CORRAL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"corral: invalid settings: {problems}", file=sys.stderr)
-        sys.exit(2)
+    settings = config_commands.load_settings(args.config)
     settings.data_dir = Path(settings.data_dir)
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "up": cmd_up,
@@ -110,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         "worker": cmd_worker,
         "redis": cmd_redis,
         "keys": key_commands.cmd_keys,
+        "config": config_commands.cmd_config,
         "submit": cmd_submit_batch if getattr(args, "file", None) is not None else cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "watch": cmd_watch,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import socket
@@ -15,6 +14,7 @@ from urllib.parse import urlparse
 from corral.common import keys
 from corral.common.connections import TRANSIENT
 from corral.common.errors import CorralError
+from corral.common.logs import configure_logging
 from corral.common.settings import Settings, redacted_url
 
 DEMO_OLLAMA_PORT = 11435
@@ -22,10 +22,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request at INFO: one line (and some CPU) per job on a worker
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings)
 
 
 def port_open(host: str, port: int) -> bool:
@@ -49,7 +46,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         host=host,
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
-        access_log=settings.log_level == "DEBUG",
+        log_config=None,  # uvicorn's lines go through Corral's handler, in its format
+        access_log=settings.log_access if settings.log_access is not None else settings.log_level == "DEBUG",
         http=guarded_http(TransportLimits.from_settings(settings)),
         timeout_keep_alive=settings.keep_alive_timeout,
     )
