@@ -12,6 +12,7 @@ import time
 from urllib.parse import urlparse
 
 from corral.common import keys
+from corral.common.configfile import find_config_file
 from corral.common.connections import TRANSIENT
 from corral.common.errors import CorralError
 from corral.common.logs import configure_logging
@@ -138,6 +139,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     stack = Stack()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if (config := find_config_file()) is not None:
+            print(f"corral up: settings from {config} (CORRAL_* variables override it; see: corral config)")
         redis_url = urlparse(settings.redis_url)
         redis_port = redis_url.port or 6379
         if redis_url.hostname in LOOPBACK and not port_open("127.0.0.1", redis_port):
@@ -155,9 +158,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             )
             stack.spawn("simulator", ["simulate", "--port", str(port)], env)
             stack.wait_port("simulator", "127.0.0.1", port)
-            env.update(
-                CORRAL_OLLAMA_URL=f"http://127.0.0.1:{port}", CORRAL_BACKEND_URL="", CORRAL_BACKEND="ollama"
-            )
+            simulator = f"http://127.0.0.1:{port}"  # (over any backend the environment or the file names)
+            env.update(CORRAL_OLLAMA_URL=simulator, CORRAL_BACKEND_URL=simulator, CORRAL_BACKEND="ollama")
         stack.spawn("api", ["api"], env)
         stack.spawn("worker", ["worker"], env)
         stack.wait_port("api", settings.api_host, settings.api_port)

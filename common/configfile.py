@@ -197,10 +197,11 @@ def _top_level_names(known: set[str]) -> set[str]:
 
 def _unknown(path: Path, key: str, section: str | None, choices: Iterable[str]) -> ConfigError:
     where = f"[{section}] {key}" if section else key
-    what = "key" if section or key not in SECTIONS else "section (a table is expected)"
+    if section is None and key in SECTIONS:
+        return ConfigError(f"{path}: {key} is a section: write [{key}] and its keys", path=str(path), key=key)
     close = difflib.get_close_matches(key, list(choices), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return ConfigError(f"{path}: unknown {what} {where}{hint}", path=str(path), key=where)
+    return ConfigError(f"{path}: unknown key {where}{hint}", path=str(path), key=where)
 
 
 class ConfigFileSource(PydanticBaseSettingsSource):
@@ -224,9 +225,9 @@ def env_name(setting: str) -> str:
 
 def origins(fields: Iterable[str], config: ConfigFile | None, environ: Mapping[str, str]) -> dict[str, str]:
     """Where each setting's value comes from: ``env:CORRAL_X``, ``file:PATH`` or ``default`` (the environment
-    wins over the file, as in ``Settings``; its names are matched without regard to case, as pydantic-settings
-    does)."""
-    set_in_env = {name.lower() for name in environ}
+    wins over the file, as in ``Settings``; as pydantic-settings does, names match without regard to case and an
+    empty variable counts as unset)."""
+    set_in_env = {name.lower() for name, value in environ.items() if value}
     result = {}
     for name in fields:
         if env_name(name).lower() in set_in_env:

@@ -24,7 +24,8 @@ UNPARSABLE_URL = "<unparsable url>"
 class Settings(BaseSettings):
     """Every knob of Corral. See docs/configuration.md for the meaning of each."""
 
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+    # an empty variable counts as unset: compose's ${CORRAL_X:-} leaves the file's value in place
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", env_ignore_empty=True)
 
     redis_url: str = Field(EMBEDDED_REDIS_URL, description="Redis URL; the default is the embedded Redis")
     data_dir: Path = Field(Path(".corral"), description="embedded Redis data (AOF) and logs")
