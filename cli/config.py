@@ -34,8 +34,14 @@ def add_config_option(parser: argparse.ArgumentParser, sub: argparse._SubParsers
     """``--config PATH`` before the command and after it (``corral --config f up``, ``corral up --config f``)."""
     helptext = f"configuration file (TOML); default: ${CONFIG_ENV}, else ./corral.toml if present"
     parser.add_argument("--config", metavar="PATH", help=helptext)
-    for command in sub.choices.values():
+    commands = list(sub.choices.values())
+    while commands:  # every command and sub-command (keys list, …)
+        command = commands.pop()
+        # (SUPPRESS: a command without the option leaves the value given before it)
         command.add_argument("--config", metavar="PATH", help=helptext, default=argparse.SUPPRESS)
+        for action in command._actions:  # argparse lists a command's sub-commands nowhere public
+            if isinstance(action, argparse._SubParsersAction):
+                commands += action.choices.values()
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:

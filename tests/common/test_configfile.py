@@ -52,7 +52,13 @@ def test_sections_set_the_flat_settings(config: Path) -> None:
     assert (s.worker_id, s.worker_slots, s.backend, s.engine_kind) == ("gpu-7", 12, "openai", "openai")
     assert s.engine_headers() == {"X-Tenant": "research", "Authorization": "Bearer sk-secret"}
     assert s.backend_verify == "false" and s.cold_delay == 0.5 and s.push_dispatch is False
-    assert (s.max_queue, s.result_ttl, s.log_level, s.log_format, s.log_access) == (7, 60, "DEBUG", "json", True)
+    assert (s.max_queue, s.result_ttl, s.log_level, s.log_format, s.log_access) == (
+        7,
+        60,
+        "DEBUG",
+        "json",
+        True,
+    )
 
 
 def test_the_environment_wins_over_the_file_and_an_empty_variable_is_unset(
@@ -74,7 +80,9 @@ def test_top_level_names_work_once(config: Path) -> None:
     config.write_text('worker_slots = 5\nlog_level = "WARNING"\n')
     assert (Settings().worker_slots, Settings().log_level) == (5, "WARNING")
     config.write_text("worker_slots = 5\n[worker]\nslots = 6\n")
-    with pytest.raises(ConfigError, match=r"\[worker\] slots sets worker_slots again \(already set by worker_slots\)"):
+    with pytest.raises(
+        ConfigError, match=r"\[worker\] slots sets worker_slots again \(already set by worker_slots\)"
+    ):
         Settings()
 
 
@@ -118,7 +126,7 @@ def test_which_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_CONFIG", str(other))
     assert Settings().worker_slots == 2
     monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "missing.toml"))
-    with pytest.raises(ConfigError, match="missing.toml not found"):
+    with pytest.raises(ConfigError, match=r"missing\.toml not found"):
         Settings()
 
 
