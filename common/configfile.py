@@ -209,14 +209,14 @@ class ConfigFileSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
         super().__init__(settings_cls)
-        self.config = None if path is None else read_config_file(path, settings_cls.model_fields)
+        self.file = None if path is None else read_config_file(path, settings_cls.model_fields)
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        value = None if self.config is None else self.config.values.get(field_name)
+        value = None if self.file is None else self.file.values.get(field_name)
         return value, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return {} if self.config is None else dict(self.config.values)
+        return {} if self.file is None else dict(self.file.values)
 
 
 def env_name(setting: str) -> str:

@@ -109,7 +109,7 @@ def job_requeued(job_id: str, outcome: tuple[str, int], reason: str, **fields: A
         job_event("finished", job_id, logging.WARNING, **fields, status="failed", attempts=attempt,
                   reason=short(f"gave up: {reason}"))  # fmt: skip
     else:
-        job_event("requeue skipped", job_id, logging.INFO, **fields, reason="no longer started")
+        job_event("requeue_skipped", job_id, logging.INFO, **fields, reason="no longer started")
 
 
 def ms(seconds: float | None) -> float | None:

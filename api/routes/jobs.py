@@ -167,7 +167,7 @@ async def cancel_job(job_id: OwnedJob, store: StoreDep) -> dict[str, str]:
     """Cancel: a queued job leaves its queue at once; a running one is stopped by its worker."""
     outcome = await store.cancel(job_id)
     # cancelled: it was queued; cancelling: its worker stops it and logs it finished
-    log_job_event("cancelled" if outcome == "cancelled" else "cancel requested", job_id)
+    log_job_event("cancelled" if outcome == "cancelled" else "cancel_requested", job_id)
     return {"id": job_id, "status": outcome}
 
 
