@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 JOBS = logging.getLogger("corral.jobs")
 NOISY = ("httpx", "httpcore")  # httpx logs every request at INFO: a line (and some CPU) per job on a worker
 RESERVED = {"time", "level", "logger", "msg", "exc"}
+_PLAIN = re.compile(r'[^\x00-\x20"=\\\x7f]+')  # a value written without quotes
 
 
 class LogSettings(Protocol):
@@ -54,10 +56,12 @@ def iso_time(created: float) -> str:
 def logfmt(value: Any) -> str:
     """A value of a ``key=value`` pair: as is when it has no space, quote, ``=`` or control character, else
     JSON-quoted (logfmt's convention)."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    if text and all(c > " " and c not in '"=\\' for c in text):
-        return text
-    return json.dumps(text)
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 class TextFormatter(logging.Formatter):
