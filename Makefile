@@ -17,16 +17,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# make run ARGS="--port 8001 --demo": options of `corral up` (corral up --help)
 run: $(STAMP)
-	$(BIN)/corral up
+	$(BIN)/corral up $(ARGS)
 
-# The dashboard test drives Debian's chromium through chromium-driver: installed by apt when missing (as root),
-# so a repeat run costs nothing.
+# The page tests (dashboard, /docs) drive Debian's chromium through chromium-driver: installed by apt when missing
+# (as root), so a repeat run costs nothing.
 BROWSER := $(if $(and $(wildcard /usr/bin/chromium),$(wildcard /usr/bin/chromedriver)),,browser)
 
 browser:
 	@if [ "$$(id -u)" != 0 ]; then \
-		echo "make: the dashboard test needs Debian's chromium and chromium-driver;" \
+		echo "make: the page tests need Debian's chromium and chromium-driver;" \
 			"run as root or: sudo apt-get install -y chromium chromium-driver" >&2; exit 1; fi
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver

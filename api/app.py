@@ -20,7 +20,7 @@ from corral.common.schemas import BatchRequest, JobRequest
 from corral.common.settings import Settings, redacted_url
 from corral.common.store import AsyncJobStore, JobStore
 
-from . import errors
+from . import apidocs, errors
 from .apikeys import parse_api_keys
 from .auth import Authenticate
 from .body import add_body_schemas
@@ -96,9 +96,12 @@ def create_app(settings: Settings) -> FastAPI:
         version=VERSION,
         description="One endpoint for a fleet of Ollama hosts: per-model Redis queues, streamed results.",
         lifespan=lifespan_of(settings),
+        docs_url=None,  # apidocs serves /docs and /redoc from packaged assets, not a CDN
+        redoc_url=None,
         **native_telemetry(),
     )
     errors.install(app)
+    apidocs.install(app)
     routers = (
         jobs.router,
         fleet.router,

@@ -63,6 +63,24 @@ def corral_response(exc: CorralError) -> JSONResponse:
     return response
 
 
+async def model_not_found(request: Request, exc: ModelNotFound) -> JSONResponse:
+    """The 404 of a model no live worker has, naming the models the fleet has (``models`` too) and ``"wait"``."""
+    from .routes.dropin import fleet_models
+
+    try:
+        models = sorted(await fleet_models(request.app.state.redis, request.app.state.settings))
+    except TRANSIENT:
+        models = []
+    shown = ", ".join(models[:MODELS_SHOWN]) + (f" and {len(models) - MODELS_SHOWN} more" if len(models) >
+                                                 MODELS_SHOWN else "")  # fmt: skip
+    has = f"the fleet has {shown}" if models else "no live worker serves any model"
+    message = f'{exc.message}; {has}. To queue it until a worker has it, submit with "wait": true'
+    return error_response(404, message, exc.code, models=models)
+
+
+MODELS_SHOWN = 20
+
+
 def error_response(status: int, message: str, code: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, "code": code, **extra}, status_code=status)
 
@@ -90,6 +108,8 @@ def shaped_error(
 def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
+        if isinstance(exc, ModelNotFound):
+            return await model_not_found(request, exc)
         return corral_response(exc)
 
     @app.exception_handler(RequestValidationError)

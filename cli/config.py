@@ -25,6 +25,8 @@ from corral.common.configfile import (
 )
 from corral.common.settings import Settings, parse_headers, redacted_url
 
+from . import failures
+
 MASK = "***"
 URL_SETTINGS = {"redis_url", "backend_url", "ollama_url", "api_url"}
 SECRET_WORDS = ("key", "token", "password", "secret", "headers")
@@ -51,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     config.add_argument("--json", action="store_true", help="print JSON: each setting's value and source")
 
 
-def load_settings(config: str | None) -> Settings:
+def load_settings(command: str, config: str | None) -> Settings:
     """The settings, from ``config`` (it becomes ``CORRAL_CONFIG``, so the processes ``corral up`` starts read the
     same file), the environment and the defaults; a bad file or value exits 2 with one line on stderr."""
     if config is not None:
@@ -62,8 +64,8 @@ def load_settings(config: str | None) -> Settings:
         problem = exc.message
     except ValidationError as exc:
         problem = f"invalid settings: {describe_errors(exc)}"
-    print(f"corral: {problem}", file=sys.stderr)
-    sys.exit(2)
+    failures.say(command, problem)
+    sys.exit(failures.BAD_REQUEST)
 
 
 def current_file() -> ConfigFile | None:

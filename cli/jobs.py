@@ -20,9 +20,8 @@ from corral.common.errors import BackendUnavailable, CorralError
 from corral.common.schemas import TERMINAL_STATUSES, JobView
 from corral.common.settings import Settings
 
+from .failures import BAD_REQUEST, JOB_FAILED, OK, UNAVAILABLE, say
 from .remote import api_base, api_client, fail, stream_events
-
-OK, JOB_FAILED, BAD_REQUEST, UNAVAILABLE = 0, 1, 2, 3
 
 
 # -- corral watch -------------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def follow_batch(jobs: list[Job], progress: Progress) -> dict[str, JobView]:
 def cmd_submit_batch(args: argparse.Namespace, settings: Settings) -> int:
     """Submit one job per prompt of ``--file`` (``-`` = stdin), show progress until all end, print a line per
     job (``id status``; ``--json``: each job's final view, one per line)."""
-    defaults: dict[str, Any] = {"wait": True} if args.wait else {}
+    defaults: dict[str, Any] = {"wait": True} if args.queue_anyway else {}
     if args.system:
         defaults["system"] = args.system
     base = api_base(args, settings)
@@ -170,10 +169,10 @@ def cmd_submit_batch(args: argparse.Namespace, settings: Settings) -> int:
             jobs = client.submit_many(bodies)
             views = follow_batch(jobs, Progress(len(jobs), sys.stderr))
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say("submit", str(exc))
         return BAD_REQUEST
     except CorralError as exc:  # an API that cannot be reached too: BackendUnavailable
-        print(f"error: {exc.message}", file=sys.stderr)
+        say("submit", exc.message)
         return UNAVAILABLE if isinstance(exc, BackendUnavailable) else BAD_REQUEST
     for job in jobs:
         view = views[job.id]

@@ -58,13 +58,14 @@ def add_parser(sub: Any) -> None:
     keys_cmd = sub.add_parser("keys", help="API keys stored hashed in Redis: create, list, revoke")
     actions = keys_cmd.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key (printed once; only its hash is stored)")
-    create.add_argument("--scope", required=True, choices=["read", "submit", "admin"])
+    create.add_argument("--scope", required=True, choices=["read", "submit", "admin"],
+                        help="read ⊂ submit ⊂ admin (docs/security.md)")  # fmt: skip
     create.add_argument("--name", help="a label, e.g. the team or service using the key")
     create.add_argument("--rate", type=float, help="requests per second (default CORRAL_RATE_LIMIT)")
     create.add_argument(
         "--max-jobs", type=int, help="queued + running jobs (default CORRAL_MAX_JOBS_PER_KEY)"
     )
     listing = actions.add_parser("list", help="the keys: id, scope, name, limits (never the keys)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print the keys as JSON (for scripts)")
     revoke = actions.add_parser("revoke", help="revoke the key(s) with this id or name")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the key's id or name (corral keys list)")

@@ -1,7 +1,8 @@
 """The ``corral`` command: the one module that wires the API, the worker and the tools together.
 
 corral up | api | worker | redis | simulate          start parts
-corral submit MODEL PROMPT [--stream] | submit MODEL --file F | status ID | watch ID | cancel ID | jobs
+corral submit MODEL PROMPT [--follow | --wait] [--queue-anyway] | submit MODEL --file F
+corral status ID | watch ID | cancel ID | jobs
 corral workers | queues | drain WORKER
 corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
 corral config [--json]                              the effective settings; --config PATH on every command
@@ -14,28 +15,34 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from corral.common.settings import Settings
 
 from . import config as config_commands
+from . import failures
 from . import keys as key_commands
 from .jobs import cmd_submit_batch, cmd_watch
-from .remote import cmd_get, cmd_submit, jobs_query
+from .lifeline import tie_to_parent
+from .remote import api_base, cmd_get, cmd_submit, jobs_query
 from .stack import DEMO_OLLAMA_PORT, cmd_api, cmd_redis, cmd_up, cmd_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="corral", description="Redis-queue job dispatcher for Ollama fleets"
+        prog="corral",
+        description="Redis-queue job dispatcher for Ollama fleets",
+        epilog="exit codes: 0 ok, 1 a job failed, 2 bad usage/settings/input, 3 API/Redis/backend unreachable, "
+        "130 interrupted (docs/operations.md#exit-codes)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="embedded Redis + API + worker (+ simulator when no Ollama answers)")
+    up.add_argument("--port", type=int, help="port of the API (default CORRAL_API_PORT, 8000)")
     up.add_argument("--demo", action="store_true", help="always use the bundled Ollama simulator")
-    up.add_argument("--sim-port", type=int, default=DEMO_OLLAMA_PORT, help="port of the simulator if started")
+    up.add_argument("--sim-port", type=int, default=None,
+                    help=f"port of the simulator if started (default {DEMO_OLLAMA_PORT}; a free one if that is "
+                    "busy)")  # fmt: skip
     api = sub.add_parser("api", help="run the HTTP API")
-    api.add_argument("--host")
-    api.add_argument("--port", type=int)
+    api.add_argument("--host", help="address to bind (default CORRAL_API_HOST, 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port to bind (default CORRAL_API_PORT, 8000)")
     worker = sub.add_parser(
         "worker", help="run a worker for the configured backend (Ollama or OpenAI-compatible)"
     )
@@ -56,27 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
         ("drain", "drain a worker: no new jobs, finish running ones, exit"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--api", help="API base URL (default from CORRAL_API or CORRAL_API_HOST/PORT)")
+        p.add_argument("--api-url", "--api", dest="api_url", metavar="URL",
+                       help="the API's base URL (default CORRAL_API_URL, else "
+                       "http://CORRAL_API_HOST:CORRAL_API_PORT)")  # fmt: skip
         p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
         if name == "submit":
-            p.add_argument("model")
-            p.add_argument("prompt", nargs="?")
-            p.add_argument("--file", help="many jobs: a prompt (or a JSON job body) per line; - reads stdin")
-            p.add_argument("--system")
-            p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
-            p.add_argument("--wait", action="store_true", help="queue even if no worker has the model yet")
-        if name in ("status", "watch", "cancel", "drain"):
-            p.add_argument("id")
+            add_submit_options(p)
+        if name in ("status", "watch", "cancel"):
+            p.add_argument("id", help="the job id")
+        if name == "drain":
+            p.add_argument("id", help="the worker id")
         if name == "jobs":
             p.add_argument("--status", help="queued, running, succeeded, failed or cancelled")
-            p.add_argument("--model")
-            p.add_argument("--worker")
+            p.add_argument("--model", help="only this model's jobs")
+            p.add_argument("--worker", help="only the jobs this worker ran")
             p.add_argument("--since", help="epoch seconds or ISO 8601")
-            p.add_argument("--limit", type=int)
+            p.add_argument("--limit", type=int, help="jobs per page")
             p.add_argument("--cursor", help="next page (printed after a full page)")
     config_commands.add_parser(sub)
     config_commands.add_config_option(parser, sub)
     return parser
+
+
+def add_submit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the model, e.g. llama3 (llama3:latest)")
+    p.add_argument("prompt", nargs="?", help="the prompt (or --file)")
+    p.add_argument("--file", help="many jobs: a prompt (or a JSON job body) per line; - reads stdin")
+    p.add_argument("--system", help="a system prompt")
+    p.add_argument("--follow", "--stream", dest="follow", action="store_true",
+                   help="print the tokens as they arrive, until the job ends")  # fmt: skip
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the job to end and print its text (--json: its final view)")  # fmt: skip
+    p.add_argument("--queue-anyway", action="store_true",
+                   help='queue the job even if no live worker has the model yet ("wait": true in the API)')  # fmt: skip
 
 
 def check_submit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -84,21 +103,27 @@ def check_submit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         return
     if (args.prompt is None) == (args.file is None):
         parser.error("submit takes a PROMPT or --file, one of the two")
-    if args.file is not None and args.stream:
-        parser.error("--stream follows one job; with --file a progress bar shows the batch")
+    if args.file is not None and args.follow:
+        parser.error("--follow follows one job; with --file a progress bar shows the batch")
+    if args.follow and args.wait:
+        parser.error("--follow already waits for the end; --wait prints only the result")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    tie_to_parent()  # a child of `corral up` dies with it
     if argv[:1] == ["simulate"]:  # the simulator has its own parser
         from corral.simulator import main as simulate
 
-        simulate(argv[1:])
-        return
+        def run_simulator() -> int:
+            simulate(argv[1:])
+            return failures.OK
+
+        sys.exit(failures.run("simulate", run_simulator, "", ""))
     parser = build_parser()
     args = parser.parse_args(argv)
     check_submit(parser, args)
-    settings = config_commands.load_settings(args.config)
+    settings = config_commands.load_settings(args.command, args.config)
     settings.data_dir = Path(settings.data_dir)
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "up": cmd_up,
@@ -116,11 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         "queues": lambda a, s: cmd_get(a, s, "GET", "/queues"),
         "drain": lambda a, s: cmd_get(a, s, "POST", f"/workers/{a.id}/drain"),
     }
-    try:
-        code = handlers[args.command](args, settings)
-    except httpx.TransportError as exc:  # a client command that could not reach the API
-        print(f"error: the API is unavailable ({exc})", file=sys.stderr)
-        code = 3
+    api_url = api_base(args, settings) if hasattr(args, "api_url") else ""
+    code = failures.run(args.command, lambda: handlers[args.command](args, settings), api_url,
+                        settings.redis_url, debug=settings.log_level == "DEBUG")  # fmt: skip
     sys.exit(code)
 
 

@@ -18,7 +18,9 @@ from .render import render
 
 
 def api_base(args: argparse.Namespace, settings: Settings) -> str:
-    return args.api or os.environ.get("CORRAL_API") or f"http://{settings.api_host}:{settings.api_port}"
+    """``--api-url``, else ``CORRAL_API_URL`` (or its older name ``CORRAL_API``), else the local API's address."""
+    given = args.api_url or settings.api_url or os.environ.get("CORRAL_API")
+    return (given or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
 
 
 def api_client(args: argparse.Namespace, settings: Settings) -> httpx.Client:
@@ -65,7 +67,9 @@ def stream_events(http: httpx.Client, job_id: str, show: Any) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    body: dict[str, Any] = {"model": args.model, "prompt": args.prompt, "wait": args.wait}
+    """Submit one job: print its id, or its tokens as they arrive (``--follow``), or its text when it ends
+    (``--wait``). Exit 1 when a followed or awaited job does not succeed."""
+    body: dict[str, Any] = {"model": args.model, "prompt": args.prompt, "wait": args.queue_anyway}
     if args.system:
         body["system"] = args.system
     with api_client(args, settings) as http:
@@ -73,25 +77,27 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         if response.status_code != 202:
             return fail(response)
         job = response.json()
-        if not args.stream:
+        if not (args.follow or args.wait):
             print(job["id"] if not args.json else json.dumps(job))
             return 0
-
-        def show(event: dict[str, Any]) -> None:
-            if event["type"] == "chunk":
-                print(event["text"], end="", flush=True)
-            elif event["type"] == "retry":
-                print(f"\n[retry: {event.get('reason')}]", file=sys.stderr)
-
-        last = stream_events(http, job["id"], show)
-        print()
+        last = stream_events(http, job["id"], show_tokens if args.follow else lambda event: None)
+        if args.follow:
+            print()
+        elif last.get("type") == "done":
+            view = http.get(f"/jobs/{job['id']}").json()
+            print(json.dumps(view) if args.json else view.get("text", ""))
         if last.get("type") != "done":
-            print(
-                f"job {job['id']}: {last.get('type')}: {last.get('error') or last.get('reason')}",
-                file=sys.stderr,
-            )
+            print(f"job {job['id']}: {last.get('type')}: {last.get('error') or last.get('reason')}",
+                  file=sys.stderr)  # fmt: skip
             return 1
         return 0
+
+
+def show_tokens(event: dict[str, Any]) -> None:
+    if event["type"] == "chunk":
+        print(event["text"], end="", flush=True)
+    elif event["type"] == "retry":
+        print(f"\n[retry: {event.get('reason')}]", file=sys.stderr)
 
 
 def jobs_query(args: argparse.Namespace) -> dict[str, Any]:

@@ -127,7 +127,17 @@ def api_reached() -> Iterator[None]:
     try:
         yield
     except httpx.TransportError as exc:
-        raise BackendUnavailable(f"the API is unavailable ({exc})") from exc
+        raise unreachable(exc) from exc
+
+
+def unreachable(exc: httpx.TransportError) -> BackendUnavailable:
+    """``the API is unavailable at http://host:port (reason)``: the address tried, without any path or query."""
+    try:
+        url = exc.request.url
+        where = f" at {url.scheme}://{url.netloc.decode()}"
+    except RuntimeError:  # an error raised without its request
+        where = ""
+    return BackendUnavailable(f"the API is unavailable{where} ({exc or type(exc).__name__})")
 
 
 class Resume:
@@ -179,7 +189,7 @@ class SubmitRetry:
         self.failures += 1
         if self.failures >= SUBMIT_ATTEMPTS:
             if isinstance(outcome, httpx.TransportError):
-                raise BackendUnavailable(f"the API is unavailable ({outcome})") from outcome
+                raise unreachable(outcome) from outcome
             raise_for(outcome)
         self.pause = min(0.1 * 2.0**self.failures, 2.0)
         return None

@@ -18,7 +18,8 @@ CorralError                 the root; raised as itself for a setup that cannot w
 │   └── BackendAuthRefused          the engine refused the worker's credentials  (corral.worker.backends.errors)
 ├── BackendError                    the engine refused a request                 (corral.worker.backends.errors)
 │   └── BackendModelMissing         the engine does not have the model           (corral.worker.backends.errors)
-└── BatchError                      a bad line in ``corral submit --file``       (corral.cli.jobs)
+├── BatchError                      a bad line in ``corral submit --file``       (corral.cli.jobs)
+└── StartFailed                     ``corral up`` / ``api`` could not start a part (corral.cli.stack)
 
 ``corral.api.errors`` maps each to its HTTP status, in one place.
 

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     )
     max_jobs_per_key: int = Field(1000, ge=0, description="queued + running jobs per API key; 0 = no limit")
     api_key: SecretStr = Field(SecretStr(""), description="the key the CLI's client commands send")
+    api_url: str = Field(
+        "", description="the API the CLI's client commands talk to; empty: api_host:api_port"
+    )
     api_host: str = Field("127.0.0.1", description="address the API binds")
     api_port: int = Field(8000, ge=1, le=65535, description="port the API binds")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import sys
 
 from starlette.types import ASGIApp
 
@@ -13,10 +15,10 @@ from .model import ModelSpec, SimConfig, normalise
 DEMO_MODELS = "llama3:latest,qwen2.5:0.5b,nomic-embed-text:latest"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corral simulate", description="Run the bundled Ollama simulator.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=11434)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=11434, help="port to bind (Ollama's is 11434)")
     p.add_argument(
         "--models", default=DEMO_MODELS, help="comma-separated model names ('embed' in a name: embedding)"
     )
@@ -42,7 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token", default="", help="answer 401 unless 'Authorization: Bearer <token>'")
     p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -75,6 +81,16 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
     """``corral simulate``: either flavour, optionally behind a bearer token and over TLS."""
     import uvicorn
@@ -82,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     from .openai import build_openai_app, require_token
 
     args = parse_args(argv)
+    if not port_free(args.host, args.port):
+        print(f"corral simulate: port {args.port} on {args.host} is in use; choose another with --port",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     build = build_openai_app if args.flavor == "openai" else build_app
     app: ASGIApp = build(config_from_args(args))
     if args.token:

@@ -15,11 +15,12 @@ from fastapi.responses import Response
 
 from corral.common import keys, stored
 from corral.common.jobs import unix_time
+from corral.common.registry import decode_worker
 from corral.common.schemas import RQ_TO_STATUS
 
 from ..apikeys import Principal, Scope, may_see
 from ..deps import PrincipalDep, RedisDep, SettingsDep
-from .fleet import hide_others_jobs, list_workers, queue_depths
+from .fleet import hide_others_jobs
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 
@@ -68,16 +69,55 @@ def job_row(job_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
     }
 
 
-async def recent_jobs(client: Any, limit: int, principal: Principal) -> list[dict[str, Any]]:
-    """The newest ``limit`` jobs the caller may see: every job for an admin key, its own for any other (read
-    from the whole recent list, so a busy neighbour does not empty its page)."""
+SNAPSHOT_TRIES = 3
+
+
+async def read_snapshot(client: Any, limit: int, principal: Principal, ttl: float) -> dict[str, Any]:
+    """Workers, queue depths, running counts, counters and recent jobs, all read in one MULTI/EXEC: the page's
+    totals and its job table come from one instant, so they agree (a job started between two separate reads
+    would be running in one and queued in the other). The ids to read are listed in a round trip before; if a
+    job was submitted in between, the list is read again (bounded)."""
     everyone = principal.scope is Scope.ADMIN
-    ids = [i.decode() for i in await client.lrange(keys.RECENT_JOBS, 0, limit - 1 if everyone else -1)]
-    pipe = client.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(keys.job_key(job_id), JOB_FIELDS)
-    found: Iterable[tuple[str, Any]] = zip(ids, await pipe.execute() if ids else [], strict=True)
-    if not everyone:
+    last = limit - 1 if everyone else -1  # any other key reads the whole list: a busy neighbour hides nothing
+    prefix = keys.RQ_QUEUE_PREFIX + keys.QUEUE_NAME_PREFIX
+    for _ in range(SNAPSHOT_TRIES):
+        listing = client.pipeline(transaction=False)
+        listing.zrange(keys.WORKERS, 0, -1, withscores=True)
+        listing.smembers(keys.RQ_QUEUES)
+        listing.lrange(keys.RECENT_JOBS, 0, last)
+        workers, queue_keys, job_ids = await listing.execute()
+        queue_keys = sorted(q.decode() for q in queue_keys if q.decode().startswith(prefix))
+        pipe = client.pipeline(transaction=True)
+        pipe.lrange(keys.RECENT_JOBS, 0, last)
+        pipe.hgetall(keys.STATS)
+        pipe.hgetall(keys.RUNNING)
+        for queue_key in queue_keys:
+            pipe.llen(queue_key)
+        for worker_id, _score in workers:
+            pipe.hgetall(keys.worker_key(worker_id.decode()))
+        for job_id in job_ids:
+            pipe.hmget(keys.job_key(job_id.decode()), JOB_FIELDS)
+        now_ids, stats, running, *rest = await pipe.execute()
+        if now_ids == job_ids:
+            break
+    depths, rest = rest[: len(queue_keys)], rest[len(queue_keys) :]
+    return {
+        "workers": [
+            decode_worker(worker_id.decode(), raw, score, ttl)
+            for (worker_id, score), raw in zip(workers, rest[: len(workers)], strict=True)
+        ],
+        "queues": {q[len(prefix) :]: int(d) for q, d in zip(queue_keys, depths, strict=True)},
+        "running": {m.decode(): max(0, int(n)) for m, n in running.items() if int(n) > 0},
+        "stats": {k.decode(): int(v) for k, v in stats.items()},
+        "jobs": visible_jobs(
+            zip([i.decode() for i in job_ids], rest[len(workers) :], strict=True), limit, principal
+        ),
+    }
+
+
+def visible_jobs(found: Iterable[tuple[str, Any]], limit: int, principal: Principal) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs the caller may see: every job for an admin key, its own for any other."""
+    if principal.scope is not Scope.ADMIN:
         found = ((i, values) for i, values in found if may_see(principal, (values[OWNER] or b"").decode()))
     rows = (job_row(job_id, values) for job_id, values in found)
     return [row for row in rows if row is not None][:limit]
@@ -90,16 +130,15 @@ async def dashboard_data(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=keys.RECENT_JOBS_MAX, description="recent jobs to list")] = 30,
 ) -> dict[str, Any]:
-    """What the dashboard shows, in one answer: the server's time, workers, queue depths, job counters and the
-    most recent jobs (newest first; times are Unix seconds). A non-admin key sees only its own jobs, in the
-    list and in the workers' ``running``; the counts are the fleet's."""
-    workers = [
-        {k: v for k, v in w.items() if k not in WORKER_FIELDS_LEFT_OUT}
-        for w in await list_workers(client, settings.heartbeat_ttl)
-    ]
+    """What the dashboard shows, in one answer read at one instant: the server's time, workers, queue depths,
+    jobs running per model, job counters and the most recent jobs (newest first; times are Unix seconds). A
+    non-admin key sees only its own jobs, in the list and in the workers' ``running``; the counts are the
+    fleet's."""
+    snapshot = await read_snapshot(client, limit, principal, settings.heartbeat_ttl)
+    workers = snapshot["workers"]
+    for worker in workers:
+        for name in WORKER_FIELDS_LEFT_OUT:
+            worker.pop(name, None)
     await hide_others_jobs(client, principal, workers)
-    stats = {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
-    queues = await queue_depths(client)
-    jobs = await recent_jobs(client, limit, principal)
     # taken after the reads: no time in the answer is later (a job that ended while they ran has no negative age)
-    return {"time": time.time(), "workers": workers, "queues": queues, "stats": stats, "jobs": jobs}
+    return {"time": time.time(), **snapshot}

@@ -1,58 +1,44 @@
-"""``GET /dashboard`` in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by
-Selenium with the system driver: nothing is downloaded): the page shows the worker, jobs appear and finish with
-their tokens, the form submits one; a screenshot is kept in ``artifacts/dashboard.png``."""
+"""``GET /dashboard`` in a real headless Chromium (``tests/api/browser.py``: one per module, loopback only): the
+page shows the worker, jobs appear and finish with their tokens, the form submits one; its counters agree with its
+job table; it fits 1400x900 and a phone's 390x844 with dark scrollbars. Screenshots are kept in ``artifacts/``."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from corral.client.http import Client
 from corral.common import keys
 from corral.simulator import expected_text
 
 from ..conftest import Fleet
-from ..support import ROOT, wait_for
+from ..support import wait_for
+from .browser import DESKTOP, PHONE, chromium, screenshot, severe_logs, until, viewport
 
 pytestmark = pytest.mark.integration
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1440,1150"]  # fmt: skip
 MIN_TOKENS = 40  # every simulated reply is this long: at 60 tokens/s a job streams for most of a second
 
 
+@pytest.fixture(scope="module")
+def chromium_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    with chromium(tmp_path_factory.mktemp("chromium")) as driver:
+        yield driver
+
+
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian's chromium and chromium-driver are needed; `make test` installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never reach for the network
-    service = Service(str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
-
-def until(driver: WebDriver, what: str, predicate: Any, timeout: float = 30) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(predicate, f"timed out: {what}")
+def browser(chromium_once: WebDriver) -> WebDriver:
+    """The module's one Chromium, at the desktop size, its console read empty."""
+    viewport(chromium_once, DESKTOP)
+    chromium_once.get("about:blank")
+    chromium_once.get_log("browser")
+    return chromium_once
 
 
 # the page redraws every second: read it with one script call each (an element found then read could be gone)
@@ -77,16 +63,6 @@ def streamed(driver: WebDriver, job_id: str, text: str) -> bool:
         and text_of(driver, "#stream-text") == text
         and text_of(driver, "#stream-status") == "succeeded"
     )
-
-
-def keep_screenshot(driver: WebDriver, tmp_path: Path) -> Path:
-    shot = tmp_path / "dashboard.png"
-    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-    kept = ROOT / "artifacts" / "dashboard.png"
-    kept.parent.mkdir(exist_ok=True)
-    shutil.copyfile(shot, kept)
-    print(f"dashboard screenshot: {kept}")
-    return kept
 
 
 def test_dashboard_in_a_real_browser(fleet: Fleet, browser: WebDriver, tmp_path: Path) -> None:
@@ -132,7 +108,7 @@ def test_dashboard_in_a_real_browser(fleet: Fleet, browser: WebDriver, tmp_path:
         "a job streaming",
         lambda d: text_of(d, "#jobs tr[data-status=running]") and text_of(d, "#stream-text"),
     )
-    keep_screenshot(browser, tmp_path)
+    print(f"\ndashboard screenshot: {screenshot(browser, tmp_path / 'dashboard.png')}")
     for jid in backlog:
         until(browser, f"job {jid}", lambda d, jid=jid: attribute(d, f'#jobs tr[data-id="{jid}"]', "data-status")
               == "succeeded")  # fmt: skip
@@ -140,7 +116,7 @@ def test_dashboard_in_a_real_browser(fleet: Fleet, browser: WebDriver, tmp_path:
     until(browser, "the newest job's tokens", lambda d: streamed(d, backlog[-1], last))
     assert attribute(browser, '#chart path[data-model="llama3:latest"]', "d")
     until(browser, "the totals", lambda d: text_of(d, '.pill[data-name="succeeded"] b') == "8")
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    errors = severe_logs(browser)
     assert not errors, errors  # no script error, nothing blocked by the page's Content-Security-Policy
 
 
@@ -204,3 +180,63 @@ def test_dashboard_with_api_keys_asks_for_one(fleet: Fleet, browser: WebDriver) 
     )
     text = expected_text("llama3", "keyed", min_tokens=MIN_TOKENS)
     until(browser, "its tokens, streamed with the key", lambda d: streamed(d, job_id, text))
+
+
+def counts(driver: WebDriver) -> dict[str, int]:
+    """The header's counters and the job table's rows per status, read in one script call (one redraw)."""
+    script = """const found = {}, rows = {};
+        for (const p of document.querySelectorAll('#totals .pill'))
+            found[p.dataset.name] = +p.querySelector('b').textContent;
+        for (const tr of document.querySelectorAll('#jobs tr[data-status]'))
+            rows[tr.dataset.status] = (rows[tr.dataset.status] || 0) + 1;
+        return {running: found.running, queued: found.queued,
+                rows_running: rows.running || 0, rows_queued: rows.queued || 0}"""
+    return driver.execute_script(script)  # type: ignore[no-any-return]
+
+
+def overflow(driver: WebDriver) -> dict[str, Any]:
+    """How far the page runs past the viewport's width, and which elements stick out of it."""
+    script = """const width = document.documentElement.clientWidth;
+        const out = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > width + 0.5
+            && !e.closest('[data-scroll-x]')).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className);
+        return {width, scroll: document.documentElement.scrollWidth, out: out.slice(0, 10)}"""
+    return driver.execute_script(script)  # type: ignore[no-any-return]
+
+
+def test_counters_agree_with_the_table_and_the_page_fits_a_phone(
+    fleet: Fleet, browser: WebDriver, tmp_path: Path
+) -> None:
+    # jobs that run for long, on a worker whose heartbeat (slots busy) is never sent again after its first
+    sim = fleet.simulator("llama3:latest,qwen2.5:0.5b", tps=2, ttft=0.05, min_tokens=MIN_TOKENS)
+    fleet.worker(sim, "gpu-slow-heartbeat", worker_slots=2, heartbeat_interval=300, heartbeat_ttl=600)
+    api = fleet.api(heartbeat_ttl=600)
+    http = fleet.http(api)
+    models = ["llama3", "qwen2.5:0.5b", "llama3", "llama3", "qwen2.5:0.5b"]
+    ids = [
+        http.post("/jobs", json={"model": m, "prompt": f"long job {i}"}).json()["id"]
+        for i, m in enumerate(models)
+    ]
+    browser.get(api + "/dashboard")
+    agreed = {"running": 2, "queued": 3, "rows_running": 2, "rows_queued": 3}
+    until(browser, "two jobs running, three queued", lambda d: counts(d) == agreed)
+    for _ in range(3):  # and through the next redraws
+        assert counts(browser) == agreed
+    style = "const s = getComputedStyle(arguments[0]); return [s.colorScheme, s.scrollbarColor]"
+    assert browser.execute_script(style, css(browser, "#jobs-wrap")) == [
+        "dark",
+        "rgb(58, 70, 86) rgba(0, 0, 0, 0)",
+    ]
+    assert overflow(browser)["out"] == []
+    print(f"\ndashboard at {DESKTOP}: {screenshot(browser, tmp_path / 'dashboard-desktop.png')}")
+
+    drawn = attribute(browser, "#live", "data-time")
+    viewport(browser, PHONE, mobile=True)
+    until(browser, "a redraw at phone width", lambda d: attribute(d, "#live", "data-time") != drawn)
+    assert counts(browser) == agreed
+    fit = overflow(browser)
+    assert fit["width"] == PHONE[0] and fit["scroll"] <= fit["width"] and fit["out"] == [], fit
+    print(f"dashboard at {PHONE}: {screenshot(browser, tmp_path / 'dashboard-phone.png', full_page=True)}")
+    errors = severe_logs(browser)
+    assert not errors, errors
+    for job_id in ids:  # the worker stops at once rather than finishing them
+        assert http.delete(f"/jobs/{job_id}").status_code == 200

@@ -183,3 +183,26 @@ def test_prometheus_metrics(stack: Stack) -> None:
     assert samples['corral_worker_up{worker="w-stack"}'] == 1
     assert samples['corral_worker_slots{kind="total",worker="w-stack"}'] == 4
     assert 'corral_queue_depth{model="llama3:latest"}' in samples
+
+
+def test_a_job_without_prompt_loads_the_model(stack: Stack) -> None:
+    """As Ollama's empty generate: no prompt, messages or input → the model is loaded, the text is empty."""
+    view = finished(stack, submit(stack, model="qwen2.5:0.5b", keep_alive="10m")["id"])
+    assert view["status"] == "succeeded" and view["kind"] == "generate" and not view.get("text")
+    loaded = httpx.get(stack.sim_url + "/api/ps").json()["models"]  # the engine's own list
+    assert "qwen2.5:0.5b" in [m["name"] for m in loaded]
+
+
+def test_an_unknown_model_names_the_fleets_models_and_wait(stack: Stack) -> None:
+    for path, body in (("/jobs", {"model": "nope", "prompt": "hi"}),
+                       ("/jobs/batch", {"jobs": [{"model": "llama3", "prompt": "a"}, {"model": "nope"}]})):  # fmt: skip
+        response = stack.http.post(path, json=body)
+        assert response.status_code == 404
+        answer = response.json()
+        assert answer["models"] == ["llama3:latest", "nomic-embed-text:latest", "qwen2.5:0.5b"]
+        assert answer["code"] == "model_not_found"
+        assert (
+            "model 'nope:latest' not found; the fleet has llama3:latest, nomic-embed-text:latest, "
+            in answer["error"]
+        )
+        assert answer["error"].endswith('To queue it until a worker has it, submit with "wait": true')

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from corral.cli.main import main
 from corral.simulator import expected_text
 
 from ..conftest import Stack
-from ..support import free_port, wait_for
+from ..support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +30,16 @@ class Ran:
     stderr: str
 
 
-def corral(api: str, *argv: str, stdin: str | None = None) -> Ran:
+class ClosedPipe(io.StringIO):
+    """A stdout whose reader has gone (``| head`` after its lines)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def corral(api: str, *argv: str, stdin: str | None = None, out: io.StringIO | None = None) -> Ran:
     """Run the CLI in this process (as its entry point does, minus the interpreter start-up)."""
-    out, err = io.StringIO(), io.StringIO()
+    out, err = out or io.StringIO(), io.StringIO()
     with (
         mock.patch.dict(os.environ, {"CORRAL_API": api}),
         mock.patch.object(sys, "stdin", io.StringIO(stdin or "")),
@@ -101,3 +109,52 @@ def test_usage_and_an_api_that_is_down() -> None:
         result = corral(down, *argv, stdin="hi\n")
         assert result.returncode == 3, (argv, result.stderr)
         assert "the API is unavailable" in result.stderr
+
+
+def test_wait_prints_the_text_and_follow_the_tokens(stack: Stack) -> None:
+    waited = corral(stack.api, "submit", "llama3", "wait for me", "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.strip() == expected_text("llama3", "wait for me")
+    view = json.loads(corral(stack.api, "submit", "llama3", "wait for me", "--wait", "--json").stdout)
+    assert view["status"] == "succeeded" and view["text"] == expected_text("llama3", "wait for me")
+    followed = corral(stack.api, "submit", "llama3", "follow me", "--follow")
+    assert followed.returncode == 0 and followed.stdout.strip() == expected_text("llama3", "follow me")
+    unknown = corral(stack.api, "submit", "not-here", "x", "--wait")
+    assert unknown.returncode == 2 and 'submit with "wait": true' in unknown.stderr
+    queued = corral(stack.api, "submit", "not-here", "x", "--queue-anyway")
+    assert queued.returncode == 0
+    assert stack.http.get(f"/jobs/{queued.stdout.strip()}").json()["status"] == "queued"
+    stack.http.delete(f"/jobs/{queued.stdout.strip()}")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["workers"], ["queues"], ["jobs"], ["jobs", "--json"], ["submit", "llama3", "--file", "-", "--json"],
+     ["submit", "llama3", "hi", "--follow"], ["watch", "JOB"], ["watch", "JOB", "--json"], ["status", "JOB"]],
+    ids=" ".join,
+)  # fmt: skip
+def test_a_closed_pipe_ends_quietly(stack: Stack, argv: list[str]) -> None:
+    job_id = stack.http.post("/jobs", json={"model": "llama3", "prompt": "piped"}).json()["id"]
+    ran = corral(stack.api, *[job_id if a == "JOB" else a for a in argv], stdin="a\nb\n", out=ClosedPipe())
+    assert ran.returncode == 141, ran.stderr  # stderr still has what it shows anyway (watch's status lines)
+    assert "Traceback" not in ran.stderr and "BrokenPipe" not in ran.stderr
+
+
+def test_a_real_pipe_closed_by_head(stack: Stack) -> None:
+    """`corral watch ID | head -c 20` (tokens still coming) and `corral submit --file - --json | head -n 0` (the
+    reader gone before the first line): no traceback."""
+    env = {**os.environ, "CORRAL_API_URL": stack.api}
+    job_id = stack.http.post("/jobs", json={"model": "llama3", "prompt": "w " * 400}).json()["id"]
+    runs = [(["watch", job_id], "", 20), (["submit", "llama3", "--file", "-", "--json"], "p\n" * 5, 0)]
+    for argv, stdin, head in runs:
+        process = subprocess.Popen([sys.executable, "-m", "corral", *argv], env=env, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        process.stdin.write(stdin.encode())
+        process.stdin.close()
+        assert len(process.stdout.read(head)) == head  # what `head` reads before it exits
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait(60) == 141, stderr
+        assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+        process.stderr.close()

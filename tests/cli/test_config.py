@@ -96,12 +96,12 @@ def test_a_bad_file_stops_every_command_with_one_line(
     path.write_text("[worker]\nslots = 4\nslot = 5\n")
     code, out, err = run(capsys, *command, "--config", str(path))
     assert code == 2 and out == ""
-    assert err == f"corral: {path.resolve()}: unknown key [worker] slot (did you mean slots?)\n"
+    assert err == f"corral {command[0]}: {path.resolve()}: unknown key [worker] slot (did you mean slots?)\n"
     path.write_text("[worker]\nslots = 0\n")
     code, _, err = run(capsys, *command, "--config", str(path))
     assert code == 2
     slots = "[worker] slots: Input should be greater than or equal to 1"
-    assert err == f"corral: invalid settings: {path.resolve()}: {slots}\n"
+    assert err == f"corral {command[0]}: invalid settings: {path.resolve()}: {slots}\n"
 
 
 def test_a_bad_variable_is_named_as_the_variable(
@@ -111,6 +111,8 @@ def test_a_bad_variable_is_named_as_the_variable(
     path.write_text("[worker]\nslots = 4\n")
     monkeypatch.setenv("CORRAL_WORKER_SLOTS", "0")
     code, _, err = run(capsys, "config", "--config", str(path))
-    assert code == 2 and err.startswith("corral: invalid settings: CORRAL_WORKER_SLOTS: Input should be")
+    assert code == 2 and err.startswith(
+        "corral config: invalid settings: CORRAL_WORKER_SLOTS: Input should be"
+    )
     code, _, err = run(capsys, "config", "--config", str(tmp_path / "missing.toml"))
     assert code == 2 and "missing.toml not found" in err
