@@ -7,6 +7,7 @@ corral workers | queues | drain WORKER
 corral hosts add URL [--name N] [--token T] [--kind K] [--slots S] | hosts ls | hosts rm NAME | hosts test NAME
 corral fleet [--host URL …]                        one process serving every registered host
 corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
+corral config [--json]                              the effective settings; --config PATH on every command
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from corral.common.settings import Settings
 
+from . import config as config_commands
 from . import failures
 from . import hosts as host_commands
 from . import keys as key_commands
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--since", help="epoch seconds or ISO 8601")
             p.add_argument("--limit", type=int, help="jobs per page")
             p.add_argument("--cursor", help="next page (printed after a full page)")
+    config_commands.add_parser(sub)
+    config_commands.add_config_option(parser, sub)
     return parser
 
 
@@ -126,14 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_submit(parser, args)
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"CORRAL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        failures.say(args.command, f"invalid settings: {problems}")
-        sys.exit(failures.BAD_REQUEST)
+    settings = config_commands.load_settings(args.command, args.config)
     settings.data_dir = Path(settings.data_dir)
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "up": cmd_up,
@@ -143,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         "keys": key_commands.cmd_keys,
         "hosts": host_commands.cmd_hosts,
         "fleet": host_commands.cmd_fleet,
+        "config": config_commands.cmd_config,
         "submit": cmd_submit_batch if getattr(args, "file", None) is not None else cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "watch": cmd_watch,

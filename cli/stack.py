@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import socket
@@ -14,8 +13,10 @@ from urllib.parse import urlparse
 from redis.exceptions import RedisError
 
 from corral.common import keys
+from corral.common.configfile import find_config_file
 from corral.common.connections import TRANSIENT
 from corral.common.errors import CorralError
+from corral.common.logs import configure_logging
 from corral.common.settings import Settings, redacted_url
 
 from .children import Children, Signals
@@ -26,10 +27,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request at INFO: one line (and some CPU) per job on a worker
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings)
 
 
 def port_open(host: str, port: int) -> bool:
@@ -58,7 +56,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        access_log=settings.log_level == "DEBUG",
+        log_config=None,  # uvicorn's lines go through Corral's handler, in its format
+        access_log=settings.log_access if settings.log_access is not None else settings.log_level == "DEBUG",
         http=guarded_http(TransportLimits.from_settings(settings)),
         timeout_keep_alive=settings.keep_alive_timeout,
     )
@@ -198,7 +197,8 @@ def start_simulator(
     print(f"corral up: nothing at {settings.engine_display_url}; starting the Ollama simulator on :{port}")
     children.spawn("simulator", ["simulate", "--port", str(port)], env)
     wait_port(children, signals, "simulator", "127.0.0.1", port)
-    env.update(CORRAL_OLLAMA_URL=f"http://127.0.0.1:{port}", CORRAL_BACKEND_URL="", CORRAL_BACKEND="ollama")
+    simulator = f"http://127.0.0.1:{port}"  # (over any backend the environment or the file names)
+    env.update(CORRAL_OLLAMA_URL=simulator, CORRAL_BACKEND_URL=simulator, CORRAL_BACKEND="ollama")
 
 
 def start_parts(args: argparse.Namespace, settings: Settings, children: Children, signals: Signals) -> str:
@@ -241,6 +241,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     signals, children = Signals(), Children()
     code = 1
     try:
+        if (config := find_config_file()) is not None:
+            print(f"corral up: settings from {config} (CORRAL_* variables override it; see: corral config)")
         base = start_parts(args, settings, children, signals)
         print(f"corral up: API on {base}  (Ctrl-C stops everything: it drains; twice stops at once)")
         print(f'  curl -d \'{{"model":"llama3","prompt":"hi"}}\' {base}/jobs')

@@ -22,6 +22,7 @@ import redis
 
 from . import keys
 from .connections import TRANSIENT
+from .logs import job_event, job_requeued
 from .scripts import RELEASE_LOCK, LockArgs, LockKey
 from .store import JobStore
 
@@ -98,7 +99,9 @@ class Janitor:
 
     def _requeue_all(self, result: Sweep, worker_id: str, reason: str) -> None:
         for job_id in self.store.inflight(worker_id):
-            state, _attempt = self.store.requeue(job_id, reason, worker_id=worker_id)
+            outcome = self.store.requeue(job_id, reason, worker_id=worker_id)
+            job_requeued(job_id, outcome, reason, worker=worker_id)
+            state = outcome[0]
             result.requeued += state == "requeued"
             result.failed += state == "failed"
 
@@ -123,7 +126,10 @@ class Janitor:
     def _expire_waiting(self, result: Sweep) -> None:
         due = self.redis.zrangebyscore(keys.DEADLINES, "-inf", time.time(), start=0, num=500)
         for raw in due:
-            result.expired += self.store.expire_queued(raw.decode())
+            expired = self.store.expire_queued(raw.decode())
+            result.expired += expired
+            if expired:
+                job_event("finished", raw.decode(), status="failed", reason="queue deadline passed")
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every ``interval`` seconds until ``stop`` is set; Redis outages are waited out."""

@@ -1,4 +1,5 @@
-"""Corral's settings: one pydantic-settings class, every field a ``CORRAL_<NAME>`` environment variable.
+"""Corral's settings: one pydantic-settings class, every field a ``CORRAL_<NAME>`` environment variable and a key of
+the configuration file (``common/configfile.py``); the environment wins over the file.
 
 Built once at an edge (CLI, API app factory, worker main) and passed down; nothing here runs at import time.
 """
@@ -12,7 +13,9 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .configfile import ConfigFileSource, find_config_file
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6390/0"
 UNPARSABLE_URL = "<unparsable url>"
@@ -21,7 +24,8 @@ UNPARSABLE_URL = "<unparsable url>"
 class Settings(BaseSettings):
     """Every knob of Corral. See docs/configuration.md for the meaning of each."""
 
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+    # an empty variable counts as unset: compose's ${CORRAL_X:-} leaves the file's value in place
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", env_ignore_empty=True)
 
     redis_url: str = Field(EMBEDDED_REDIS_URL, description="Redis URL; the default is the embedded Redis")
     data_dir: Path = Field(Path(".corral"), description="embedded Redis data (AOF) and logs")
@@ -102,6 +106,21 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="address the API binds")
     api_port: int = Field(8000, ge=1, le=65535, description="port the API binds")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field("text", description="log lines: text (key=value) or json")
+    log_access: bool | None = Field(None, description="the API's HTTP access log; unset: on at DEBUG only")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The configuration file ranks below the environment: ``CORRAL_*`` variables override it."""
+        config = ConfigFileSource(settings_cls, find_config_file())
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, config
 
     @field_validator("log_level")
     @classmethod

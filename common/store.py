@@ -33,6 +33,7 @@ from .jobs import (
     rq_now,
     submitted,
 )
+from .logs import job_submitted
 from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
@@ -289,7 +290,10 @@ class AsyncJobStore(_Calls):
                       idem: Idempotency | None) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        return job, await self._run(self._enqueue(job, not request.wait, idem))
+        reply = await self._run(self._enqueue(job, not request.wait, idem))
+        if reply and int(reply[0]) > 0:  # queued (not refused, not an earlier submit's answer)
+            job_submitted(job, int(reply[0]) - 1)
+        return job, reply
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))
@@ -304,7 +308,11 @@ class AsyncJobStore(_Calls):
         """Enqueue jobs all or none, in one round trip (``idempotency``: see ``enqueue``)."""
         jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
         call = self._enqueue_batch(jobs, [not r.wait for r in requests], idempotency)
-        return batch_submitted(jobs, await self._run(call))
+        reply = await self._run(call)
+        answers = batch_submitted(jobs, reply)
+        for job, answer in zip(jobs, answers if replayed(reply) is None else (), strict=False):
+            job_submitted(job, answer.queue_position)
+        return answers
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))

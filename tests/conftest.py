@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ import redis
 from corral.cli.embedded_redis import RedisServer
 
 from .support import Child, base_env, free_port, port_open, wait_for
+
+# the settings built in this process read no configuration file (a developer's ./corral.toml, say)
+os.environ["CORRAL_CONFIG"] = ""
 
 
 @pytest.fixture

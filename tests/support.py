@@ -97,6 +97,7 @@ class Child:
 def base_env(redis_url: str, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env["CORRAL_REDIS_URL"] = redis_url
+    env["CORRAL_CONFIG"] = ""  # no configuration file: not a ./corral.toml a developer keeps in the checkout
     env["PYTHONUNBUFFERED"] = "1"
     for key, value in settings.items():
         env[f"CORRAL_{key.upper()}"] = str(value)

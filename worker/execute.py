@@ -13,6 +13,7 @@ from typing import Any
 from corral.common.histograms import JobTiming, record_arguments, timing_increments
 from corral.common.jobs import PoppedJob
 from corral.common.jsonfast import dumps
+from corral.common.logs import job_event, job_requeued, ms, short
 from corral.common.schemas import RQ_TO_STATUS
 from corral.common.store import AsyncJobStore, Timing
 
@@ -81,10 +82,32 @@ class JobRunner:
                 job, self.worker_id, status, dumps(body), result, error, chunks, metrics, timing
             )
 
-        if not await with_redis_retry(call, "finish"):
-            log.info(
-                "job %s attempt %d: result discarded, the job was re-queued meanwhile", job.id, job.attempt
-            )
+        if await with_redis_retry(call, "finish"):
+            self.log_finished(job, RQ_TO_STATUS.get(status, "failed"), body.get("final") or {}, error)
+        else:
+            job_event("discarded", job.id, worker=self.worker_id, attempt=job.attempt,
+                      reason="the job was re-queued meanwhile")  # fmt: skip
+
+    def log_started(self, job: PoppedJob) -> None:
+        """The job's ``started`` line (called after its task's first step: its request is on its way)."""
+        job_event("started", job.id, model=job.model, worker=self.worker_id, attempt=job.attempt,
+                  queued_ms=ms(job.queue_wait))  # fmt: skip
+
+    def log_finished(self, job: PoppedJob, status: str, final: dict[str, Any], error: str) -> None:
+        now = time.monotonic()
+        tokens = as_int(final.get("eval_count"))
+        eval_ns = as_int(final.get("eval_duration"))
+        if tokens and eval_ns:
+            rate: float | None = tokens / (eval_ns / 1e9)
+        elif tokens and job.first_token_at is not None and now > job.first_token_at:
+            rate = tokens / (now - job.first_token_at)
+        else:
+            rate = None
+        job_event("finished", job.id, model=job.model, worker=self.worker_id, status=status, attempt=job.attempt,
+                  duration_ms=ms(now - job.popped_at),
+                  ttft_ms=None if job.first_token_at is None else ms(job.first_token_at - job.popped_at),
+                  tokens=tokens, tokens_per_s=None if rate is None else round(rate, 1),
+                  error=short(error) if error else None)  # fmt: skip
 
     @staticmethod
     def timing(job: PoppedJob, status: str, final: dict[str, Any]) -> Timing:
@@ -151,14 +174,13 @@ class JobRunner:
         return Outcome()
 
     async def _requeue(self, job: PoppedJob, reason: str) -> None:
-        log.warning("job %s: %s; re-queued", job.id, reason)
-
         async def call() -> tuple[str, int]:
             return await self.store.requeue(
                 job.id, reason, attempt=job.attempt_arg, worker_id=self.worker_id, counts=False
             )
 
-        await with_redis_retry(call, "requeue")
+        outcome = await with_redis_retry(call, "requeue")
+        job_requeued(job.id, outcome, reason, model=job.model, worker=self.worker_id, attempt=job.attempt)
 
     async def _execute(
         self, job: PoppedJob, accepted: Callable[[], None], early: Early | None = None

@@ -86,6 +86,8 @@ class Jobs:
         self.active[job.id] = active
         active.early = early = self.runner.send_early(job)
         active.task = asyncio.create_task(self._run(active), name=f"job-{job.id}")
+        # the started line, after the task's first step: its request is on its way to the engine by then
+        asyncio.get_running_loop().call_soon(self.runner.log_started, job)
         if early is not None:  # a task cancelled before it ran never reads the answer: drop it
             active.task.add_done_callback(lambda _task: early.discard())
         return active

@@ -12,6 +12,7 @@ from starlette.types import Send
 
 from corral.common import jsonfast
 from corral.common.errors import InvalidFields, InvalidRequest, JobNotFound, PayloadTooLarge
+from corral.common.logs import job_event as log_job_event
 from corral.common.names import is_job_id
 from corral.common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobStatus, JobView, Submitted
 
@@ -165,6 +166,8 @@ async def get_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JobV
 async def cancel_job(job_id: OwnedJob, store: StoreDep) -> dict[str, str]:
     """Cancel: a queued job leaves its queue at once; a running one is stopped by its worker."""
     outcome = await store.cancel(job_id)
+    # cancelled: it was queued; cancelling: its worker stops it and logs it finished
+    log_job_event("cancelled" if outcome == "cancelled" else "cancel_requested", job_id)
     return {"id": job_id, "status": outcome}
 
 

@@ -27,11 +27,13 @@ def corral(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
 def test_up_starts_everything_and_the_cli_works(tmp_path: Path) -> None:
     api_port, redis_port, sim_port, no_ollama = free_port(), free_port(), free_port(), free_port()
     env = base_env(f"redis://127.0.0.1:{redis_port}/0", api_port=api_port, data_dir=tmp_path / "data",
-                   ollama_url=f"http://127.0.0.1:{no_ollama}", worker_id="demo")  # fmt: skip
+                   ollama_url=f"http://127.0.0.1:{no_ollama}")  # fmt: skip
     env["CORRAL_API"] = f"http://127.0.0.1:{api_port}"
+    (tmp_path / "corral.toml").write_text('[worker]\nid = "demo"\n')  # the worker `up` starts reads it too
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen([sys.executable, "-m", "corral", "up", "--sim-port", str(sim_port)], env=env,
-                          stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+    up = subprocess.Popen([sys.executable, "-m", "corral", "up", "--sim-port", str(sim_port), "--config",
+                           str(tmp_path / "corral.toml")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                          cwd=ROOT)  # fmt: skip
     base = f"http://127.0.0.1:{api_port}"
     try:
         wait_for(lambda: httpx.get(base + "/workers").json()["workers"], timeout=60, what="corral up")
