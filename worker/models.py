@@ -54,6 +54,7 @@ class Models:
         self.running: Counter[str] = Counter()  # model -> jobs of it running here
         self.recent: dict[str, float] = {}  # model -> when this worker last started one of its jobs
         self.claimed: set[str] = set()  # models this worker has told the pop it has loaded
+        self.withheld: set[str] = set()  # models being deleted: no longer served (worker/modelops.py)
         self.capacity = Capacity(capacity)
 
     async def refresh(self) -> None:
@@ -77,7 +78,7 @@ class Models:
                 mapping[normalise_model(name)] = name
             except Exception:  # a name Corral cannot queue is skipped, not fatal
                 log.warning("skipping model with unusable name %r", name)
-        names = sorted(mapping)
+        names = sorted(set(mapping) - self.withheld)
         if names != self.names:
             log.info("models: %s", ", ".join(names) or "(none)")
         if self.down:
