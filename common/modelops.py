@@ -18,12 +18,15 @@ import time
 import uuid
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from . import keys
 from .jsonfast import dumps
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 OPS_KEPT = 500  # newest operations listed in keys.MODEL_OPS
 EVENTS_MAXLEN = 5000
+WATCH_TRIES = 50
 
 
 def new_op_id() -> str:
@@ -185,6 +188,10 @@ async def cancel_op(r: Any, op_id: str, ttl: int) -> dict[str, Any] | None:
 
 async def move_share(r: Any, op_id: str, dead: str, to: str) -> bool:
     """Give a dead host's share of an operation to ``to``; False when it has ended meanwhile."""
+    return await watched(_move_share, r, op_id, dead, to)
+
+
+async def _move_share(r: Any, op_id: str, dead: str, to: str) -> bool:
     key = keys.model_op_key(op_id)
     async with r.pipeline(transaction=True) as pipe:
         await pipe.watch(key)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, ModelNotFound
 
 KINDS = ("pull", "delete", "copy", "create", "load")
 
@@ -91,7 +91,7 @@ def place(
 ) -> list[str]:
     """The worker ids to run ``kind`` of ``model`` on. Named hosts must exist and take model operations;
     ``delete``, ``copy`` and ``load`` go only to hosts that have the model (``copy``: the source). Raises
-    ``InvalidRequest`` when nothing fits."""
+    ``ModelNotFound`` when no host has a model to delete, copy or load, ``InvalidRequest`` when nothing else fits."""
     if kind not in KINDS:
         raise InvalidRequest(f"unknown model operation {kind!r}")
     skip = set(exclude)
@@ -101,7 +101,9 @@ def place(
     if placement.hosts:
         return named(hosts, able, placement.hosts, kind, model)
     if not able:
-        raise InvalidRequest(no_host_message(hosts, kind, model))
+        if kind in ("delete", "copy", "load") and not any(model in h.models for h in hosts):
+            raise ModelNotFound(model)
+        raise InvalidRequest(f"no live worker can {kind} {model}")
     if placement.every or (kind in ("delete", "copy") and placement.replicas is None):
         return [h.id for h in ranked(able, model)]
     replicas = 1 if placement.replicas is None else placement.replicas
@@ -131,9 +133,3 @@ def why_not(host: HostView, kind: str, model: str) -> str:
     if not host.manages:
         return "its engine is OpenAI-compatible (model management is not supported there)"
     return "it does not have the model"
-
-
-def no_host_message(hosts: list[HostView], kind: str, model: str) -> str:
-    if kind in ("delete", "copy", "load") and not any(model in h.models for h in hosts):
-        return f"model '{model}' not found"
-    return f"no live worker can {kind} {model}"

@@ -112,6 +112,9 @@ class ModelTasks:
             except TRANSIENT as exc:
                 log.warning("model tasks: redis unavailable (%s)", exc)
                 await asyncio.sleep(IDLE_POLL)
+            except Exception:  # a bug must not end the loop: the task stays first and is tried again
+                log.exception("model task failed")
+                await asyncio.sleep(IDLE_POLL)
 
     async def replace_dead(self) -> None:
         """Every few seconds one worker (a lock) gives dead hosts' shares of ``replicas`` operations to others."""

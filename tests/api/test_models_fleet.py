@@ -1,0 +1,155 @@
+"""Model management end to end on three simulated hosts: placement, progress, the official client, routing that
+follows a pull or a delete, errors as Ollama gives them, cancel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import ollama
+import pytest
+
+from ..conftest import Fleet, own_fleet
+from ..support import wait_for
+
+pytestmark = pytest.mark.integration
+HOSTS = ("wa", "wb", "wc")
+REGISTRY = json.dumps({"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 1.0})
+
+
+class Models:
+    def __init__(self, fleet: Fleet, api: str, sims: dict[str, str]) -> None:
+        self.fleet = fleet
+        self.api = api
+        self.http = fleet.http(api)
+        self.sims = sims
+
+    def disk(self, worker: str) -> list[str]:
+        return list(httpx.get(self.sims[worker] + "/sim/stats").json()["disk"])
+
+    def holders(self, model: str) -> set[str]:
+        entries = self.http.get("/models").json()["models"]
+        return {h["worker"] for m in entries if m["name"] == model for h in m["hosts"]}
+
+    def events(self, op_id: str) -> list[dict[str, Any]]:
+        with self.http.stream("GET", f"/models/ops/{op_id}/events") as response:
+            return [json.loads(line) for line in response.iter_lines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
+    with own_fleet(tmp_path_factory.mktemp("models")) as (_server, fleet):
+        sims = {}
+        for worker in HOSTS:
+            sims[worker] = fleet.simulator("llama3:latest", registry=REGISTRY, pull_rate=2000, disk_gb=20,
+                                           tps=50)  # fmt: skip
+            fleet.worker(sims[worker], worker, wait_ready=False)
+        for worker in HOSTS:
+            fleet.wait_worker(worker)
+        yield Models(fleet, fleet.api(), sims)
+
+
+def test_pull_with_replicas_places_on_that_many_hosts_and_reports_progress(models: Models) -> None:
+    response = models.http.post("/models/pull", json={"model": "phi3", "replicas": 2})
+    assert response.status_code == 202, response.text
+    op = response.json()
+    assert len(op["hosts"]) == 2 and op["placement"] == {"replicas": 2}
+    events = models.events(op["id"])
+    assert events[0]["type"] == "queued" and events[-1]["type"] == "done"
+    progress = [e for e in events if e["type"] == "progress" and e.get("total")]
+    assert {e["worker"] for e in progress} == set(op["hosts"])
+    assert all(0 <= e["percent"] <= 100 and e["total"] == 512 * 2**20 for e in progress)
+    assert max(e["percent"] for e in progress) == 100.0
+    assert any(e.get("speed") for e in progress)
+    # advertised at once: the heartbeat written when the pull ended has it
+    assert models.holders("phi3:latest") == set(op["hosts"])
+    for worker in op["hosts"]:
+        assert "phi3:latest" in models.disk(worker)
+
+
+def test_named_hosts_and_all(models: Models) -> None:
+    op = models.http.post("/models/pull", json={"model": "mistral", "hosts": ["wc"], "wait": True}).json()
+    assert op["status"] == "succeeded" and list(op["hosts"]) == ["wc"]
+    assert models.holders("mistral:latest") == {"wc"}
+    op = models.http.post("/models/pull", json={"model": "mistral", "all": True, "wait": True}).json()
+    assert op["status"] == "succeeded" and set(op["hosts"]) == set(HOSTS)
+    assert models.holders("mistral:latest") == set(HOSTS)
+    bad = models.http.post("/models/pull", json={"model": "mistral", "hosts": ["nope"]})
+    assert bad.status_code == 400 and "nope" in bad.json()["error"]
+
+
+def test_official_client_pull_loop_copy_and_delete(models: Models) -> None:
+    with ollama.Client(host=models.api) as client:
+        official_client_round(models, client)
+
+
+def official_client_round(models: Models, client: ollama.Client) -> None:
+    seen = []
+    for progress in client.pull("qwen3", stream=True):
+        seen.append((progress.status, progress.digest, progress.total, progress.completed))
+    assert seen[0][0] == "pulling manifest" and seen[-1][0] == "success"
+    sizes = [(total, done) for status, digest, total, done in seen if digest]
+    assert sizes and sizes[-1][1] == sizes[-1][0] == 512 * 2**20  # one replica by default (CORRAL_PULL_REPLICAS)
+    assert len(models.holders("qwen3:latest")) == 1
+    assert client.pull("qwen3", stream=False).status == "success"
+    client.copy("qwen3", "qwen3-backup")
+    wait_for(lambda: models.holders("qwen3-backup:latest"), what="copy advertised")
+    client.delete("qwen3-backup")
+    assert models.holders("qwen3-backup:latest") == set()
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.delete("qwen3-backup")
+    assert missing.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as unknown:
+        for _ in client.pull("no-such-model", stream=True):
+            pass
+    assert "file does not exist" in unknown.value.error
+    with pytest.raises(ollama.ResponseError) as push:
+        client.push("qwen3")
+    assert push.value.status_code == 501
+
+
+def test_a_queued_job_starts_when_its_model_is_pulled(models: Models) -> None:
+    job = models.http.post("/jobs", json={"model": "gemma", "prompt": "hi", "wait": True}).json()
+    assert models.http.get(f"/jobs/{job['id']}").json()["status"] == "queued"
+    models.http.post("/models/pull", json={"model": "gemma", "hosts": ["wa"]})
+    done = wait_for(lambda: models.http.get(f"/jobs/{job['id']}").json()["status"] == "succeeded", timeout=20,
+                    what="the queued job ran")  # fmt: skip
+    assert done
+
+
+def test_delete_lets_the_running_job_finish_then_the_host_stops_taking_the_model(models: Models) -> None:
+    models.http.post("/models/pull", json={"model": "phi3", "all": True, "wait": True})
+    job = models.http.post("/jobs", json={"model": "phi3", "prompt": "x", "options": {"num_predict": 40}}).json()
+    running_on = wait_for(lambda: models.http.get(f"/jobs/{job['id']}").json().get("worker"), what="job running")
+    op = models.http.post("/models/delete", json={"model": "phi3", "hosts": [running_on], "wait": True}).json()
+    assert op["status"] == "succeeded"
+    assert models.http.get(f"/jobs/{job['id']}").json()["status"] == "succeeded"
+    assert "phi3:latest" not in models.disk(running_on)
+    assert running_on not in models.holders("phi3:latest")
+    after = models.http.post("/jobs", json={"model": "phi3", "prompt": "again"}).json()
+    ran = wait_for(lambda: models.http.get(f"/jobs/{after['id']}").json(), what="job after delete")
+    wait_for(lambda: models.http.get(f"/jobs/{after['id']}").json()["status"] == "succeeded", what="job ran")
+    assert models.http.get(f"/jobs/{after['id']}").json()["worker"] != running_on, ran
+
+
+def test_disk_full_and_cancel(models: Models) -> None:
+    op = models.http.post("/models/pull", json={"model": "big", "hosts": ["wb"], "wait": True}).json()
+    assert op["status"] == "failed" and "no space left on device" in op["hosts"]["wb"]["error"]
+    op = models.http.post("/models/pull", json={"model": "slow", "hosts": ["wb"]}).json()
+    wait_for(lambda: models.http.get(f"/models/ops/{op['id']}").json()["hosts"]["wb"].get("percent"),
+             what="download under way")  # fmt: skip
+    cancelled = models.http.delete(f"/models/ops/{op['id']}")
+    assert cancelled.status_code == 200
+    events = models.events(op["id"])
+    assert events[-1]["type"] == "cancelled"
+    assert "slow:latest" not in models.disk("wb")
+
+
+def test_two_pulls_of_one_model_on_one_host_coalesce(models: Models) -> None:
+    first = models.http.post("/models/pull", json={"model": "slow", "hosts": ["wa"]}).json()
+    second = models.http.post("/models/pull", json={"model": "slow", "hosts": ["wa"]}).json()
+    assert second["id"] == first["id"] and second["coalesced"] is True
+    assert models.events(first["id"])[-1]["type"] == "done"
+
