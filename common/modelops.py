@@ -118,9 +118,24 @@ async def add_event(
     await pipe.execute()
 
 
+async def watched(attempt: Any, *args: Any) -> bool:
+    """Run a WATCH/MULTI ``attempt`` again while another writer (a host's progress) touched the hash meanwhile."""
+    for _ in range(WATCH_TRIES):
+        try:
+            return bool(await attempt(*args))
+        except WatchError:
+            continue
+    raise WatchError(f"model operation {args[1]}: too many concurrent writes")
+
+
 async def end_host(
     r: Any, op_id: str, worker: str, status: str, ttl: int, error: str = "", model: str = ""
 ) -> bool:
+    """A host's share ended (see ``_end_host``)."""
+    return await watched(_end_host, r, op_id, worker, status, ttl, error, model)
+
+
+async def _end_host(r: Any, op_id: str, worker: str, status: str, ttl: int, error: str, model: str) -> bool:
     """A host's share ended (``status`` succeeded / failed / cancelled): its state, its task gone, and, when it was
     the last, the operation's status and terminal event. False when this host's share had already ended or moved
     (a worker presumed dead that came back writes nothing)."""

@@ -4,6 +4,7 @@ follows a pull or a delete, errors as Ollama gives them, cancel."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,16 +13,18 @@ import ollama
 import pytest
 
 from ..conftest import Fleet, own_fleet
-from ..support import wait_for
+from ..support import Child, wait_for
 
 pytestmark = pytest.mark.integration
 HOSTS = ("wa", "wb", "wc")
-REGISTRY = json.dumps({"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 1.0})
+REGISTRY = json.dumps({"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 4, "slow2": 4})
+RATE = 2000  # MiB/s: a 4 GB pull takes ~2 s
 
 
 class Models:
-    def __init__(self, fleet: Fleet, api: str, sims: dict[str, str]) -> None:
+    def __init__(self, fleet: Fleet, api: str, sims: dict[str, str], workers: dict[str, Child]) -> None:
         self.fleet = fleet
+        self.workers = workers
         self.api = api
         self.http = fleet.http(api)
         self.sims = sims
@@ -41,14 +44,14 @@ class Models:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
     with own_fleet(tmp_path_factory.mktemp("models")) as (_server, fleet):
-        sims = {}
+        sims, workers = {}, {}
         for worker in HOSTS:
-            sims[worker] = fleet.simulator("llama3:latest", registry=REGISTRY, pull_rate=2000, disk_gb=20,
+            sims[worker] = fleet.simulator("llama3:latest", registry=REGISTRY, pull_rate=RATE, disk_gb=20,
                                            tps=50)  # fmt: skip
-            fleet.worker(sims[worker], worker, wait_ready=False)
+            workers[worker] = fleet.worker(sims[worker], worker, wait_ready=False, model_op_replace_after=1.5)
         for worker in HOSTS:
             fleet.wait_worker(worker)
-        yield Models(fleet, fleet.api(), sims)
+        yield Models(fleet, fleet.api(), sims, workers)
 
 
 def test_pull_with_replicas_places_on_that_many_hosts_and_reports_progress(models: Models) -> None:
@@ -153,3 +156,43 @@ def test_two_pulls_of_one_model_on_one_host_coalesce(models: Models) -> None:
     assert second["id"] == first["id"] and second["coalesced"] is True
     assert models.events(first["id"])[-1]["type"] == "done"
 
+
+
+def percent(models: Models, op_id: str, worker: str) -> float:
+    return float(models.http.get(f"/models/ops/{op_id}").json()["hosts"][worker].get("percent") or 0)
+
+
+def test_a_worker_killed_mid_pull_resumes_it_when_it_comes_back(models: Models) -> None:
+    op = models.http.post("/models/pull", json={"model": "slow2", "hosts": ["wb"]}).json()
+    wait_for(lambda: percent(models, op["id"], "wb") >= 25, what="pull under way")
+    models.workers["wb"].kill()
+    at_kill = percent(models, op["id"], "wb")
+    killed_at = time.monotonic()
+    models.workers["wb"].start()
+    events = models.events(op["id"])
+    took = time.monotonic() - killed_at
+    assert events[-1]["type"] == "done", events[-1]
+    starts = [i for i, e in enumerate(events) if e.get("status") == "starting"]
+    assert len(starts) == 2  # the task ran again
+    resumed = next(e["percent"] for e in events[starts[1]:] if e.get("percent") is not None)
+    assert resumed >= at_kill > 0  # Ollama (the simulator) kept the partial download
+    print(f"\nkilled at {at_kill}%, resumed at {resumed}%, done {took:.1f}s after the kill")
+    assert "slow2:latest" in models.disk("wb")
+
+
+def test_a_dead_hosts_share_of_a_replicas_pull_goes_to_another_host(models: Models) -> None:
+    op = models.http.post("/models/pull", json={"model": "slow", "replicas": 1}).json()
+    (first,) = op["hosts"]
+    wait_for(lambda: percent(models, op["id"], first) > 0, what="pull under way")
+    models.workers[first].kill()
+    killed_at = time.monotonic()
+    try:
+        events = models.events(op["id"])
+        took = time.monotonic() - killed_at
+    finally:
+        models.workers[first].start()
+    moved = [e for e in events if e["type"] == "moved"]
+    assert events[-1]["type"] == "done" and len(moved) == 1 and moved[0]["worker"] == first
+    assert "slow:latest" in models.disk(moved[0]["to"])
+    print(f"\nre-placed from {first} to {moved[0]['to']}, done {took:.1f}s after the kill")
+    models.fleet.wait_worker(first)
