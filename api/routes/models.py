@@ -4,6 +4,7 @@ an admin key (``api.apikeys.required_scope``)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from corral.common import jsonfast, modelops
+from corral.common.errors import InvalidRequest
 
 from .. import modelops as ops
 from ..deps import PrincipalDep, RedisDep, SettingsDep
@@ -19,6 +21,7 @@ from ..wire import parse_json_object
 
 router = APIRouter(prefix="/models", tags=["models"])
 NDJSON = "application/x-ndjson"
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 async def run(request: Request, kind: str, principal: Any, client: Any, settings: Any) -> Response:
@@ -107,6 +110,8 @@ async def get_op(op_id: str, client: RedisDep) -> dict[str, Any]:
 @router.get("/ops/{op_id}/events")
 async def op_events(op_id: str, client: RedisDep, after: str = "0-0") -> Response:
     """The operation's events as NDJSON from stream id ``after``, live until it ends."""
+    if not STREAM_ID.fullmatch(after):
+        raise InvalidRequest("after: a stream id such as 1700000000000-0")
     await ops.get(client, op_id)
     return LeanStream(event_lines(client, op_id, after), media_type=NDJSON)
 

@@ -134,4 +134,4 @@ async def copy(request: Request) -> Response:
 @router.post("/api/push")
 async def push(request: Request) -> Response:
     """Refused: a push uploads one host's model to a registry, which a dispatcher cannot choose for you."""
-    return error(501, "push is not supported through Corral: run `ollama push` on a host that has the model")
+    return error(400, "push is not supported through Corral: run `ollama push` on a host that has the model")
