@@ -4,6 +4,7 @@ corral up | api | worker | redis | simulate          start parts
 corral submit MODEL PROMPT [--stream] | submit MODEL --file F | status ID | watch ID | cancel ID | jobs
 corral workers | queues | drain WORKER
 corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
+corral models pull MODEL [--hosts A,B | --all | --replicas N] | rm MODEL | cp SRC DST | load MODEL | ls | ops
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from corral.common.settings import Settings
 
 from . import keys as key_commands
+from . import models as model_commands
 from .jobs import cmd_submit_batch, cmd_watch
 from .remote import cmd_get, cmd_submit, jobs_query
 from .stack import DEMO_OLLAMA_PORT, cmd_api, cmd_redis, cmd_up, cmd_worker
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
     key_commands.add_parser(sub)
+    model_commands.add_parser(sub)
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         "worker": cmd_worker,
         "redis": cmd_redis,
         "keys": key_commands.cmd_keys,
+        "models": model_commands.cmd_models,
         "submit": cmd_submit_batch if getattr(args, "file", None) is not None else cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "watch": cmd_watch,

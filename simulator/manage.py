@@ -66,7 +66,8 @@ class Downloads:
         size = pull_size(self.sim, model)
         check_disk(self.sim, model, size)
         rate = self.sim.config.pull_rate_mbps * 1024**2
-        done = min(self.partial.get(model, 0), size)
+        have = self.sim.disk.get(model)
+        done = size if have is not None and have.size == size else min(self.partial.get(model, 0), size)
         status = f"pulling {digest[7:19]}"
         yield {"status": status, "digest": digest, "total": size, "completed": done}
         while done < size:

@@ -17,7 +17,9 @@ from ..support import Child, wait_for
 
 pytestmark = pytest.mark.integration
 HOSTS = ("wa", "wb", "wc")
-REGISTRY = json.dumps({"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 4, "slow2": 4})
+REGISTRY = json.dumps(
+    {"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 4, "slow2": 4}
+)
 RATE = 2000  # MiB/s: a 4 GB pull takes ~2 s
 
 
@@ -94,7 +96,9 @@ def official_client_round(models: Models, client: ollama.Client) -> None:
         seen.append((progress.status, progress.digest, progress.total, progress.completed))
     assert seen[0][0] == "pulling manifest" and seen[-1][0] == "success"
     sizes = [(total, done) for status, digest, total, done in seen if digest]
-    assert sizes and sizes[-1][1] == sizes[-1][0] == 512 * 2**20  # one replica by default (CORRAL_PULL_REPLICAS)
+    assert (
+        sizes and sizes[-1][1] == sizes[-1][0] == 512 * 2**20
+    )  # one replica by default (CORRAL_PULL_REPLICAS)
     assert len(models.holders("qwen3:latest")) == 1
     assert client.pull("qwen3", stream=False).status == "success"
     client.copy("qwen3", "qwen3-backup")
@@ -124,9 +128,15 @@ def test_a_queued_job_starts_when_its_model_is_pulled(models: Models) -> None:
 
 def test_delete_lets_the_running_job_finish_then_the_host_stops_taking_the_model(models: Models) -> None:
     models.http.post("/models/pull", json={"model": "phi3", "all": True, "wait": True})
-    job = models.http.post("/jobs", json={"model": "phi3", "prompt": "x", "options": {"num_predict": 40}}).json()
-    running_on = wait_for(lambda: models.http.get(f"/jobs/{job['id']}").json().get("worker"), what="job running")
-    op = models.http.post("/models/delete", json={"model": "phi3", "hosts": [running_on], "wait": True}).json()
+    job = models.http.post(
+        "/jobs", json={"model": "phi3", "prompt": "x", "options": {"num_predict": 40}}
+    ).json()
+    running_on = wait_for(
+        lambda: models.http.get(f"/jobs/{job['id']}").json().get("worker"), what="job running"
+    )
+    op = models.http.post(
+        "/models/delete", json={"model": "phi3", "hosts": [running_on], "wait": True}
+    ).json()
     assert op["status"] == "succeeded"
     assert models.http.get(f"/jobs/{job['id']}").json()["status"] == "succeeded"
     assert "phi3:latest" not in models.disk(running_on)
@@ -157,7 +167,6 @@ def test_two_pulls_of_one_model_on_one_host_coalesce(models: Models) -> None:
     assert models.events(first["id"])[-1]["type"] == "done"
 
 
-
 def percent(models: Models, op_id: str, worker: str) -> float:
     return float(models.http.get(f"/models/ops/{op_id}").json()["hosts"][worker].get("percent") or 0)
 
@@ -174,7 +183,7 @@ def test_a_worker_killed_mid_pull_resumes_it_when_it_comes_back(models: Models) 
     assert events[-1]["type"] == "done", events[-1]
     starts = [i for i, e in enumerate(events) if e.get("status") == "starting"]
     assert len(starts) == 2  # the task ran again
-    resumed = next(e["percent"] for e in events[starts[1]:] if e.get("percent") is not None)
+    resumed = next(e["percent"] for e in events[starts[1] :] if e.get("percent") is not None)
     assert resumed >= at_kill > 0  # Ollama (the simulator) kept the partial download
     print(f"\nkilled at {at_kill}%, resumed at {resumed}%, done {took:.1f}s after the kill")
     assert "slow2:latest" in models.disk("wb")

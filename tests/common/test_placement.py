@@ -54,7 +54,10 @@ def test_delete_copy_and_load_go_only_where_the_model_is() -> None:
 
 
 def test_load_prefers_hosts_where_the_model_is_warm_and_exclude_skips_hosts() -> None:
-    views = [HostView("a", models=frozenset({"m"})), HostView("b", models=frozenset({"m"}), loaded=frozenset({"m"}))]
+    views = [
+        HostView("a", models=frozenset({"m"})),
+        HostView("b", models=frozenset({"m"}), loaded=frozenset({"m"})),
+    ]
     assert place(views, "load", "m", Placement(replicas=1)) == ["b"]
     assert place(views, "pull", "m", Placement(replicas=1), exclude={"a"}) == ["b"]
     with pytest.raises(InvalidRequest):

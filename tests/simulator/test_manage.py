@@ -31,7 +31,9 @@ def test_pull_streams_ollama_progress_at_the_download_rate() -> None:
         assert len(layers) == 12  # 1 GiB at 1 GiB/s: the first at 0, a line per 0.1 s, the rounding remainder
         assert [x["completed"] for x in layers][:3] == [0, 107374182, 214748364]
         assert layers[-1]["completed"] == layers[-1]["total"] == GIB
-        assert str(layers[0]["status"]).startswith("pulling ") and str(layers[0]["digest"]).startswith("sha256:")
+        assert str(layers[0]["status"]).startswith("pulling ") and str(layers[0]["digest"]).startswith(
+            "sha256:"
+        )
         assert [x["status"] for x in out[-4:]] == ["verifying sha256 digest", "writing manifest",
                                                   "removing any unused layers", "success"]  # fmt: skip
         assert "phi3:latest" in c.get("/sim/stats").json()["disk"]
@@ -66,7 +68,9 @@ def test_delete_copy_and_create() -> None:
         assert c.post("/api/copy", json={"source": "nope", "destination": "x"}).status_code == 404
         created = lines(c.post("/api/create", json={"model": "made", "from": "mine"}))
         assert created[-1] == {"status": "success"}
-        assert c.post("/api/create", json={"model": "x", "from": "nope"}).json() == {"error": "model 'nope' not found"}
+        assert c.post("/api/create", json={"model": "x", "from": "nope"}).json() == {
+            "error": "model 'nope' not found"
+        }
         assert {"mine:latest", "made:latest"} <= set(c.get("/sim/stats").json()["disk"])
         assert c.request("DELETE", "/api/delete", json={"model": "mine"}).status_code == 200
         gone = c.request("DELETE", "/api/delete", json={"model": "mine"})
