@@ -4,6 +4,8 @@ follows a pull or a delete, errors as Ollama gives them, cancel."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,8 +14,10 @@ import httpx
 import ollama
 import pytest
 
+from corral import Client
+
 from ..conftest import Fleet, own_fleet
-from ..support import Child, wait_for
+from ..support import Child, base_env, wait_for
 
 pytestmark = pytest.mark.integration
 HOSTS = ("wa", "wb", "wc")
@@ -165,6 +169,28 @@ def test_two_pulls_of_one_model_on_one_host_coalesce(models: Models) -> None:
     second = models.http.post("/models/pull", json={"model": "slow", "hosts": ["wa"]}).json()
     assert second["id"] == first["id"] and second["coalesced"] is True
     assert models.events(first["id"])[-1]["type"] == "done"
+
+
+def test_cli_client_load_and_create(models: Models) -> None:
+    env = {**base_env(models.fleet.redis_url), "CORRAL_API": models.api}
+    out = subprocess.run([sys.executable, "-m", "corral", "models", "pull", "mistral", "--hosts", "wb"], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "wb  mistral:latest  [########################] 100.0%" in out.stdout and "succeeded in" in out.stdout
+    listing = subprocess.run([sys.executable, "-m", "corral", "models", "ls"], env=env, capture_output=True,
+                             text=True, timeout=60).stdout  # fmt: skip
+    assert any(line.startswith("mistral:latest") and "wb" in line for line in listing.splitlines()), listing
+    with Client(models.api) as client:
+        op = client.models.load("mistral", replicas=1, keep_alive="10m")
+        assert op["status"] == "succeeded"
+        (warm,) = op["hosts"]
+        assert "mistral:latest" in httpx.get(models.sims[warm] + "/sim/stats").json()["loaded"]
+        wait_for(lambda: any(h["loaded"] for m in client.models.list() if m["name"] == "mistral:latest"
+                             for h in m["hosts"] if h["worker"] == warm), what="warm in the heartbeat")  # fmt: skip
+    with models.http.stream("POST", "/api/create", json={"model": "mine", "from": "mistral"}) as response:
+        lines = [json.loads(x) for x in response.iter_lines() if x.strip()]
+    assert lines[-1] == {"status": "success"} and {"status": "using existing layers"} in lines
+    assert models.holders("mine:latest")
 
 
 def percent(models: Models, op_id: str, worker: str) -> float:
