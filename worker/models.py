@@ -55,10 +55,16 @@ class Models:
         self.recent: dict[str, float] = {}  # model -> when this worker last started one of its jobs
         self.claimed: set[str] = set()  # models this worker has told the pop it has loaded
         self.withheld: set[str] = set()  # models being deleted: no longer served (worker/modelops.py)
+        # one read of the lists at a time: a read begun before a pull ended never lands after one begun after it
+        self.reading = asyncio.Lock()
         self.capacity = Capacity(capacity)
 
     async def refresh(self) -> None:
         """Read /api/tags and /api/ps; on failure keep the last list and mark this host unhealthy."""
+        async with self.reading:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         try:
             tags = await self.backend.list_models()
             asked = time.monotonic()

@@ -22,7 +22,7 @@ from ..support import Child, base_env, wait_for
 pytestmark = pytest.mark.integration
 HOSTS = ("wa", "wb", "wc")
 REGISTRY = json.dumps(
-    {"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 4, "slow2": 4}
+    {"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 4, "slow2": 4, "slow3": 4}
 )
 RATE = 2000  # MiB/s: a 4 GB pull takes ~2 s
 
@@ -176,7 +176,9 @@ def test_cli_client_load_and_create(models: Models) -> None:
     out = subprocess.run([sys.executable, "-m", "corral", "models", "pull", "mistral", "--hosts", "wb"], env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "wb  mistral:latest  [########################] 100.0%" in out.stdout and "succeeded in" in out.stdout
+    assert (
+        "wb  mistral:latest  [########################] 100.0%" in out.stdout and "succeeded in" in out.stdout
+    )
     listing = subprocess.run([sys.executable, "-m", "corral", "models", "ls"], env=env, capture_output=True,
                              text=True, timeout=60).stdout  # fmt: skip
     assert any(line.startswith("mistral:latest") and "wb" in line for line in listing.splitlines()), listing
@@ -216,7 +218,7 @@ def test_a_worker_killed_mid_pull_resumes_it_when_it_comes_back(models: Models) 
 
 
 def test_a_dead_hosts_share_of_a_replicas_pull_goes_to_another_host(models: Models) -> None:
-    op = models.http.post("/models/pull", json={"model": "slow", "replicas": 1}).json()
+    op = models.http.post("/models/pull", json={"model": "slow3", "replicas": 1}).json()
     (first,) = op["hosts"]
     wait_for(lambda: percent(models, op["id"], first) > 0, what="pull under way")
     models.workers[first].kill()
@@ -228,6 +230,6 @@ def test_a_dead_hosts_share_of_a_replicas_pull_goes_to_another_host(models: Mode
         models.workers[first].start()
     moved = [e for e in events if e["type"] == "moved"]
     assert events[-1]["type"] == "done" and len(moved) == 1 and moved[0]["worker"] == first
-    assert "slow:latest" in models.disk(moved[0]["to"])
+    assert "slow3:latest" in models.disk(moved[0]["to"])
     print(f"\nre-placed from {first} to {moved[0]['to']}, done {took:.1f}s after the kill")
     models.fleet.wait_worker(first)
