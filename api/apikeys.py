@@ -5,7 +5,8 @@ hash is enough: there is nothing to brute-force). A key's public **id** is the f
 it names the key in job records (``owner``), logs and ``corral keys list`` without revealing it.
 
 Scopes nest: ``read`` ⊂ ``submit`` ⊂ ``admin``. ``read`` reads jobs and the fleet, ``submit`` also creates and
-cancels jobs, ``admin`` also drains workers and sees every key's jobs.
+cancels jobs, ``admin`` also drains workers, sees every key's jobs and manages models (pull, delete, copy, create,
+load: ``/models`` writes and Ollama's ``/api/pull`` …).
 """
 
 from __future__ import annotations
@@ -130,16 +131,23 @@ ADMIN_PATHS = (
     re.compile(r"/workers/[^/]+/drain/?"),
     re.compile(r"/admin(/.*)?"),
     re.compile(r"/hosts(/.*)?"),
+    re.compile(r"/api/(pull|delete|copy|create|push)/?"),
 )
+# model management changes what every host has: admin for any write under /models (reading it needs ``read``)
+ADMIN_WRITE_PREFIX = "/models"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def required_scope(method: str, path: str) -> Scope | None:
     """The scope a request path needs; None for the public probes. Reads need ``read``, every other method
-    ``submit``, the paths in ``ADMIN_PATHS`` ``admin``."""
+    ``submit``, the paths in ``ADMIN_PATHS`` and writes under ``/models`` ``admin``."""
     if path in PUBLIC_PATHS:
         return None
     if any(pattern.fullmatch(path) for pattern in ADMIN_PATHS):
+        return Scope.ADMIN
+    if method not in READ_METHODS and (
+        path == ADMIN_WRITE_PREFIX or path.startswith(ADMIN_WRITE_PREFIX + "/")
+    ):
         return Scope.ADMIN
     return Scope.READ if method in READ_METHODS else Scope.SUBMIT
 

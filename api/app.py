@@ -27,7 +27,7 @@ from .body import add_body_schemas
 from .bus import ChunkHub
 from .fastlane import FastLane, fast_routes
 from .limits import BodyLimit
-from .routes import dashboard, fleet, hosts, jobs, metrics, ollama_api, openai_api
+from .routes import dashboard, fleet, hosts, jobs, metrics, models, ollama_api, ollama_models, openai_api
 
 log = logging.getLogger("corral.api")
 
@@ -110,6 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
         hosts.router,
         ollama_api.router,
         openai_api.router,
+        models.router,
+        ollama_models.router,
     )
     for router in routers:
         app.include_router(router)

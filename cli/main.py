@@ -8,6 +8,7 @@ corral hosts add URL [--name N] [--token T] [--kind K] [--slots S] | hosts ls | 
 corral fleet [--host URL …]                        one process serving every registered host
 corral keys create --scope read|submit|admin [--name N] [--rate R] [--max-jobs M] | keys list | keys revoke ID
 corral config [--json]                              the effective settings; --config PATH on every command
+corral models pull MODEL [--hosts A,B | --all | --replicas N] | rm MODEL | cp SRC DST | load MODEL | ls | ops
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from . import config as config_commands
 from . import failures
 from . import hosts as host_commands
 from . import keys as key_commands
+from . import models as model_commands
 from .jobs import cmd_submit_batch, cmd_watch
 from .lifeline import tie_to_parent
 from .remote import api_base, cmd_get, cmd_submit, jobs_query
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
     key_commands.add_parser(sub)
     host_commands.add_parsers(sub)
+    model_commands.add_parser(sub)
     for name, helptext in (
         ("submit", "submit a job"),
         ("status", "show a job"),
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         "hosts": host_commands.cmd_hosts,
         "fleet": host_commands.cmd_fleet,
         "config": config_commands.cmd_config,
+        "models": model_commands.cmd_models,
         "submit": cmd_submit_batch if getattr(args, "file", None) is not None else cmd_submit,
         "status": lambda a, s: cmd_get(a, s, "GET", f"/jobs/{a.id}"),
         "watch": cmd_watch,

@@ -22,6 +22,7 @@ import httpx
 from corral.common.schemas import JobView
 
 from .handles import JobHandle, is_last
+from .models import ModelOps
 from .protocol import (
     BATCH_SIZE,
     NDJSON,
@@ -85,6 +86,7 @@ class Client:
                  transport: httpx.BaseTransport | None = None):  # fmt: skip
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self.models = ModelOps(self.http)  # pull, delete, copy, create, load (docs/models.md)
 
     def __enter__(self) -> Client:
         return self

@@ -159,3 +159,24 @@ def parked_key(model: str) -> str:
 
 def park_key(worker_id: str) -> str:
     return PARK_PREFIX + worker_id
+
+
+# -- model management (docs/models.md) ------------------------------------------------------------------------------
+MODEL_OPS = "corral:modelops"  # zset: model operation id -> creation time (GET /models/ops, the dashboard)
+MODEL_PULLING = "corral:modelops:pulling"  # hash "<worker>|<model>" -> the operation pulling that model there
+MODEL_OPS_LOCK = "corral:modelops:lock"  # string + PX: the worker that re-places the tasks of dead hosts
+
+
+def model_op_key(op_id: str) -> str:
+    """Hash of one model operation (pull, delete, copy, create, load): its hosts and each host's state."""
+    return f"corral:modelop:{op_id}"
+
+
+def model_op_events_key(op_id: str) -> str:
+    """Stream of a model operation's events (progress per host, the end), capped, kept as long as the hash."""
+    return f"corral:modelop:{op_id}:events"
+
+
+def model_tasks_key(worker_id: str) -> str:
+    """List of the model tasks (JSON) waiting for one worker, oldest first; a task leaves it when done."""
+    return f"corral:modeltasks:{worker_id}"

@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     max_batch: int = Field(1000, ge=1, le=100_000, description="jobs per POST /jobs/batch")
     janitor_interval: float = Field(1.0, gt=0, description="seconds between janitor passes")
     max_retries: int = Field(3, ge=0, description="re-queues after a worker died before a job fails")
+    pull_replicas: int = Field(
+        1,
+        ge=0,
+        description="hosts a drop-in POST /api/pull puts a model on when it names none; 0 = every host",
+    )
+    model_op_replace_after: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a dead host keeps its share of a replicas pull before another host gets it",
+    )
     result_ttl: int = Field(86400, ge=1, description="seconds a finished job and its events are kept")
     events_maxlen: int = Field(10000, ge=100, description="cap of a job's replay stream")
     max_prompt_bytes: int = Field(1_048_576, ge=1, description="prompt + system + messages text, bytes")

@@ -2,8 +2,8 @@
 
 It speaks what a Corral worker and Ollama's own clients use: NDJSON streaming ``/api/generate`` and ``/api/chat``,
 ``/api/embed``, ``/api/embeddings``, ``/api/tags``, ``/api/ps``, ``/api/show``, ``/api/version``, ``/api/pull``,
-``/api/delete``, ``GET|HEAD /`` and Ollama's error bodies, plus ``GET /sim/stats`` (counters: requests, model
-loads and unloads, what is loaded) for tests and benchmarks.
+``/api/delete``, ``/api/copy``, ``/api/create`` (``manage``), ``GET|HEAD /`` and Ollama's error bodies, plus
+``GET /sim/stats`` (counters: requests, model loads and unloads, what is loaded) for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from .generation import Generation, details, digest, ns
+from .manage import Downloads, disk_stats
 from .model import (
     VERSION,
     ApiError,
@@ -75,7 +76,13 @@ def stats_route(sim: Simulator) -> Any:
         now = time.monotonic()
         history = [[round(now - t, 3), kind, name] for t, kind, name in sim.history]
         return JSONResponse(
-            {**sim.stats, "loaded": sorted(sim.loaded), "disk": sorted(sim.disk), "history": history}
+            {
+                **sim.stats,
+                "loaded": sorted(sim.loaded),
+                "disk": sorted(sim.disk),
+                "history": history,
+                **disk_stats(sim),
+            }
         )
 
     return stats
@@ -240,23 +247,10 @@ class OllamaFront:
         spec = self.sim.spec(body["model"], kind="embed")
         return JSONResponse({"embedding": embedding_of(body.get("prompt") or "", spec.dims)})
 
-    async def pull(self, request: Request) -> Response:
-        body = await read_body(request)
-        name = body.get("model") or body["name"]
-        self.sim.disk[normalise(name)] = ModelSpec(name=normalise(name), embedding="embed" in name)
-        return JSONResponse({"status": "success"})
-
-    async def delete(self, request: Request) -> Response:
-        body = await read_body(request)
-        name = normalise(body.get("model") or body["name"])
-        if self.sim.disk.pop(name, None) is None:
-            return error(404, f"model '{name}' not found")
-        self.sim.loaded.pop(name, None)
-        return Response(status_code=200)
-
 
 def build_app(config: SimConfig) -> Starlette:
     front = OllamaFront(config)
+    downloads = Downloads(front.sim)
     stats = stats_route(front.sim)
 
     def guarded(handler: Any) -> Any:
@@ -272,8 +266,10 @@ def build_app(config: SimConfig) -> Starlette:
         Route("/api/chat", guarded(front.chat), methods=["POST"]),
         Route("/api/embed", guarded(front.embed), methods=["POST"]),
         Route("/api/embeddings", guarded(front.embeddings), methods=["POST"]),
-        Route("/api/pull", guarded(front.pull), methods=["POST"]),
-        Route("/api/delete", guarded(front.delete), methods=["DELETE"]),
+        Route("/api/pull", guarded(downloads.pull), methods=["POST"]),
+        Route("/api/delete", guarded(downloads.delete), methods=["DELETE"]),
+        Route("/api/copy", guarded(downloads.copy), methods=["POST"]),
+        Route("/api/create", guarded(downloads.create), methods=["POST"]),
         Route("/sim/stats", stats, methods=["GET"]),
         Route("/_sim/stats", stats, methods=["GET"]),  # the old name
     ]

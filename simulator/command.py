@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=1.0, help="multiplies every delay (0 = instant)")
     p.add_argument("--min-tokens", type=int, default=0, help="pad every reply to this many tokens")
     p.add_argument("--speed", type=float, default=1.0, help="host speed: multiplies tokens/s, divides delays")
+    p.add_argument("--disk-gb", type=float, default=1000.0, help="disk capacity for pulled models")
+    p.add_argument(
+        "--pull-rate", type=float, default=1000.0, help="download rate of a pull, MiB/s (0 = instant)"
+    )
+    p.add_argument("--pull-size-gb", type=float, default=2.0, help="size of a pulled model")
+    p.add_argument("--registry", default="",
+                   help='JSON model -> size (GB) a pull finds, e.g. {"phi3": 2.2}; others are unknown (default: '
+                   "any name)")  # fmt: skip
     p.add_argument(
         "--specs",
         default="",
@@ -51,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
+
+
+def parse_registry(text: str) -> dict[str, float] | None:
+    return {normalise(k): float(v) for k, v in json.loads(text).items()} if text else None
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -80,6 +92,12 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         time_scale=args.time_scale,
         min_tokens=args.min_tokens,
         speed=args.speed,
+        disk_gb=args.disk_gb,
+        pull_rate_mbps=args.pull_rate,
+        pull_size_gb=args.pull_size_gb,
+        registry={normalise(k): float(v) for k, v in json.loads(args.registry).items()}
+        if args.registry
+        else None,
     )
 
 

@@ -54,6 +54,10 @@ class SimConfig:
     speed: float = 1.0  # this host's speed: tokens/s times it, load and first-token delays divided by it
     time_scale: float = 1.0
     min_tokens: int = 0
+    disk_gb: float = 1000.0  # the disk models are pulled to
+    pull_rate_mbps: float = 1000.0  # download rate of a pull, MiB/s (0 = instant)
+    pull_size_gb: float = 2.0  # size of a pulled model when no registry is given
+    registry: dict[str, float] | None = None  # model -> size (GB) that a pull finds; None: any name
 
 
 def now_rfc3339() -> str:

@@ -34,6 +34,7 @@ class Control:
         dispatcher: Dispatcher,
         jobs: Jobs,
         drain: Callable[[], None],
+        more: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.redis = redis
@@ -41,6 +42,7 @@ class Control:
         self.dispatcher = dispatcher
         self.jobs = jobs
         self.drain = drain
+        self.more = more  # other commands (model tasks): True when it took the message
         self.job_timeout = dispatcher.store.limits.job_timeout
 
     def channels(self) -> set[str]:
@@ -80,6 +82,8 @@ class Control:
             job_id = str(command.get("cancel", ""))
             if "dispatch" in command:
                 self.dispatcher.on_handed(decode_popped(command["dispatch"], self.job_timeout))
+                return
+            if self.more is not None and self.more(command):
                 return
         except (ValueError, AttributeError, TypeError, IndexError):
             return

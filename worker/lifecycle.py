@@ -32,6 +32,7 @@ from .dispatch import Dispatcher
 from .execute import JobRunner
 from .heartbeat import Heartbeat
 from .jobs import Jobs
+from .modelops import ModelTasks
 from .models import Models
 from .reconcile import Reconcile
 
@@ -74,9 +75,9 @@ class Worker:
         self.reconcile = Reconcile(
             self.store, self.id, lambda: set(self.jobs.active) | self.dispatcher.holding()
         )
-        self.control = Control(
-            settings.redis_url, self.redis, self.id, self.dispatcher, self.jobs, self.drain
-        )
+        self.model_tasks = ModelTasks(self.redis, settings, self.backend, self.models, self.heartbeat.beat)
+        self.control = Control(settings.redis_url, self.redis, self.id, self.dispatcher, self.jobs, self.drain,
+                               self.model_tasks.on_control)  # fmt: skip
 
     async def recover_own_jobs(self) -> None:
         """Jobs a previous life of this worker id left in flight go back to the front of their queues."""
@@ -99,7 +100,8 @@ class Worker:
         await self.heartbeat.beat()
         sync_client, janitor_stop = self.start_janitor()
         helpers = [asyncio.create_task(self.heartbeat.run()), asyncio.create_task(self.control.listen()),
-                   asyncio.create_task(self.reconcile.run(self.settings.heartbeat_interval))]  # fmt: skip
+                   asyncio.create_task(self.reconcile.run(self.settings.heartbeat_interval)),
+                   asyncio.create_task(self.model_tasks.run())]  # fmt: skip
         log.info("worker %s up: %s %s, %d slots", self.id, self.backend.kind, self.settings.engine_display_url,
                  self.settings.worker_slots)  # fmt: skip
         try:
@@ -133,6 +135,7 @@ class Worker:
             if await self.reconcile.release(set(self.jobs.active)):
                 await registry.deregister_async(self.redis, self.id, self.models.names)
         await self.backend.close()
+        await self.model_tasks.close()
         await self.close_redis()
 
     async def close_redis(self) -> None:

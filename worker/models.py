@@ -54,10 +54,17 @@ class Models:
         self.running: Counter[str] = Counter()  # model -> jobs of it running here
         self.recent: dict[str, float] = {}  # model -> when this worker last started one of its jobs
         self.claimed: set[str] = set()  # models this worker has told the pop it has loaded
+        self.withheld: set[str] = set()  # models being deleted: no longer served (worker/modelops.py)
+        # one read of the lists at a time: a read begun before a pull ended never lands after one begun after it
+        self.reading = asyncio.Lock()
         self.capacity = Capacity(capacity)
 
     async def refresh(self) -> None:
         """Read /api/tags and /api/ps; on failure keep the last list and mark this host unhealthy."""
+        async with self.reading:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         try:
             tags = await self.backend.list_models()
             asked = time.monotonic()
@@ -77,7 +84,7 @@ class Models:
                 mapping[normalise_model(name)] = name
             except Exception:  # a name Corral cannot queue is skipped, not fatal
                 log.warning("skipping model with unusable name %r", name)
-        names = sorted(mapping)
+        names = sorted(set(mapping) - self.withheld)
         if names != self.names:
             log.info("models: %s", ", ".join(names) or "(none)")
         if self.down:

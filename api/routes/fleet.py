@@ -67,15 +67,19 @@ async def drain_worker(worker_id: str, client: RedisDep) -> dict[str, str]:
 
 @router.get("/models")
 async def models(client: RedisDep, settings: SettingsDep) -> dict[str, Any]:
-    """The models the live fleet has: how many workers hold each, how many have it loaded, queue depth."""
+    """The models the live fleet has: how many workers hold each, how many have it loaded, queue depth, and
+    ``hosts``: each worker that has it, loaded or on disk, its size there."""
     table: dict[str, dict[str, Any]] = {}
     for worker in await list_workers(client, settings.heartbeat_ttl):
         if not worker["alive"] or worker.get("state") != "active":
             continue
+        sizes = {str(t.get("name")): int(t.get("size") or 0) for t in worker.get("tags") or []}
         for name in worker["models"]:
-            row = table.setdefault(name, {"name": name, "workers": 0, "loaded": 0, "queued": 0})
+            row = table.setdefault(name, {"name": name, "workers": 0, "loaded": 0, "queued": 0, "hosts": []})
             row["workers"] += 1
             row["loaded"] += name in worker["loaded"]
+            size = sizes.get(name, sizes.get(name.removesuffix(":latest"), 0))
+            row["hosts"].append({"worker": worker["id"], "loaded": name in worker["loaded"], "size": size})
     pipe = client.pipeline(transaction=False)
     for name in table:
         pipe.llen(keys.queue_key(name))

@@ -160,6 +160,17 @@ class HttpPool:
             except ValueError as exc:
                 raise BackendUnavailable(f"backend at {self.url}: not JSON: {raw[:200]!r}") from exc
 
+    async def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        """One request and its raw answer (Ollama's delete and copy answer 200 with an empty body)."""
+        async with self._client() as client:
+            try:
+                async with asyncio.timeout(self.connection.read_timeout_for(stream=False)):
+                    response = await client.request(method, path, body)
+            except (TransportError, TimeoutError) as exc:
+                raise BackendUnavailable(f"backend at {self.url} unreachable: {describe(exc)}") from exc
+            await raise_for_status(response)
+            return bytes(await response.read())
+
     @asynccontextmanager
     async def stream(
         self, path: str, body: dict[str, Any], early: Early | None = None
