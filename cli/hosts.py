@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from corral.common.hosts import HostSpec
+from corral.common.hosts import HostSpec, configured_hosts
 from corral.common.settings import Settings
 
 from .remote import api_client, fail
@@ -121,9 +121,12 @@ def cmd_fleet(args: argparse.Namespace, settings: Settings) -> int:
     from .stack import setup_logging
 
     try:
-        hosts = [HostSpec(url=url) for url in args.hosts]
+        hosts = [HostSpec(url=url) for url in args.hosts] + configured_hosts(settings)
     except ValidationError as exc:
         print(f"corral fleet: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"corral fleet: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings)
     run_fleet(settings, hosts)

@@ -185,7 +185,7 @@ def start_simulator(
 ) -> None:
     """The Ollama simulator when no engine answers (or ``--demo``), on ``--sim-port`` or a free port."""
     engine = urlparse(settings.engine_url)
-    if getattr(args, "hosts", None):  # `--host URL`: the fleet serves those engines, no local one
+    if getattr(args, "hosts", None) or settings.hosts:  # hosts by URL: the fleet serves them, no local engine
         return
     if not (args.demo or not port_open(engine.hostname or "127.0.0.1", engine.port or 11434)):
         return
@@ -214,7 +214,7 @@ def start_parts(args: argparse.Namespace, settings: Settings, children: Children
     start_simulator(args, settings, children, signals, env)
     children.spawn("api", ["api"], env)
     hosts = getattr(args, "hosts", None) or []
-    if hosts:
+    if hosts or settings.hosts:  # the fleet also reads the config file's [[hosts]] itself
         children.spawn("fleet", ["fleet", *(f"--host={url}" for url in hosts)], env)
     else:
         children.spawn("worker", ["worker"], env)

@@ -6,7 +6,7 @@ Which file: ``CORRAL_CONFIG`` (``corral --config PATH`` sets it), else ``./corra
 ignored. Every setting is also accepted at the top level under its own name (``worker_slots = 8``).
 
 Sections are tables of scalars (``SECTIONS``); a section that is a list of tables (``[[name]]``) maps onto one
-setting whole, through ``LIST_SECTIONS`` (none yet).
+setting whole, through ``LIST_SECTIONS`` (``[[hosts]]``).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "max_messages": "max_messages",
         "max_image_bytes": "max_image_bytes",
     },
+    "models": {"pull_replicas": "pull_replicas", "replace_after": "model_op_replace_after"},
     "retention": {
         "result_ttl": "result_ttl",
         "history_ttl": "history_ttl",
@@ -92,8 +93,23 @@ SECTIONS: dict[str, dict[str, str]] = {
     "log": {"level": "log_level", "format": "log_format", "access": "log_access"},
     "cli": {"api_key": "api_key", "api_url": "api_url"},
 }
+
+
+def _hosts(path: Path, section: str, tables: list[dict[str, Any]]) -> Any:
+    """``[[hosts]]``: engines a fleet process serves (``common.hosts.HostSpec``'s fields, checked in full by
+    ``configured_hosts`` when the fleet starts); the setting keeps them as JSON."""
+    for index, table in enumerate(tables):
+        if not isinstance(table, dict) or not isinstance(table.get("url"), str):
+            raise ConfigError(
+                f"{path}: [[{section}]] entry {index + 1} needs a url", path=str(path), key=section
+            )
+    return json.dumps(tables)
+
+
 # section -> the setting a list of tables (``[[section]]``) becomes, and how each table is checked
-LIST_SECTIONS: dict[str, tuple[str, Callable[[Path, str, list[dict[str, Any]]], Any]]] = {}
+LIST_SECTIONS: dict[str, tuple[str, Callable[[Path, str, list[dict[str, Any]]], Any]]] = {
+    "hosts": ("hosts", _hosts)
+}
 
 
 def _joined(value: Any) -> Any:

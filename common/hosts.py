@@ -148,6 +148,19 @@ def hosts_from_config(entries: Iterable[Mapping[str, Any]]) -> list[HostSpec]:
     return hosts
 
 
+def configured_hosts(settings: Any) -> list[HostSpec]:
+    """The hosts of the ``hosts`` setting (the config file's ``[[hosts]]``, or a JSON list in ``CORRAL_HOSTS``)."""
+    if settings.hosts is None:
+        return []
+    try:
+        entries = json.loads(settings.hosts.get_secret_value())
+    except ValueError:
+        raise ValueError("CORRAL_HOSTS: not a JSON list of host tables") from None
+    if not isinstance(entries, list):
+        raise ValueError("CORRAL_HOSTS: not a JSON list of host tables")
+    return hosts_from_config(entries)
+
+
 async def register_hosts(redis: Any, hosts: Iterable[HostSpec]) -> list[str]:
     """Register (or replace) hosts, in one transaction, and tell the fleet processes; returns their names. The
     entry point for hosts from the CLI, the API, ``corral fleet --host`` and the configuration file."""
@@ -199,6 +212,7 @@ async def load_hosts(redis: Any) -> dict[str, HostSpec]:
 __all__ = [
     "CHANGED",
     "HostSpec",
+    "configured_hosts",
     "default_name",
     "hosts_from_config",
     "load_hosts",

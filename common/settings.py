@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds a dead host keeps its share of a replicas pull before another host gets it",
     )
+    hosts: SecretStr | None = Field(
+        None,
+        description="engines `corral fleet` and `corral up` serve by URL: the config file's [[hosts]] tables, or a "
+        "JSON list of them (url, name, kind, slots, token, ...)",
+    )
     result_ttl: int = Field(86400, ge=1, description="seconds a finished job and its events are kept")
     events_maxlen: int = Field(10000, ge=100, description="cap of a job's replay stream")
     max_prompt_bytes: int = Field(1_048_576, ge=1, description="prompt + system + messages text, bytes")

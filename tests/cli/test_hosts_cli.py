@@ -4,12 +4,12 @@ against real processes: tests/worker/test_hosts_fleet.py)."""
 from __future__ import annotations
 
 import io
-import signal
 from typing import Any
 
 import pytest
 
 from corral.cli import stack as stack_module
+from corral.cli.children import Children, Signals
 from corral.cli.hosts import host_body, host_rows
 from corral.cli.main import build_parser
 from corral.common.settings import Settings
@@ -65,18 +65,29 @@ def test_up_starts_one_fleet_process_for_its_hosts(
 ) -> None:
     started: list[tuple[str, list[str]]] = []
 
-    def spawn(self: Any, name: str, argv: list[str], env: dict[str, str]) -> None:
+    def spawn(self: Any, name: str, argv: list[str], env: dict[str, str], kill_signal: int = 0) -> None:
         started.append((name, argv))
-        self.children.append((name, Exited()))
 
-    monkeypatch.setattr(stack_module.Stack, "spawn", spawn)
-    monkeypatch.setattr(stack_module.Stack, "wait_port", lambda *a, **k: None)
+    monkeypatch.setattr(Children, "spawn", spawn)
+    monkeypatch.setattr(stack_module, "wait_port", lambda *a, **k: None)
+    monkeypatch.setattr(stack_module, "start_redis", lambda *a, **k: None)
+    monkeypatch.setattr(stack_module, "port_free", lambda host, port: True)
     monkeypatch.setattr(stack_module, "port_open", lambda host, port: True)
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        stack_module.cmd_up(build_parser().parse_args(argv), Settings())
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    stack_module.start_parts(build_parser().parse_args(argv), Settings(), Children(), Signals())
     names = [name for name, _ in started]
     assert names[-2] == "api" and started[-1] == last
     assert ("simulator" in names) == ("--demo" in argv)
+
+
+def test_up_serves_the_config_files_hosts_with_a_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(
+        Children, "spawn", lambda self, name, argv, env, kill_signal=0: started.append((name, argv))
+    )
+    monkeypatch.setattr(stack_module, "wait_port", lambda *a, **k: None)
+    monkeypatch.setattr(stack_module, "start_redis", lambda *a, **k: None)
+    monkeypatch.setattr(stack_module, "port_free", lambda host, port: True)
+    monkeypatch.setattr(stack_module, "port_open", lambda host, port: False)  # no local engine either
+    settings = Settings(hosts='[{"url": "http://127.0.0.1:11501"}]')
+    stack_module.start_parts(build_parser().parse_args(["up"]), settings, Children(), Signals())
+    assert started[-1] == ("fleet", ["fleet"]) and "simulator" not in [name for name, _ in started]

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from corral.common.configfile import (
+    LIST_SECTIONS,
     SECTIONS,
     ConfigError,
     find_config_file,
@@ -132,6 +133,7 @@ def test_which_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_setting_has_a_section_key() -> None:
     mapped = [name for mapping in SECTIONS.values() for name in mapping.values()]
+    mapped += [setting for setting, _check in LIST_SECTIONS.values()]
     assert len(mapped) == len(set(mapped))
     assert set(Settings.model_fields) <= set(mapped), set(Settings.model_fields) - set(mapped)
 
@@ -164,3 +166,23 @@ def test_the_compose_file_names_a_file_that_loads() -> None:
         assert (ROOT / source).resolve() == EXAMPLE
         assert target.removesuffix(":ro") == services[name]["environment"]["CORRAL_CONFIG"]
     assert parse_headers('{"a": "1"}') == {"a": "1"}
+
+
+def test_hosts_tables_become_the_fleets_hosts_and_a_bad_one_names_the_file(config: Path) -> None:
+    from corral.common.hosts import configured_hosts
+
+    config.write_text(
+        '[[hosts]]\nurl = "http://127.0.0.1:11501"\nname = "gpu-1"\ntoken = "s3cret-token"\n\n'
+        '[[hosts]]\nurl = "http://127.0.0.1:11502/v1"\nslots = 2\n'
+    )
+    settings = Settings()
+    assert "s3cret" not in repr(settings)  # kept as a secret: `corral config` and logs mask it
+    hosts = configured_hosts(settings)
+    assert [(h.name, h.slots) for h in hosts] == [("gpu-1", 4), (hosts[1].name, 2)]
+    assert hosts[0].secrets()["token"] == "s3cret-token"
+    config.write_text('[[hosts]]\nname = "no-url"\n')
+    with pytest.raises(ConfigError, match=r"corral.toml: \[\[hosts\]\] entry 1 needs a url"):
+        Settings()
+    config.write_text('[[hosts]]\nurl = "ftp://nowhere"\n')
+    with pytest.raises(ValueError, match=r"hosts\[0\]"):  # checked in full when the fleet starts
+        configured_hosts(Settings())
