@@ -48,6 +48,9 @@ def test_requests_for_generate_and_chat() -> None:
     assert (path, chat) == ("/completions", False)
     assert body == {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 3,
                     "temperature": 0, "prompt": "hi", "suffix": "end"}  # fmt: skip
+    _, body, _ = openai_request("generate", {"model": "m", "prompt": "hi"})
+    assert body["max_tokens"] is None  # Ollama's "until the model stops", not /v1/completions' 16 tokens
+    assert "max_tokens" not in openai_request("chat", {"model": "m", "messages": []})[1]
     path, body, chat = openai_request("generate", {"model": "m", "prompt": "hi", "system": "be brief",
                                                    "format": "json"})  # fmt: skip
     assert path == "/chat/completions" and chat and body["response_format"] == {"type": "json_object"}
@@ -94,4 +97,24 @@ def test_stream_translation_text_tool_fragments_and_final() -> None:
     out = text.feed({"choices": [{"index": 0, "text": "abc", "finish_reason": "length"}]})
     assert out[0]["response"] == "abc" and out[0]["done"] is False
     final = text.final()
-    assert final["done_reason"] == "length" and "eval_count" not in final and final["response"] == ""
+    assert final["done_reason"] == "length" and final["response"] == ""
+    assert final["eval_count"] == 1 and "prompt_eval_count" not in final  # counted: no usage came
+
+
+def test_stream_without_usage_counts_one_token_per_chunk() -> None:
+    """llama-cpp-python's server ignores ``include_usage``: a role-only chunk, one chunk per token (empty content
+    while a UTF-8 character is incomplete), then an empty delta with the finish reason."""
+    chat = Translation("m", chat=True, as_chat=True)
+    for data in (frame({"role": "assistant"}), frame({"content": "a"}), frame({"content": ""}),
+                 frame({"content": "é"}), frame({}, "length")):  # fmt: skip
+        chat.feed(data)
+    assert chat.final()["eval_count"] == 3
+    text = Translation("m", chat=False, as_chat=False)
+    for piece, reason in (("x", None), ("", None), ("y", None), ("", "stop")):
+        text.feed({"choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": reason}]})
+    final = text.final()
+    assert final["eval_count"] == 3 and final["done_reason"] == "stop"
+    with_usage = Translation("m", chat=False, as_chat=False)
+    with_usage.feed({"choices": [{"index": 0, "text": "x", "finish_reason": None}]})
+    with_usage.feed({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}})
+    assert with_usage.final()["eval_count"] == 9  # the server's own count wins
