@@ -14,7 +14,9 @@ import psutil
 
 from .tinymodel import write_model
 
-START_TIMEOUT = 60.0  # python, FastAPI and llama.cpp's import on a loaded 2-core machine; the model loads in ms
+START_TIMEOUT = (
+    60.0  # python, FastAPI and llama.cpp's import on a loaded 2-core machine; the model loads in ms
+)
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import ollama
 import openai
 import pytest
@@ -40,7 +39,9 @@ def engine_says(es: EngineStack, path: str, body: dict[str, Any], worker: str = 
     return dict(answer.json())
 
 
-def engine_completion(es: EngineStack, prompt: str, n: int, model: str = "tiny", worker: str = "a") -> dict[str, Any]:
+def engine_completion(
+    es: EngineStack, prompt: str, n: int, model: str = "tiny", worker: str = "a"
+) -> dict[str, Any]:
     return engine_says(es, "completions", {"model": model, "prompt": prompt, "max_tokens": n}, worker)
 
 
@@ -100,13 +101,22 @@ def test_stop_sequence_ends_the_text_with_reason_stop(es: EngineStack) -> None:
     text = engine_completion(es, PROMPT, 24)["choices"][0]["text"]
     at = next(i for i in range(4, len(text) - 2) if text.find(text[i : i + 2]) == i)
     stop = text[at : at + 2]
-    body = {"model": "tiny", "prompt": PROMPT, "stream": False, "options": {"num_predict": 24, "stop": [stop], **GREEDY}}
+    body = {
+        "model": "tiny",
+        "prompt": PROMPT,
+        "stream": False,
+        "options": {"num_predict": 24, "stop": [stop], **GREEDY},
+    }
     answer = es.http.post("/api/generate", json=body).json()
     assert answer["response"] == text[:at]
     assert answer["done_reason"] == "stop" and 0 < answer["eval_count"] < 24
     openai_body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 24, "stop": [stop], **GREEDY}
     completion = es.http.post("/v1/completions", json=openai_body).json()
-    assert completion["choices"][0] == {**completion["choices"][0], "text": text[:at], "finish_reason": "stop"}
+    assert completion["choices"][0] == {
+        **completion["choices"][0],
+        "text": text[:at],
+        "finish_reason": "stop",
+    }
 
 
 def test_num_predict_cuts_with_reason_length_on_every_route(es: EngineStack) -> None:
@@ -132,7 +142,9 @@ def test_seed_and_temperature_zero_give_the_same_text_twice(es: EngineStack) -> 
 
 # -- embeddings ----------------------------------------------------------------------------------------------
 def test_embeddings_match_the_engine(es: EngineStack) -> None:
-    direct = es.direct("e").post("/v1/embeddings", json={"model": "tiny-embed", "input": ["one", "two words"]})
+    direct = es.direct("e").post(
+        "/v1/embeddings", json={"model": "tiny-embed", "input": ["one", "two words"]}
+    )
     expected = [d["embedding"] for d in direct.json()["data"]]
     ours = es.http.post("/api/embed", json={"model": "tiny-embed", "input": ["one", "two words"]}).json()
     assert len(ours["embeddings"]) == 2 and len(ours["embeddings"][0]) == len(expected[0]) > 0
@@ -190,7 +202,9 @@ def test_official_openai_client_with_usage(es: EngineStack) -> None:
     client = openai.OpenAI(base_url=es.api + "/v1", api_key="unused", max_retries=0)
     messages: Any = [{"role": "user", "content": PROMPT}]
     direct = engine_says(es, "chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 7})
-    answer = client.chat.completions.create(model="tiny", messages=messages, max_tokens=7, temperature=0, seed=7)
+    answer = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=7, temperature=0, seed=7
+    )
     assert answer.choices[0].message.content == direct["choices"][0]["message"]["content"]
     assert answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 7
@@ -232,8 +246,13 @@ def test_tokens_in_history_and_metrics_are_the_engines(es: EngineStack) -> None:
     final = view["final"]
     assert final["eval_count"] == 30 == direct["usage"]["completion_tokens"]
     assert final["prompt_eval_count"] == direct["usage"]["prompt_tokens"]
-    history = next(j for j in es.http.get("/jobs", params={"model": "tiny"}).json()["jobs"] if j["id"] == job_id)
+    history = next(
+        j for j in es.http.get("/jobs", params={"model": "tiny"}).json()["jobs"] if j["id"] == job_id
+    )
     speed = 30 / (final["eval_duration"] / 1e9)
     assert history["eval_count"] == 30 and history["tokens_per_s"] == pytest.approx(speed, rel=0.01)
-    wait_for(lambda: metric(es, "corral_tokens_generated_total", "tiny") == tokens_before + 30, what="tokens counted")
+    wait_for(
+        lambda: metric(es, "corral_tokens_generated_total", "tiny") == tokens_before + 30,
+        what="tokens counted",
+    )
     assert metric(es, "corral_tokens_per_second_sum", "tiny") - speed_before == pytest.approx(speed, rel=0.01)

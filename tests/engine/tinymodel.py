@@ -19,7 +19,11 @@ MERGES = [("Ġ", "t"), ("t", "h"), ("Ġ", "a"), ("e", "r")]
 
 def byte_symbols() -> list[str]:
     """GPT-2's byte → printable character table (byte-level BPE spells every byte as one of these)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars = dict.fromkeys(printable, 0)
     extra = 0
     for b in range(256):
