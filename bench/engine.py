@@ -37,7 +37,7 @@ def bench_engine(n: int) -> dict[str, Any]:
     rig = Rig()
     engine = None
     try:
-        engine = tiny_engine(rig.tmp, "tiny")
+        engine = tiny_engine(rig.tmp, "tiny").wait_ready()
         rig.worker("http://127.0.0.1:1", "bench-engine", backend_url=engine.url)
         api, _ = rig.api()
         direct, ours = engine.url + "/completions", api + "/v1/completions"

@@ -26,14 +26,17 @@ class EngineStack:
         self.api = fleet.api(**FAST)
         self.http = fleet.http(self.api)
 
-    def add_engine(
-        self, alias: str, worker_id: str, seed: int = 0, embedding: bool = False, **settings: Any
-    ) -> Engine:
-        """An engine serving a tiny model (``seed`` picks its weights) as ``alias``, and a worker on it."""
-        engine = tiny_engine(self.tmp, alias, seed=seed, embedding=embedding)
-        self.engines[worker_id] = engine
-        self.fleet.worker("http://127.0.0.1:1", worker_id, backend_url=engine.url, **{**FAST, **settings})
-        return engine
+    def add_engines(self, *specs: dict[str, Any]) -> None:
+        """Engines serving tiny models, started side by side, and a worker on each. A spec has ``alias`` and
+        ``worker`` and may have ``seed`` (the weights), ``embedding`` and ``context``."""
+        started = []
+        for spec in specs:
+            options = {k: spec[k] for k in ("seed", "embedding", "context") if k in spec}
+            started.append((spec["worker"], tiny_engine(self.tmp, spec["alias"], **options)))
+        for worker_id, engine in started:
+            self.engines[worker_id] = engine.wait_ready()
+        for worker_id, engine in started:
+            self.fleet.worker("http://127.0.0.1:1", worker_id, backend_url=engine.url, **FAST)
 
     def direct(self, worker_id: str) -> httpx.Client:
         """A client of one engine's own OpenAI-compatible API (``/v1/...``)."""

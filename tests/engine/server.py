@@ -30,8 +30,10 @@ def free_port() -> int:
 class Engine:
     """One ``llama_cpp.server`` process serving one model under ``alias`` on a free loopback port."""
 
-    def __init__(self, model: Path, alias: str, log_dir: Path, embedding: bool = False) -> None:
-        self.model, self.alias, self.embedding = model, alias, embedding
+    def __init__(
+        self, model: Path, alias: str, log_dir: Path, embedding: bool = False, context: int = 2048
+    ) -> None:
+        self.model, self.alias, self.embedding, self.context = model, alias, embedding, context
         self.port = free_port()
         self.log_path = log_dir / f"engine-{alias}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -47,17 +49,24 @@ class Engine:
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--model_alias", self.alias,
-                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1",
-                "--n_threads_batch", "1", "--seed", "1"]  # fmt: skip
+                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.context), "--n_threads", "1",
+                "--n_threads_batch", "1", "--seed", "1",
+                # by default a new request (the worker's model-list poll too) cuts the running stream short
+                "--interrupt_requests", "false"]  # fmt: skip
         if self.embedding:
             argv += ["--embedding", "true"]
         return argv
 
     def start(self) -> Engine:
+        """Start the server (``wait_ready`` waits for it: engines started together load side by side)."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        return self
+
+    def wait_ready(self) -> Engine:
+        assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT
         while not self.ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -100,9 +109,9 @@ class Engine:
                 self.kill()
 
 
-def tiny_engine(tmp: Path, alias: str, seed: int = 0, embedding: bool = False) -> Engine:
-    """A started engine serving a freshly written tiny model (the same ``seed``, the same weights)."""
+def tiny_engine(tmp: Path, alias: str, seed: int = 0, embedding: bool = False, context: int = 2048) -> Engine:
+    """A starting engine serving a freshly written tiny model (the same ``seed``, the same weights)."""
     model = tmp / f"tiny-{seed}.gguf"
     if not model.exists():
         write_model(model, seed=seed)
-    return Engine(model, alias, tmp, embedding=embedding).start()
+    return Engine(model, alias, tmp, embedding=embedding, context=context).start()

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.integration
 def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineStack]:
     """Two engines serving the same tiny model (the same weights: the same greedy text) as "tiny"."""
     with engine_stack(tmp_path_factory.mktemp("twins")) as stack:
-        stack.add_engine("tiny", "a", seed=0)
-        stack.add_engine("tiny", "b", seed=0)
+        stack.add_engines({"alias": "tiny", "worker": "a"}, {"alias": "tiny", "worker": "b"})
         yield stack
 
 

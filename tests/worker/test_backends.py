@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from corral.common.settings import Settings, parse_headers, redacted_url
-from corral.worker.backends import Connection
-from corral.worker.backends.openai import Translation, openai_request
+from corral.worker.backends import BackendUnavailable, Connection
+from corral.worker.backends.openai import Translation, openai_request, translated
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +120,30 @@ def test_stream_without_usage_counts_one_token_per_chunk() -> None:
     with_usage.feed({"choices": [{"index": 0, "text": "x", "finish_reason": None}]})
     with_usage.feed({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}})
     assert with_usage.final()["eval_count"] == 9  # the server's own count wins
+
+
+class Lines:
+    """A response whose body is these SSE lines."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = lines
+
+    async def aiter_lines(self) -> AsyncIterator[str]:
+        for line in self.lines:
+            yield line
+
+
+def test_done_without_a_finish_reason_is_a_cut_stream_not_a_finished_one() -> None:
+    """llama-cpp-python's server ends a running stream with ``[DONE]`` alone when another request arrives: the job
+    must run again, not succeed with half a text and ``done_reason: stop``."""
+
+    async def read(*lines: str) -> list[dict[str, Any]]:
+        translation = Translation("m", chat=False, as_chat=False)
+        return [chunk async for chunk in translated(Lines(*lines), translation)]  # type: ignore[arg-type]
+
+    token = 'data: {"choices": [{"index": 0, "text": "a", "finish_reason": null}]}'
+    with pytest.raises(BackendUnavailable, match="without a finish_reason"):
+        asyncio.run(read(token, "", "data: [DONE]"))
+    end = 'data: {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}'
+    chunks = asyncio.run(read(token, end, "data: [DONE]"))
+    assert chunks[-1]["done"] and chunks[-1]["done_reason"] == "length" and chunks[-1]["eval_count"] == 1

@@ -217,9 +217,10 @@ async def translated(response: Response, translation: Translation) -> Chunks:
             break
         for chunk in translation.feed(data):
             yield chunk
-    else:
-        if translation.finish_reason is None:
-            raise BackendUnavailable("stream ended without a finish_reason or [DONE]")
+    if translation.finish_reason is None:
+        # a cut generation, not a finished one: llama-cpp-python's server ends a running stream with [DONE] alone
+        # when another request comes in (unless started with --interrupt_requests false)
+        raise BackendUnavailable("stream ended without a finish_reason")
     for chunk in translation.tool_call_chunk():
         yield chunk
     yield translation.final()
