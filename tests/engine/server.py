@@ -111,7 +111,7 @@ class Engine:
 
 def tiny_engine(tmp: Path, alias: str, seed: int = 0, embedding: bool = False, context: int = 2048) -> Engine:
     """A starting engine serving a freshly written tiny model (the same ``seed``, the same weights)."""
-    model = tmp / f"tiny-{seed}.gguf"
+    model = tmp / f"tiny-{seed}{'-embed' if embedding else ''}.gguf"
     if not model.exists():
-        write_model(model, seed=seed)
+        write_model(model, seed=seed, pooling=embedding)
     return Engine(model, alias, tmp, embedding=embedding, context=context).start()

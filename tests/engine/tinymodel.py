@@ -46,8 +46,10 @@ def vocabulary() -> tuple[list[str], list[int], list[bool]]:
     return tokens, [int(t) for t in types], readable
 
 
-def write_model(path: Path, seed: int = 0, context: int = 2048) -> Path:
-    """Write the model to ``path``; the same ``seed`` writes the same file (and so the same generations)."""
+def write_model(path: Path, seed: int = 0, context: int = 2048, pooling: bool = False) -> Path:
+    """Write the model to ``path``; the same ``seed`` writes the same file (and so the same generations).
+    ``pooling``: mean pooling, so that an engine started for embeddings answers one vector per input (without it,
+    llama.cpp answers one per token)."""
     import gguf
     import numpy as np
 
@@ -69,6 +71,8 @@ def write_model(path: Path, seed: int = 0, context: int = 2048) -> Path:
     writer.add_rope_dimension_count(WIDTH // HEADS)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if pooling:
+        writer.add_pooling_type(gguf.PoolingType.MEAN)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
