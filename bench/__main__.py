@@ -7,6 +7,7 @@ import os
 
 from .core import bench_throughput, bench_ttft
 from .dropin import bench_dropin
+from .engine import bench_engine
 from .failover import bench_failover
 from .scheduling import main as bench_scheduling
 
@@ -36,6 +37,7 @@ def main() -> None:
     tput = bench_throughput(n_jobs, concurrency=64)
     fail = bench_failover(n_kills)
     dropin = bench_dropin(n_ttft // 2)
+    engine = bench_engine(n_ttft // 2)
     rows = [
         ("TTFT p50, simulator direct (baseline)", ms(ttft["direct"]["p50"]), "1.00x", ""),
         ("TTFT p50, through Corral (POST stream)", ms(ttft["corral"]["p50"]),
@@ -56,6 +58,11 @@ def main() -> None:
          f"{ms(dropin['openai']['added_p95'])}", "", "vs simulator /api/chat"),
         ("added per chunk p50/p95, /v1/chat/completions", f"{ms(dropin['openai']['chunk_p50'])} / "
          f"{ms(dropin['openai']['chunk_p95'])}", "", ""),
+        ("TTFT p50, llama.cpp server direct (real engine)", ms(engine["direct"]["p50"]), "1.00x",
+         "tiny model, /v1/completions"),
+        ("added TTFT p50/p95, llama.cpp server via /v1/completions", f"{ms(engine['added']['p50'])} / "
+         f"{ms(engine['added']['p95'])}", f"{engine['corral']['p50'] / engine['direct']['p50']:.2f}x",
+         ci(engine["added"])),
         ("requests/s, simulator direct (baseline)", f"{tput['direct_rate']:.0f}/s", "1.00x", ""),
         ("jobs/s end to end through Corral", f"{tput['corral_rate']:.0f}/s",
          f"{tput['corral_rate'] / tput['direct_rate']:.2f}x", "target >= 500/s"),

@@ -66,6 +66,8 @@ def ollama_body(body: dict[str, Any], chat: bool) -> dict[str, Any]:
     else:
         out["prompt"] = text_of(body.get("prompt"))
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not chat and "max_tokens" not in body:
+        max_tokens = 16  # /v1/completions' default (OpenAI's, vLLM's, llama.cpp's); null asks for no limit
     if isinstance(max_tokens, int):
         out["options"] = {"num_predict": max_tokens}
     return out

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from corral.common.settings import Settings, parse_headers, redacted_url
-from corral.worker.backends import Connection
-from corral.worker.backends.openai import Translation, openai_request
+from corral.worker.backends import BackendUnavailable, Connection
+from corral.worker.backends.openai import Translation, openai_request, translated
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +50,9 @@ def test_requests_for_generate_and_chat() -> None:
     assert (path, chat) == ("/completions", False)
     assert body == {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 3,
                     "temperature": 0, "prompt": "hi", "suffix": "end"}  # fmt: skip
+    _, body, _ = openai_request("generate", {"model": "m", "prompt": "hi"})
+    assert body["max_tokens"] is None  # Ollama's "until the model stops", not /v1/completions' 16 tokens
+    assert "max_tokens" not in openai_request("chat", {"model": "m", "messages": []})[1]
     path, body, chat = openai_request("generate", {"model": "m", "prompt": "hi", "system": "be brief",
                                                    "format": "json"})  # fmt: skip
     assert path == "/chat/completions" and chat and body["response_format"] == {"type": "json_object"}
@@ -94,4 +99,51 @@ def test_stream_translation_text_tool_fragments_and_final() -> None:
     out = text.feed({"choices": [{"index": 0, "text": "abc", "finish_reason": "length"}]})
     assert out[0]["response"] == "abc" and out[0]["done"] is False
     final = text.final()
-    assert final["done_reason"] == "length" and "eval_count" not in final and final["response"] == ""
+    assert final["done_reason"] == "length" and final["response"] == ""
+    assert final["eval_count"] == 1 and "prompt_eval_count" not in final  # counted: no usage came
+
+
+def test_stream_without_usage_counts_one_token_per_chunk() -> None:
+    """llama-cpp-python's server ignores ``include_usage``: a role-only chunk, one chunk per token (empty content
+    while a UTF-8 character is incomplete), then an empty delta with the finish reason."""
+    chat = Translation("m", chat=True, as_chat=True)
+    for data in (frame({"role": "assistant"}), frame({"content": "a"}), frame({"content": ""}),
+                 frame({"content": "é"}), frame({}, "length")):  # fmt: skip
+        chat.feed(data)
+    assert chat.final()["eval_count"] == 3
+    text = Translation("m", chat=False, as_chat=False)
+    for piece, reason in (("x", None), ("", None), ("y", None), ("", "stop")):
+        text.feed({"choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": reason}]})
+    final = text.final()
+    assert final["eval_count"] == 3 and final["done_reason"] == "stop"
+    with_usage = Translation("m", chat=False, as_chat=False)
+    with_usage.feed({"choices": [{"index": 0, "text": "x", "finish_reason": None}]})
+    with_usage.feed({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}})
+    assert with_usage.final()["eval_count"] == 9  # the server's own count wins
+
+
+class Lines:
+    """A response whose body is these SSE lines."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = lines
+
+    async def aiter_lines(self) -> AsyncIterator[str]:
+        for line in self.lines:
+            yield line
+
+
+def test_done_without_a_finish_reason_is_a_cut_stream_not_a_finished_one() -> None:
+    """llama-cpp-python's server ends a running stream with ``[DONE]`` alone when another request arrives: the job
+    must run again, not succeed with half a text and ``done_reason: stop``."""
+
+    async def read(*lines: str) -> list[dict[str, Any]]:
+        translation = Translation("m", chat=False, as_chat=False)
+        return [chunk async for chunk in translated(Lines(*lines), translation)]  # type: ignore[arg-type]
+
+    token = 'data: {"choices": [{"index": 0, "text": "a", "finish_reason": null}]}'
+    with pytest.raises(BackendUnavailable, match="without a finish_reason"):
+        asyncio.run(read(token, "", "data: [DONE]"))
+    end = 'data: {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}'
+    chunks = asyncio.run(read(token, end, "data: [DONE]"))
+    assert chunks[-1]["done"] and chunks[-1]["done_reason"] == "length" and chunks[-1]["eval_count"] == 1

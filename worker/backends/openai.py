@@ -7,7 +7,9 @@ the streamed Server-Sent Events back as Corral's Ollama-shaped chunks.
 - embed: ``POST /v1/embeddings``.
 - streams ask for ``stream_options.include_usage``; the final chunk carries ``eval_count`` and
   ``prompt_eval_count`` from the usage, ``done_reason`` from ``finish_reason``, and ``total_duration`` /
-  ``eval_duration`` measured here. Ollama-only stats (load and prompt-eval durations, ``context``) are absent.
+  ``eval_duration`` measured here. A server that ignores ``include_usage`` (llama-cpp-python's) streams one token
+  per chunk: ``eval_count`` is then the chunks counted, and ``prompt_eval_count`` is absent. Ollama-only stats
+  (load and prompt-eval durations, ``context``) are absent.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ def openai_request(kind: str, request: dict[str, Any]) -> tuple[str, dict[str, A
             body["tools"] = request["tools"]
         return "/chat/completions", body, True
     body["prompt"] = request.get("prompt") or ""
+    # Ollama generates until the model stops; /v1/completions stops at 16 tokens unless told (OpenAI's default,
+    # kept by vLLM and llama.cpp's servers): null asks for no limit
+    body.setdefault("max_tokens", None)
     if request.get("suffix"):
         body["suffix"] = request["suffix"]
     return "/completions", body, False
@@ -115,6 +120,7 @@ class Translation:
         self.first_token: float | None = None
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] = {}
+        self.streamed = 0  # token chunks seen: the completion tokens of a server that sends no usage
         self.calls: dict[int, dict[str, Any]] = {}
         self.calls_sent = False
 
@@ -138,6 +144,9 @@ class Translation:
             thinking = str(delta.get("reasoning_content") or delta.get("reasoning") or "")
             for fragment in delta.get("tool_calls") or []:
                 self.add_call(fragment)
+            token = "content" in delta if self.as_chat else "text" in choice
+            if text or (token and not choice.get("finish_reason")):
+                self.streamed += 1
             if text or thinking:
                 if self.first_token is None:
                     self.first_token = time.monotonic()
@@ -177,6 +186,8 @@ class Translation:
             out["prompt_eval_count"] = int(self.usage["prompt_tokens"])
         if self.usage.get("completion_tokens") is not None:
             out["eval_count"] = int(self.usage["completion_tokens"])
+        elif self.streamed:
+            out["eval_count"] = self.streamed
         if self.first_token is not None:
             out["eval_duration"] = ns_since(self.first_token)
         return out
@@ -206,9 +217,10 @@ async def translated(response: Response, translation: Translation) -> Chunks:
             break
         for chunk in translation.feed(data):
             yield chunk
-    else:
-        if translation.finish_reason is None:
-            raise BackendUnavailable("stream ended without a finish_reason or [DONE]")
+    if translation.finish_reason is None:
+        # a cut generation, not a finished one: llama-cpp-python's server ends a running stream with [DONE] alone
+        # when another request comes in (unless started with --interrupt_requests false)
+        raise BackendUnavailable("stream ended without a finish_reason")
     for chunk in translation.tool_call_chunk():
         yield chunk
     yield translation.final()
