@@ -1,5 +1,7 @@
 """The API's memory around a burst of SSE readers: idle RSS before, the peak while 3,000 readers (in batches) follow
-running jobs, and RSS once they have all left. ``python -m bench.sse_memory [--readers 3000] [--batch 300]``.
+running jobs, and RSS once they have all left: 5 s after (``rss_after_mb``) and ``--settle`` s after
+(``rss_settled_mb``: the burst's Redis connections closed by the pool, its connections' timers run out).
+``python -m bench.sse_memory [--readers 3000] [--batch 300] [--settle 20]``.
 
 Each reader opens a loopback connection, asks for ``GET /jobs/{id}/events``, reads until its first event arrives and
 closes: the hub subscribes and unsubscribes the job's channel, uvicorn makes and drops a connection.
@@ -66,7 +68,7 @@ def settle(process: Any, seconds: float) -> float:
     return min(samples)
 
 
-def run(readers: int, batch: int, jobs: int) -> dict[str, Any]:
+def run(readers: int, batch: int, jobs: int, settle_s: float = 20.0) -> dict[str, Any]:
     rig = Rig()
     try:
         sim = rig.simulator(ttft=0.01, tps=2, load_time=0, parallel=4)
@@ -92,9 +94,10 @@ def run(readers: int, batch: int, jobs: int) -> dict[str, Any]:
         done.set()
         sampler.join()
         after = settle(process, 5)
+        settled = settle(process, max(0.0, settle_s - 5)) if settle_s > 5 else after
         return {"readers": readers, "batch": batch, "jobs": jobs, "readers_ok": ok,
                 "burst_s": round(elapsed, 1), "rss_idle_mb": round(idle, 1), "rss_peak_mb": round(peak, 1),
-                "rss_after_mb": round(after, 1)}  # fmt: skip
+                "rss_after_mb": round(after, 1), "rss_settled_mb": round(settled, 1)}  # fmt: skip
     finally:
         rig.close()
 
@@ -106,8 +109,11 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=300, help="running jobs the readers follow (at most 1000)"
     )
+    parser.add_argument(
+        "--settle", type=float, default=20.0, help="seconds after the burst of the last sample"
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.readers, args.batch, args.jobs), indent=2))
+    print(json.dumps(run(args.readers, args.batch, args.jobs, args.settle), indent=2))
 
 
 if __name__ == "__main__":
