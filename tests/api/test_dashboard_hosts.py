@@ -13,10 +13,12 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from ..conftest import Fleet
 from ..support import ROOT
 from . import test_dashboard
-from .test_dashboard import css, text_of, until
+from .browser import until
+from .test_dashboard import css, text_of
 
 pytestmark = pytest.mark.integration
-browser = test_dashboard.browser  # the fixture: a headless chromium
+chromium_once = test_dashboard.chromium_once  # the fixtures: one headless chromium for the module
+browser = test_dashboard.browser
 
 
 def host_status(driver: WebDriver, name: str) -> str | None:
