@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT
-from corral.common.fastredis import pubsub_connection
+from corral.common.pubsub import pubsub_connection
 from corral.common.jobs import decode_popped
 
 from .dispatch import Dispatcher

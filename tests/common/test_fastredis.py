@@ -22,12 +22,11 @@ from corral.common.fastredis import (
     Endpoint,
     FastPubSub,
     FastRedis,
-    RedisPyPubSub,
     fast_redis,
     pack,
     pack_python,
-    pubsub_connection,
 )
+from corral.common.pubsub import RedisPyPubSub, pubsub_connection
 
 from ..support import ROOT, free_port, wait_for
 
