@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,7 +36,7 @@ class DataNode(RedisServer):
             shutil.copyfile(redis_conf(), conf)
         command = super().command()
         command[1] = str(conf)
-        return command
+        return [*command, "--logfile", str(self.data_dir / "redis.log")]
 
 
 class SentinelProcess:
@@ -48,18 +49,26 @@ class SentinelProcess:
         self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password or None, socket_timeout=2)
+    def ask(self, *command: str) -> Any:
+        with redis.Redis(port=self.port, password=self.password or None, socket_timeout=2) as client:
+            return client.execute_command(*command)
+
+    def master_state(self) -> dict[str, Any]:
+        with redis.Redis(port=self.port, password=self.password or None, socket_timeout=2) as client:
+            state: dict[str, Any] = client.sentinel_master(MASTER)
+            return state
 
     def start(self) -> SentinelProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "sentinel.conf"
-        conf.write_text("\n".join([f"port {self.port}", "bind 127.0.0.1", f"dir {self.directory}", *self.config]))
-        log = open(self.directory / "sentinel.log", "ab")  # noqa: SIM115 - closed with the process
+        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {self.directory}", "logfile sentinel.log"]
+        conf.write_text("\n".join([*lines, *self.config]))
         self.process = subprocess.Popen(
-            [redis_server_binary(), str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
+            [redis_server_binary(), str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
-        _wait(lambda: bool(self.client().ping()), f"sentinel :{self.port}")
+        _wait(lambda: bool(self.ask("PING")), f"sentinel :{self.port}")
         return self
 
     def kill(self) -> None:
@@ -80,7 +89,8 @@ class SentinelGroup:
         self.directory = directory
         self.password, self.username, self.sentinel_password = password, username, sentinel_password
         ports = _distinct(ports)
-        auth = self._node_auth()
+        # a replica's full sync starts at once (the default waits 5 s for more replicas to share it)
+        auth = [*self._node_auth(), "--repl-diskless-sync-delay", "0"]
         self.nodes = [DataNode(port=ports(), data_dir=directory / f"node{i}", extra=auth,
                                   ping_url=self._node_url(0)) for i in range(1 + replicas)]  # fmt: skip
         for node in self.nodes:
@@ -125,19 +135,29 @@ class SentinelGroup:
         return f"redis+sentinel://{auth}{hosts}/{MASTER}/0"
 
     def start(self) -> SentinelGroup:
-        primary = self.nodes[0].start(log_file=self.directory / "node0.log")
-        for i, replica in enumerate(self.nodes[1:], 1):
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        primary = self.nodes[0].start()
+        for replica in self.nodes[1:]:
             replica.extra = [*replica.extra, "--replicaof", "127.0.0.1", str(primary.port)]
-            replica.start(log_file=self.directory / f"node{i}.log")
+            replica.start()
         for sentinel in self.sentinels:
             sentinel.start()
         _wait(self._settled, "the sentinels to see the primary and its replicas", 30)
-        return self
 
     def _settled(self) -> bool:
         for sentinel in self.sentinels:
-            info = sentinel.client().sentinel_master(MASTER)
-            if info["num-slaves"] < len(self.nodes) - 1 or info["num-other-sentinels"] < len(self.sentinels) - 1:
+            info = sentinel.master_state()
+            if (
+                info["num-slaves"] < len(self.nodes) - 1
+                or info["num-other-sentinels"] < len(self.sentinels) - 1
+            ):
                 return False
         return self.replicas_in_sync()
 
@@ -145,7 +165,7 @@ class SentinelGroup:
         """The primary's port, as the first sentinel that answers names it."""
         for sentinel in self.sentinels:
             with contextlib.suppress(redis.RedisError):
-                address = sentinel.client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+                address = sentinel.ask("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
                 return int(address[1])
         raise BackendUnavailable("no sentinel answers")
 
@@ -165,26 +185,32 @@ class SentinelGroup:
             ports = {self._named(s) for s in self.sentinels}
             if len(ports) != 1 or old_port in ports or None in ports:
                 return False
-            role = redis.Redis.from_url(self._node_url(ports.pop() or 0), socket_timeout=1).execute_command("ROLE")
+            role = redis.Redis.from_url(self._node_url(ports.pop() or 0), socket_timeout=1).execute_command(
+                "ROLE"
+            )
             return bool(role[0] == b"master")
 
         _wait(promoted, "a failover", timeout)
         return self.primary_port()
 
+    def _node_ask(self, port: int, *command: str) -> Any:
+        with redis.Redis.from_url(self._node_url(port), socket_timeout=1) as client:
+            return client.execute_command(*command)
+
     def _named(self, sentinel: SentinelProcess) -> int | None:
         try:
-            return int(sentinel.client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)[1])
+            return int(sentinel.ask("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)[1])
         except (redis.RedisError, TypeError):
             return None
 
-    def restart(self, node: RedisServer, timeout: float = 30.0) -> None:
+    def restart(self, node: DataNode, timeout: float = 30.0) -> None:
         """Start a killed node again (the sentinels make it a replica) and wait until every replica is in sync."""
-        node.start(log_file=self.directory / f"node{self.nodes.index(node)}.log")
+        node.start()
         _wait(self.replicas_in_sync, "the replicas to sync", timeout)
 
     def replicas_in_sync(self) -> bool:
-        primary = redis.Redis.from_url(self._node_url(self.primary_port()), socket_timeout=1)
-        info = primary.info("replication")
+        with redis.Redis.from_url(self._node_url(self.primary_port()), socket_timeout=1) as primary:
+            info = primary.info("replication")
         online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
         return len(online) == len(self.nodes) - 1 and all(
             r.get("state") == "online" and r.get("offset", -1) >= info["master_repl_offset"] - 1_000_000

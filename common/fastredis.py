@@ -76,7 +76,9 @@ def takes_url(url: str) -> bool:
     credentials as options); no TLS, no other options."""
     parts = urlsplit(url)
     if parts.scheme == "redis+sentinel":
-        return _sentinel_url_ok(url) and all(p.partition("=")[0] in SENTINEL_OPTIONS for p in parts.query.split("&") if p)
+        return _sentinel_url_ok(url) and all(
+            p.partition("=")[0] in SENTINEL_OPTIONS for p in parts.query.split("&") if p
+        )
     if parts.scheme == "unix":
         return bool(parts.path) and _unix_db(parts.query) is not None
     return parts.scheme == "redis" and not parts.query and bool(parts.hostname)
@@ -278,7 +280,9 @@ async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _P
     try:
         for command in endpoint.handshake():
             _raise_for(await _send(protocol, command))
-        if endpoint.sentinel is not None:  # a sentinel may name a demoted primary for a moment after a failover
+        if (
+            endpoint.sentinel is not None
+        ):  # a sentinel may name a demoted primary for a moment after a failover
             role = _raise_for(await _send(protocol, ("ROLE",)))
             if role[0] != b"master":
                 raise RedisConnectionError(f"{endpoint.where} is a {role[0].decode()}, not the primary (yet)")

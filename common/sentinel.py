@@ -128,8 +128,15 @@ def sync_master(url: str, options: dict[str, Any]) -> redis.Redis:
     return sentinel.master_for(target.master, redis_class=redis.Redis, **options)
 
 
-class BlockingSentinelPool(AsyncSentinelPool, aioredis.BlockingConnectionPool):
-    """Sentinel's pool that, like the other URLs' pool, makes a burst wait for a free connection at the cap."""
+class BlockingSentinelPool(AsyncSentinelPool, aioredis.BlockingConnectionPool):  # type: ignore[misc]
+    """Sentinel's pool that, like the other URLs' pool, makes a burst wait for a free connection at the cap, and
+    that closes its connections to the sentinels with the client."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # the client is closing (a failover disconnects only the idle ones)
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
 
 
 def async_master(url: str, options: dict[str, Any], max_connections: int) -> aioredis.Redis:

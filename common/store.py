@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from . import jsonfast, keys, scripts
-from .errors import JobNotCancellable, JobNotFound
+from .errors import JobNotCancellable, JobNotFound, NotReplicated
 from .fastredis import FastRedis
 from .jobs import (
     Idempotency,
@@ -33,6 +33,7 @@ from .jobs import (
     rq_now,
     submitted,
 )
+from .replication import call_acked
 from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
@@ -289,7 +290,8 @@ class AsyncJobStore(_Calls):
                       idem: Idempotency | None) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        return job, await self._run(self._enqueue(job, not request.wait, idem))
+        call = self._enqueue(job, not request.wait, idem)
+        return job, await self._replicated(call, lambda r: [submitted(job, r).id])
 
     async def get(self, job_id: str) -> JobView:
         raw = await self.redis.hgetall(keys.job_key(job_id))
@@ -304,7 +306,20 @@ class AsyncJobStore(_Calls):
         """Enqueue jobs all or none, in one round trip (``idempotency``: see ``enqueue``)."""
         jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
         call = self._enqueue_batch(jobs, [not r.wait for r in requests], idempotency)
-        return batch_submitted(jobs, await self._run(call))
+        return batch_submitted(
+            jobs, await self._replicated(call, lambda r: [s.id for s in batch_submitted(jobs, r)])
+        )
+
+    async def _replicated(self, call: Call, ids: Callable[[Any], list[str]]) -> Any:
+        """An enqueue, acknowledged by ``limits.ack_replicas`` replicas when that is set (``NotReplicated`` when
+        fewer held it in time; a refusal still raises as itself, through ``ids``)."""
+        wanted = self.limits.ack_replicas
+        if not wanted:
+            return await self._run(call)
+        reply, acked = await call_acked(*call, self.scripts_client, wanted, self.limits.ack_timeout_ms)
+        if acked < wanted:
+            raise NotReplicated(ids(reply), acked, wanted)
+        return reply
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))
