@@ -60,14 +60,18 @@ def test_a_submit_a_replica_holds_is_acknowledged(redis_server: RedisServer, rep
     try:
         response = app.request("POST", "/jobs", json=JOB)
         assert response.status_code == 202, response.text
-        with redis.Redis(port=replica.port) as client:  # already there: WAIT answered after the replica had it
+        with redis.Redis(
+            port=replica.port
+        ) as client:  # already there: WAIT answered after the replica had it
             assert client.exists(f"rq:job:{response.json()['id']}")
     finally:
         app.close()
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "redis-py"])
-def test_the_wait_runs_on_the_scripts_connection(redis_server: RedisServer, replica: RedisServer, lean: bool) -> None:
+def test_the_wait_runs_on_the_scripts_connection(
+    redis_server: RedisServer, replica: RedisServer, lean: bool
+) -> None:
     async def run() -> None:
         client = FastRedis(redis_server.url) if lean else async_redis(redis_server.url)
         await client.execute_command("SCRIPT", "FLUSH")  # NOSCRIPT: the script loads itself, then runs

@@ -57,7 +57,9 @@ def test_bad_sentinel_urls_are_refused(url: str) -> None:
 
 @pytest.mark.unit
 def test_sentinel_urls_are_redacted_and_carry_the_sentinel_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert redacted_url(URL) == "redis+sentinel://app:***@10.0.0.1:26379,10.0.0.2:26380,[::1]:26381/mymaster/2"
+    assert (
+        redacted_url(URL) == "redis+sentinel://app:***@10.0.0.1:26379,10.0.0.2:26380,[::1]:26381/mymaster/2"
+    )
     monkeypatch.setenv("CORRAL_REDIS_URL", URL)
     monkeypatch.setenv("CORRAL_SENTINEL_PASSWORD", "s&cret")
     settings = Settings()
@@ -111,7 +113,10 @@ def test_every_client_follows_a_failover(group: SentinelGroup) -> None:
                 await asyncio.sleep(0.1)
                 return False
 
-        for client_ in (client, fast):  # the scripts run again (SCRIPT LOAD on the new primary when it lacks them)
+        for client_ in (
+            client,
+            fast,
+        ):  # the scripts run again (SCRIPT LOAD on the new primary when it lacks them)
             while not await works(lambda c=client_: POSITION.call_async(c, [], ["nope"])):
                 pass
         assert await client.get("before") == b"1" and await fast.execute_command("GET", "before") == b"1"
