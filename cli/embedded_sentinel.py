@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import redis
