@@ -24,20 +24,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
-    AuthenticationError,
-    BusyLoadingError,
-    ExecAbortError,
-    MaxClientsReachedError,
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .replies import error_of, raise_for
 from .sentinel import SENTINEL_OPTIONS, SentinelURL, is_sentinel_url, parse_sentinel_url
 
 
@@ -170,8 +164,8 @@ async def _ask_sentinel(host: str, port: int, target: SentinelURL, timeout: floa
         async with asyncio.timeout(timeout):
             if target.sentinel_password is not None:
                 user = (target.sentinel_username,) if target.sentinel_username else ()
-                _raise_for(await _send(protocol, ("AUTH", *user, target.sentinel_password)))
-            reply = _raise_for(await _send(protocol, ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master)))
+                raise_for(await _send(protocol, ("AUTH", *user, target.sentinel_password)))
+            reply = raise_for(await _send(protocol, ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master)))
     finally:
         if protocol.transport is not None:
             protocol.transport.close()
@@ -227,46 +221,7 @@ def _send(protocol: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
 
 async def reply_of(future: asyncio.Future[Any]) -> Any:
     """The reply to a command sent with ``FastRedis.send_now``; an error reply raises as with ``execute_command``."""
-    return _raise_for(await future)
-
-
-# An error reply's code and the redis-py exception class redis-py raises for it, so that a caller handles both
-# clients alike: NOSCRIPT makes a script load itself, LOADING is transient, NOPERM / WRONGPASS are refusals.
-ERROR_CLASSES: dict[str, type[RedisError]] = {
-    "NOSCRIPT": NoScriptError,
-    "LOADING": BusyLoadingError,
-    "NOPERM": NoPermissionError,
-    "WRONGPASS": AuthenticationError,
-    "NOAUTH": AuthenticationError,
-    "READONLY": ReadOnlyError,
-    "OOM": OutOfMemoryError,
-    "EXECABORT": ExecAbortError,
-}
-# ERR replies that redis-py raises as a class of their own (the rest of ERR: ResponseError)
-ERR_CLASSES: dict[str, type[RedisError]] = {
-    "invalid password": AuthenticationError,
-    "max number of clients reached": MaxClientsReachedError,
-    "Client sent AUTH, but no password is set": AuthenticationError,
-    "AUTH <password> called without any password configured for the default user. Are you sure your "
-    "configuration is correct?": AuthenticationError,
-}
-
-
-def error_of(message: str) -> RedisError:
-    """The exception redis-py raises for an error reply (``message`` as Redis sent it, code first): a known
-    code (ERR included) is left out of the message, as redis-py does."""
-    code, _, rest = message.partition(" ")
-    if code == "ERR":
-        return ERR_CLASSES.get(rest, ResponseError)(rest)
-    if code in ERROR_CLASSES:
-        return ERROR_CLASSES[code](rest)
-    return ResponseError(message)
-
-
-def _raise_for(reply: Any) -> Any:
-    if isinstance(reply, ResponseError):
-        raise error_of(str(reply))
-    return reply
+    return raise_for(await future)
 
 
 async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _Protocol:
@@ -279,11 +234,11 @@ async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _P
         raise RedisConnectionError(f"cannot connect to redis at {endpoint.where}: {exc}") from exc
     try:
         for command in endpoint.handshake():
-            _raise_for(await _send(protocol, command))
+            raise_for(await _send(protocol, command))
         if (
             endpoint.sentinel is not None
         ):  # a sentinel may name a demoted primary for a moment after a failover
-            role = _raise_for(await _send(protocol, ("ROLE",)))
+            role = raise_for(await _send(protocol, ("ROLE",)))
             if role[0] != b"master":
                 raise RedisConnectionError(f"{endpoint.where} is a {role[0].decode()}, not the primary (yet)")
     except BaseException:

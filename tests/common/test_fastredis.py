@@ -17,8 +17,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from corral.cli.embedded_redis import RedisServer
 from corral.common import fastredis
 from corral.common.fastredis import (
-    ERR_CLASSES,
-    ERROR_CLASSES,
     Endpoint,
     FastPubSub,
     FastRedis,
@@ -27,6 +25,7 @@ from corral.common.fastredis import (
     pack_python,
 )
 from corral.common.pubsub import RedisPyPubSub, pubsub_connection
+from corral.common.replies import ERR_CLASSES, ERROR_CLASSES
 
 from ..support import ROOT, free_port, wait_for
 
