@@ -85,6 +85,24 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
 
 
 @pytest.mark.integration
+def test_the_lean_client_leaves_a_node_that_became_a_replica(group: SentinelGroup) -> None:
+    """(Before the failover test, which leaves no replica.) READONLY (a primary demoted under a live connection): the connection is dropped, so the next command finds
+    the primary again."""
+    replica = next(
+        n for n in group.nodes if n.port != group.primary_port() and n.process and n.process.poll() is None
+    )
+
+    async def run() -> None:
+        fast = FastRedis(f"redis://corral:pw@127.0.0.1:{replica.port}/0")
+        with pytest.raises(redis.ReadOnlyError):
+            await fast.execute_command("SET", "k", "v")
+        assert fast.send_now("PING") is None  # no live connection left
+        await fast.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.integration
 def test_every_client_follows_a_failover(group: SentinelGroup) -> None:
     """redis-py (sync, asyncio), the lean client and both subscribers reach the new primary after a kill -9 of the
     old one, with no restart: scripts load again, subscribers subscribe again."""
