@@ -86,8 +86,8 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
 
 @pytest.mark.integration
 def test_the_lean_client_leaves_a_node_that_became_a_replica(group: SentinelGroup) -> None:
-    """(Before the failover test, which leaves no replica.) READONLY (a primary demoted under a live connection): the connection is dropped, so the next command finds
-    the primary again."""
+    """READONLY (a primary demoted under a live connection): the connection is dropped, so the next command finds
+    the primary again. (Before the failover test, which leaves no replica.)"""
     replica = next(
         n for n in group.nodes if n.port != group.primary_port() and n.process and n.process.poll() is None
     )
