@@ -27,7 +27,10 @@ MASTER = "corral"
 
 
 class DataNode(RedisServer):
-    """A primary or replica with a configuration file of its own: the sentinels rewrite it (CONFIG REWRITE)."""
+    """A primary or replica with a configuration file of its own: the sentinels rewrite it (CONFIG REWRITE). With
+    ``tls`` (a directory of ``ca.crt``, ``server.crt``, ``server.key``) its port speaks TLS only."""
+
+    tls: Path | None = None
 
     def command(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -36,32 +39,50 @@ class DataNode(RedisServer):
             shutil.copyfile(redis_conf(), conf)
         command = super().command()
         command[1] = str(conf)
+        if self.tls is not None:
+            command[command.index("--port") + 1] = "0"
+            command += ["--tls-port", str(self.port)]
+            command += [
+                a for line in _tls_config(self.tls) for a in (f"--{line.split()[0]}", line.split()[1])
+            ]
         return [*command, "--logfile", str(self.data_dir / "redis.log")]
 
 
 class SentinelProcess:
     """One sentinel: redis-server in sentinel mode, with the configuration file it rewrites."""
 
-    def __init__(self, port: int, directory: Path, config: list[str], password: str = "") -> None:
+    def __init__(self, port: int, directory: Path, config: list[str], password: str = "",
+                 tls: Path | None = None) -> None:  # fmt: skip
         self.port = port
+        self.tls = tls
         self.directory = directory
         self.config = config
         self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
+    def _client(self) -> redis.Redis:
+        return redis.Redis(
+            "127.0.0.1", self.port, password=self.password or None, socket_timeout=2, **_tls_kwargs(self.tls)
+        )
+
     def ask(self, *command: str) -> Any:
-        with redis.Redis(port=self.port, password=self.password or None, socket_timeout=2) as client:
+        with self._client() as client:
             return client.execute_command(*command)
 
     def master_state(self) -> dict[str, Any]:
-        with redis.Redis(port=self.port, password=self.password or None, socket_timeout=2) as client:
+        with self._client() as client:
             state: dict[str, Any] = client.sentinel_master(MASTER)
             return state
 
     def start(self) -> SentinelProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "sentinel.conf"
-        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {self.directory}", "logfile sentinel.log"]
+        ports = (
+            [f"port {self.port}"]
+            if self.tls is None
+            else ["port 0", f"tls-port {self.port}", *_tls_config(self.tls)]
+        )
+        lines = [*ports, "bind 127.0.0.1", f"dir {self.directory}", "logfile sentinel.log"]
         conf.write_text("\n".join([*lines, *self.config]))
         self.process = subprocess.Popen(
             [redis_server_binary(), str(conf), "--sentinel"],
@@ -85,8 +106,9 @@ class SentinelGroup:
 
     def __init__(self, directory: Path, ports: Callable[[], int], replicas: int = 1, sentinels: int = 3,
                  password: str = "", username: str = "", sentinel_password: str = "",
-                 down_after_ms: int = 1000) -> None:  # fmt: skip
+                 down_after_ms: int = 1000, tls: Path | None = None) -> None:  # fmt: skip
         self.directory = directory
+        self.tls = tls
         self.password, self.username, self.sentinel_password = password, username, sentinel_password
         ports = _distinct(ports)
         # a replica's full sync starts at once (the default waits 5 s for more replicas to share it)
@@ -95,6 +117,7 @@ class SentinelGroup:
                                   ping_url=self._node_url(0)) for i in range(1 + replicas)]  # fmt: skip
         for node in self.nodes:
             node.ping_url = self._node_url(node.port)
+            node.tls = tls
         config = [
             f"sentinel monitor {MASTER} 127.0.0.1 {self.nodes[0].port} {sentinels // 2 + 1}",
             f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
@@ -105,7 +128,7 @@ class SentinelGroup:
             *([f"requirepass {sentinel_password}"] if sentinel_password else []),
         ]
         self.sentinels = [
-            SentinelProcess(ports(), directory / f"sentinel{i}", config, sentinel_password)
+            SentinelProcess(ports(), directory / f"sentinel{i}", config, sentinel_password, tls)
             for i in range(sentinels)
         ]
 
@@ -124,6 +147,8 @@ class SentinelGroup:
     def _node_url(self, port: int) -> str:
         user = quote(self.username) if self.username else ""
         auth = f"{user}:{quote(self.password)}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}127.0.0.1:{port}/0?ssl_ca_certs={self.tls / 'ca.crt'}"
         return f"redis://{auth}127.0.0.1:{port}/0"
 
     @property
@@ -132,6 +157,8 @@ class SentinelGroup:
         user = quote(self.username) if self.username else ""
         auth = f"{user}:{quote(self.password)}@" if self.password else ""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        if self.tls is not None:
+            return f"rediss+sentinel://{auth}{hosts}/{MASTER}/0?ssl_ca_certs={self.tls / 'ca.crt'}"
         return f"redis+sentinel://{auth}{hosts}/{MASTER}/0"
 
     def start(self) -> SentinelGroup:
@@ -222,6 +249,21 @@ class SentinelGroup:
             sentinel.kill()
         for node in self.nodes:
             node.kill()
+
+
+def _tls_config(certs: Path) -> list[str]:
+    """Configuration lines of a TLS node or sentinel (clients need no certificate; replication is TLS too)."""
+    return [
+        f"tls-cert-file {certs / 'server.crt'}",
+        f"tls-key-file {certs / 'server.key'}",
+        f"tls-ca-cert-file {certs / 'ca.crt'}",
+        "tls-auth-clients no",
+        "tls-replication yes",
+    ]
+
+
+def _tls_kwargs(certs: Path | None) -> dict[str, Any]:
+    return {} if certs is None else {"ssl": True, "ssl_ca_certs": str(certs / "ca.crt")}
 
 
 def _distinct(ports: Callable[[], int]) -> Callable[[], int]:

@@ -20,6 +20,7 @@ from corral.common.sentinel import SentinelURL, parse_sentinel_url, with_sentine
 from corral.common.settings import Settings, redacted_url
 
 from ..support import free_port, wait_for
+from .test_redis_security import self_signed, tls_capable_binary
 
 URL = "redis+sentinel://app:p%40ss@10.0.0.1:26379,10.0.0.2:26380,[::1]:26381/mymaster/2"
 
@@ -159,3 +160,34 @@ def test_every_client_follows_a_failover(group: SentinelGroup) -> None:
 async def _until(predicate: Any) -> None:
     while not predicate():
         await asyncio.sleep(0.02)
+
+
+@pytest.mark.integration
+def test_sentinel_over_tls_with_an_acl_user(tmp_path: Path) -> None:
+    """rediss+sentinel://: TLS to the sentinels and to the nodes, for redis-py and for the subscribers."""
+    tls_capable_binary()
+    certs = self_signed(tmp_path / "certs")
+    group = SentinelGroup(
+        tmp_path / "group", free_port, replicas=1, password="pw", username="corral", tls=certs
+    )
+    group.start()
+    try:
+        assert group.url.startswith("rediss+sentinel://") and not takes_url(group.url)
+        with sync_redis(group.url) as sync:
+            sync.set("k", "tls")
+
+        async def run() -> None:
+            client = async_redis(group.url)
+            got: list[Any] = []
+            subscriber = pubsub_connection(group.url, client, got.append)
+            await subscriber.connect()
+            await subscriber.subscribe("c")
+            await _until(lambda: any(m["type"] == "subscribe" for m in got))
+            await client.publish("c", await client.get("k"))
+            await asyncio.wait_for(_until(lambda: any(m["data"] == b"tls" for m in got)), 5)
+            await subscriber.aclose()
+            await client.aclose(close_connection_pool=True)
+
+        asyncio.run(run())
+    finally:
+        group.stop()
