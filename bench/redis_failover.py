@@ -38,8 +38,11 @@ JOB = {"model": "llama3", "prompt": "tell me a story " * 4}
 class SentinelRig(Rig):
     """A Rig whose Redis is a Sentinel group: every process gets the ``redis+sentinel://`` URL."""
 
+    replicas: int = 1
+
     def __post_init__(self) -> None:
-        self.group = SentinelGroup(Path(tempfile.mkdtemp(prefix="corral-sentinel-")), free_port).start()
+        directory = Path(tempfile.mkdtemp(prefix="corral-sentinel-"))
+        self.group = SentinelGroup(directory, free_port, replicas=self.replicas).start()
         self.url = self.group.url
         self.server = self.group.nodes[0]  # (Rig's own checks want one; the group stops them all)
         self.redis = sync_redis(self.url, name="bench")
@@ -185,8 +188,8 @@ def _states(client: redis.Redis, ids: list[str]) -> dict[str, tuple[str | None, 
     return out
 
 
-def bench_redis_failover(kills: int, ack_replicas: int) -> dict[str, Any]:
-    rig, load = SentinelRig(), Load()
+def bench_redis_failover(kills: int, ack_replicas: int, replicas: int = 1) -> dict[str, Any]:
+    rig, load = SentinelRig(replicas=replicas), Load()
     try:
         settings = {"ack_replicas": ack_replicas, "ack_timeout_ms": 1000} if ack_replicas else {}
         for i in range(3):
@@ -212,15 +215,16 @@ def bench_redis_failover(kills: int, ack_replicas: int) -> dict[str, Any]:
         rig.close()
 
 
-def report(kills: int) -> None:
+def report(kills: int, runs: list[tuple[int, int]]) -> None:
+    """One row per (CORRAL_ACK_REPLICAS, replicas) run."""
     rows = []
-    for ack in (0, 1):
-        result = bench_redis_failover(kills, ack)
+    for ack, replicas in runs:
+        result = bench_redis_failover(kills, ack, replicas)
         jobs, load = result["jobs"], result["load"]
         rec = [r["submits"] for r in result["recovery"]]
         promoted = [r["promoted"] for r in result["recovery"]]
         rows.append((
-            f"CORRAL_ACK_REPLICAS={ack}", str(len(rec)),
+            f"CORRAL_ACK_REPLICAS={ack}, {replicas} replica(s)", str(len(rec)),
             f"{statistics.median(promoted):.2f} / {max(promoted):.2f} s",
             f"{statistics.median(rec):.2f} / {max(rec):.2f} s",
             str(jobs["acked"]), str(jobs["lost"]), str(jobs["stuck"]), str(jobs["rerun"]), str(jobs["failed"]),
@@ -239,7 +243,9 @@ def report(kills: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.redis_failover")
     parser.add_argument("--kills", type=int, default=10)
-    report(parser.parse_args().kills)
+    parser.add_argument("--runs", default="0:1,1:1,1:2", help="CORRAL_ACK_REPLICAS:replicas of each run")
+    args = parser.parse_args()
+    report(args.kills, [(int(a), int(r)) for a, r in (run.split(":") for run in args.runs.split(","))])
 
 
 if __name__ == "__main__":
