@@ -316,7 +316,8 @@ class AsyncJobStore(_Calls):
         wanted = self.limits.ack_replicas
         if not wanted:
             return await self._run(call)
-        reply, acked = await call_acked(*call, self.scripts_client, wanted, self.limits.ack_timeout_ms)
+        # a pooled connection: a WAIT blocks its connection, and on the lean client's one every submit would wait
+        reply, acked = await call_acked(*call, self.redis, wanted, self.limits.ack_timeout_ms)
         if acked < wanted:
             raise NotReplicated(ids(reply), acked, wanted)
         return reply
