@@ -35,8 +35,8 @@ def replica(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
-def api(url: str, replicas: int) -> InProcessAPI:
-    return InProcessAPI(Settings(redis_url=url, ack_replicas=replicas, ack_timeout_ms=100))
+def api(url: str, replicas: int, timeout_ms: int = 100) -> InProcessAPI:
+    return InProcessAPI(Settings(redis_url=url, ack_replicas=replicas, ack_timeout_ms=timeout_ms))
 
 
 def test_a_submit_no_replica_holds_is_answered_503_with_its_id(redis_server: RedisServer) -> None:
@@ -56,7 +56,7 @@ def test_a_submit_no_replica_holds_is_answered_503_with_its_id(redis_server: Red
 
 
 def test_a_submit_a_replica_holds_is_acknowledged(redis_server: RedisServer, replica: RedisServer) -> None:
-    app = api(redis_server.url, 1)
+    app = api(redis_server.url, 1, timeout_ms=5000)  # (a loaded machine may take a while)
     try:
         response = app.request("POST", "/jobs", json=JOB)
         assert response.status_code == 202, response.text
