@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from corral.cli.embedded_redis import RedisServer
 
 from .core import ttft_corral_stream
 from .harness import Rig, free_port, summary, wait
+from .rawhttp import RawClient
 
 
 def with_replica(rig: Rig) -> RedisServer:
@@ -36,14 +38,18 @@ def with_replica(rig: Rig) -> RedisServer:
 async def jobs_per_s(http: httpx.AsyncClient, api: str, jobs: int, concurrency: int = 32) -> float:
     """Submit ``jobs`` jobs (202 each) and wait for the last to end: jobs/s over that time."""
     ids: list[str] = []
+    clients = [await RawClient(api).connect() for _ in range(concurrency)]  # (as bench.core: one per user)
     start = time.perf_counter()
 
     async def client(n: int) -> None:
         for i in range(n, jobs, concurrency):
-            response = await http.post(api + "/jobs", json={"model": "llama3", "prompt": f"j{i}"})
-            ids.append(response.json()["id"])
+            status, body = await clients[n].request("POST", "/jobs", {"model": "llama3", "prompt": f"j{i}"})
+            assert status == 202, body
+            ids.append(json.loads(body)["id"])
 
     await asyncio.gather(*(client(n) for n in range(concurrency)))
+    for raw in clients:
+        await raw.close()
     for job_id in ids[-concurrency:]:  # the last ones submitted end last (one queue, in order)
         while (await http.get(f"{api}/jobs/{job_id}")).json()["status"] not in {"succeeded", "failed"}:
             await asyncio.sleep(0.01)
@@ -54,7 +60,7 @@ def bench_ack_cost(pairs: int, rounds: int, jobs: int) -> dict[str, Any]:
     rig = Rig()
     replica = with_replica(rig)
     try:
-        sim = rig.simulator(ttft=0, tps=0, load_time=0, parallel=16)
+        sim = rig.simulator(ttft=0, tps=0, load_time=0, parallel=64, time_scale=0)
         rig.worker(sim, "bench-w", worker_slots=16)
         plain, _ = rig.api()
         acked, _ = rig.api(ack_replicas=1, ack_timeout_ms=1000)

@@ -35,6 +35,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 JOB = {"model": "llama3", "prompt": "tell me a story " * 4}
 
 
+@dataclass
 class SentinelRig(Rig):
     """A Rig whose Redis is a Sentinel group: every process gets the ``redis+sentinel://`` URL."""
 
