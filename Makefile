@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PACKAGE := corral api worker common cli client simulator
 SOURCES := $(PACKAGE) tests bench
 
-.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-scheduling bench-fleet lint typecheck format clean browser redis-tls
+.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-scheduling bench-fleet bench-failover lint typecheck format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -85,6 +85,10 @@ integration: $(STAMP) $(BROWSER) redis-tls
 bench: $(STAMP) $(ENGINE)
 	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
 	$(BIN)/python -m bench
+
+# Redis behind Sentinel: the primary killed under load, again and again (with and without CORRAL_ACK_REPLICAS=1)
+bench-failover: $(STAMP)
+	$(BIN)/python -m bench.redis_failover --kills 10
 
 bench-scheduling: $(STAMP)
 	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"

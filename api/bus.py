@@ -28,8 +28,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT
-from corral.common.fastredis import PubSubConnection, pubsub_connection
 from corral.common.jobs import Idempotency, new_job_id
+from corral.common.pubsub import PubSubConnection, pubsub_connection
 from corral.common.schemas import TERMINAL_EVENTS, JobRequest
 from corral.common.store import AsyncJobStore
 

@@ -21,6 +21,7 @@ from corral.common.errors import (
     JobNotCancellable,
     JobNotFound,
     ModelNotFound,
+    NotReplicated,
     PayloadTooLarge,
     QueueFull,
     RateLimited,
@@ -55,6 +56,8 @@ def corral_response(exc: CorralError) -> JSONResponse:
     """Corral's answer to one of its errors: its status, ``{"error", "code"}`` (and each field error's location
     for ``InvalidFields``), ``Retry-After`` on the 429s."""
     extra: dict[str, Any] = {}
+    if isinstance(exc, NotReplicated):  # the job exists (on the primary): its id, to check or to wait for
+        extra.update(id=exc.job_ids[0], ids=exc.job_ids, replicas=exc.replicas)
     if isinstance(exc, InvalidFields):
         extra["detail"] = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
                            for e in exc.errors]  # fmt: skip
@@ -89,7 +92,7 @@ def retry_headers(exc: CorralError) -> dict[str, str]:
     """``Retry-After`` for the 429s."""
     if isinstance(exc, RateLimited):
         return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-    return {"Retry-After": "1"} if isinstance(exc, QueueFull) else {}
+    return {"Retry-After": "1"} if isinstance(exc, QueueFull | NotReplicated) else {}
 
 
 def shaped_error(

@@ -30,7 +30,13 @@ DEFAULT_FILE = "corral.toml"
 
 # section -> {key in the file: setting}; a setting missing from its model (another version) is left out
 SECTIONS: dict[str, dict[str, str]] = {
-    "redis": {"url": "redis_url", "data_dir": "data_dir"},
+    "redis": {
+        "url": "redis_url",
+        "data_dir": "data_dir",
+        "sentinel_password": "sentinel_password",
+        "ack_replicas": "ack_replicas",
+        "ack_timeout_ms": "ack_timeout_ms",
+    },
     "api": {
         "host": "api_host",
         "port": "api_port",

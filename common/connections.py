@@ -14,6 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from .sentinel import async_master, is_sentinel_url, sync_master
+
 log = logging.getLogger(__name__)
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
 
@@ -34,6 +36,8 @@ def _options(url: str, name: str) -> dict[str, object]:
 def sync_redis(url: str, name: str = "corral") -> redis.Redis:
     """A sync client; a command that hits a dropped connection is retried 3 times with backoff."""
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+    if is_sentinel_url(url):  # the primary the sentinels name, asked again on every new connection
+        return sync_master(url, {"retry": retry, **_options(url, name)})
     return redis.Redis.from_url(url, retry=retry, **_options(url, name))
 
 
@@ -41,6 +45,8 @@ def async_redis(url: str, name: str = "corral", max_connections: int = 64) -> ai
     from redis.asyncio.retry import Retry as AsyncRetry
 
     retry = AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+    if is_sentinel_url(url):
+        return async_master(url, {"retry": retry, **_options(url, name)}, max_connections)
     # a blocking pool: a burst of requests waits for a free connection instead of failing
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=10, retry=retry, **_options(url, name)

@@ -16,6 +16,7 @@ CorralError                 the root; raised as itself for a setup that cannot w
 │   └── HostNotFound        no registered host of that name (404)
 ├── JobTimeout              a client's ``result(timeout=)`` ran out (also a ``TimeoutError``)
 ├── BackendUnavailable      Redis, the API or an engine cannot be reached (503)
+│   ├── NotReplicated       a job was queued but not on CORRAL_ACK_REPLICAS replicas in time (503)
 │   └── BackendAuthRefused          the engine refused the worker's credentials  (corral.worker.backends.errors)
 ├── BackendError                    the engine refused a request                 (corral.worker.backends.errors)
 │   └── BackendModelMissing         the engine does not have the model           (corral.worker.backends.errors)
@@ -126,6 +127,23 @@ class JobTimeout(CorralError, TimeoutError):
 
 class BackendUnavailable(CorralError):
     code = "backend_unavailable"
+
+
+class NotReplicated(BackendUnavailable):
+    """A submit's jobs were written to the primary, but fewer replicas than ``CORRAL_ACK_REPLICAS`` acknowledged
+    them within ``CORRAL_ACK_TIMEOUT_MS``: a failover now could lose them."""
+
+    code = "not_replicated"
+
+    def __init__(self, job_ids: list[str], replicas: int, wanted: int) -> None:
+        super().__init__(
+            f"job {', '.join(job_ids)} queued but held by {replicas} of {wanted} replicas in time; it may be lost "
+            "on a failover: check GET /jobs/{id}, or submit again with the same Idempotency-Key",
+            job_ids=job_ids,
+            replicas=replicas,
+        )
+        self.job_ids = job_ids
+        self.replicas = replicas
 
 
 class Unauthorized(CorralError):

@@ -24,19 +24,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
-    AuthenticationError,
-    BusyLoadingError,
-    ExecAbortError,
-    MaxClientsReachedError,
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .replies import error_of, raise_for
+from .sentinel import SENTINEL_OPTIONS, SentinelURL, is_sentinel_url, parse_sentinel_url
 
 
 def pack_python(args: tuple[Any, ...]) -> bytes:
@@ -69,23 +65,42 @@ def _unix_db(query: str) -> int | None:
 
 
 def takes_url(url: str) -> bool:
-    """Whether the lean clients take this URL: plain ``redis://host:port/db``, or a unix socket
-    (``unix:///path/redis.sock`` with at most ``?db=N``); no TLS, no other options."""
+    """Whether the lean clients take this URL: plain ``redis://host:port/db``, a unix socket
+    (``unix:///path/redis.sock`` with at most ``?db=N``) or ``redis+sentinel://`` (with at most the sentinels'
+    credentials as options); no TLS, no other options."""
     parts = urlsplit(url)
+    if parts.scheme == "redis+sentinel":
+        return _sentinel_url_ok(url) and all(
+            p.partition("=")[0] in SENTINEL_OPTIONS for p in parts.query.split("&") if p
+        )
     if parts.scheme == "unix":
         return bool(parts.path) and _unix_db(parts.query) is not None
     return parts.scheme == "redis" and not parts.query and bool(parts.hostname)
 
 
+def _sentinel_url_ok(url: str) -> bool:
+    try:
+        return bool(parse_sentinel_url(url))
+    except ValueError:
+        return False
+
+
 class Endpoint:
-    """Where and how to connect, from a plain ``redis://`` or ``unix://`` URL (everything else stays with
-    redis-py)."""
+    """Where and how to connect, from a plain ``redis://``, ``unix://`` or ``redis+sentinel://`` URL (everything
+    else stays with redis-py). Behind Sentinel, each connection asks the sentinels for the primary first."""
 
     def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
         parts = urlsplit(url)
         if not takes_url(url):
             raise ValueError(f"not a plain redis://host:port/db or unix:// URL: {url.split('@')[-1]!r}")
         self.path: str | None = None
+        self.connect_timeout = connect_timeout
+        self.sentinel: SentinelURL | None = None
+        if is_sentinel_url(url):
+            self.sentinel = target = parse_sentinel_url(url)
+            self.host, self.port = target.sentinels[0]  # until the sentinels name the primary
+            self.username, self.password, self.db = target.username, target.password, target.db
+            return
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
         self.username = unquote(parts.username) if parts.username else None
@@ -96,10 +111,11 @@ class Endpoint:
         else:
             path = parts.path.strip("/")
             self.db = int(path) if path else 0
-        self.connect_timeout = connect_timeout
 
     @property
     def where(self) -> str:
+        if self.sentinel is not None:
+            return f"the primary {self.sentinel.master!r} (at {self.host}:{self.port})"
         return self.path if self.path is not None else f"{self.host}:{self.port}"
 
     def connect(
@@ -111,6 +127,23 @@ class Endpoint:
             return loop.create_unix_connection(factory, self.path)
         return loop.create_connection(factory, self.host, self.port)
 
+    async def locate(self) -> None:
+        """Behind Sentinel: ask the sentinels, in turn, where the primary is now."""
+        if self.sentinel is None:
+            return
+        errors = []
+        for host, port in self.sentinel.sentinels:
+            try:
+                address = await _ask_sentinel(host, port, self.sentinel, self.connect_timeout)
+            except (RedisError, OSError, TimeoutError) as exc:
+                errors.append(f"{host}:{port}: {exc}")
+                continue
+            if address is not None:
+                self.host, self.port = address
+                return
+            errors.append(f"{host}:{port}: no primary named {self.sentinel.master!r}")
+        raise RedisConnectionError(f"no sentinel names the primary: {'; '.join(errors)}")
+
     def handshake(self) -> list[tuple[Any, ...]]:
         commands: list[tuple[Any, ...]] = []
         if self.password is not None:
@@ -119,6 +152,24 @@ class Endpoint:
         if self.db:
             commands.append(("SELECT", self.db))
         return commands
+
+
+async def _ask_sentinel(host: str, port: int, target: SentinelURL, timeout: float) -> tuple[str, int] | None:
+    """The primary's address one sentinel gives (None: it knows no such primary)."""
+    loop = asyncio.get_running_loop()
+    _transport, protocol = await asyncio.wait_for(
+        loop.create_connection(lambda: _Protocol(None), host, port), timeout
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            if target.sentinel_password is not None:
+                user = (target.sentinel_username,) if target.sentinel_username else ()
+                raise_for(await _send(protocol, ("AUTH", *user, target.sentinel_password)))
+            reply = raise_for(await _send(protocol, ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master)))
+    finally:
+        if protocol.transport is not None:
+            protocol.transport.close()
+    return None if not reply else (reply[0].decode(), int(reply[1]))
 
 
 class _Protocol(asyncio.Protocol):
@@ -170,49 +221,11 @@ def _send(protocol: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
 
 async def reply_of(future: asyncio.Future[Any]) -> Any:
     """The reply to a command sent with ``FastRedis.send_now``; an error reply raises as with ``execute_command``."""
-    return _raise_for(await future)
-
-
-# An error reply's code and the redis-py exception class redis-py raises for it, so that a caller handles both
-# clients alike: NOSCRIPT makes a script load itself, LOADING is transient, NOPERM / WRONGPASS are refusals.
-ERROR_CLASSES: dict[str, type[RedisError]] = {
-    "NOSCRIPT": NoScriptError,
-    "LOADING": BusyLoadingError,
-    "NOPERM": NoPermissionError,
-    "WRONGPASS": AuthenticationError,
-    "NOAUTH": AuthenticationError,
-    "READONLY": ReadOnlyError,
-    "OOM": OutOfMemoryError,
-    "EXECABORT": ExecAbortError,
-}
-# ERR replies that redis-py raises as a class of their own (the rest of ERR: ResponseError)
-ERR_CLASSES: dict[str, type[RedisError]] = {
-    "invalid password": AuthenticationError,
-    "max number of clients reached": MaxClientsReachedError,
-    "Client sent AUTH, but no password is set": AuthenticationError,
-    "AUTH <password> called without any password configured for the default user. Are you sure your "
-    "configuration is correct?": AuthenticationError,
-}
-
-
-def error_of(message: str) -> RedisError:
-    """The exception redis-py raises for an error reply (``message`` as Redis sent it, code first): a known
-    code (ERR included) is left out of the message, as redis-py does."""
-    code, _, rest = message.partition(" ")
-    if code == "ERR":
-        return ERR_CLASSES.get(rest, ResponseError)(rest)
-    if code in ERROR_CLASSES:
-        return ERROR_CLASSES[code](rest)
-    return ResponseError(message)
-
-
-def _raise_for(reply: Any) -> Any:
-    if isinstance(reply, ResponseError):
-        raise error_of(str(reply))
-    return reply
+    return raise_for(await future)
 
 
 async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _Protocol:
+    await endpoint.locate()
     try:
         _transport, protocol = await asyncio.wait_for(
             endpoint.connect(lambda: _Protocol(None)), endpoint.connect_timeout
@@ -221,7 +234,13 @@ async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _P
         raise RedisConnectionError(f"cannot connect to redis at {endpoint.where}: {exc}") from exc
     try:
         for command in endpoint.handshake():
-            _raise_for(await _send(protocol, command))
+            raise_for(await _send(protocol, command))
+        if (
+            endpoint.sentinel is not None
+        ):  # a sentinel may name a demoted primary for a moment after a failover
+            role = raise_for(await _send(protocol, ("ROLE",)))
+            if role[0] != b"master":
+                raise RedisConnectionError(f"{endpoint.where} is a {role[0].decode()}, not the primary (yet)")
     except BaseException:
         if protocol.transport is not None:  # refused (AUTH, SELECT): the connection is not kept
             protocol.transport.close()
@@ -259,7 +278,27 @@ class FastRedis:
         return _send(protocol, args)
 
     async def execute_command(self, *args: Any) -> Any:
-        return await reply_of(_send(await self._connection(), args))
+        protocol = await self._connection()
+        try:
+            return await reply_of(_send(protocol, args))
+        except ReadOnlyError:
+            # the node was made a replica (a failover): the next command connects to the primary again
+            if protocol.transport is not None:
+                protocol.transport.close()
+            raise
+
+    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Commands written together on one connection (``WAIT`` after a write counts that connection's
+        writes); each reply, or the exception of an error reply, in order."""
+        protocol = await self._connection()
+        futures = [_send(protocol, args) for args in commands]
+        out: list[Any] = []
+        for future in futures:
+            try:
+                out.append(await reply_of(future))
+            except RedisError as exc:
+                out.append(exc)
+        return out
 
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None
@@ -315,67 +354,6 @@ class FastPubSub:
                 await asyncio.wait_for(asyncio.shield(protocol.lost), 1.0)
 
 
-class RedisPyPubSub:
-    """The same interface over redis-py's PubSub, for URLs FastPubSub does not take (TLS, URL options)."""
-
-    def __init__(self, client: Any, on_message: Callable[[dict[str, Any]], None]) -> None:
-        self.client = client
-        self.on_message = on_message
-        self._pubsub: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def connect(self) -> None:
-        self._pubsub = self.client.pubsub()
-        await self._pubsub.connect()
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                if not self._pubsub.subscribed:
-                    await asyncio.sleep(0.05)
-                    continue
-                message = await self._pubsub.get_message(timeout=1.0)
-                if message:
-                    self.on_message(message)
-        except (RedisConnectionError, OSError):
-            raise
-        except Exception as exc:  # whatever broke the subscriber, its owner reconnects
-            raise RedisConnectionError(f"pub/sub failed: {exc}") from exc
-
-    async def subscribe(self, *channels: str) -> None:
-        if channels:
-            await self._pubsub.subscribe(*channels)
-
-    async def unsubscribe(self, *channels: str) -> None:
-        if channels:
-            await self._pubsub.unsubscribe(*channels)
-
-    async def wait_closed(self) -> None:
-        assert self._task is not None
-        await asyncio.shield(self._task)  # it only ends by raising: the connection was lost
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
-
-
-PubSubConnection = FastPubSub | RedisPyPubSub
-
-
-def pubsub_connection(
-    url: str, client: Any, on_message: Callable[[dict[str, Any]], None]
-) -> PubSubConnection:
-    """A subscriber: the lean one for plain ``redis://`` and ``unix://`` URLs, redis-py's (with ``client``'s
-    options) else."""
-    return FastPubSub(url, on_message) if takes_url(url) else RedisPyPubSub(client, on_message)
-
-
 def fast_redis(url: str) -> FastRedis | None:
     """A FastRedis for a plain ``redis://host:port/db`` or ``unix://`` URL; None for anything else (TLS, URL
     options), which stays with redis-py and its full set of connection options."""
@@ -385,10 +363,8 @@ def fast_redis(url: str) -> FastRedis | None:
 __all__ = [
     "FastPubSub",
     "FastRedis",
-    "PubSubConnection",
-    "RedisPyPubSub",
     "error_of",
     "fast_redis",
     "pack",
-    "pubsub_connection",
+    "takes_url",
 ]

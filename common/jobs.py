@@ -86,6 +86,8 @@ class Limits:
     switch_delay: float = 10.0
     priority_aging: float = 0.0
     idempotency_ttl: int = 86400
+    ack_replicas: int = 0
+    ack_timeout_ms: int = 500
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -104,6 +106,8 @@ class Limits:
             switch_delay=settings.switch_delay,
             priority_aging=settings.priority_aging,
             idempotency_ttl=settings.idempotency_ttl,
+            ack_replicas=settings.ack_replicas,
+            ack_timeout_ms=settings.ack_timeout_ms,
         )
 
 

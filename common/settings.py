@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .configfile import ConfigFileSource, find_config_file
+
+from .sentinel import with_sentinel_password
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6390/0"
 UNPARSABLE_URL = "<unparsable url>"
@@ -28,6 +30,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", env_ignore_empty=True)
 
     redis_url: str = Field(EMBEDDED_REDIS_URL, description="Redis URL; the default is the embedded Redis")
+    sentinel_password: SecretStr = Field(
+        SecretStr(""), description="the sentinels' password, for a redis+sentinel:// CORRAL_REDIS_URL"
+    )
+    ack_replicas: int = Field(
+        0, ge=0, description="replicas that must hold a submitted job before the API acknowledges it; 0 = off"
+    )
+    ack_timeout_ms: int = Field(
+        500, ge=1, description="milliseconds a submit waits for CORRAL_ACK_REPLICAS before answering 503"
+    )
     data_dir: Path = Field(Path(".corral"), description="embedded Redis data (AOF) and logs")
     ollama_url: str = Field("http://127.0.0.1:11434", description="the worker's local Ollama")
     backend: Literal["auto", "ollama", "openai"] = Field(
@@ -144,6 +155,12 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @model_validator(mode="after")
+    def _sentinel_password(self) -> Settings:
+        # carried in the URL's query, so every client made from the URL alone (workers, the CLI) gets it
+        self.redis_url = with_sentinel_password(self.redis_url, self.sentinel_password.get_secret_value())
+        return self
 
     @field_validator("worker_id")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from .jobs import (
     submitted,
 )
 from .logs import job_submitted
+from .replication import acked_or_refused
 from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
 
@@ -290,7 +291,7 @@ class AsyncJobStore(_Calls):
                       idem: Idempotency | None) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        reply = await self._run(self._enqueue(job, not request.wait, idem))
+        reply = await self._replicated(self._enqueue(job, not request.wait, idem), lambda r: [submitted(job, r).id])
         if reply and int(reply[0]) > 0:  # queued (not refused, not an earlier submit's answer)
             job_submitted(job, int(reply[0]) - 1)
         return job, reply
@@ -308,11 +309,18 @@ class AsyncJobStore(_Calls):
         """Enqueue jobs all or none, in one round trip (``idempotency``: see ``enqueue``)."""
         jobs = [prepare_job(r, self.limits, owner=owner, max_jobs=max_jobs) for r in requests]
         call = self._enqueue_batch(jobs, [not r.wait for r in requests], idempotency)
-        reply = await self._run(call)
+        reply = await self._replicated(call, lambda r: [s.id for s in batch_submitted(jobs, r)])
         answers = batch_submitted(jobs, reply)
         for job, answer in zip(jobs, answers if replayed(reply) is None else (), strict=False):
             job_submitted(job, answer.queue_position)
         return answers
+
+    async def _replicated(self, call: Call, ids: Callable[[Any], list[str]]) -> Any:
+        """An enqueue, acknowledged by ``limits.ack_replicas`` replicas when that is set (replication.py)."""
+        if not self.limits.ack_replicas:
+            return await self._run(call)
+        # a pooled connection: a WAIT blocks its connection, and on the lean client's one every submit would wait
+        return await acked_or_refused(call, self.redis, self.limits.ack_replicas, self.limits.ack_timeout_ms, ids)
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT
-from corral.common.fastredis import pubsub_connection
 from corral.common.jobs import decode_popped
+from corral.common.pubsub import pubsub_connection
 
 from .dispatch import Dispatcher
 from .jobs import Jobs

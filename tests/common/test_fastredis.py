@@ -17,17 +17,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from corral.cli.embedded_redis import RedisServer
 from corral.common import fastredis
 from corral.common.fastredis import (
-    ERR_CLASSES,
-    ERROR_CLASSES,
     Endpoint,
     FastPubSub,
     FastRedis,
-    RedisPyPubSub,
     fast_redis,
     pack,
     pack_python,
-    pubsub_connection,
 )
+from corral.common.pubsub import RedisPyPubSub, pubsub_connection
+from corral.common.replies import ERR_CLASSES, ERROR_CLASSES
 
 from ..support import ROOT, free_port, wait_for
 
