@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PACKAGE := corral api worker common cli client simulator
 SOURCES := $(PACKAGE) tests bench
 
-.PHONY: run test fuzz unit integration chaos bench bench-scheduling lint typecheck format clean browser redis-tls
+.PHONY: run test fuzz unit integration chaos bench bench-scheduling bench-scale lint typecheck format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,6 +63,12 @@ bench: $(STAMP)
 bench-scheduling: $(STAMP)
 	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
 	$(BIN)/python -m bench --scheduling
+
+# 200 workers, 50 models, 100,000 queued jobs: Redis' cost per job against queue length and fleet size
+# (docs/scaling.md; curves in docs/img/scale-*.png). SCALE_ARGS=--quick for a one-minute run.
+bench-scale: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
