@@ -20,11 +20,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
-import redis
 import redis.asyncio as aioredis
 
 from corral.common import keys
@@ -72,7 +70,8 @@ class Bench:
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-        argv = [sys.executable, "-m", "bench.scale_fleet", "--redis", self.url, "--models", str(N_MODELS), *args]
+        argv = [sys.executable, "-m", "bench.scale_fleet", "--redis", self.url, "--models", str(N_MODELS)]
+        argv += args
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
     def live_workers(self) -> int:
@@ -104,7 +103,9 @@ class Bench:
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
-    async def fill(self, store: AsyncJobStore, start: int, stop: int, batch: int = 100, hot: bool = False) -> None:
+    async def fill(
+        self, store: AsyncJobStore, start: int, stop: int, batch: int = 100, hot: bool = False
+    ) -> None:
         for k in range(start, stop, batch):
             await store.enqueue_many([request(j, stop, hot=hot) for j in range(k, min(stop, k + batch))])
 
@@ -126,7 +127,8 @@ class Bench:
         base = probe.Snapshot.take(self.r)
         done = 0
         for length in lengths:
-            self.r.config_set("slowlog-log-slower-than", -1)  # (the SLOWLOG's own memory out of the bytes per job)
+            # (the SLOWLOG's own memory kept out of the bytes per job)
+            self.r.config_set("slowlog-log-slower-than", -1)
             probe.slowlog_by_name(self.r)
             t0 = time.monotonic()
             await self.fill(store, done, length, hot=True)
@@ -151,9 +153,11 @@ class Bench:
                 "queued": self.queued(), "fill_s": fill_s, "fill_jobs_s": length / max(fill_s, 1e-9),
                 "bytes_per_job": (mem.memory - base.memory) / length,
                 "enqueue_us": probe.summary(log["enqueue"]), "pop_us": probe.summary(pops[0::2]),
-                "pop_hot_us": probe.summary(pops[1::2]), "hot_queued": self.r.llen(keys.queue_key(f"{model_name(0)}:latest")),
+                "pop_hot_us": probe.summary(pops[1::2]),
+                "hot_queued": self.r.llen(keys.queue_key(f"{model_name(0)}:latest")),
                 "batch_us_per_job": probe.summary([v / 100 for v in log.get("enqueue_batch", [])]),
-                "redis_cpu_us_per_op": delta["cpu"] / (3 * n) * 1e6, "inner_calls_per_op": delta["inner_calls"] / (3 * n),
+                "redis_cpu_us_per_op": delta["cpu"] / (3 * n) * 1e6,
+                "inner_calls_per_op": delta["inner_calls"] / (3 * n),
                 "popped": popped,
             }  # fmt: skip
             out.append(row)
@@ -267,8 +271,9 @@ class Bench:
             row["dead"] = self.dead_worker()
             out.append(row)
             i, b = row["idle"], row["burst"]
-            print(f"  {size:>3} workers: {i['heartbeats_s']:.0f} beats/s, idle Redis CPU {i['redis_cpu_pct']:.1f} %, "
-                  f"janitor {row['janitor']['ms']:.1f} ms; {b['jobs_s']:.0f} jobs/s, pop p50 {b['pop_us']['p50']:.0f} us, "
+            print(f"  {size:>3} workers: {i['heartbeats_s']:.0f} beats/s, idle Redis CPU "
+                  f"{i['redis_cpu_pct']:.1f} %, janitor {row['janitor']['ms']:.1f} ms; {b['jobs_s']:.0f} jobs/s, "
+                  f"pop p50 {b['pop_us']['p50']:.0f} us, "
                   f"{b['redis_cpu_us_per_job']:.0f} us Redis CPU/job; dead worker's jobs again in "
                   f"{row['dead']['p50']:.1f} s (max {row['dead']['max']:.1f})", flush=True)  # fmt: skip
         return out
@@ -290,8 +295,10 @@ class Bench:
         done = self.finished() - done0
         log = probe.slowlog_by_name(self.r)
         await client.aclose()
+        janitor = self.janitor_pass(5)  # (with the queue's keys and the dead workers of step 2 listed)
         return {
-            "workers": self.fleet_size, "filled": jobs, "fill_s": fill_s, "queued_at_start": queued0,
+            "janitor": janitor, "keys": self.r.dbsize(), "workers": self.fleet_size, "filled": jobs,
+            "fill_s": fill_s, "queued_at_start": queued0,
             "queued_at_end": self.queued(), "jobs_s": done / d["seconds"],
             "redis_cpu_us_per_job": d["cpu"] / max(done, 1) * 1e6, "redis_cpu_pct": 100 * d["cpu"] / d["seconds"],
             "inner_calls_per_job": d["inner_calls"] / max(done, 1),
@@ -304,7 +311,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     lengths = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
     sizes = [10, 50] if args.quick else [10, 50, 100, 200]
     load = os.getloadavg()
-    result: dict[str, Any] = {"label": args.label, "quick": args.quick, "cpus": psutil.cpu_count(), "load": load}
+    result: dict[str, Any] = {"label": args.label, "quick": args.quick, "cpus": psutil.cpu_count()}
+    result["load"] = load
     try:
         print(f"scale benchmark ({'quick' if args.quick else 'full'}); load average {load[0]:.1f} on "
               f"{psutil.cpu_count()} cores", flush=True)  # fmt: skip
@@ -317,7 +325,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             result["full"] = await bench.full(lengths[-1], 10 if args.quick else 20)
             f = result["full"]
             print(f"  {f['workers']} workers, {f['queued_at_start']} queued: {f['jobs_s']:.0f} jobs/s, pop p50 "
-                  f"{f['pop_us']['p50']:.0f} us, Redis CPU {f['redis_cpu_pct']:.0f} %", flush=True)  # fmt: skip
+                  f"{f['pop_us']['p50']:.0f} us, Redis CPU {f['redis_cpu_pct']:.0f} %; janitor pass "
+                  f"{f['janitor']['ms']:.0f} ms "
+                  f"({f['janitor']['commands']} commands, {f['keys']} keys)", flush=True)  # fmt: skip
     finally:
         bench.stop_fleet()
         bench.rig.close()

@@ -39,8 +39,12 @@ def plot(folder: Path, out: Path) -> None:
         q = run["queue"]
         x = [row["queued"] for row in q]
         for key, name in (("enqueue_us", "enqueue"), ("pop_us", "pop")):
-            axes[0].plot(x, [row[key]["p50"] for row in q], marker="o", label=f"{name} p50 ({label})", **styles[label])
-            axes[0].plot(x, [row[key]["p95"] for row in q], marker=".", label=f"{name} p95 ({label})", **styles[label])
+            axes[0].plot(
+                x, [row[key]["p50"] for row in q], marker="o", label=f"{name} p50 ({label})", **styles[label]
+            )
+            axes[0].plot(
+                x, [row[key]["p95"] for row in q], marker=".", label=f"{name} p95 ({label})", **styles[label]
+            )
         axes[1].plot(x, [row["bytes_per_job"] for row in q], marker="o", label=label, **styles[label])
     axes[0].set(xscale="log", yscale="log", xlabel="jobs queued (50 models)", ylabel="Redis time per call (us)",
                 title="script time vs queue length")  # fmt: skip
@@ -67,7 +71,9 @@ def plot(folder: Path, out: Path) -> None:
     ]
     for ax, (get, unit, title) in zip(axes.flat, panels, strict=True):
         for label, rows in fleets.items():
-            ax.plot([r["workers"] for r in rows], [get(r) for r in rows], marker="o", label=label, **styles[label])
+            ax.plot(
+                [r["workers"] for r in rows], [get(r) for r in rows], marker="o", label=label, **styles[label]
+            )
         ax.set(xlabel="workers", ylabel=unit, title=title)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)

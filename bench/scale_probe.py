@@ -13,10 +13,15 @@ import redis
 
 from corral.common import scripts
 
-SCRIPT_NAMES = {
-    s.sha: s.name
-    for s in (scripts.ENQUEUE, scripts.ENQUEUE_BATCH, scripts.POP, scripts.EMIT, scripts.FINISH, scripts.REQUEUE)
-}
+MEASURED = (
+    scripts.ENQUEUE,
+    scripts.ENQUEUE_BATCH,
+    scripts.POP,
+    scripts.EMIT,
+    scripts.FINISH,
+    scripts.REQUEUE,
+)
+SCRIPT_NAMES = {s.sha: s.name for s in MEASURED}
 SLOWLOG_LEN = 200_000
 
 
