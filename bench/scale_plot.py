@@ -38,13 +38,14 @@ def plot(folder: Path, out: Path) -> None:
     for label, run in runs.items():
         q = run["queue"]
         x = [row["queued"] for row in q]
-        for key, name in (("enqueue_us", "enqueue"), ("pop_us", "pop")):
-            axes[0].plot(
-                x, [row[key]["p50"] for row in q], marker="o", label=f"{name} p50 ({label})", **styles[label]
-            )
-            axes[0].plot(
-                x, [row[key]["p95"] for row in q], marker=".", label=f"{name} p95 ({label})", **styles[label]
-            )
+        keys = (
+            ("enqueue_us", "enqueue"),
+            ("pop_us", "pop, 49 models"),
+            ("pop_hot_us", "pop, hot model (40 %)"),
+        )
+        for key, name in keys:
+            values = [row[key]["p50"] for row in q]
+            axes[0].plot(x, values, marker="o", label=f"{name} p50 ({label})", **styles[label])
         axes[1].plot(x, [row["bytes_per_job"] for row in q], marker="o", label=label, **styles[label])
     axes[0].set(xscale="log", yscale="log", xlabel="jobs queued (50 models)", ylabel="Redis time per call (us)",
                 title="script time vs queue length")  # fmt: skip
@@ -78,13 +79,18 @@ def plot(folder: Path, out: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    idle = axes.flat[3].twinx()
-    for label, rows in fleets.items():
-        idle.plot([r["workers"] for r in rows], [r["idle"]["redis_cpu_pct"] for r in rows], color="grey",
-                  marker="x", label=f"idle Redis CPU % ({label})", **styles[label])  # fmt: skip
-    idle.set_ylabel("idle Redis CPU %")
-    idle.set_ylim(bottom=0)
-    idle.legend(fontsize=7, loc="lower right")
+    twins = [
+        (axes.flat[2], lambda r: r["burst"]["commands_per_job"], "Redis commands per job"),
+        (axes.flat[3], lambda r: r["idle"]["redis_cpu_pct"], "idle Redis CPU %"),
+    ]
+    for ax, get, unit in twins:
+        twin = ax.twinx()
+        for label, rows in fleets.items():
+            twin.plot([r["workers"] for r in rows], [get(r) for r in rows], color="grey", marker="x",
+                      label=f"{unit} ({label})", **styles[label])  # fmt: skip
+        twin.set_ylabel(unit)
+        twin.set_ylim(bottom=0)
+        twin.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "scale-fleet.png", dpi=110)
     plt.close(fig)
