@@ -69,12 +69,19 @@ def test_a_listed_dead_worker_costs_no_walk_over_the_keyspace(
     # one SCAN a pass: the bounded step of the walk over the in-flight lists, none over the whole keyspace
     assert pass_cost(r, janitor, monkeypatch)[1] == 1  # its jobs re-queued ...
     assert store.get(job).status == "queued"
-    assert [pass_cost(r, janitor, monkeypatch)[1] for _ in range(3)] == [1, 1, 1]  # ... and the same on later passes
+    assert [pass_cost(r, janitor, monkeypatch)[1] for _ in range(3)] == [
+        1,
+        1,
+        1,
+    ]  # ... and the same on later passes
     assert r.zscore(keys.WORKERS, "dead") is not None  # still listed (as dead) for /workers
     # once dropped from the list (after DEAD_WORKER_KEEP), its model entries go too
     r.zadd(keys.WORKERS, {"dead": time.time() - 7200})
     janitor.sweep()
-    assert r.zscore(keys.WORKERS, "dead") is None and r.zscore(keys.model_workers_key("m:latest"), "dead") is None
+    assert (
+        r.zscore(keys.WORKERS, "dead") is None
+        and r.zscore(keys.model_workers_key("m:latest"), "dead") is None
+    )
 
 
 def test_a_pop_takes_a_job_from_deep_in_the_list_and_keeps_the_rest_in_order(
