@@ -60,7 +60,7 @@ class Bench:
         self.rig = Rig()
         self.r = self.rig.redis
         self.url = self.rig.url
-        self.settings = Settings(redis_url=self.url)
+        self.settings = Settings(redis_url=self.url, max_queue=0)  # (the hot model queues 40,000)
         self.limits = Limits.from_settings(self.settings)
         self.fleet: list[subprocess.Popen[bytes]] = []
         self.fleet_size = 0
