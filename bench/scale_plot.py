@@ -47,9 +47,10 @@ def plot(folder: Path, out: Path) -> None:
             values = [row[key]["p50"] for row in q]
             axes[0].plot(x, values, marker="o", label=f"{name} p50 ({label})", **styles[label])
         axes[1].plot(x, [row["bytes_per_job"] for row in q], marker="o", label=label, **styles[label])
-    axes[0].set(xscale="log", yscale="log", xlabel="jobs queued (50 models)", ylabel="Redis time per call (us)",
+    axes[0].set(xscale="log", xlabel="jobs queued (50 models)", ylabel="Redis time per call (us)",
                 title="script time vs queue length")  # fmt: skip
     axes[1].set(xscale="log", xlabel="jobs queued", ylabel="bytes", title="Redis memory per queued job")
+    axes[0].set_ylim(bottom=0)
     axes[1].set_ylim(bottom=0)
     for ax in axes:
         ax.grid(alpha=0.3)
