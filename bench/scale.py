@@ -5,7 +5,8 @@
 2. Fleet size: 10, 50, 100, 200 real workers (``bench.scale_fleet``, an instant fake engine): idle, the heartbeat
    write rate and Redis' CPU; one janitor pass; a burst of jobs: the dispatch rate, Redis CPU and commands per
    job, the script times; a worker killed with jobs in flight: the time until they run again.
-3. Full scale: 200 workers draining 100,000 queued jobs.
+3. Full scale: 100,000 jobs submitted in batches of 500 to the 200 workers; then the rate at which they drain
+   what is still queued.
 
 The results go to .corral/bench-scale/<label>.json; ``python -m bench.scale_plot`` draws docs/img/scale-*.png.
 """
@@ -284,9 +285,10 @@ class Bench:
         """The fleet at its largest drains ``jobs`` queued jobs; the rate over ``seconds``."""
         client = aioredis.Redis.from_url(self.url)
         store = AsyncJobStore(client, self.limits)
-        t0 = time.monotonic()
+        t0, done_before = time.monotonic(), self.finished()
         await self.fill(store, 0, jobs, batch=500)
         fill_s = time.monotonic() - t0
+        done_in_fill = self.finished() - done_before
         probe.slowlog_by_name(self.r)
         before, done0 = probe.Snapshot.take(self.r), self.finished()
         queued0 = self.queued()
@@ -298,7 +300,7 @@ class Bench:
         janitor = self.janitor_pass(5)  # (with the queue's keys and the dead workers of step 2 listed)
         return {
             "janitor": janitor, "keys": self.r.dbsize(), "workers": self.fleet_size, "filled": jobs,
-            "fill_s": fill_s, "queued_at_start": queued0,
+            "fill_s": fill_s, "done_in_fill": done_in_fill, "queued_at_start": queued0,
             "queued_at_end": self.queued(), "jobs_s": done / d["seconds"],
             "redis_cpu_us_per_job": d["cpu"] / max(done, 1) * 1e6, "redis_cpu_pct": 100 * d["cpu"] / d["seconds"],
             "inner_calls_per_job": d["inner_calls"] / max(done, 1),
@@ -324,7 +326,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             print("3. full scale", flush=True)
             result["full"] = await bench.full(lengths[-1], 10 if args.quick else 20)
             f = result["full"]
-            print(f"  {f['workers']} workers, {f['queued_at_start']} queued: {f['jobs_s']:.0f} jobs/s, pop p50 "
+            print(f"  {f['workers']} workers: {f['filled']} jobs submitted in {f['fill_s']:.0f} s, "
+                  f"{f['done_in_fill']} done meanwhile; then {f['queued_at_start']} queued: {f['jobs_s']:.0f} "
+                  "jobs/s, pop p50 "
                   f"{f['pop_us']['p50']:.0f} us, Redis CPU {f['redis_cpu_pct']:.0f} %; janitor pass "
                   f"{f['janitor']['ms']:.0f} ms "
                   f"({f['janitor']['commands']} commands, {f['keys']} keys)", flush=True)  # fmt: skip
