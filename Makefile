@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PACKAGE := corral api worker common cli client simulator
 SOURCES := $(PACKAGE) tests bench
 
-.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-scheduling bench-fleet bench-failover lint typecheck format clean browser redis-tls
+.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-scheduling bench-fleet bench-failover bench-scale lint typecheck format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -97,6 +97,12 @@ bench-scheduling: $(STAMP)
 # one `corral fleet` process serving 50 simulated engines: heartbeat lag and added TTFT against a one-engine worker
 bench-fleet: $(STAMP)
 	$(BIN)/python -m bench.hosts
+
+# 200 workers, 50 models, 100,000 queued jobs: Redis' cost per job against queue length and fleet size
+# (docs/scaling.md; curves in docs/img/scale-*.png). SCALE_ARGS=--quick for a one-minute run.
+bench-scale: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)

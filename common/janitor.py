@@ -82,19 +82,26 @@ class Janitor:
         return float(seconds) + float(micros) / 1e6 - uptime + STARTED_MARGIN
 
     def _reap_dead_workers(self, result: Sweep, beats_after: float) -> None:
+        """The listed workers whose heartbeat hash has expired: their jobs re-queued. Every hash is checked in one
+        round trip (a pass makes the same few round trips with any number of workers)."""
         now = time.time()
-        for raw_id, last_seen in self.redis.zrange(keys.WORKERS, 0, -1, withscores=True):
+        listed = self.redis.zrange(keys.WORKERS, 0, -1, withscores=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for raw_id, _last_seen in listed:
+            pipe.exists(keys.worker_key(raw_id.decode()))
+        beating = pipe.execute() if listed else []
+        for (raw_id, last_seen), alive in zip(listed, beating, strict=True):
             worker_id = raw_id.decode()
-            if last_seen <= beats_after or self.redis.exists(keys.worker_key(worker_id)):
+            if last_seen <= beats_after or alive:
                 continue
             inflight = self.store.inflight(worker_id)
             if inflight:
                 result.dead_workers += 1
                 log.warning("worker %s is dead (last heartbeat %.1fs ago); re-queueing %d job(s)",
                             worker_id, now - last_seen, len(inflight))  # fmt: skip
-            self._requeue_all(result, worker_id, f"worker {worker_id} died")
-            self._forget_models(worker_id)
+                self._requeue_all(result, worker_id, f"worker {worker_id} died")
             if now - last_seen > DEAD_WORKER_KEEP:
+                self._forget_models(worker_id)
                 self.redis.zrem(keys.WORKERS, worker_id)
 
     def _requeue_all(self, result: Sweep, worker_id: str, reason: str) -> None:
@@ -120,6 +127,9 @@ class Janitor:
             self._requeue_all(result, worker_id, f"worker {worker_id} is gone")
 
     def _forget_models(self, worker_id: str) -> None:
+        """Drop a long-dead worker from the models' holder sets: once, as it leaves the list (its entries there
+        are scored by when its heartbeat expired, so they never counted as a live holder meanwhile; this walk
+        over the keyspace is too dear for every pass)."""
         for key in self.redis.scan_iter(keys.model_workers_key("*"), count=500):
             self.redis.zrem(key, worker_id)
 

@@ -195,13 +195,35 @@ local function start(jk, id, st, m, w)
   return {id, attempt, st[3] or '', st[4] or '', st[5] or '', st[6] or '', seq}
 end
 
+-- take a queued id out of its model's RQ list; 0 when it is not there. LREM walks the list from one end, and the
+-- index's next job is not always the head (a tenant's job behind another tenant's batch, a high-priority one):
+-- it walks from the end nearer the job, judged by when the job, the head and the tail were queued (a job pushed
+-- by RQ's own tools has no enq_ts: it counts as old). The walk costs the job's distance from that end.
+local function unqueue(qkey, id)
+  local head = redis.call('LINDEX', qkey, 0)
+  if head == id then
+    redis.call('LPOP', qkey)
+    return 1
+  end
+  local tail = redis.call('LINDEX', qkey, -1)
+  if tail == id then
+    redis.call('RPOP', qkey)
+    return 1
+  end
+  if not (head and tail) then return 0 end
+  local function queued_at(x) return tonumber(redis.call('HGET', job_key(x), 'enq_ts') or '0') or 0 end
+  local t = queued_at(id)
+  if queued_at(tail) - t < t - queued_at(head) then return redis.call('LREM', qkey, -1, id) end
+  return redis.call('LREM', qkey, 1, id)
+end
+
 -- take the next job of a model queue for worker w (see start); nil when there is none. Skips ids whose job is
 -- gone or no longer queued.
 local function take(qkey, m, now, w)
   for _ = 1, 100 do
     local id = index_pop(m, now, w.aging)
     if id then
-      if redis.call('LREM', qkey, 1, id) == 0 then id = false end  -- no longer queued: skip
+      if unqueue(qkey, id) == 0 then id = false end  -- no longer queued: skip
     else
       id = redis.call('LPOP', qkey)  -- a job outside the index (pushed by RQ's own tools)
       if not id then return nil end
