@@ -16,7 +16,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .configfile import ConfigFileSource, find_config_file
-
 from .sentinel import with_sentinel_password
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6390/0"
