@@ -48,7 +48,10 @@ async def call_acked(
 
 
 async def acked_or_refused(
-    call: tuple[LuaScript, Sequence[str], Sequence[Any]], client: Any, replicas: int, timeout_ms: int,
+    call: tuple[LuaScript, Sequence[str], Sequence[Any]],
+    client: Any,
+    replicas: int,
+    timeout_ms: int,
     ids: Callable[[Any], list[str]],
 ) -> Any:
     """The script's reply once ``replicas`` replicas hold it; ``NotReplicated`` (naming the job ids ``ids`` reads

@@ -291,7 +291,9 @@ class AsyncJobStore(_Calls):
                       idem: Idempotency | None) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        reply = await self._replicated(self._enqueue(job, not request.wait, idem), lambda r: [submitted(job, r).id])
+        reply = await self._replicated(
+            self._enqueue(job, not request.wait, idem), lambda r: [submitted(job, r).id]
+        )
         if reply and int(reply[0]) > 0:  # queued (not refused, not an earlier submit's answer)
             job_submitted(job, int(reply[0]) - 1)
         return job, reply
@@ -320,7 +322,9 @@ class AsyncJobStore(_Calls):
         if not self.limits.ack_replicas:
             return await self._run(call)
         # a pooled connection: a WAIT blocks its connection, and on the lean client's one every submit would wait
-        return await acked_or_refused(call, self.redis, self.limits.ack_replicas, self.limits.ack_timeout_ms, ids)
+        return await acked_or_refused(
+            call, self.redis, self.limits.ack_replicas, self.limits.ack_timeout_ms, ids
+        )
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))
