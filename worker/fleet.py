@@ -25,10 +25,10 @@ from typing import Any
 from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT, async_redis, sync_redis
 from corral.common.fastredis import fast_redis
-from corral.common.pubsub import pubsub_connection
 from corral.common.hosts import HostSpec, load_hosts, register_hosts
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
+from corral.common.pubsub import pubsub_connection
 from corral.common.settings import Settings, redacted_url
 from corral.common.store import JobStore
 
