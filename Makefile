@@ -55,14 +55,15 @@ unit: $(STAMP)
 integration: $(STAMP) $(BROWSER) redis-tls
 	$(BIN)/python -m pytest -m "integration or chaos" -q
 
-# LiteLLM is a peer the scheduling benchmark compares against, not a dependency: installed here only.
+# ollama-herd and LiteLLM are peers the scheduling benchmark compares against, not dependencies: each is installed
+# into a virtualenv of its own under .corral/peers/ (bench/peers.py); one that does not install is left out.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
+	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench
 
 bench-scheduling: $(STAMP)
-	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
-	$(BIN)/python -m bench --scheduling
+	$(BIN)/python -m bench.peers
+	$(BIN)/python -m bench.scheduling $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
