@@ -109,7 +109,7 @@ def start_litellm(rig: Rig, sims: list[str], work: Workload, strategy: str) -> T
     spawn(rig, f"litellm-{strategy}", [str(LITELLM.program), "--config", str(path), "--host", "127.0.0.1",
                                        "--port", str(port)], env)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    wait(lambda: httpx.get(url + "/health/liveliness").status_code == 200, timeout=120)
+    wait(lambda: httpx.get(url + "/health/liveliness").status_code == 200, timeout=600)  # a slow import
     return Target(url, api="openai", headers={"Authorization": f"Bearer {key}"})
 
 

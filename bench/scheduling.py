@@ -167,7 +167,11 @@ def run_all(work: Workload, n: int, runs: int, names: list[str]) -> dict[str, li
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for k in range(runs):
         for name in names[k % len(names):] + names[: k % len(names)]:
-            row = scenario(name, work, requests)
+            try:
+                row = scenario(name, work, requests)
+            except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
+                print(f"  {work.name} run {k + 1}/{runs} {name}: did not run ({exc})", flush=True)
+                continue
             results[name].append(row)
             print(f"  {work.name} run {k + 1}/{runs} {name}: {row['n']} done, {row['errors']} failed, "
                   f"{row['loads']} loads, p95 {row['done_p95']:.2f} s {row['samples'][:1]}", flush=True)  # fmt: skip
@@ -187,6 +191,9 @@ def table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = ["| dispatcher | done / failed | TTFT p50 | TTFT p95 | completion p95 | makespan | model loads | "
              "jobs/s | p95, loads vs round-robin |", "|" + "---|" * 9]  # fmt: skip
     for name, rows in results.items():
+        if not rows:
+            lines.append(f"| {DISPATCHERS[name][0]} | did not run | | | | | | | |")
+            continue
         col = {k: [float(r[k]) for r in rows] for k in rows[0] if k != "samples"}
         ratio = ""
         if base:
