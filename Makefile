@@ -81,9 +81,10 @@ unit: $(STAMP)
 integration: $(STAMP) $(BROWSER) redis-tls
 	$(BIN)/python -m pytest -m "integration or chaos" -q --ignore=tests/engine
 
-# LiteLLM is a peer the scheduling benchmark compares against, not a dependency: installed here only.
+# ollama-herd and LiteLLM are peers the scheduling benchmark compares against, not dependencies: each is installed
+# into a virtualenv of its own under .corral/peers/ (bench/peers.py); one that does not install is left out.
 bench: $(STAMP) $(ENGINE)
-	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
+	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench
 
 # Redis behind Sentinel: the primary killed under load, again and again (with and without CORRAL_ACK_REPLICAS=1)
@@ -91,8 +92,8 @@ bench-failover: $(STAMP)
 	$(BIN)/python -m bench.redis_failover --kills 10
 
 bench-scheduling: $(STAMP)
-	$(BIN)/python -m pip install --quiet litellm || echo "litellm did not install: the scheduling benchmark leaves it out"
-	$(BIN)/python -m bench --scheduling
+	$(BIN)/python -m bench.peers
+	$(BIN)/python -m bench.scheduling $(ARGS)
 
 # one `corral fleet` process serving 50 simulated engines: heartbeat lag and added TTFT against a one-engine worker
 bench-fleet: $(STAMP)

@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--no-scheduling", action="store_true", help="skip the scheduling benchmark")
     args = parser.parse_args()
     quick = args.quick or os.environ.get("CORRAL_BENCH_QUICK") == "1"
+    scheduling = ["--n", "400", "--runs", "1"] if quick else []
     if args.scheduling:
-        bench_scheduling(400 if quick else 2000)
+        bench_scheduling(scheduling)
         return
     n_ttft, n_jobs, n_kills = (30, 300, 3) if quick else (200, 3000, 20)
 
@@ -92,7 +93,7 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
     if not args.no_scheduling:
-        bench_scheduling(400 if quick else 2000)
+        bench_scheduling(scheduling)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """The baselines of the scheduling benchmark: a small async Ollama proxy in front of several Ollama hosts.
 
 ``--policy round-robin`` sends each request to the next host (what Open WebUI's multi-host setting and simple
-gateways do); ``--policy least-busy`` to the host with the fewest requests in flight. Neither knows what a host
-has loaded. Run: ``python -m bench.proxy --port 9000 --policy round-robin URL1 URL2 URL3``.
+gateways do); ``--policy least-busy`` to the host with the fewest requests in flight (counted from the moment it is
+chosen, so a burst spreads instead of landing on the host that looked idle); ``--policy static`` to the host a fixed
+model -> host index map (``--assign '{"m": 0}'``) names, as an operator who placed models by hand would. None knows
+what a host has loaded. Run: ``python -m bench.proxy --port 9000 --policy round-robin URL1 URL2 URL3``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,26 +23,35 @@ from starlette.routing import Route
 
 
 class Balancer:
-    def __init__(self, backends: list[str], policy: str) -> None:
+    def __init__(self, backends: list[str], policy: str, assign: dict[str, int] | None = None) -> None:
         self.backends = backends
         self.policy = policy
+        self.assign = assign or {}
         self.inflight = dict.fromkeys(backends, 0)
         self._next = itertools.cycle(backends)
 
-    def choose(self) -> str:
+    def choose(self, model: str) -> str:
+        """The host for a request of ``model``, counted in flight at once (``release`` when it ends)."""
         if self.policy == "least-busy":
-            return min(self.backends, key=lambda b: self.inflight[b])
-        return next(self._next)
+            backend = min(self.backends, key=lambda b: self.inflight[b])
+        elif self.policy == "static":
+            backend = self.backends[self.assign.get(model, 0) % len(self.backends)]
+        else:
+            backend = next(self._next)
+        self.inflight[backend] += 1
+        return backend
+
+    def release(self, backend: str) -> None:
+        self.inflight[backend] -= 1
 
 
-def build_app(backends: list[str], policy: str) -> Starlette:
-    balancer = Balancer(backends, policy)
+def build_app(backends: list[str], policy: str, assign: dict[str, int] | None = None) -> Starlette:
+    balancer = Balancer(backends, policy, assign)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(600, connect=10), limits=httpx.Limits(max_connections=None)
     )
 
     async def relay(backend: str, request: Request, body: bytes) -> AsyncIterator[bytes]:
-        balancer.inflight[backend] += 1
         try:
             headers = {"content-type": "application/json"}
             async with http.stream(
@@ -48,11 +60,15 @@ def build_app(backends: list[str], policy: str) -> Starlette:
                 async for chunk in answer.aiter_raw():
                     yield chunk
         finally:
-            balancer.inflight[backend] -= 1
+            balancer.release(backend)
 
     async def forward(request: Request) -> Response:
         body = await request.body()
-        backend = balancer.choose()
+        try:
+            model = str(json.loads(body).get("model", ""))
+        except (ValueError, AttributeError):
+            model = ""
+        backend = balancer.choose(model)
         stream = relay(backend, request, body)
         return StreamingResponse(stream, media_type="application/x-ndjson")
 
@@ -73,10 +89,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bench.proxy")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--policy", choices=["round-robin", "least-busy"], default="round-robin")
+    parser.add_argument("--policy", choices=["round-robin", "least-busy", "static"], default="round-robin")
+    parser.add_argument("--assign", default="{}", help="static: JSON map of model -> host index")
     parser.add_argument("backends", nargs="+")
     args = parser.parse_args(argv)
-    app = build_app(args.backends, args.policy)
+    app = build_app(args.backends, args.policy, json.loads(args.assign))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

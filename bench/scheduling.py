@@ -1,21 +1,21 @@
-"""Scheduling benchmark: one fleet, one workload, four dispatchers (Corral, round-robin, least-busy, LiteLLM).
+"""Scheduling benchmark: the same simulated fleet and requests in front of every dispatcher, each run to completion.
 
-The fleet: 3 simulated hosts of different speeds (1.0, 0.7, 1.4), each with room for 2 of the 6 models (8 GB
-each in 16 GB), 4 parallel slots per loaded model, loads of 10-20 s, 2 s to first token, 2 tokens/s, 6-token
-answers (long jobs, few tokens: the dispatchers' CPU stays small next to the simulated GPU time); every delay is
-multiplied by ``TIME_SCALE`` so the run takes seconds. The workload: ``n`` streamed ``/api/generate`` requests,
-model popularity Zipf(1.1) over the 6 models, arriving in bursts, at most ``CLIENT_CONNECTIONS`` open at once.
-Every dispatcher gets fresh simulators (nothing loaded) and the same requests at the same offsets; the simulators
-count the model loads (``GET /sim/stats``).
+``python -m bench.scheduling [--workload affinity|spread|all] [--runs 3] [--n 2000] [--only NAME …]``; the
+dispatchers are in ``bench/dispatchers.py``, the workloads in ``bench/workloads.py``. Each dispatcher runs
+``--runs`` times, interleaved (round k runs every dispatcher once, in an order rotated by k), each time against
+fresh simulators with nothing loaded; the table shows medians with min-max. The simulators count the model loads
+(``GET /sim/stats``). With ollama-herd in the run the benchmark re-runs itself in a network namespace of its own
+(its router advertises itself over mDNS), which needs root or unprivileged user namespaces.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
-import random
-import subprocess
+import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,29 +23,13 @@ from typing import Any
 
 import httpx
 
-from .harness import ROOT, Rig, free_port, pct, wait
+from .dispatchers import DISPATCHERS, Target, in_own_netns, peer_missing
+from .harness import ROOT, Rig, pct
+from .workloads import SPEEDS, WORKLOADS, Request, Workload
 
-TIME_SCALE = 0.05
-MODELS = [f"bench-m{i}:latest" for i in range(6)]
-SPEEDS = [1.0, 0.7, 1.4]
-SIM_OPTIONS: dict[str, Any] = {
-    "ttft": 2.0, "tps": 2, "min_tokens": 6, "parallel": 4, "max_loaded": 2, "memory_gb": 16, "size_gb": 8,
-    "max_queue": 100_000, "keep_alive": 3600, "time_scale": TIME_SCALE,
-}  # fmt: skip
-SPECS = {m: {"load_time": 10 + 2 * i} for i, m in enumerate(MODELS)}
 CLIENT_CONNECTIONS = 256  # requests the load generator keeps open at once, like an application's pool
-DEADLINE = 120.0  # seconds a dispatcher gets; requests open then are cut off (their times are lower bounds)
-COLD_DELAY = 0.5  # seconds, real time: about the scaled time of a model load (0.5-1 s here)
-SWITCH_DELAY = (
-    1.0  # seconds, real time: a job of a model no host has loaded waits this long before a host switches
-)
-
-
-@dataclass
-class Request:
-    at: float  # seconds after the start
-    model: str
-    prompt: str
+SAFETY_BOUND = 1800.0  # seconds: far above any run; a dispatcher that hits it has failed, not finished
+ORDER = list(DISPATCHERS)
 
 
 @dataclass
@@ -53,182 +37,123 @@ class Outcome:
     ttft: list[float] = field(default_factory=list)
     done: list[float] = field(default_factory=list)
     errors: int = 0
-    unfinished: list[float] = field(default_factory=list)  # due times of the requests cut off at the deadline
+    wrong_model: int = 0  # answered, but by another model than asked (counted as failed)
     samples: list[str] = field(default_factory=list)
-    first_sent: float = 0.0
     last_done: float = 0.0
 
-    def answered(self, sent: float, first: float, start: float) -> None:
-        """One request answered: sent when due, first token at ``first``, last one now."""
-        end = time.perf_counter()
-        self.ttft.append(first - sent)
-        self.done.append(end - sent)
-        self.last_done = max(self.last_done, end - start)
+    def failed(self, why: str) -> None:
+        self.errors += 1
+        if len(self.samples) < 3:
+            self.samples.append(why[:200])
 
 
-def workload(n: int, bursts: int = 10, gap: float = 3.0, spread: float = 0.5, seed: int = 7) -> list[Request]:
-    """``n`` requests in ``bursts`` bursts ``gap`` s apart, each spread over ``spread`` s; Zipf(1.1) models."""
-    rng = random.Random(seed)
-    weights = [1 / (k + 1) ** 1.1 for k in range(len(MODELS))]
-    out = []
-    for i in range(n):
-        burst = i * bursts // n
-        model = rng.choices(MODELS, weights)[0]
-        out.append(Request(burst * gap + rng.uniform(0, spread), model, f"job {i} about {model}"))
-    return sorted(out, key=lambda r: r.at)
+def first_token(api: str, line: str) -> tuple[bool, str]:
+    """(does this line carry output, the model that produced it) for a line of either streaming API."""
+    if api == "openai":
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            return False, ""
+        chunk = json.loads(line[6:])
+        if chunk.get("error"):
+            raise RuntimeError(line)
+        delta = (chunk.get("choices") or [{}])[0].get("delta") or {}
+        return bool(delta.get("content")), str(chunk.get("model", ""))
+    chunk = json.loads(line)
+    if chunk.get("error"):
+        raise RuntimeError(line)
+    return bool(chunk.get("response")) or bool(chunk.get("done")), str(chunk.get("model", ""))
 
 
-async def run_http(base: str, requests: list[Request], headers: dict[str, str] | None = None) -> Outcome:
-    """Send every request to ``base``/api/generate at its offset, streaming; time the first and last line."""
+def same_model(asked: str, answered: str) -> bool:
+    """LiteLLM names the model as its provider does (``ollama/<m>``); Ollama adds ``:latest`` to bare names."""
+    def bare(name: str) -> str:
+        return name.rsplit("/", 1)[-1].removesuffix(":latest")
+
+    return not answered or bare(asked) == bare(answered)
+
+
+async def run_load(target: Target, requests: list[Request]) -> Outcome:
+    """Send every request at its offset, streaming; time its first output and its end from when it was due."""
     outcome = Outcome()
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=CLIENT_CONNECTIONS)
     gate = asyncio.Semaphore(CLIENT_CONNECTIONS)
-    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits, headers=headers) as http:
+    path = "/v1/chat/completions" if target.api == "openai" else "/api/generate"
+    async with httpx.AsyncClient(base_url=target.url, timeout=SAFETY_BOUND, limits=limits,
+                                 headers=target.headers) as http:  # fmt: skip
         start = time.perf_counter()
 
         async def one(req: Request) -> None:
-            sent = (
-                start + req.at
-            )  # times count from when the request was due, waiting for a connection included
+            sent = start + req.at  # waiting for one of the client's connections counts
             await asyncio.sleep(max(0.0, sent - time.perf_counter()))
-            first = 0.0
-            body = {"model": req.model, "prompt": req.prompt, "stream": True}
+            if target.api == "openai":
+                body: dict[str, Any] = {"model": req.model, "stream": True,
+                                        "messages": [{"role": "user", "content": req.prompt}]}  # fmt: skip
+            else:
+                body = {"model": req.model, "prompt": req.prompt, "stream": True}
+            first, wrong = 0.0, ""
             try:
-                async with gate, http.stream("POST", "/api/generate", json=body) as answer:
+                async with gate, http.stream("POST", path, json=body) as answer:
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"HTTP {answer.status_code}: {(await answer.aread())[:150]!r}")
                     async for line in answer.aiter_lines():
                         if not line:
                             continue
-                        if not first:
+                        output, model = first_token(target.api, line)
+                        wrong = wrong or ("" if same_model(req.model, model) else model)
+                        if output and not first:
                             first = time.perf_counter()
-                        if json.loads(line).get("error"):
-                            raise RuntimeError(line)
             except (httpx.HTTPError, RuntimeError, ValueError) as exc:
-                outcome.errors += 1
-                if len(outcome.samples) < 3:
-                    outcome.samples.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                outcome.failed(f"{type(exc).__name__}: {exc}")
                 return
-            outcome.answered(sent, first, start)
+            if wrong:
+                outcome.wrong_model += 1
+                outcome.failed(f"asked {req.model}, answered by {wrong}")
+                return
+            end = time.perf_counter()
+            outcome.ttft.append((first or end) - sent)
+            outcome.done.append(end - sent)
+            outcome.last_done = max(outcome.last_done, end - start)
 
-        await bounded(outcome, [(r, one(r)) for r in requests])
-    outcome.first_sent = requests[0].at
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        _, pending = await asyncio.wait(tasks, timeout=SAFETY_BOUND)
+        for task in pending:
+            task.cancel()
+        if pending:
+            raise RuntimeError(f"{len(pending)} requests still open after the {SAFETY_BOUND:.0f} s safety bound")
     return outcome
-
-
-async def bounded(outcome: Outcome, calls: list[tuple[Request, Any]]) -> None:
-    """Run every request; at ``DEADLINE`` cancel those still open and note them as unfinished."""
-    tasks = {asyncio.ensure_future(call): req for req, call in calls}
-    _done, pending = await asyncio.wait(tasks, timeout=DEADLINE)
-    for task in pending:
-        task.cancel()
-        outcome.unfinished.append(tasks[task].at)
-    await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def run_litellm(sims: list[str], requests: list[Request]) -> Outcome:
-    """LiteLLM's Router, in this process: one deployment per host for each model name, its default strategy."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of its price list at import
-    from litellm import Router  # type: ignore[import-not-found, unused-ignore]
-
-    model_list = [
-        {"model_name": m, "litellm_params": {"model": f"ollama/{m}", "api_base": sim}}
-        for m in MODELS
-        for sim in sims
-    ]
-    router = Router(model_list=model_list, num_retries=0, timeout=600)
-    outcome = Outcome()
-    gate = asyncio.Semaphore(CLIENT_CONNECTIONS)
-    start = time.perf_counter()
-
-    async def one(req: Request) -> None:
-        sent = start + req.at
-        await asyncio.sleep(max(0.0, sent - time.perf_counter()))
-        first = 0.0
-        try:
-            async with gate:
-                stream = await router.acompletion(
-                    model=req.model, messages=[{"role": "user", "content": req.prompt}], stream=True
-                )
-                async for _chunk in stream:
-                    if not first:
-                        first = time.perf_counter()
-        except Exception:  # LiteLLM raises its own zoo of exceptions; any is a failed request here
-            outcome.errors += 1
-            return
-        outcome.answered(sent, first, start)
-
-    await bounded(outcome, [(r, one(r)) for r in requests])
-    outcome.first_sent = requests[0].at
-    return outcome
-
-
-def start_sims(rig: Rig) -> list[str]:
-    return [
-        rig.simulator(",".join(MODELS), speed=speed, specs=json.dumps(SPECS), **SIM_OPTIONS)
-        for speed in SPEEDS
-    ]
 
 
 def loads(sims: list[str]) -> int:
     return sum(int(httpx.get(s + "/sim/stats", timeout=10).json()["loads"]) for s in sims)
 
 
-def proxy(rig: Rig, sims: list[str], policy: str) -> str:
-    port = free_port()
-    log = open(rig.tmp / f"proxy-{policy}.log", "wb")  # noqa: SIM115
-    child = subprocess.Popen([sys.executable, "-m", "bench.proxy", "--port", str(port), "--policy", policy, *sims],
-                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
-    rig.children.append(child)
-    url = f"http://127.0.0.1:{port}"
-    wait(lambda: httpx.get(url + "/api/tags").status_code == 200)
-    return url
-
-
-def corral(rig: Rig, sims: list[str], learned: bool = False) -> str:
-    """The API and one worker per host; each worker told its host holds 2 models (``CORRAL_MAX_LOADED_MODELS``,
-    as docs/scheduling.md says to set it), or with ``learned`` left to find out from the first eviction."""
-    settings = {"heartbeat_interval": 0.25, "heartbeat_ttl": 3, "model_refresh_interval": 2,
-                "cold_delay": COLD_DELAY, "switch_delay": SWITCH_DELAY, "worker_slots": 8, "max_queue": 0,
-                "max_loaded_models": 0 if learned else SIM_OPTIONS["max_loaded"]}  # fmt: skip
-    for i, sim in enumerate(sims):
-        rig.worker(sim, f"sched-w{i}", **settings)
-    url, _ = rig.api(**settings)
-    return url
-
-
-def scenario(name: str, requests: list[Request]) -> dict[str, Any]:
-    """One dispatcher against fresh simulators: its numbers."""
+def scenario(name: str, work: Workload, requests: list[Request]) -> dict[str, Any]:
+    """One run of one dispatcher against fresh simulators: its numbers."""
     rig = Rig()
     try:
-        sims = start_sims(rig)
-        if name == "litellm":
-            outcome = asyncio.run(run_litellm(sims, requests))
-        else:
-            base = (
-                corral(rig, sims, name == "corral-learned")
-                if name.startswith("corral")
-                else proxy(rig, sims, name)
-            )
-            outcome = asyncio.run(run_http(base, requests))
-        return summarise(outcome, loads(sims))
-    finally:
+        sims = [rig.simulator(",".join(work.models), speed=speed, specs=json.dumps(work.specs()),
+                              **work.sim_options) for speed in SPEEDS]  # fmt: skip
+        target = DISPATCHERS[name][1](rig, sims, work)
+        outcome = asyncio.run(run_load(target, requests))
+        row = summarise(outcome, loads(sims), requests[0].at)
+    except BaseException:
         rig.close()
+        print(f"  {name} failed; its processes' logs are in {rig.tmp}", file=sys.stderr)
+        raise
+    rig.close()
+    shutil.rmtree(rig.tmp, ignore_errors=True)
+    return row
 
 
-def summarise(outcome: Outcome, model_loads: int) -> dict[str, Any]:
-    """Percentiles over every request; one cut off at the deadline counts with its time so far (a lower bound)."""
-    cut = [DEADLINE - at for at in outcome.unfinished]
+def summarise(outcome: Outcome, model_loads: int, first_due: float) -> dict[str, Any]:
     n = len(outcome.done)
-    finished = not outcome.unfinished
-    makespan = (outcome.last_done - outcome.first_sent) if finished and n else DEADLINE - outcome.first_sent
-    ttft = outcome.ttft + cut
-    done = outcome.done + cut
+    makespan = outcome.last_done - first_due if n else float("nan")
     return {
         "n": n,
         "errors": outcome.errors,
-        "unfinished": len(cut),
-        "ttft_p50": pct(ttft, 0.5) if ttft else float("nan"),
-        "ttft_p95": pct(ttft, 0.95) if ttft else float("nan"),
-        "done_p95": pct(done, 0.95) if done else float("nan"),
+        "wrong_model": outcome.wrong_model,
+        "ttft_p50": pct(outcome.ttft, 0.5) if n else float("nan"),
+        "ttft_p95": pct(outcome.ttft, 0.95) if n else float("nan"),
+        "done_p95": pct(outcome.done, 0.95) if n else float("nan"),
         "makespan": makespan,
         "throughput": n / makespan if n else 0.0,
         "loads": model_loads,
@@ -236,68 +161,90 @@ def summarise(outcome: Outcome, model_loads: int) -> dict[str, Any]:
     }
 
 
-def litellm_available() -> str:
-    """'' when LiteLLM imports, else why not."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    try:
-        import litellm  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install
-        return f"{type(exc).__name__}: {exc}"
-    return ""
+def run_all(work: Workload, n: int, runs: int, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every dispatcher ``runs`` times, interleaved, the order rotated each round."""
+    requests = work.requests(n)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for k in range(runs):
+        for name in names[k % len(names):] + names[: k % len(names)]:
+            try:
+                row = scenario(name, work, requests)
+            except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
+                print(f"  {work.name} run {k + 1}/{runs} {name}: did not run ({exc})", flush=True)
+                continue
+            results[name].append(row)
+            print(f"  {work.name} run {k + 1}/{runs} {name}: {row['n']} done, {row['errors']} failed, "
+                  f"{row['loads']} loads, p95 {row['done_p95']:.2f} s {row['samples'][:1]}", flush=True)  # fmt: skip
+    return results
 
 
-def bench_scheduling(n: int) -> tuple[list[tuple[str, dict[str, Any]]], str]:
-    """Every dispatcher on the same workload; also why LiteLLM was left out, if it was."""
-    requests = workload(n)
-    names = ["round-robin", "least-busy", "corral", "corral-learned"]
-    missing = litellm_available()
-    if not missing:
-        names.append("litellm")
-    return [(name, scenario(name, requests)) for name in names], missing
+def spread(values: list[float], fmt: str) -> str:
+    """The median, and min-max when there is more than one run."""
+    mid = fmt.format(statistics.median(values))
+    return mid if len(values) < 2 else f"{mid} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-LABELS = {
-    "round-robin": "round-robin proxy (baseline)",
-    "least-busy": "least-busy proxy",
-    "corral": "Corral (API + 3 workers)",
-    "corral-learned": "Corral, host capacity learned",
-    "litellm": "LiteLLM Router (simple-shuffle)",
-}
-
-
-def table(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """The markdown table: one row per dispatcher, ratios against round-robin in brackets."""
-    base = dict(results)["round-robin"]
-
-    def cell(row: dict[str, Any], key: str, fmt: str) -> str:
-        ratio = row[key] / base[key] if base[key] else float("nan")
-        return f"{fmt.format(row[key])} ({ratio:.2f}x)"
-
-    header = (
-        "| dispatcher | done / failed / cut off | TTFT p50 | TTFT p95 | completion p95 | makespan | model loads "
-        "| jobs/s |"
-    )
-    lines = [header, "|" + "---|" * 8]
-    for name, row in results:
+def table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Markdown: one row per dispatcher, medians over the runs (min-max), the median ratio to round-robin."""
+    base = {k: statistics.median(r[k] for r in results["round-robin"]) for k in ("done_p95", "loads")} \
+        if "round-robin" in results else {}  # fmt: skip
+    lines = ["| dispatcher | done / failed | TTFT p50 | TTFT p95 | completion p95 | makespan | model loads | "
+             "jobs/s | p95, loads vs round-robin |", "|" + "---|" * 9]  # fmt: skip
+    for name, rows in results.items():
+        if not rows:
+            lines.append(f"| {DISPATCHERS[name][0]} | did not run | | | | | | | |")
+            continue
+        col = {k: [float(r[k]) for r in rows] for k in rows[0] if k != "samples"}
+        ratio = ""
+        if base:
+            ratio = (f"{statistics.median(col['done_p95']) / base['done_p95']:.2f}x, "
+                     f"{statistics.median(col['loads']) / max(base['loads'], 1):.2f}x")  # fmt: skip
         lines.append(
-            f"| {LABELS[name]} | {row['n']} / {row['errors']} / {row['unfinished']} | "
-            f"{cell(row, 'ttft_p50', '{:.2f} s')} | "
-            f"{cell(row, 'ttft_p95', '{:.2f} s')} | {cell(row, 'done_p95', '{:.2f} s')} | "
-            f"{cell(row, 'makespan', '{:.1f} s')} | {cell(row, 'loads', '{}')} | {cell(row, 'throughput', '{:.0f}')} |"
+            f"| {DISPATCHERS[name][0]} | {statistics.median(col['n']):.0f} / {statistics.median(col['errors']):.0f}"
+            f" | {spread(col['ttft_p50'], '{:.2f}')} s | {spread(col['ttft_p95'], '{:.2f}')} s"
+            f" | {spread(col['done_p95'], '{:.2f}')} s | {spread(col['makespan'], '{:.1f}')} s"
+            f" | {spread(col['loads'], '{:.0f}')} | {spread(col['throughput'], '{:.1f}')} | {ratio} |"
         )
     return lines
 
 
-def main(n: int) -> None:
-    results, missing = bench_scheduling(n)
-    print(
-        f"\nScheduling benchmark: {n} streamed /api/generate requests in 10 bursts 3 s apart, Zipf(1.1) over 6 "
-        f"models, at most {CLIENT_CONNECTIONS} open at once; 3 simulated hosts (speed 1.0/0.7/1.4, 2 models fit "
-        f"each, 4 slots per loaded model, loads 10-20 s), every delay x{TIME_SCALE} (times below are real seconds, "
-        f"from each request's due time); ratios vs round-robin\n"
-    )
-    print("\n".join(table(results)))
-    print(f"\nA dispatcher gets {DEADLINE:.0f} s; requests still open then are cut off and count with their time so "
-          "far, so its times and makespan are lower bounds.")  # fmt: skip
-    if missing:
-        print(f"\nLiteLLM left out: it does not import here ({missing}); `pip install litellm` to include it")
+def in_netns(argv: list[str]) -> None:
+    """Run this benchmark again in a network namespace with only loopback, and exit with its status."""
+    if os.environ.get("CORRAL_BENCH_NETNS"):
+        raise SystemExit("bench.scheduling: still not in a network namespace of its own after unshare")
+    os.environ["CORRAL_BENCH_NETNS"] = "1"
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
+    script = 'ip link set lo up 2>/dev/null || true; exec "$0" "$@"'
+    os.execvp(unshare[0], [*unshare, "sh", "-c", script, sys.executable, "-m", "bench.scheduling", *argv])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scheduling")
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
+    parser.add_argument("--n", type=int, default=2000, help="requests per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per dispatcher, interleaved")
+    parser.add_argument("--only", nargs="*", choices=ORDER, help="these dispatchers (default: every one installed)")
+    args = parser.parse_args(argv)
+    names = args.only or ORDER
+    left_out = {name: why for name in names if (why := peer_missing(name))}
+    names = [name for name in names if name not in left_out]
+    if "herd" in names and not in_own_netns():
+        in_netns(sys.argv[1:] if argv is None else argv)
+    report = [f"Scheduling benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {args.runs} interleaved runs per "
+              f"dispatcher, medians (min-max); {os.cpu_count()} cores"]  # fmt: skip
+    everything: dict[str, Any] = {}
+    for work in WORKLOADS.values() if args.workload == "all" else [WORKLOADS[args.workload]]:
+        results = run_all(work, args.n, args.runs, names)
+        everything[work.name] = results
+        report += ["", f"**{work.name}**: {args.n} streamed requests, {work.about}; 3 hosts of speed "
+                   f"{'/'.join(map(str, SPEEDS))}, at most {CLIENT_CONNECTIONS} open at once", "", *table(results)]  # fmt: skip
+    for name, why in left_out.items():
+        report.append(f"\n{DISPATCHERS[name][0]} left out: {why}")
+    out = ROOT / ".corral" / "bench" / f"scheduling-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(everything, indent=1))
+    print("\n".join(report) + f"\n\nEvery run's numbers: {out}")
+
+
+if __name__ == "__main__":
+    main()
