@@ -119,7 +119,10 @@ DISPATCHERS: dict[str, tuple[str, Starter]] = {
     "least-busy": ("least-busy proxy", lambda r, s, w: start_proxy(r, s, w, "least-busy")),
     "static": ("static model -> host map", lambda r, s, w: start_proxy(r, s, w, "static")),
     "herd": ("ollama-herd (strict)", start_herd),
-    "litellm-shuffle": ("LiteLLM proxy, simple-shuffle", lambda r, s, w: start_litellm(r, s, w, "simple-shuffle")),
+    "litellm-shuffle": (
+        "LiteLLM proxy, simple-shuffle",
+        lambda r, s, w: start_litellm(r, s, w, "simple-shuffle"),
+    ),
     "litellm-least-busy": ("LiteLLM proxy, least-busy", lambda r, s, w: start_litellm(r, s, w, "least-busy")),
     "corral": ("Corral, defaults", lambda r, s, w: start_corral(r, s, w, tuned=False)),
     "corral-tuned": ("Corral, tuned", lambda r, s, w: start_corral(r, s, w, tuned=True)),

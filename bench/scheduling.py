@@ -65,6 +65,7 @@ def first_token(api: str, line: str) -> tuple[bool, str]:
 
 def same_model(asked: str, answered: str) -> bool:
     """LiteLLM names the model as its provider does (``ollama/<m>``); Ollama adds ``:latest`` to bare names."""
+
     def bare(name: str) -> str:
         return name.rsplit("/", 1)[-1].removesuffix(":latest")
 
@@ -118,7 +119,9 @@ async def run_load(target: Target, requests: list[Request]) -> Outcome:
         for task in pending:
             task.cancel()
         if pending:
-            raise RuntimeError(f"{len(pending)} requests still open after the {SAFETY_BOUND:.0f} s safety bound")
+            raise RuntimeError(
+                f"{len(pending)} requests still open after the {SAFETY_BOUND:.0f} s safety bound"
+            )
     return outcome
 
 
@@ -166,7 +169,7 @@ def run_all(work: Workload, n: int, runs: int, names: list[str]) -> dict[str, li
     requests = work.requests(n)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for k in range(runs):
-        for name in names[k % len(names):] + names[: k % len(names)]:
+        for name in names[k % len(names) :] + names[: k % len(names)]:
             try:
                 row = scenario(name, work, requests)
             except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
@@ -223,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     parser.add_argument("--n", type=int, default=2000, help="requests per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per dispatcher, interleaved")
-    parser.add_argument("--only", nargs="*", choices=ORDER, help="these dispatchers (default: every one installed)")
+    parser.add_argument(
+        "--only", nargs="*", choices=ORDER, help="these dispatchers (default: every one installed)"
+    )
     args = parser.parse_args(argv)
     names = args.only or ORDER
     left_out = {name: why for name in names if (why := peer_missing(name))}
@@ -236,8 +241,13 @@ def main(argv: list[str] | None = None) -> None:
     for work in WORKLOADS.values() if args.workload == "all" else [WORKLOADS[args.workload]]:
         results = run_all(work, args.n, args.runs, names)
         everything[work.name] = results
-        report += ["", f"**{work.name}**: {args.n} streamed requests, {work.about}; 3 hosts of speed "
-                   f"{'/'.join(map(str, SPEEDS))}, at most {CLIENT_CONNECTIONS} open at once", "", *table(results)]  # fmt: skip
+        fleet = f"3 hosts of speed {'/'.join(map(str, SPEEDS))}, at most {CLIENT_CONNECTIONS} open at once"
+        report += [
+            "",
+            f"**{work.name}**: {args.n} streamed requests, {work.about}; {fleet}",
+            "",
+            *table(results),
+        ]
     for name, why in left_out.items():
         report.append(f"\n{DISPATCHERS[name][0]} left out: {why}")
     out = ROOT / ".corral" / "bench" / f"scheduling-{time.strftime('%Y%m%d-%H%M%S')}.json"

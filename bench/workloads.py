@@ -48,7 +48,9 @@ class Workload:
         for i in range(n):
             burst = i * self.bursts // n
             model = rng.choices(self.models, self.weights)[0]
-            out.append(Request(burst * self.gap + rng.uniform(0, self.spread), model, f"job {i} about {model}"))
+            out.append(
+                Request(burst * self.gap + rng.uniform(0, self.spread), model, f"job {i} about {model}")
+            )
         return sorted(out, key=lambda r: r.at)
 
     def static_assignment(self) -> dict[str, int]:
@@ -76,8 +78,18 @@ AFFINITY = Workload(
     about="Zipf(1.1) over 6 models of 8 GB, 2 fit per host, loads 10-20 s, 2 s to first token, 6-token answers "
     "at 2 tokens/s, 10 bursts 3 s apart",
     models=[f"bench-m{i}:latest" for i in range(6)],
-    sim_options={"ttft": 2.0, "tps": 2, "min_tokens": 6, "parallel": 4, "max_loaded": 2, "memory_gb": 16,
-                 "size_gb": 8, "max_queue": 100_000, "keep_alive": 3600, "time_scale": TIME_SCALE},  # fmt: skip
+    sim_options={
+        "ttft": 2.0,
+        "tps": 2,
+        "min_tokens": 6,
+        "parallel": 4,
+        "max_loaded": 2,
+        "memory_gb": 16,
+        "size_gb": 8,
+        "max_queue": 100_000,
+        "keep_alive": 3600,
+        "time_scale": TIME_SCALE,
+    },  # fmt: skip
     load_times=[10 + 2 * i for i in range(6)],
     weights=zipf(6),
 )
@@ -87,8 +99,18 @@ SPREAD = Workload(
     about="uniform over 4 models of 8 GB, 2 fit per host, loads 1-2 s, 0.5 s to first token, 60-token answers "
     "at 4 tokens/s, 10 bursts 3 s apart",
     models=[f"bench-u{i}:latest" for i in range(4)],
-    sim_options={"ttft": 0.5, "tps": 4, "min_tokens": 60, "parallel": 4, "max_loaded": 2, "memory_gb": 16,
-                 "size_gb": 8, "max_queue": 100_000, "keep_alive": 3600, "time_scale": TIME_SCALE},  # fmt: skip
+    sim_options={
+        "ttft": 0.5,
+        "tps": 4,
+        "min_tokens": 60,
+        "parallel": 4,
+        "max_loaded": 2,
+        "memory_gb": 16,
+        "size_gb": 8,
+        "max_queue": 100_000,
+        "keep_alive": 3600,
+        "time_scale": TIME_SCALE,
+    },  # fmt: skip
     load_times=[1.0 + i / 3 for i in range(4)],
     weights=[1.0] * 4,
 )
