@@ -89,7 +89,7 @@ AFFINITY = Workload(
         "max_queue": 100_000,
         "keep_alive": 3600,
         "time_scale": TIME_SCALE,
-    },  # fmt: skip
+    },
     load_times=[10 + 2 * i for i in range(6)],
     weights=zipf(6),
 )
@@ -110,7 +110,7 @@ SPREAD = Workload(
         "max_queue": 100_000,
         "keep_alive": 3600,
         "time_scale": TIME_SCALE,
-    },  # fmt: skip
+    },
     load_times=[1.0 + i / 3 for i in range(4)],
     weights=[1.0] * 4,
 )
