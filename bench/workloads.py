@@ -73,23 +73,16 @@ def zipf(k: int, s: float = 1.1) -> list[float]:
     return [1 / (i + 1) ** s for i in range(k)]
 
 
+# every host: 16 GB, models of 8 GB (2 fit), 4 parallel slots per loaded model, nothing evicted by age
+HOST = {"parallel": 4, "max_loaded": 2, "memory_gb": 16, "size_gb": 8, "max_queue": 100_000, "keep_alive": 3600,
+        "time_scale": TIME_SCALE}  # fmt: skip
+
 AFFINITY = Workload(
     name="affinity",
     about="Zipf(1.1) over 6 models of 8 GB, 2 fit per host, loads 10-20 s, 2 s to first token, 6-token answers "
     "at 2 tokens/s, 10 bursts 3 s apart",
     models=[f"bench-m{i}:latest" for i in range(6)],
-    sim_options={
-        "ttft": 2.0,
-        "tps": 2,
-        "min_tokens": 6,
-        "parallel": 4,
-        "max_loaded": 2,
-        "memory_gb": 16,
-        "size_gb": 8,
-        "max_queue": 100_000,
-        "keep_alive": 3600,
-        "time_scale": TIME_SCALE,
-    },
+    sim_options={**HOST, "ttft": 2.0, "tps": 2, "min_tokens": 6},
     load_times=[10 + 2 * i for i in range(6)],
     weights=zipf(6),
 )
@@ -99,18 +92,7 @@ SPREAD = Workload(
     about="uniform over 4 models of 8 GB, 2 fit per host, loads 1-2 s, 0.5 s to first token, 60-token answers "
     "at 4 tokens/s, 10 bursts 3 s apart",
     models=[f"bench-u{i}:latest" for i in range(4)],
-    sim_options={
-        "ttft": 0.5,
-        "tps": 4,
-        "min_tokens": 60,
-        "parallel": 4,
-        "max_loaded": 2,
-        "memory_gb": 16,
-        "size_gb": 8,
-        "max_queue": 100_000,
-        "keep_alive": 3600,
-        "time_scale": TIME_SCALE,
-    },
+    sim_options={**HOST, "ttft": 0.5, "tps": 4, "min_tokens": 60},
     load_times=[1.0 + i / 3 for i in range(4)],
     weights=[1.0] * 4,
 )

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from .generation import Generation, details, digest, ns
-from .manage import Downloads, disk_stats
+from .manage import Downloads, disk_stats, read_json
 from .model import (
     VERSION,
     ApiError,
@@ -33,22 +33,6 @@ from .model import (
     normalise,
     parse_keep_alive,
 )
-
-
-async def read_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        raise ApiError(400, "missing request body")
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "json: cannot unmarshal into Go value of type api.Request")
-    name = body.get("model") or body.get("name")
-    if not name:
-        raise ApiError(400, "model is required")
-    return body
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -65,6 +49,14 @@ def guard(handler: Any, error_response: Any) -> Any:
             return error_response(exc.status, exc.message)  # type: ignore[no-any-return]
 
     return run
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    """A generate/chat/embed body: a JSON object naming its model."""
+    body = await read_json(request)
+    if not (body.get("model") or body.get("name")):
+        raise ApiError(400, "model is required")
+    return body
 
 
 def stats_route(sim: Simulator) -> Any:
