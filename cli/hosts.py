@@ -46,13 +46,19 @@ def add_parsers(sub: Any) -> None:
     add_host_options(add)
     actions.add_parser("ls", help="the registered hosts and their health")
     rm = actions.add_parser("rm", help="unregister a host (its worker drains first)")
-    rm.add_argument("name")
+    rm.add_argument("name", help="the host's name (corral hosts ls)")
     test = actions.add_parser(
         "test", help="connection test: reachable, version, models, a one-token generation"
     )
-    test.add_argument("name")
+    test.add_argument("name", help="the host's name (corral hosts ls)")
     for action in (add, rm, test, actions.choices["ls"]):
-        action.add_argument("--api", help="API base URL (default from CORRAL_API or CORRAL_API_HOST/PORT)")
+        action.add_argument(
+            "--api-url",
+            "--api",
+            dest="api_url",
+            metavar="URL",
+            help="the API's base URL (default CORRAL_API_URL, else http://CORRAL_API_HOST:CORRAL_API_PORT)",
+        )
         action.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
     fleet = sub.add_parser("fleet", help="one process serving every registered host (a worker each)")
     add_host_options(fleet, many=True)

@@ -170,26 +170,36 @@ def add_parser(sub: Any) -> None:
 
     def action(name: str, helptext: str, placed: bool = True) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = actions.add_parser(name, help=helptext)
-        p.add_argument("--api", help="API base URL (default from CORRAL_API or CORRAL_API_HOST/PORT)")
+        p.add_argument(
+            "--api-url",
+            "--api",
+            dest="api_url",
+            metavar="URL",
+            help="the API's base URL (default CORRAL_API_URL, else http://CORRAL_API_HOST:CORRAL_API_PORT)",
+        )
         p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
         if placed:
             p.add_argument("--hosts", help="comma-separated worker ids")
         return p
 
     pull = action("pull", "pull a model onto hosts, with a progress bar per host")
-    pull.add_argument("model")
+    pull.add_argument("model", help="the model, e.g. llama3 (llama3:latest)")
     pull.add_argument("--all", action="store_true", help="every host")
     pull.add_argument("--replicas", type=int, help="this many hosts, chosen by the scheduler")
     pull.add_argument("--no-wait", action="store_true", help="print the operation and return")
-    action("rm", "delete a model from every host that has it (or --hosts)").add_argument("model")
+    action("rm", "delete a model from every host that has it (or --hosts)").add_argument(
+        "model", help="the model to delete"
+    )
     cp = action("cp", "copy a model on every host that has it (or --hosts)")
-    cp.add_argument("source")
-    cp.add_argument("destination")
+    cp.add_argument("source", help="the model to copy")
+    cp.add_argument("destination", help="the new name")
     load = action("load", "warm a model on N hosts that have it")
-    load.add_argument("model")
+    load.add_argument("model", help="the model to load and keep warm")
     load.add_argument("--replicas", type=int, help="hosts to warm it on (default 1)")
     load.add_argument("--keep-alive", help="how long it stays loaded, as Ollama takes it (10m, -1 = forever)")
     action("ls", "which host has which model, loaded or on disk, its size", placed=False)
     ops = action("ops", "the newest model operations", placed=False)
     ops.add_argument("--active", action="store_true", help="only those not ended")
-    action("cancel", "cancel a model operation", placed=False).add_argument("id")
+    action("cancel", "cancel a model operation", placed=False).add_argument(
+        "id", help="the operation id (corral models ops)"
+    )

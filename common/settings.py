@@ -16,7 +16,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .configfile import ConfigFileSource, find_config_file
-from .sentinel import with_sentinel_password
 
 EMBEDDED_REDIS_URL = "redis://127.0.0.1:6390/0"
 UNPARSABLE_URL = "<unparsable url>"
@@ -158,6 +157,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _sentinel_password(self) -> Settings:
         # carried in the URL's query, so every client made from the URL alone (workers, the CLI) gets it
+        from .sentinel import (
+            with_sentinel_password,  # (lazy: it imports redis, which `import corral` does not)
+        )
+
         self.redis_url = with_sentinel_password(self.redis_url, self.sentinel_password.get_secret_value())
         return self
 

@@ -1,9 +1,7 @@
 """The job store: each state change of a job is one call of its script (common.scripts), built here.
 
-``AsyncJobStore`` is the store (the API, the worker). ``JobStore`` is its synchronous surface for the janitor and
-the direct-Redis client: the same calls (``_Calls``) and the same reply decoding, run on a sync client through one
-``_run``.
-"""
+``AsyncJobStore`` is the store (the API, the worker); ``JobStore``, its sync surface for the janitor and the direct
+client: the same calls (``_Calls``) and reply decoding, run on a sync client through one ``_run``."""
 
 from __future__ import annotations
 
@@ -291,9 +289,8 @@ class AsyncJobStore(_Calls):
                       idem: Idempotency | None) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        reply = await self._replicated(
-            self._enqueue(job, not request.wait, idem), lambda r: [submitted(job, r).id]
-        )
+        call = self._enqueue(job, not request.wait, idem)
+        reply = await self._replicated(call, lambda r: [submitted(job, r).id])
         if reply and int(reply[0]) > 0:  # queued (not refused, not an earlier submit's answer)
             job_submitted(job, int(reply[0]) - 1)
         return job, reply
@@ -322,9 +319,8 @@ class AsyncJobStore(_Calls):
         if not self.limits.ack_replicas:
             return await self._run(call)
         # a pooled connection: a WAIT blocks its connection, and on the lean client's one every submit would wait
-        return await acked_or_refused(
-            call, self.redis, self.limits.ack_replicas, self.limits.ack_timeout_ms, ids
-        )
+        limits = self.limits
+        return await acked_or_refused(call, self.redis, limits.ack_replicas, limits.ack_timeout_ms, ids)
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self.redis.exists(keys.job_key(job_id)))
