@@ -62,9 +62,8 @@ async def start(client: Any, settings: Settings, kind: str, model: str, placemen
                 params: dict[str, Any], owner: str = "") -> dict[str, Any]:  # fmt: skip
     """Place and write an operation; a pull whose hosts all pull the model already joins that pull."""
     views = host_views(await modelops.live_workers(client, settings.heartbeat_ttl))
-    placed_on = (
-        str(params.get("source") or params.get("from") or model) if kind in ("copy", "create") else model
-    )
+    base = params.get("source") or params.get("from") if kind in ("copy", "create") else None
+    placed_on = normalise_model(str(base)) if base else model  # where the model it starts from is
     targets = place(views, kind, placed_on, placement)
     if kind == "pull":
         running = await modelops.pulling(client, model, targets)
