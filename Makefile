@@ -64,8 +64,10 @@ redis-tls:
 		exit 1; \
 	fi
 
+# Two test processes (pytest-xdist), a test file each at a time (module fixtures stay in one process): most tests
+# wait on real processes, so this halves the run on 2 cores (10:17 -> 5:15 for 1,044 tests, 2026-12-07).
 test: $(STAMP) $(BROWSER) redis-tls
-	$(BIN)/python -m pytest -m "not bench" -q --ignore=tests/engine
+	$(BIN)/python -m pytest -m "not bench" -q --ignore=tests/engine -n 2 --dist loadfile
 
 # tests/engine: Corral end to end on llama.cpp's server (the `engine` extra, built on first use)
 test-engine: $(STAMP) $(ENGINE)
