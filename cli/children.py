@@ -91,7 +91,7 @@ class Children:
     def drain_worker(self, signals: Signals, seconds: float, busy: Callable[[], int | None]) -> bool:
         """SIGTERM the worker and show a countdown while it finishes its jobs; False when a second signal (or
         the deadline) cut it short."""
-        worker = self.find("worker")
+        worker = self.find("worker") or self.find("fleet")
         if worker is None or not worker.alive():
             return True
         worker.signal(signal.SIGTERM)
@@ -110,6 +110,8 @@ class Children:
                     self.say("")
                 return False
             step = int(left)
+            if jobs == 0:  # nothing to count down: the worker is only closing its connections
+                continue
             if tty:
                 self.say(f"\rcorral up: draining, {step} s left at most (Ctrl-C again forces)  ", end="")
                 shown = step
