@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # The real engine of tests/engine and `make bench` (the `engine` extra, llama-cpp-python's server): it compiles
 # llama.cpp the first time and pip caches the wheel, so a later install (a fresh clone too) takes seconds. Only what
 # the server loads is built: no vision library (LLAVA), tests, examples or tools, no -march=native. The first build
-# takes 10+ minutes on 2 cores, more than `make test`'s budget on a fresh machine: `make test-engine` runs that suite.
+# takes 6 minutes on a quiet 2-core machine (10 of CPU), too much beside `make test` on a fresh machine:
+# `make test-engine` runs that suite (~25 s once the wheel is cached).
 ENGINE := $(VENV)/.engine
 WHEELS := $(VENV)/wheels
 ENGINE_REQS = $(shell $(PY) -c 'import tomllib; print(" ".join(repr(r) for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["engine"]))')
