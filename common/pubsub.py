@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .connections import TRANSIENT
 from .fastredis import FastPubSub, takes_url
 
 
@@ -74,4 +75,26 @@ def pubsub_connection(
     return FastPubSub(url, on_message) if takes_url(url) else RedisPyPubSub(client, on_message)
 
 
-__all__ = ["PubSubConnection", "RedisPyPubSub", "pubsub_connection"]
+async def resubscribing(
+    redis_url: str,
+    client: Any,
+    on_message: Callable[[dict[str, Any]], None],
+    session: Callable[[PubSubConnection], Awaitable[None]],
+) -> None:
+    """Run ``session`` on a new subscriber connection, and again on a new one after each lost connection (half a
+    second apart), until cancelled."""
+    while True:
+        pubsub = pubsub_connection(redis_url, client, on_message)
+        try:
+            await pubsub.connect()
+            await session(pubsub)
+        except asyncio.CancelledError:
+            await pubsub.aclose()
+            raise
+        except (*TRANSIENT, OSError):
+            pass
+        await pubsub.aclose()
+        await asyncio.sleep(0.5)
+
+
+__all__ = ["PubSubConnection", "RedisPyPubSub", "pubsub_connection", "resubscribing"]

@@ -12,9 +12,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from corral.common import jsonfast, keys
-from corral.common.connections import TRANSIENT
 from corral.common.jobs import decode_popped
-from corral.common.pubsub import pubsub_connection
+from corral.common.pubsub import PubSubConnection, resubscribing
 
 from .dispatch import Dispatcher
 from .jobs import Jobs
@@ -50,26 +49,19 @@ class Control:
 
     async def listen(self) -> None:
         """Subscribe and follow the model list (re-subscribing after a lost connection) until cancelled."""
-        while True:
-            pubsub = pubsub_connection(self.redis_url, self.redis, self.on_message)
-            try:
-                await pubsub.connect()
-                closed = asyncio.ensure_future(pubsub.wait_closed())
-                subscribed: set[str] = set()
-                while not closed.done():
-                    wanted = self.channels()
-                    await pubsub.subscribe(*(wanted - subscribed))
-                    await pubsub.unsubscribe(*(subscribed - wanted))
-                    subscribed = wanted
-                    await asyncio.wait([closed], timeout=0.5)
-                closed.result()
-            except asyncio.CancelledError:
-                await pubsub.aclose()
-                raise
-            except (*TRANSIENT, OSError):
-                pass
-            await pubsub.aclose()
-            await asyncio.sleep(0.5)
+        await resubscribing(self.redis_url, self.redis, self.on_message, self.follow_channels)
+
+    async def follow_channels(self, pubsub: PubSubConnection) -> None:
+        """Keep the subscriptions to ``channels()`` (checked every half second) until the connection closes."""
+        closed = asyncio.ensure_future(pubsub.wait_closed())
+        subscribed: set[str] = set()
+        while not closed.done():
+            wanted = self.channels()
+            await pubsub.subscribe(*(wanted - subscribed))
+            await pubsub.unsubscribe(*(subscribed - wanted))
+            subscribed = wanted
+            await asyncio.wait([closed], timeout=0.5)
+        closed.result()
 
     def on_message(self, message: dict[str, Any]) -> None:
         if message["type"] != "message":

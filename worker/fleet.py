@@ -28,7 +28,7 @@ from corral.common.fastredis import fast_redis
 from corral.common.hosts import HostSpec, load_hosts, register_hosts
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
-from corral.common.pubsub import pubsub_connection
+from corral.common.pubsub import PubSubConnection, resubscribing
 from corral.common.settings import Settings, redacted_url
 from corral.common.store import JobStore
 
@@ -180,20 +180,13 @@ class Fleet:
     # -- notifications and connection tests --------------------------------------------------------------------
     async def listen(self) -> None:
         """Follow ``corral:hosts:changed`` (re-subscribing after a lost connection) until cancelled."""
-        while True:
-            pubsub = pubsub_connection(self.settings.redis_url, self.redis, self.on_message)
-            try:
-                await pubsub.connect()
-                await pubsub.subscribe(keys.HOSTS_CHANNEL)
-                self.changed.set()  # what changed while unsubscribed
-                await pubsub.wait_closed()
-            except asyncio.CancelledError:
-                await pubsub.aclose()
-                raise
-            except (*TRANSIENT, OSError):
-                pass
-            await pubsub.aclose()
-            await asyncio.sleep(0.5)
+
+        async def session(pubsub: PubSubConnection) -> None:
+            await pubsub.subscribe(keys.HOSTS_CHANNEL)
+            self.changed.set()  # what changed while unsubscribed
+            await pubsub.wait_closed()
+
+        await resubscribing(self.settings.redis_url, self.redis, self.on_message, session)
 
     def on_message(self, message: dict[str, Any]) -> None:
         if message["type"] != "message":
