@@ -18,6 +18,7 @@ from corral.common.connections import TRANSIENT
 from corral.common.errors import CorralError
 from corral.common.logs import configure_logging
 from corral.common.settings import Settings, redacted_url
+from corral.simulator.command import port_free
 
 from .children import Children, Signals
 
@@ -126,17 +127,6 @@ class StartFailed(CorralError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message, exit_code=exit_code)
         self.exit_code = exit_code
-
-
-def port_free(host: str, port: int) -> bool:
-    """Whether ``host:port`` can be bound (as uvicorn and redis-server bind: address reuse on)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def any_free_port() -> int:

@@ -102,6 +102,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 
 def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound (as uvicorn and redis-server bind: address reuse on); ``corral up``
+    checks its ports with it too."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
