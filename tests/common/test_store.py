@@ -172,6 +172,8 @@ def test_cancel_queued_and_running(store: BlockingStore, r: redis.Redis) -> None
     assert popped is not None and popped.id == running  # the cancelled one left the queue
     pubsub = r.pubsub()
     pubsub.subscribe(keys.control_channel("w1"))
+    confirmed = pubsub.get_message(timeout=5)  # subscribed before the cancel publishes (else it is missed)
+    assert confirmed and confirmed["type"] == "subscribe"
     assert store.cancel(running) == "cancelling"
     assert store.emit(popped, "w1", '{"type":"chunk","text":"x"}') == 1
     message = None
