@@ -82,6 +82,28 @@ async def start(client: Any, settings: Settings, kind: str, model: str, placemen
     return op
 
 
+CORRAL_FIELDS = ("model", "name", "stream", "wait", "hosts", "all", "replicas")  # not forwarded by a create
+
+
+async def start_from_body(
+    client: Any, settings: Settings, kind: str, body: dict[str, Any], owner: str = ""
+) -> dict[str, Any]:
+    """Read an operation's model, parameters and placement from a request body (``/models/*`` and Ollama's
+    ``/api/*`` alike) and start it."""
+    params: dict[str, Any] = {}
+    if kind == "copy":
+        model = model_name(body, "source")
+        params = {"source": model, "destination": model_name(body, "destination")}
+    else:
+        model = model_name(body)
+    if kind == "load" and body.get("keep_alive") is not None:
+        params["keep_alive"] = body["keep_alive"]
+    if kind == "create":
+        params = {k: v for k, v in body.items() if k not in CORRAL_FIELDS}
+    default = settings.pull_replicas if kind in ("pull", "create") else (1 if kind == "load" else None)
+    return await start(client, settings, kind, model, placement_of(body, default), params, owner)
+
+
 async def get(client: Any, op_id: str) -> dict[str, Any]:
     op = await modelops.get_op(client, op_id)
     if op is None:

@@ -26,20 +26,7 @@ STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 async def run(request: Request, kind: str, principal: Any, client: Any, settings: Any) -> Response:
     body = parse_json_object(await request.body())
-    params: dict[str, Any] = {}
-    if kind == "copy":
-        model = ops.model_name(body, "source")
-        params = {"source": model, "destination": ops.model_name(body, "destination")}
-    else:
-        model = ops.model_name(body)
-    if kind == "load" and body.get("keep_alive") is not None:
-        params["keep_alive"] = body["keep_alive"]
-    if kind == "create":
-        params = {
-            k: v for k, v in body.items() if k not in ("model", "name", "hosts", "all", "replicas", "stream")
-        }
-    default = settings.pull_replicas if kind in ("pull", "create") else (1 if kind == "load" else None)
-    op = await ops.start(client, settings, kind, model, ops.placement_of(body, default), params, principal.id)
+    op = await ops.start_from_body(client, settings, kind, body, principal.id)
     if body.get("stream") is True:
         return LeanStream(
             event_lines(client, op["id"]), media_type=NDJSON, headers={"X-Corral-Operation": op["id"]}

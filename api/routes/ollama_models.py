@@ -37,19 +37,8 @@ async def start(request: Request, kind: str) -> tuple[dict[str, Any], dict[str, 
     """The body and the operation it started (``CorralError`` when it could not)."""
     _store, settings, client, _hub = services(request)
     body = parse_json_object(await request.body())
-    params: dict[str, Any] = {}
-    if kind == "copy":
-        model = ops.model_name(body, "source")
-        params = {"source": model, "destination": ops.model_name(body, "destination")}
-    else:
-        model = ops.model_name(body)
-    if kind == "create":
-        params = {
-            k: v for k, v in body.items() if k not in ("model", "name", "stream", "hosts", "all", "replicas")
-        }
-    default = settings.pull_replicas if kind in ("pull", "create") else None
     principal = await get_principal(request)
-    op = await ops.start(client, settings, kind, model, ops.placement_of(body, default), params, principal.id)
+    op = await ops.start_from_body(client, settings, kind, body, principal.id)
     return body, op
 
 
