@@ -19,6 +19,7 @@ import httpx
 from corral.common.schemas import JobView
 
 from .handles import is_last, is_text, timed_out
+from .models import AsyncModelOps
 from .protocol import (
     BATCH_SIZE,
     NDJSON,
@@ -104,6 +105,7 @@ class AsyncClient:
         self.http = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
+        self.models = AsyncModelOps(self.http)  # as Client.models, awaited
 
     async def __aenter__(self) -> AsyncClient:
         return self

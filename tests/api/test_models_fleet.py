@@ -3,6 +3,7 @@ follows a pull or a delete, errors as Ollama gives them, cancel."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import httpx
 import ollama
 import pytest
 
-from corral import Client
+from corral import AsyncClient, Client
+from corral.common.errors import CorralError
 
 from ..conftest import Fleet, own_fleet
 from ..support import Child, base_env, wait_for
@@ -22,7 +24,7 @@ from ..support import Child, base_env, wait_for
 pytestmark = pytest.mark.integration
 HOSTS = ("wa", "wb", "wc")
 REGISTRY = json.dumps(
-    {"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "big": 50, "slow": 4, "slow2": 4, "slow3": 4}
+    {"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "tiny": 0.5, "big": 50, "slow": 4, "slow2": 4, "slow3": 4}
 )
 RATE = 2000  # MiB/s: a 4 GB pull takes ~2 s
 
@@ -233,3 +235,20 @@ def test_a_dead_hosts_share_of_a_replicas_pull_goes_to_another_host(models: Mode
     assert "slow3:latest" in models.disk(moved[0]["to"])
     print(f"\nre-placed from {first} to {moved[0]['to']}, done {took:.1f}s after the kill")
     models.fleet.wait_worker(first)
+
+
+def test_the_async_client_has_the_same_model_methods(models: Models) -> None:
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int]:
+        async with AsyncClient(models.api) as client:
+            op = await client.models.pull("tiny", hosts=["wc"], wait=True)
+            events = [event async for event in client.models.events(op["id"])]
+            listing = await client.models.list()
+            with pytest.raises(CorralError) as refused:
+                await client.models.copy("no-such-model", "other")
+            return op, events, listing, refused.value.status
+
+    op, events, listing, status = asyncio.run(scenario())
+    assert op["status"] == "succeeded" and op["hosts"] == {"wc": op["hosts"]["wc"]}
+    assert events[0]["type"] == "queued" and events[-1]["type"] == "done"
+    assert any(m["name"] == "tiny:latest" and {h["worker"] for h in m["hosts"]} == {"wc"} for m in listing)
+    assert 400 <= status < 500
