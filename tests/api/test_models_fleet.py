@@ -24,7 +24,17 @@ from ..support import Child, base_env, wait_for
 pytestmark = pytest.mark.integration
 HOSTS = ("wa", "wb", "wc")
 REGISTRY = json.dumps(
-    {"phi3": 0.5, "mistral": 0.5, "qwen3": 0.5, "gemma": 0.5, "tiny": 0.5, "big": 50, "slow": 4, "slow2": 4, "slow3": 4}
+    {
+        "phi3": 0.5,
+        "mistral": 0.5,
+        "qwen3": 0.5,
+        "gemma": 0.5,
+        "tiny": 0.5,
+        "big": 50,
+        "slow": 4,
+        "slow2": 4,
+        "slow3": 4,
+    }
 )
 RATE = 2000  # MiB/s: a 4 GB pull takes ~2 s
 
