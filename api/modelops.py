@@ -15,6 +15,7 @@ from corral.common.errors import InvalidRequest, JobNotFound
 from corral.common.jsonfast import loads
 from corral.common.names import normalise_model
 from corral.common.placement import Placement, host_views, place
+from corral.common.registry import list_workers
 from corral.common.settings import Settings
 
 END_EVENTS = frozenset({"done", "error", "cancelled"})
@@ -61,7 +62,7 @@ def placement_of(body: dict[str, Any], default_replicas: int | None = None) -> P
 async def start(client: Any, settings: Settings, kind: str, model: str, placement: Placement,
                 params: dict[str, Any], owner: str = "") -> dict[str, Any]:  # fmt: skip
     """Place and write an operation; a pull whose hosts all pull the model already joins that pull."""
-    views = host_views(await modelops.live_workers(client, settings.heartbeat_ttl))
+    views = host_views(await list_workers(client, settings.heartbeat_ttl))
     base = params.get("source") or params.get("from") if kind in ("copy", "create") else None
     placed_on = normalise_model(str(base)) if base else model  # where the model it starts from is
     targets = place(views, kind, placed_on, placement)

@@ -231,29 +231,16 @@ async def _move_share(r: Any, op_id: str, dead: str, to: str) -> bool:
     return True
 
 
-async def live_workers(r: Any, ttl: float) -> list[dict[str, Any]]:
-    """Every worker in the index, as ``registry.decode_worker`` gives it."""
-    from .registry import decode_worker
-
-    entries = await r.zrange(keys.WORKERS, 0, -1, withscores=True)
-    pipe = r.pipeline(transaction=False)
-    for worker_id, _score in entries:
-        pipe.hgetall(keys.worker_key(worker_id.decode()))
-    hashes = await pipe.execute() if entries else []
-    return [
-        decode_worker(w.decode(), raw, score, ttl) for (w, score), raw in zip(entries, hashes, strict=True)
-    ]
-
-
 async def replace_dead_shares(r: Any, ttl: float, after: float) -> list[tuple[str, str, str]]:
     """Shares of ``replicas`` operations held by a host silent for over ``after`` seconds go to another host chosen
     as the placement would (named hosts and ``all`` wait for their worker). ``(op, dead, new)`` for each move."""
     from .placement import Placement, host_views, place
+    from .registry import list_workers
 
     ops = await recent_ops(r, limit=100, active_only=True)
     if not ops:
         return []
-    workers = await live_workers(r, ttl)
+    workers = await list_workers(r, ttl)
     silent = {w["id"] for w in workers if time.time() - float(w.get("last_seen") or 0) > after}
     views = host_views(workers)
     moves = []

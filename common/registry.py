@@ -133,3 +133,15 @@ def decode_worker(worker_id: str, raw: dict[Any, Any], score: float, ttl: float)
         "last_seen": last_seen,
         "age": round(time.time() - last_seen, 1),
     }
+
+
+async def list_workers(r: Any, ttl: float) -> list[dict[str, Any]]:
+    """Every worker in the index, as ``decode_worker`` gives it (two round trips whatever the fleet's size)."""
+    entries = await r.zrange(keys.WORKERS, 0, -1, withscores=True)
+    pipe = r.pipeline(transaction=False)
+    for worker_id, _score in entries:
+        pipe.hgetall(keys.worker_key(worker_id.decode()))
+    hashes = await pipe.execute() if entries else []
+    return [
+        decode_worker(w.decode(), raw, score, ttl) for (w, score), raw in zip(entries, hashes, strict=True)
+    ]

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from corral.common import keys, stored
 from corral.common.errors import InvalidRequest
+from corral.common.registry import list_workers
 from corral.common.schemas import JobRequest
 from corral.common.settings import Settings
 from corral.common.store import AsyncJobStore
@@ -17,7 +18,6 @@ from ..apikeys import Principal, job_quota
 from ..bus import ChunkHub, Followed, follow_batches, submit_followed
 from ..inputs import check_request
 from ..submitter import attribute, header_fields, idempotency_of
-from .fleet import list_workers
 
 
 async def submit(

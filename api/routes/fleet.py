@@ -11,24 +11,12 @@ from fastapi.responses import JSONResponse
 from corral.common import keys
 from corral.common.errors import WorkerNotFound
 from corral.common.names import WORKER_ID_RE
-from corral.common.registry import decode_worker
+from corral.common.registry import list_workers
 
 from ..apikeys import Principal, Scope, may_see
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep
 
 router = APIRouter(tags=["fleet"])
-
-
-async def list_workers(client: Any, ttl: float) -> list[dict[str, Any]]:
-    entries = await client.zrange(keys.WORKERS, 0, -1, withscores=True)
-    pipe = client.pipeline(transaction=False)
-    for worker_id, _score in entries:
-        pipe.hgetall(keys.worker_key(worker_id.decode()))
-    hashes = await pipe.execute() if entries else []
-    return [
-        decode_worker(worker_id.decode(), raw, score, ttl)
-        for (worker_id, score), raw in zip(entries, hashes, strict=True)
-    ]
 
 
 async def hide_others_jobs(client: Any, principal: Principal, workers: list[dict[str, Any]]) -> None:

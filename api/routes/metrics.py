@@ -12,9 +12,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from corral.common import keys
 from corral.common.histograms import HISTOGRAMS, read_series
+from corral.common.registry import list_workers
 
 from ..deps import RedisDep, SettingsDep
-from .fleet import list_workers, queue_depths
+from .fleet import queue_depths
 
 router = APIRouter(tags=["fleet"])
 
