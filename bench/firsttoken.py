@@ -77,7 +77,9 @@ ROUTES = [
 
 def body_of(route: Route, prompt: str) -> bytes:
     if route.chat:
-        return orjson.dumps({"model": "llama3", "messages": [{"role": "user", "content": prompt}], "stream": True})
+        return orjson.dumps(
+            {"model": "llama3", "messages": [{"role": "user", "content": prompt}], "stream": True}
+        )
     return orjson.dumps({"model": "llama3", "prompt": prompt, "stream": True})
 
 

@@ -14,8 +14,8 @@ from redis.exceptions import RedisError
 
 from corral.common import keys
 from corral.common.configfile import find_config_file
-from corral.common.cpuslice import request_cpu_slice
 from corral.common.connections import TRANSIENT
+from corral.common.cpuslice import request_cpu_slice
 from corral.common.errors import CorralError
 from corral.common.logs import configure_logging
 from corral.common.settings import Settings, redacted_url

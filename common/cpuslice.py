@@ -34,7 +34,9 @@ def request_cpu_slice(microseconds: int, tid: int = 0) -> bool:
     if os.sched_getscheduler(tid) != os.SCHED_OTHER:
         return False
     nice = os.getpriority(os.PRIO_PROCESS, tid)
-    attr = ctypes.create_string_buffer(ATTR.pack(ATTR.size, os.SCHED_OTHER, 0, nice, 0, microseconds * 1000, 0, 0))
+    attr = ctypes.create_string_buffer(
+        ATTR.pack(ATTR.size, os.SCHED_OTHER, 0, nice, 0, microseconds * 1000, 0, 0)
+    )
     libc = ctypes.CDLL(None, use_errno=True)
     return bool(libc.syscall(number, tid, attr, 0) == 0)
 
