@@ -166,7 +166,7 @@ def busy_process(seed: int, until: float) -> None:
 
 
 @contextmanager
-def busy(bound: float) -> Iterator[None]:
+def busy(bound: float) -> Iterator[list[multiprocessing.process.BaseProcess]]:
     """``BUSY_PROCESSES`` sleeping-and-waking processes for the block's duration (at most ``bound`` seconds)."""
     ctx = multiprocessing.get_context("spawn")
     until = time.time() + bound
@@ -174,7 +174,7 @@ def busy(bound: float) -> Iterator[None]:
     for proc in procs:
         proc.start()
     try:
-        yield
+        yield procs
     finally:
         for proc in procs:
             proc.terminate()
