@@ -31,8 +31,6 @@ from urllib.parse import urlparse
 
 import orjson
 
-from corral.common.cpuslice import request_cpu_slice
-
 from . import harness
 from .core import ttft_stack
 from .harness import pct
@@ -216,9 +214,6 @@ def start_stack(tree: Path) -> Stack:
     except BaseException:
         rig.close()
         raise
-    if (tree / "common" / "cpuslice.py").exists() and rig.server and rig.server.process:
-        # as `corral redis` (what `corral up` starts) asks for its Redis; the API and the worker ask themselves
-        request_cpu_slice(100, rig.server.process.pid)
     return Stack(str(tree), rig, sim, api)
 
 

@@ -15,7 +15,6 @@ from redis.exceptions import RedisError
 from corral.common import keys
 from corral.common.configfile import find_config_file
 from corral.common.connections import TRANSIENT
-from corral.common.cpuslice import request_cpu_slice
 from corral.common.errors import CorralError
 from corral.common.logs import configure_logging
 from corral.common.settings import Settings, redacted_url
@@ -53,7 +52,6 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
             f"port {port} on {host} is in use; stop what listens there or use --port", exit_code=2
         )
     setup_logging(settings)
-    request_cpu_slice(settings.cpu_slice_us)
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -118,7 +116,6 @@ def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
             f"port {server.port} on {server.host} is in use (a Redis running already?)", exit_code=2
         )
     server.data_dir.mkdir(parents=True, exist_ok=True)
-    request_cpu_slice(settings.cpu_slice_us)  # kept across the exec: Redis is on the first token's path too
     os.execv(server.command()[0], server.command())
 
 

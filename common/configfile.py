@@ -70,7 +70,6 @@ SECTIONS: dict[str, dict[str, str]] = {
         "switch_delay": "switch_delay",
         "priority_aging": "priority_aging",
         "push_dispatch": "push_dispatch",
-        "cpu_slice_us": "cpu_slice_us",
         "max_retries": "max_retries",
         "janitor_interval": "janitor_interval",
     },

@@ -85,13 +85,6 @@ class Settings(BaseSettings):
         description="an idle worker parks for its loaded models and an enqueue hands it the job directly "
         "(one Redis round trip less per job on an idle fleet); false: workers always pop",
     )
-    cpu_slice_us: int = Field(
-        100,
-        ge=0,
-        le=100_000,
-        description="microseconds of CPU slice the API, worker and fleet processes ask Linux (6.12+) for, so "
-        "that they run at once when woken on busy cores; 0 = the kernel's default",
-    )
     max_batch: int = Field(1000, ge=1, le=100_000, description="jobs per POST /jobs/batch")
     janitor_interval: float = Field(1.0, gt=0, description="seconds between janitor passes")
     max_retries: int = Field(3, ge=0, description="re-queues after a worker died before a job fails")

@@ -24,7 +24,6 @@ from typing import Any
 
 from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT, async_redis, sync_redis
-from corral.common.cpuslice import request_cpu_slice
 from corral.common.fastredis import fast_redis
 from corral.common.hosts import HostSpec, load_hosts, register_hosts
 from corral.common.janitor import Janitor
@@ -243,7 +242,6 @@ async def _main(settings: Settings, hosts: list[HostSpec]) -> None:
 
 def run_fleet(settings: Settings, hosts: list[HostSpec] | None = None) -> None:
     """Run a fleet process until it is drained (uvloop when installed, as ``run_worker``)."""
-    request_cpu_slice(settings.cpu_slice_us)
     try:
         import uvloop
     except ImportError:

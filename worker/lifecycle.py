@@ -20,7 +20,6 @@ import redis.asyncio as aioredis
 
 from corral.common import registry
 from corral.common.connections import TRANSIENT, async_redis, sync_redis
-from corral.common.cpuslice import request_cpu_slice
 from corral.common.fastredis import FastRedis, fast_redis
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
@@ -184,7 +183,6 @@ async def _main(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is drained. uvloop (installed with uvicorn[standard]) when there: its transports and
     scheduling cost a fraction of the default loop's CPU per job."""
-    request_cpu_slice(settings.cpu_slice_us)
     try:
         import uvloop
     except ImportError:
