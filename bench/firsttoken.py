@@ -6,7 +6,7 @@ request shape, right before it: ``POST /jobs`` streamed against the simulator's 
 against its ``/api/chat``, ``/v1/chat/completions`` against its ``/api/chat`` (what the worker calls). "added" is the
 difference of a pair. A round measures every route and connection mode, pair by pair in turn, once quiet and once
 busy; the table gives each cell's median over the rounds (min-max in brackets). Busy: ``BUSY_PROCESSES`` processes
-that sleep and wake as servers do (a few milliseconds asleep, then up to a millisecond of work), about one core's
+that sleep and wake as servers do (a few milliseconds asleep, then up to a millisecond of work), about half a core's
 worth between them, started for the busy half of a round and stopped at its end. With more than one TREE, each gets
 its own stack (Redis, simulator, worker, API, from that tree's ``.venv``) and the client alternates between them.
 
