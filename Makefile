@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PACKAGE := corral api worker common cli client simulator
 SOURCES := $(PACKAGE) tests bench
 
-.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-scheduling bench-fleet bench-failover bench-scale lint typecheck format clean browser redis-tls
+.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-ttft bench-scheduling bench-fleet bench-failover bench-scale lint typecheck format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -89,6 +89,11 @@ integration: $(STAMP) $(BROWSER) redis-tls
 bench: $(STAMP) $(ENGINE)
 	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench
+
+# added time to first token: three routes, keep-alive and new connections, quiet and busy (bench/firsttoken.py);
+# ARGS="--pairs 20 --rounds 1" for a short run, ARGS="/tmp/before ." to compare two trees side by side
+bench-ttft: $(STAMP)
+	$(BIN)/python -m bench.firsttoken $(ARGS)
 
 # Redis behind Sentinel: the primary killed under load, again and again (with and without CORRAL_ACK_REPLICAS=1)
 bench-failover: $(STAMP)

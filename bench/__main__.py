@@ -9,6 +9,7 @@ from .core import bench_throughput, bench_ttft
 from .dropin import bench_dropin
 from .engine import bench_engine
 from .failover import bench_failover
+from .firsttoken import main as bench_first_token
 from .scheduling import main as bench_scheduling
 
 
@@ -92,6 +93,8 @@ def main() -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    # the added time to first token of three routes, keep-alive and new connections, quiet and busy
+    bench_first_token(["--pairs", "10", "--rounds", "1"] if quick else [])
     if not args.no_scheduling:
         bench_scheduling(scheduling)
 
