@@ -186,7 +186,9 @@ class CpuMeter:
         return [round(100 * (self._cpu(p) - b) / elapsed) for p, b in zip(self.processes, self.base)]
 
 
-async def connect_readers(ports: list[int], job_ids: list[str], readers: int, batch: int, tally: Tally) -> None:
+async def connect_readers(
+    ports: list[int], job_ids: list[str], readers: int, batch: int, tally: Tally
+) -> None:
     loop = asyncio.get_running_loop()
     for start in range(0, readers, batch):
         group = []
@@ -200,7 +202,9 @@ async def connect_readers(ports: list[int], job_ids: list[str], readers: int, ba
 
 
 def submit_jobs(api: str, count: int, tokens: int) -> list[str]:
-    jobs = [{"model": MODEL, "prompt": f"streams {i}", "options": {"num_predict": tokens}} for i in range(count)]
+    jobs = [
+        {"model": MODEL, "prompt": f"streams {i}", "options": {"num_predict": tokens}} for i in range(count)
+    ]
     ids: list[str] = []
     for start in range(0, count, 500):
         reply = httpx.post(api + "/jobs/batch", json={"jobs": jobs[start : start + 500]}, timeout=60)
@@ -302,8 +306,12 @@ def main() -> None:
     parser.add_argument("--tps", type=float, default=5.0, help="the simulator's tokens per second")
     parser.add_argument("--connect-batch", type=int, default=500, help="connections opened at a time")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds the streams may take")
-    parser.add_argument("--settle", type=float, default=20.0, help="seconds after the streams of the last sample")
-    parser.add_argument("--py-spy", metavar="FILE", help="profile the first replica (py-spy, collapsed stacks)")
+    parser.add_argument(
+        "--settle", type=float, default=20.0, help="seconds after the streams of the last sample"
+    )
+    parser.add_argument(
+        "--py-spy", metavar="FILE", help="profile the first replica (py-spy, collapsed stacks)"
+    )
     parser.add_argument("--api-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a CORRAL_ setting of the replicas (e.g. malloc_trim=false)")  # fmt: skip
     args = parser.parse_args()
