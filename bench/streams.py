@@ -6,6 +6,8 @@ before any worker runs (a placeholder holder of the model lets the enqueue accep
 readers connect to ``GET /jobs/{id}/events``, spread round-robin over the replicas and the jobs, each counting as
 connected once its ``queued`` event arrived. Then the worker starts and every job streams ``--tokens`` chunks.
 
+The CPU lists are the replicas', then the load generator's (this process), in % of one core.
+
 Each reader checks its events' seqs (a gap or a duplicate is counted) and takes each event's delay: when it read
 it minus when a subscriber of the job's Redis channel in this process saw it published. Reported: time to connect
 all, events delivered, gaps and duplicates, p50/p99/max delay, each replica's CPU while connecting and while
@@ -183,7 +185,9 @@ class CpuMeter:
     def percent(self) -> list[float]:
         """Each process's CPU since the last mark, in % of one core."""
         elapsed = max(time.monotonic() - self.start, 1e-6)
-        return [round(100 * (self._cpu(p) - b) / elapsed) for p, b in zip(self.processes, self.base)]
+        return [
+            round(100 * (self._cpu(p) - b) / elapsed) for p, b in zip(self.processes, self.base, strict=True)
+        ]
 
 
 async def connect_readers(
@@ -226,7 +230,7 @@ async def stream_phase(rig: Rig, args: argparse.Namespace, apis: list[Any], job_
                        sim: str) -> dict[str, Any]:  # fmt: skip
     tally = Tally()
     ports = [int(url.rsplit(":", 1)[1]) for url, _ in apis]
-    meter = CpuMeter([psutil.Process(p.pid) for _, p in apis])
+    meter = CpuMeter([*(psutil.Process(p.pid) for _, p in apis), psutil.Process()])  # the replicas, then us
     ready = asyncio.Event()
     watcher = asyncio.create_task(watch_channels(rig.url, job_ids, tally, ready))
     await ready.wait()
@@ -279,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         apis = [rig.api(**args.api_setting) for _ in range(args.replicas)]
         rig.redis.zadd(keys.model_workers_key(MODEL), {GATE: float("inf")})
         job_ids = submit_jobs(apis[0][0], args.jobs, args.tokens)
+        load_before = [round(x, 1) for x in psutil.getloadavg()]
         idle = settle([p for _, p in apis], 3)
         profiler = profile(args.py_spy, apis[0][1].pid) if args.py_spy else None
         result = asyncio.run(stream_phase(rig, args, apis, job_ids, sim))
@@ -291,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {"readers": args.readers, "replicas": args.replicas, "jobs": args.jobs, "tokens": args.tokens,
                 **result, "rss_idle_mb": round(idle, 1), "rss_per_stream_kb": round(per_stream_kb, 1),
                 "rss_after_mb": round(after, 1), "rss_settled_mb": round(settled, 1),
-                "load_avg": [round(x, 1) for x in psutil.getloadavg()]}  # fmt: skip
+                "load_avg_before": load_before, "load_avg": [round(x, 1) for x in psutil.getloadavg()]}  # fmt: skip
     finally:
         rig.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
