@@ -111,6 +111,7 @@ bench-scale: $(STAMP)
 # 10,000 SSE readers over 2 API replicas: time to connect, every event delivered, p50/p99 delay, CPU, RSS per stream
 # and after (docs/scaling.md#streams). STREAMS_ARGS="--readers 3000 --replicas 1" for another shape.
 bench-streams: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.streams $(STREAMS_ARGS)
 
 lint: $(STAMP)

@@ -200,8 +200,9 @@ class ChunkHub:
         if message["type"] == "message":
             listeners = self._subs.get(channel)
             shared = parsed(message["data"]) if listeners else None
-            for queue in listeners if shared is not None else ():  # one event object for every reader
-                queue.put_nowait(shared)
+            if listeners and shared is not None:
+                for queue in listeners:  # one event object for every reader of the job
+                    queue.put_nowait(shared)
 
     def _dispatch_own(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":
