@@ -253,16 +253,25 @@ def parsed(raw: bytes) -> Event | None:
         return None
 
 
-async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[dict[str, Any]]:
-    entries = await client.xrange(keys.events_key(job_id), f"{after + 2}-0", "+")
-    return [jsonfast.loads(fields[b"e"]) for _id, fields in entries]
+async def read_stream(client: Any, job_id: str, after: int) -> list[dict[str, Any]]:
+    """The job's events after seq ``after`` from its replay stream. ``client``: redis-py's or the lean client
+    (``AsyncJobStore.scripts_client``: a reader's replay read is on the connect path of every stream), whose
+    entries come as flat field lists."""
+    entries = await client.execute_command("XRANGE", keys.events_key(job_id), f"{after + 2}-0", "+")
+    return [jsonfast.loads(event_field(fields)) for _id, fields in entries]
+
+
+def event_field(fields: dict[bytes, bytes] | list[bytes]) -> bytes:
+    if isinstance(fields, dict):
+        return fields[b"e"]
+    return dict(zip(fields[::2], fields[1::2], strict=True))[b"e"]
 
 
 Batch = list[dict[str, Any]]
 
 
 async def follow_batches(
-    client: aioredis.Redis,
+    client: Any,
     hub: ChunkHub,
     job_id: str,
     start: int = 0,
@@ -345,7 +354,7 @@ def _in_order(items: list[Any], last: int) -> tuple[Batch, bool]:
 
 
 async def _follow(
-    client: aioredis.Redis,
+    client: Any,
     job_id: str,
     last: int,
     idle: float,
@@ -377,6 +386,6 @@ async def _follow(
         if reread:
             backlog = await read_stream(client, job_id, last)
             if not backlog:
-                if not await client.exists(keys.job_key(job_id)):
+                if not await client.execute_command("EXISTS", keys.job_key(job_id)):
                     return
                 yield None

@@ -229,7 +229,7 @@ class EventStream(LeanStream):
 async def job_events(
     job_id: OwnedJob,
     request: Request,
-    client: RedisDep,
+    store: StoreDep,
     hub: HubDep,
     from_: Annotated[
         int | None, Query(alias="from", ge=0, le=MAX_SEQ, description="first seq to send")
@@ -240,7 +240,7 @@ async def job_events(
 
     Server-Sent Events by default; NDJSON with ``Accept: application/x-ndjson``."""
     start = start_seq(from_, last_event_id)
-    return event_response(request, follow_batches(client, hub, job_id, start))
+    return event_response(request, follow_batches(store.scripts_client, hub, job_id, start))
 
 
 def event_response(
