@@ -327,8 +327,7 @@ class AsyncJobStore(_Calls):
 
     async def owner(self, job_id: str) -> str | None:
         """The owner of a job ('' when it has none), or None when there is no such job."""
-        key = keys.job_key(job_id)  # (the lean client: every stream's connect asks)
-        status, owner = await self.scripts_client.execute_command("HMGET", key, "status", "owner")
+        status, owner = await self.redis.hmget(keys.job_key(job_id), "status", "owner")
         if status is None:
             return None
         return owner.decode() if owner else ""
