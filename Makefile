@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 PACKAGE := corral api worker common cli client simulator
 SOURCES := $(PACKAGE) tests bench
 
-.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-ttft bench-scheduling bench-fleet bench-failover bench-scale lint typecheck format clean browser redis-tls
+.PHONY: engine test-engine run test fuzz unit integration chaos bench bench-ttft bench-scheduling bench-fleet bench-failover \
+	bench-scale bench-streams lint typecheck format clean browser redis-tls
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -112,6 +113,12 @@ bench-fleet: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+# 10,000 SSE readers over 2 API replicas: time to connect, every event delivered, p50/p99 delay, CPU, RSS per stream
+# and after (docs/scaling.md#streams). STREAMS_ARGS="--readers 3000 --replicas 1" for another shape.
+bench-streams: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.streams $(STREAMS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)

@@ -126,12 +126,10 @@ def credential(headers: Mapping[str, str]) -> str | None:
 # -- which scope a route needs -----------------------------------------------------------------------------
 # the probes, and the dashboard's page itself: static HTML holding no data (it asks for a key to read any)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/dashboard"})
-# Request paths (not templates: the check runs before routing, so it covers mounted apps and 404s too).
-ADMIN_PATHS = (
-    re.compile(r"/workers/[^/]+/drain/?"),
-    re.compile(r"/admin(/.*)?"),
-    re.compile(r"/hosts(/.*)?"),
-    re.compile(r"/api/(pull|delete|copy|create|push)/?"),
+# Request paths (not templates: the check runs before routing, so it covers mounted apps and 404s too), in one
+# pattern: it is matched on every request
+ADMIN_PATHS = re.compile(
+    r"/workers/[^/]+/drain/?|/admin(/.*)?|/hosts(/.*)?|/api/(pull|delete|copy|create|push)/?"
 )
 # model management changes what every host has: admin for any write under /models (reading it needs ``read``)
 ADMIN_WRITE_PREFIX = "/models"
@@ -143,7 +141,7 @@ def required_scope(method: str, path: str) -> Scope | None:
     ``submit``, the paths in ``ADMIN_PATHS`` and writes under ``/models`` ``admin``."""
     if path in PUBLIC_PATHS:
         return None
-    if any(pattern.fullmatch(path) for pattern in ADMIN_PATHS):
+    if ADMIN_PATHS.fullmatch(path):
         return Scope.ADMIN
     if method not in READ_METHODS and (
         path == ADMIN_WRITE_PREFIX or path.startswith(ADMIN_WRITE_PREFIX + "/")

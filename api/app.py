@@ -54,7 +54,11 @@ def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextM
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = async_redis(settings.redis_url, name="corral-api")
-        hub = ChunkHub(async_redis(settings.redis_url, name="corral-api-bus"), url=settings.redis_url)
+        hub = ChunkHub(
+            async_redis(settings.redis_url, name="corral-api-bus"),
+            url=settings.redis_url,
+            trim_memory=settings.trim_memory,
+        )
         app.state.settings = settings
         app.state.redis = client
         fast = fast_redis(settings.redis_url)

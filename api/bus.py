@@ -9,6 +9,9 @@ needs neither: the hub ``expect``s it before the enqueue, and the job carries th
 ``reply_to``, which every later event of the job is published on as well (the enqueue returns the events it
 writes itself, queued and, when a parked worker took the job at once, started). The hub has been subscribed to that
 channel since it connected, so every event arrives there, and a follow costs no Redis command at all.
+
+An event published once reaches every reader of its job here as one ``Event``: parsed once by the hub and written
+once as a Server-Sent Event (``Event.sse``), however many readers the job has.
 """
 
 from __future__ import annotations
@@ -33,22 +36,35 @@ from corral.common.pubsub import PubSubConnection, pubsub_connection
 from corral.common.schemas import TERMINAL_EVENTS, JobRequest
 from corral.common.store import AsyncJobStore
 
+from .memory import StreamGauge, malloc_trim
+
 log = logging.getLogger(__name__)
-RESYNC = b"\x00resync"
+RESYNC = b"\x00resync"  # in a reader's mailbox: re-read the replay stream
+
+
+class Event(dict[str, Any]):
+    """A job event as every reader of the job in this process gets it: parsed once, and its Server-Sent Event
+    encoded by the first reader that writes it (``sse``). Readers never change it."""
+
+    __slots__ = ("sse",)
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(jsonfast.loads(raw))
+        self.sse: bytes | None = None
 
 
 class Mailbox:
     """The raw events for one reader: what it uses of ``asyncio.Queue`` (``put_nowait``, ``get``, ``empty``,
     ``get_nowait``, ``qsize``), a fraction of the work per event and per reader (no task counting, no putter queue, no
-    event object). One reader at a time awaits ``get``."""
+    event object). One reader at a time awaits ``get``. It holds ``Event``s and ``RESYNC``."""
 
     __slots__ = ("__weakref__", "_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[bytes] = deque()
+        self._items: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
 
-    def put_nowait(self, item: bytes) -> None:
+    def put_nowait(self, item: Any) -> None:
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -60,12 +76,12 @@ class Mailbox:
     def qsize(self) -> int:
         return len(self._items)
 
-    def get_nowait(self) -> bytes:
+    def get_nowait(self) -> Any:
         if not self._items:
             raise asyncio.QueueEmpty
         return self._items.popleft()
 
-    async def get(self) -> bytes:
+    async def get(self) -> Any:
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -78,8 +94,12 @@ class Mailbox:
 class ChunkHub:
     """One pub/sub connection, dynamically (un)subscribed, dispatching messages to per-reader queues."""
 
-    def __init__(self, client: aioredis.Redis, confirm_timeout: float = 5.0, url: str = "") -> None:
+    def __init__(
+        self, client: aioredis.Redis, confirm_timeout: float = 5.0, url: str = "", trim_memory: bool = False
+    ) -> None:
         self.client = client
+        # the readers following a job here, and giving their memory back after a burst (api/memory.py)
+        self.streams = StreamGauge(malloc_trim() if trim_memory else None)
         self.url = url
         self.confirm_timeout = confirm_timeout
         self._subs: dict[str, set[Mailbox]] = {}
@@ -114,6 +134,7 @@ class ChunkHub:
         self._task = asyncio.create_task(self._run(), name="chunk-hub")
 
     async def stop(self) -> None:
+        await self.streams.aclose()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -177,8 +198,11 @@ class ChunkHub:
                     queue.put_nowait(RESYNC)
             return
         if message["type"] == "message":
-            for queue in self._subs.get(channel, ()):
-                queue.put_nowait(message["data"])
+            listeners = self._subs.get(channel)
+            shared = parsed(message["data"]) if listeners else None
+            if listeners and shared is not None:
+                for queue in listeners:  # one event object for every reader of the job
+                    queue.put_nowait(shared)
 
     def _dispatch_own(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":
@@ -188,8 +212,9 @@ class ChunkHub:
         elif message["type"] == "message":
             data = message["data"]
             reader = self._expected.get(data[8:40].decode(errors="replace"))  # {"job":"<32 hex>",...
-            if reader is not None:
-                reader.put_nowait(data)
+            event = parsed(data) if reader is not None else None
+            if reader is not None and event is not None:
+                reader.put_nowait(event)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[Mailbox]:
@@ -218,16 +243,35 @@ class ChunkHub:
                     await self._pubsub.unsubscribe(channel)  # type: ignore[union-attr]
 
 
-async def read_stream(client: aioredis.Redis, job_id: str, after: int) -> list[dict[str, Any]]:
-    entries = await client.xrange(keys.events_key(job_id), f"{after + 2}-0", "+")
-    return [jsonfast.loads(fields[b"e"]) for _id, fields in entries]
+def parsed(raw: bytes) -> Event | None:
+    """The event of a pub/sub message; None (logged) for one that is not JSON: its reader finds the gap it leaves
+    and reads the event from the replay stream."""
+    try:
+        return Event(raw)
+    except ValueError:
+        log.warning("chunk bus: a message that is not an event: %.80r", raw)
+        return None
+
+
+async def read_stream(client: Any, job_id: str, after: int) -> list[dict[str, Any]]:
+    """The job's events after seq ``after`` from its replay stream. ``client``: redis-py's or the lean client
+    (``AsyncJobStore.scripts_client``: a reader's replay read is on the connect path of every stream), whose
+    entries come as flat field lists."""
+    entries = await client.execute_command("XRANGE", keys.events_key(job_id), f"{after + 2}-0", "+")
+    return [jsonfast.loads(event_field(fields)) for _id, fields in entries]
+
+
+def event_field(fields: dict[bytes, bytes] | list[bytes]) -> bytes:
+    if isinstance(fields, dict):
+        return fields[b"e"]
+    return dict(zip(fields[::2], fields[1::2], strict=True))[b"e"]
 
 
 Batch = list[dict[str, Any]]
 
 
 async def follow_batches(
-    client: aioredis.Redis,
+    client: Any,
     hub: ChunkHub,
     job_id: str,
     start: int = 0,
@@ -237,17 +281,21 @@ async def follow_batches(
     """The events of ``job_id`` with ``seq >= start`` until a terminal one, in batches of what has arrived
     together (a reader writes each batch at once); ``None`` marks an idle tick. ``expected``: the hub's queue for
     a job submitted here (``ChunkHub.expect``), which gets every event from the first."""
-    if expected is not None:
-        try:
-            async for batch in _follow(client, job_id, start - 1, idle, expected, []):
+    hub.streams.opened()
+    try:
+        if expected is not None:
+            try:
+                async for batch in _follow(client, job_id, start - 1, idle, expected, []):
+                    yield batch
+            finally:
+                hub.forget(job_id)
+            return
+        async with hub.subscribe(job_id) as queue:
+            backlog = await read_stream(client, job_id, start - 1)
+            async for batch in _follow(client, job_id, start - 1, idle, queue, backlog):
                 yield batch
-        finally:
-            hub.forget(job_id)
-        return
-    async with hub.subscribe(job_id) as queue:
-        backlog = await read_stream(client, job_id, start - 1)
-        async for batch in _follow(client, job_id, start - 1, idle, queue, backlog):
-            yield batch
+    finally:
+        hub.streams.closed()
 
 
 @dataclass
@@ -285,19 +333,18 @@ async def submit_followed(
         hub.forget(job_id)
         return Followed(followed)
     for raw in written:  # the enqueue's own events (queued, started) come in its reply, not on the channel
-        expected.put_nowait(raw)
+        expected.put_nowait(Event(raw))
     return Followed(job_id, expected)
 
 
-def _in_order(raws: list[bytes], last: int) -> tuple[Batch, bool]:
+def _in_order(items: list[Any], last: int) -> tuple[Batch, bool]:
     """The events that follow ``last`` in order; True when the stream must be read (a resync, a gap)."""
     events: Batch = []
     reread = False
-    for raw in raws:
-        if raw == RESYNC:
+    for event in items:
+        if event is RESYNC:
             reread = True
             continue
-        event = jsonfast.loads(raw)
         following = (events[-1]["seq"] if events else last) + 1
         if event["seq"] == following:
             events.append(event)
@@ -307,7 +354,7 @@ def _in_order(raws: list[bytes], last: int) -> tuple[Batch, bool]:
 
 
 async def _follow(
-    client: aioredis.Redis,
+    client: Any,
     job_id: str,
     last: int,
     idle: float,
@@ -339,6 +386,6 @@ async def _follow(
         if reread:
             backlog = await read_stream(client, job_id, last)
             if not backlog:
-                if not await client.exists(keys.job_key(job_id)):
+                if not await client.execute_command("EXISTS", keys.job_key(job_id)):
                     return
                 yield None

@@ -43,6 +43,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "keys": "api_keys",
         "allow_unauthenticated": "allow_unauthenticated",
         "keep_alive_timeout": "keep_alive_timeout",
+        "trim_memory": "trim_memory",
     },
     "worker": {
         "id": "worker_id",

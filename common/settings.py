@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     head_timeout: float = Field(10.0, gt=0, description="seconds a request head may take to arrive")
     body_timeout: float = Field(30.0, gt=0, description="seconds a request body may stall")
     keep_alive_timeout: int = Field(75, ge=1, description="seconds an idle keep-alive connection stays open")
+    trim_memory: bool = Field(True, description="give freed memory back after a burst of streams (glibc)")
     max_messages: int = Field(1024, ge=1, description="messages in one chat request")
     max_image_bytes: int = Field(10 * 1_048_576, ge=1, description="one image, decoded bytes")
     api_keys: SecretStr = Field(SecretStr(""), description="API keys, comma-separated KEY[:SCOPE]")

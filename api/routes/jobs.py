@@ -18,7 +18,7 @@ from corral.common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobS
 
 from ..apikeys import Scope, job_quota, may_see
 from ..body import json_body, openapi_body
-from ..bus import Batch, follow_batches, submit_followed
+from ..bus import Batch, Event, follow_batches, submit_followed
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
 from ..fastlane import FastRouter
 from ..history import list_history, make_filters, parse_cursor
@@ -189,8 +189,13 @@ def start_seq(from_: int | None, last_event_id: str | None) -> int:
 
 
 def job_event(event: dict[str, Any]) -> bytes:
-    """A job event as a Server-Sent Event: its seq the id (``Last-Event-ID`` resumes after it), its type the name."""
-    return sse_event(event, event["type"], event["seq"])
+    """A job event as a Server-Sent Event: its seq the id (``Last-Event-ID`` resumes after it), its type the name.
+    An event the hub shares between readers is encoded once."""
+    if not isinstance(event, Event):
+        return sse_event(event, event["type"], event["seq"])
+    if event.sse is None:
+        event.sse = sse_event(event, event["type"], event["seq"])
+    return event.sse
 
 
 async def sse(batches: AsyncIterator[Batch | None]) -> AsyncIterator[bytes]:
@@ -224,7 +229,7 @@ class EventStream(LeanStream):
 async def job_events(
     job_id: OwnedJob,
     request: Request,
-    client: RedisDep,
+    store: StoreDep,
     hub: HubDep,
     from_: Annotated[
         int | None, Query(alias="from", ge=0, le=MAX_SEQ, description="first seq to send")
@@ -235,7 +240,7 @@ async def job_events(
 
     Server-Sent Events by default; NDJSON with ``Accept: application/x-ndjson``."""
     start = start_seq(from_, last_event_id)
-    return event_response(request, follow_batches(client, hub, job_id, start))
+    return event_response(request, follow_batches(store.scripts_client, hub, job_id, start))
 
 
 def event_response(

@@ -307,7 +307,9 @@ def test_a_handed_job_s_first_events_come_in_the_enqueue_reply(
         try:
             followed = await submit_followed(AsyncJobStore(hub.client, LIMITS), hub, job(), "", 0)
             assert followed.expected is not None
-            ready = [json.loads(followed.expected.get_nowait()) for _ in range(followed.expected.qsize())]
+            ready = [
+                dict(followed.expected.get_nowait()) for _ in range(followed.expected.qsize())
+            ]  # parsed once
             assert ready == [dict(e) for e in store.events(followed.id)]  # as the stream has them
             return ready, messages(r, reply_channel)
         finally:

@@ -1,0 +1,61 @@
+"""The trim after a burst of streams: once most of a burst has left, once per burst, never for a few streams."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+
+import pytest
+
+from corral.api.memory import StreamGauge, malloc_trim
+
+pytestmark = pytest.mark.unit
+
+
+def test_malloc_trim_is_found_on_glibc() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        assert malloc_trim() is None or callable(malloc_trim())
+        return
+    trim = malloc_trim()
+    assert trim is not None
+    assert trim() in (0, 1)  # 1: memory was given back
+
+
+def test_a_burst_is_trimmed_once_most_of_it_has_left() -> None:
+    async def scenario() -> list[int]:
+        trims: list[int] = []
+        gauge = StreamGauge(lambda: trims.append(gauge.open), min_released=200, delay=0)
+        for _ in range(400):
+            gauge.opened()
+        for _ in range(250):  # 150 still open: more than a quarter of the peak
+            gauge.closed()
+        await asyncio.sleep(0.05)
+        assert trims == []
+        for _ in range(60):  # 90 open: under a quarter
+            gauge.closed()
+        for _ in range(10):  # while the trim is pending: no second one
+            gauge.closed()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if trims:
+                break
+        assert gauge.peak == gauge.open == 80  # the next burst is measured from here
+        for _ in range(100):  # a little churn is no burst
+            gauge.opened()
+            gauge.closed()
+        await asyncio.sleep(0.05)
+        await gauge.aclose()
+        return trims
+
+    assert asyncio.run(scenario()) == [80]
+
+
+def test_counting_only_without_a_trim() -> None:
+    async def scenario() -> StreamGauge:
+        gauge = StreamGauge(None, min_released=1, delay=0)
+        gauge.opened()
+        gauge.closed()
+        await gauge.aclose()
+        return gauge
+
+    assert repr(asyncio.run(scenario())) == "StreamGauge(open=0, peak=1, trims=0)"
