@@ -36,6 +36,8 @@ def plot(folder: Path, out: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for label, run in runs.items():
+        if not run.get("queue"):  # (a --fleet-only run)
+            continue
         q = run["queue"]
         x = [row["queued"] for row in q]
         keys = (
@@ -81,7 +83,12 @@ def plot(folder: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     twins = [
-        (axes.flat[2], lambda r: r["burst"]["commands_per_job"], "Redis commands per job"),
+        (axes.flat[1], lambda r: r["burst"].get("net_pops_per_job", float("nan")), "pops per job"),
+        (
+            axes.flat[2],
+            lambda r: r["burst"].get("net_commands_per_job", r["burst"]["commands_per_job"]),
+            "Redis commands per job",
+        ),
         (axes.flat[3], lambda r: r["idle"]["redis_cpu_pct"], "idle Redis CPU %"),
     ]
     for ax, get, unit in twins:

@@ -24,7 +24,6 @@ from corral.common.store import AsyncJobStore, Park
 from corral.worker import dispatch, lifecycle
 
 from ..common.blocking import BlockingStore
-from ..support import wait_for
 
 pytestmark = pytest.mark.integration
 M = "m:latest"
@@ -66,7 +65,9 @@ async def pops_per_job(url: str, r: redis.Redis, size: int, jobs: int) -> float:
     """``size`` idle workers holding M; ``jobs`` jobs queued one at a time (a batch of one: always queued, never
     handed), each waited for: the pops the fleet made per job."""
     pops = 0
-    workers = [lifecycle.Worker(Settings(redis_url=url, worker_id=f"w{i:02d}", worker_slots=1)) for i in range(size)]
+    workers = [
+        lifecycle.Worker(Settings(redis_url=url, worker_id=f"w{i:02d}", worker_slots=1)) for i in range(size)
+    ]
     for w in workers:
         inner = w.dispatcher.pop
 
@@ -92,7 +93,9 @@ async def pops_per_job(url: str, r: redis.Redis, size: int, jobs: int) -> float:
         pops = 0
         for k in range(jobs):
             [submitted] = await store.enqueue_many([job(f"j{k}")])
-            await until(lambda i=submitted.id: r.hget(keys.job_key(i), "status") == b"finished", "the job ran")
+            await until(
+                lambda i=submitted.id: r.hget(keys.job_key(i), "status") == b"finished", "the job ran"
+            )
             await until(lambda: r.zcard(parked) == size, "every worker parked again")
         return pops / jobs
     finally:
