@@ -64,19 +64,32 @@ def job(prompt: str = "hi") -> JobRequest:
 async def pops_per_job(url: str, r: redis.Redis, size: int, jobs: int) -> float:
     """``size`` idle workers holding M; ``jobs`` jobs queued one at a time (a batch of one: always queued, never
     handed), each waited for: the pops the fleet made per job."""
-    pops = 0
+    pops, popping, refreshes = 0, 0, 0
     workers = [
-        lifecycle.Worker(Settings(redis_url=url, worker_id=f"w{i:02d}", worker_slots=1)) for i in range(size)
-    ]
+        lifecycle.Worker(
+            Settings(redis_url=url, worker_id=f"w{i:02d}", worker_slots=1, model_refresh_interval=300)
+        )
+        for i in range(size)
+    ]  # (a model-list read wakes the pop loop: after the first two, none during the test)
     for w in workers:
-        inner = w.dispatcher.pop
+        pop, refresh = w.dispatcher.pop, w.models.refresh
 
-        async def counted(inner: Any = inner) -> Any:
-            nonlocal pops
+        async def counted(pop: Any = pop) -> Any:
+            nonlocal pops, popping
             pops += 1
-            return await inner()
+            popping += 1
+            try:
+                return await pop()
+            finally:
+                popping -= 1
+
+        async def refreshed(refresh: Any = refresh) -> None:
+            nonlocal refreshes
+            await refresh()
+            refreshes += 1
 
         w.dispatcher.pop = counted  # type: ignore[method-assign]
+        w.models.refresh = refreshed  # type: ignore[method-assign]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     client = async_redis(url)
     store = AsyncJobStore(client, LIMITS)
@@ -89,7 +102,14 @@ async def pops_per_job(url: str, r: redis.Redis, size: int, jobs: int) -> float:
             await asyncio.sleep(0.01)
 
     try:
-        await until(lambda: r.zcard(parked) == size, "every worker parked")
+
+        def quiet() -> (
+            bool
+        ):  # the model lists read (at start, then by the heartbeat's task), every worker parked
+            woken = any(w.dispatcher.wake.is_set() for w in workers)
+            return refreshes == 2 * size and not popping and not woken and r.zcard(parked) == size
+
+        await until(quiet, "every worker parked, with nothing more to pop")
         pops = 0
         for k in range(jobs):
             [submitted] = await store.enqueue_many([job(f"j{k}")])
