@@ -196,6 +196,7 @@ class Bench:
         s = d["seconds"]
         return {
             "heartbeats_s": d["calls"].get("exec", 0) / s, "commands_s": d["commands"] / s,
+            "scripts_s": d["calls"].get("evalsha", 0) / s,
             "bytes_in_s": d["net_in"] / s,
             "inner_calls_s": d["inner_calls"] / s, "redis_cpu_pct": 100 * d["cpu"] / s,
             "idle_pop_us": probe.summary(log.get("pop", [])), "pops_s": len(log.get("pop", [])) / s,
@@ -222,7 +223,7 @@ class Bench:
             "jobs": done, "seconds": elapsed, "jobs_s": done / elapsed,
             "redis_cpu_us_per_job": d["cpu"] / max(done, 1) * 1e6, "commands_per_job": d["commands"] / max(done, 1),
             "inner_calls_per_job": d["inner_calls"] / max(done, 1), "calls_per_job": per_job,
-            "pops_per_job": len(log.get("pop", [])) / max(done, 1), "window_s": d["seconds"],
+            "scripts_per_job": d["calls"].get("evalsha", 0) / max(done, 1), "window_s": d["seconds"],
             **{f"{name}_us": probe.summary(log.get(name, [])) for name in ("pop", "finish", "emit", "enqueue_batch")},
         }  # fmt: skip
 
@@ -274,14 +275,14 @@ class Bench:
             # net of the fleet's idle traffic meanwhile (heartbeats, idle polls, janitors)
             idle_share = b["window_s"] / max(b["jobs"], 1)
             b["net_commands_per_job"] = b["commands_per_job"] - row["idle"]["commands_s"] * idle_share
-            b["net_pops_per_job"] = b["pops_per_job"] - row["idle"]["pops_s"] * idle_share
+            b["net_scripts_per_job"] = b["scripts_per_job"] - row["idle"]["scripts_s"] * idle_share
             row["dead"] = self.dead_worker()
             out.append(row)
             i, b = row["idle"], row["burst"]
             print(f"  {size:>3} workers: {i['heartbeats_s']:.0f} beats/s, idle Redis CPU "
                   f"{i['redis_cpu_pct']:.1f} %, janitor {row['janitor']['ms']:.1f} ms; {b['jobs_s']:.0f} jobs/s, "
                   f"pop p50 {b['pop_us']['p50']:.0f} us, {b['net_commands_per_job']:.0f} commands and "
-                  f"{b['net_pops_per_job']:.1f} pops per job (net of idle), "
+                  f"{b['net_scripts_per_job']:.1f} script calls per job (net of idle), "
                   f"{b['redis_cpu_us_per_job']:.0f} us Redis CPU/job; dead worker's jobs again in "
                   f"{row['dead']['p50']:.1f} s (max {row['dead']['max']:.1f})", flush=True)  # fmt: skip
         return out

@@ -22,6 +22,16 @@ def load(folder: Path, label: str) -> dict[str, Any] | None:
     return None
 
 
+def net_scripts(row: dict[str, Any]) -> float:
+    """Script calls (EVALSHA: enqueue's share, pops, finish) per job of a burst, net of the idle fleet's (its
+    idle pops) meanwhile; from a run before ``scripts_s`` was recorded, the idle pops (SLOWLOG) stand in."""
+    burst, idle = row["burst"], row["idle"]
+    if "calls_per_job" not in burst:
+        return float("nan")
+    rate = idle.get("scripts_s", idle["pops_s"])
+    return float(burst["calls_per_job"].get("evalsha", 0) - rate * burst["window_s"] / max(burst["jobs"], 1))
+
+
 def plot(folder: Path, out: Path) -> None:
     import matplotlib
 
@@ -83,7 +93,7 @@ def plot(folder: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     twins = [
-        (axes.flat[1], lambda r: r["burst"].get("net_pops_per_job", float("nan")), "pops per job"),
+        (axes.flat[1], net_scripts, "script calls per job"),
         (
             axes.flat[2],
             lambda r: r["burst"].get("net_commands_per_job", r["burst"]["commands_per_job"]),
