@@ -40,6 +40,9 @@ from .scale_fleet import model_name
 N_MODELS = 50
 PER_PROCESS = 50  # workers per fleet process
 OUT = ROOT / ".corral" / "bench-scale"
+STALL = (
+    60  # seconds a call may wait on Redis (an AOF fsync or rewrite on a loaded disk can stall it for seconds)
+)
 
 
 def request(k: int, stage: int, submitter: str = "", hot: bool = False) -> JobRequest:
@@ -119,7 +122,7 @@ class Bench:
     # -- 1. queue length --------------------------------------------------------------------------------------
 
     async def queue_curve(self, lengths: list[int]) -> list[dict[str, Any]]:
-        client = aioredis.Redis.from_url(self.url)
+        client = aioredis.Redis.from_url(self.url, socket_timeout=STALL)
         store = AsyncJobStore(client, self.limits)
         out = []
         self.r.flushall()
@@ -203,7 +206,7 @@ class Bench:
         }  # fmt: skip
 
     async def burst(self, n: int) -> dict[str, Any]:
-        client = aioredis.Redis.from_url(self.url)
+        client = aioredis.Redis.from_url(self.url, socket_timeout=STALL)
         store = AsyncJobStore(client, self.limits)
         start_done = self.finished()
         probe.slowlog_by_name(self.r)
@@ -291,7 +294,7 @@ class Bench:
 
     async def full(self, jobs: int, seconds: float) -> dict[str, Any]:
         """The fleet at its largest drains ``jobs`` queued jobs; the rate over ``seconds``."""
-        client = aioredis.Redis.from_url(self.url)
+        client = aioredis.Redis.from_url(self.url, socket_timeout=STALL)
         store = AsyncJobStore(client, self.limits)
         t0, done_before = time.monotonic(), self.finished()
         await self.fill(store, 0, jobs, batch=500)
@@ -316,13 +319,12 @@ class Bench:
         }  # fmt: skip
 
 
-async def amain(args: argparse.Namespace) -> dict[str, Any]:
+async def amain(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     bench = Bench(args.quick)
     lengths = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
     sizes = [10, 50] if args.quick else [int(size) for size in args.sizes.split(",")]
     load = os.getloadavg()
-    result: dict[str, Any] = {"label": args.label, "quick": args.quick, "cpus": psutil.cpu_count()}
-    result["load"] = load
+    result.update(label=args.label, quick=args.quick, cpus=psutil.cpu_count(), load=load)
     try:
         print(f"scale benchmark ({'quick' if args.quick else 'full'}); load average {load[0]:.1f} on "
               f"{psutil.cpu_count()} cores", flush=True)  # fmt: skip
@@ -358,11 +360,14 @@ def main() -> None:
     parser.add_argument("--label", default="after", help="the results file's name (before/after a change)")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(amain(args))
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{args.label}{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"results: {path}")
+    result: dict[str, Any] = {}
+    try:
+        asyncio.run(amain(args, result))
+    finally:  # (what was measured is kept when a later step fails)
+        OUT.mkdir(parents=True, exist_ok=True)
+        path = OUT / f"{args.label}{'-quick' if args.quick else ''}.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"results: {path}")
     if not args.no_plot:
         from .scale_plot import plot
 
