@@ -39,16 +39,22 @@ def plot(folder: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = {label: run for label in ("before", "after") if (run := load(folder, label))}
-    if not runs:
-        return
     out.mkdir(parents=True, exist_ok=True)
-    styles = {"before": dict(linestyle="--", alpha=0.6), "after": dict(linestyle="-")}
+    queues = {label: run["queue"] for label, run in runs.items() if run.get("queue")}
+    if queues:  # (--fleet-only runs leave the queue curves as they were)
+        plot_queue(plt, queues, out)
+    fleets = {label: run["fleet"] for label, run in runs.items() if run.get("fleet")}
+    if fleets:
+        plot_fleet(plt, fleets, out)
 
+
+STYLES: dict[str, dict[str, Any]] = {"before": dict(linestyle="--", alpha=0.6), "after": dict(linestyle="-")}
+
+
+def plot_queue(plt: Any, queues: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    styles = STYLES
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, run in runs.items():
-        if not run.get("queue"):  # (a --fleet-only run)
-            continue
-        q = run["queue"]
+    for label, q in queues.items():
         x = [row["queued"] for row in q]
         keys = (
             ("enqueue_us", "enqueue"),
@@ -71,9 +77,9 @@ def plot(folder: Path, out: Path) -> None:
     fig.savefig(out / "scale-queue.png", dpi=110)
     plt.close(fig)
 
-    fleets = {label: run["fleet"] for label, run in runs.items() if run.get("fleet")}
-    if not fleets:
-        return
+
+def plot_fleet(plt: Any, fleets: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    styles = STYLES
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     panels = [
         (lambda r: r["burst"]["jobs_s"], "jobs/s", "dispatch rate (instant engine)"),
