@@ -27,6 +27,7 @@ from ..common.blocking import BlockingStore
 
 pytestmark = pytest.mark.integration
 M = "m:latest"
+PARKED = keys.PARKED_PREFIX + M
 LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2,
                 warm_ttl=60, priority_aging=30)  # fmt: skip
 
@@ -61,68 +62,75 @@ def job(prompt: str = "hi") -> JobRequest:
     return JobRequest.model_validate({"model": "m", "prompt": prompt})
 
 
-async def pops_per_job(url: str, r: redis.Redis, size: int, jobs: int) -> float:
-    """``size`` idle workers holding M; ``jobs`` jobs queued one at a time (a batch of one: always queued, never
-    handed), each waited for: the pops the fleet made per job."""
-    pops, popping, refreshes = 0, 0, 0
-    workers = [
-        lifecycle.Worker(
-            Settings(redis_url=url, worker_id=f"w{i:02d}", worker_slots=1, model_refresh_interval=300)
-        )
-        for i in range(size)
-    ]  # (a model-list read wakes the pop loop: after the first two, none during the test)
-    for w in workers:
-        pop, refresh = w.dispatcher.pop, w.models.refresh
+class Counted:
+    """Workers whose pops (and pops under way) and model-list reads are counted."""
 
-        async def counted(pop: Any = pop) -> Any:
-            nonlocal pops, popping
-            pops += 1
-            popping += 1
+    def __init__(self, url: str, size: int) -> None:
+        self.pops = self.popping = self.refreshes = 0
+        self.workers = [
+            lifecycle.Worker(
+                Settings(redis_url=url, worker_id=f"w{i:02d}", worker_slots=1, model_refresh_interval=300)
+            )
+            for i in range(size)
+        ]  # (a model-list read wakes the pop loop: after the first two, none during the test)
+        for w in self.workers:
+            w.dispatcher.pop = self.count_pop(w.dispatcher.pop)  # type: ignore[method-assign]
+            w.models.refresh = self.count_refresh(w.models.refresh)  # type: ignore[method-assign]
+
+    def count_pop(self, pop: Any) -> Any:
+        async def counted() -> Any:
+            self.pops += 1
+            self.popping += 1
             try:
                 return await pop()
             finally:
-                popping -= 1
+                self.popping -= 1
 
-        async def refreshed(refresh: Any = refresh) -> None:
-            nonlocal refreshes
+        return counted
+
+    def count_refresh(self, refresh: Any) -> Any:
+        async def counted() -> None:
             await refresh()
-            refreshes += 1
+            self.refreshes += 1
 
-        w.dispatcher.pop = counted  # type: ignore[method-assign]
-        w.models.refresh = refreshed  # type: ignore[method-assign]
-    tasks = [asyncio.create_task(w.run()) for w in workers]
+        return counted
+
+    def quiet(self, r: redis.Redis) -> bool:
+        """The model lists read (at start, then by the heartbeat's task), every worker parked, none woken."""
+        woken = any(w.dispatcher.wake.is_set() for w in self.workers)
+        size = len(self.workers)
+        return self.refreshes == 2 * size and not self.popping and not woken and r.zcard(PARKED) == size
+
+
+async def until(predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def pops_per_job(url: str, r: redis.Redis, size: int, jobs: int) -> float:
+    """``size`` idle workers holding M; ``jobs`` jobs queued one at a time (a batch of one: always queued, never
+    handed), each waited for: the pops the fleet made per job."""
+    fleet = Counted(url, size)
+    tasks = [asyncio.create_task(w.run()) for w in fleet.workers]
     client = async_redis(url)
     store = AsyncJobStore(client, LIMITS)
-    parked = keys.PARKED_PREFIX + M
-
-    async def until(predicate: Any, what: str) -> None:
-        deadline = time.monotonic() + 15
-        while not predicate():
-            assert time.monotonic() < deadline, what
-            await asyncio.sleep(0.01)
-
     try:
-
-        def quiet() -> (
-            bool
-        ):  # the model lists read (at start, then by the heartbeat's task), every worker parked
-            woken = any(w.dispatcher.wake.is_set() for w in workers)
-            return refreshes == 2 * size and not popping and not woken and r.zcard(parked) == size
-
-        await until(quiet, "every worker parked, with nothing more to pop")
-        pops = 0
+        await until(lambda: fleet.quiet(r), "every worker parked, with nothing more to pop")
+        fleet.pops = 0
         for k in range(jobs):
             [submitted] = await store.enqueue_many([job(f"j{k}")])
             await until(
                 lambda i=submitted.id: r.hget(keys.job_key(i), "status") == b"finished", "the job ran"
             )
-            await until(lambda: r.zcard(parked) == size, "every worker parked again")
-        return pops / jobs
+            await until(lambda: r.zcard(PARKED) == size, "every worker parked again")
+        return fleet.pops / jobs
     finally:
-        for w in workers:
+        for w in fleet.workers:
             w.stop_taking()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for c in [client, *(w.redis for w in workers)]:
+        for c in [client, *(w.redis for w in fleet.workers)]:
             await c.aclose(close_connection_pool=True)
 
 
