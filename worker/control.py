@@ -79,7 +79,7 @@ class Control:
                 self.dispatcher.on_handed(decode_popped(command["dispatch"], self.job_timeout))
                 return
             if "wake" in command:  # a job was queued for this parked worker to pop
-                self.dispatcher.wake.set()
+                self.dispatcher.woken(str(command.get("model", "")))
                 return
             if self.more is not None and self.more(command):
                 return

@@ -285,11 +285,16 @@ end
 -- pops would cost the fleet size per job): the parked worker a hand would pick, its park ended so that the next
 -- job wakes another; none when every holder is busy (each pops when a slot frees). The broadcast on
 -- corral:wake:<m> is for workers without push dispatch (they never park and follow it); push-dispatch workers do
--- not subscribe to it. A wake-up lost on the way costs the worker's idle poll (IDLE_POLL, 1 s).
+-- not subscribe to it. A wake-up lost on the way costs the worker's idle poll (IDLE_POLL, 1 s). The message names
+-- the model: the woken worker tries its queue first (were it to take a job of another model, queued meanwhile with
+-- nobody else parked for it, this job would wait for the next poll).
 local function wake(m, now, id)
   redis.call('PUBLISH', wake_channel(m), id)
   local wid = parked_worker(m, now, true)
-  if wid then redis.call('PUBLISH', control_channel(wid), '{"wake":' .. cjson.encode(id) .. '}') end
+  if wid then
+    local body = '{"wake":' .. cjson.encode(id) .. ',"model":' .. cjson.encode(m) .. '}'
+    redis.call('PUBLISH', control_channel(wid), body)
+  end
 end
 
 -- tell a worker the job it was handed (POP's answer), and keep it for its next pop if the message is lost

@@ -160,7 +160,9 @@ def wakes(pubsub: redis.client.PubSub) -> list[tuple[str, str]]:
     out = []
     while (message := pubsub.get_message(timeout=0.5)) is not None:
         if message["type"] == "message":
-            out.append((message["channel"].decode(), json.loads(message["data"])["wake"]))
+            body = json.loads(message["data"])
+            assert body["model"] == M
+            out.append((message["channel"].decode(), body["wake"]))
     return out
 
 
