@@ -40,6 +40,9 @@ from .scale_fleet import model_name
 N_MODELS = 50
 PER_PROCESS = 50  # workers per fleet process
 OUT = ROOT / ".corral" / "bench-scale"
+STALL = (
+    60  # seconds a call may wait on Redis (an AOF fsync or rewrite on a loaded disk can stall it for seconds)
+)
 
 
 def request(k: int, stage: int, submitter: str = "", hot: bool = False) -> JobRequest:
@@ -119,7 +122,7 @@ class Bench:
     # -- 1. queue length --------------------------------------------------------------------------------------
 
     async def queue_curve(self, lengths: list[int]) -> list[dict[str, Any]]:
-        client = aioredis.Redis.from_url(self.url)
+        client = aioredis.Redis.from_url(self.url, socket_timeout=STALL)
         store = AsyncJobStore(client, self.limits)
         out = []
         self.r.flushall()
@@ -196,13 +199,14 @@ class Bench:
         s = d["seconds"]
         return {
             "heartbeats_s": d["calls"].get("exec", 0) / s, "commands_s": d["commands"] / s,
+            "scripts_s": d["calls"].get("evalsha", 0) / s,
             "bytes_in_s": d["net_in"] / s,
             "inner_calls_s": d["inner_calls"] / s, "redis_cpu_pct": 100 * d["cpu"] / s,
             "idle_pop_us": probe.summary(log.get("pop", [])), "pops_s": len(log.get("pop", [])) / s,
         }  # fmt: skip
 
     async def burst(self, n: int) -> dict[str, Any]:
-        client = aioredis.Redis.from_url(self.url)
+        client = aioredis.Redis.from_url(self.url, socket_timeout=STALL)
         store = AsyncJobStore(client, self.limits)
         start_done = self.finished()
         probe.slowlog_by_name(self.r)
@@ -217,10 +221,12 @@ class Bench:
         log = probe.slowlog_by_name(self.r)
         await client.aclose()
         done = self.finished() - start_done
+        per_job = {k: v / max(done, 1) for k, v in sorted(d["calls"].items(), key=lambda kv: -kv[1])}
         return {
             "jobs": done, "seconds": elapsed, "jobs_s": done / elapsed,
             "redis_cpu_us_per_job": d["cpu"] / max(done, 1) * 1e6, "commands_per_job": d["commands"] / max(done, 1),
-            "inner_calls_per_job": d["inner_calls"] / max(done, 1),
+            "inner_calls_per_job": d["inner_calls"] / max(done, 1), "calls_per_job": per_job,
+            "scripts_per_job": d["calls"].get("evalsha", 0) / max(done, 1), "window_s": d["seconds"],
             **{f"{name}_us": probe.summary(log.get(name, [])) for name in ("pop", "finish", "emit", "enqueue_batch")},
         }  # fmt: skip
 
@@ -268,13 +274,18 @@ class Bench:
             row: dict[str, Any] = {"workers": size}
             row["idle"] = self.idle(3 if self.quick else 6)
             row["janitor"] = self.janitor_pass(5 if self.quick else 10)
-            row["burst"] = await self.burst(500 if self.quick else 3000)
+            row["burst"] = b = await self.burst(500 if self.quick else 3000)
+            # net of the fleet's idle traffic meanwhile (heartbeats, idle polls, janitors)
+            idle_share = b["window_s"] / max(b["jobs"], 1)
+            b["net_commands_per_job"] = b["commands_per_job"] - row["idle"]["commands_s"] * idle_share
+            b["net_scripts_per_job"] = b["scripts_per_job"] - row["idle"]["scripts_s"] * idle_share
             row["dead"] = self.dead_worker()
             out.append(row)
             i, b = row["idle"], row["burst"]
             print(f"  {size:>3} workers: {i['heartbeats_s']:.0f} beats/s, idle Redis CPU "
                   f"{i['redis_cpu_pct']:.1f} %, janitor {row['janitor']['ms']:.1f} ms; {b['jobs_s']:.0f} jobs/s, "
-                  f"pop p50 {b['pop_us']['p50']:.0f} us, "
+                  f"pop p50 {b['pop_us']['p50']:.0f} us, {b['net_commands_per_job']:.0f} commands and "
+                  f"{b['net_scripts_per_job']:.1f} script calls per job (net of idle), "
                   f"{b['redis_cpu_us_per_job']:.0f} us Redis CPU/job; dead worker's jobs again in "
                   f"{row['dead']['p50']:.1f} s (max {row['dead']['max']:.1f})", flush=True)  # fmt: skip
         return out
@@ -283,7 +294,7 @@ class Bench:
 
     async def full(self, jobs: int, seconds: float) -> dict[str, Any]:
         """The fleet at its largest drains ``jobs`` queued jobs; the rate over ``seconds``."""
-        client = aioredis.Redis.from_url(self.url)
+        client = aioredis.Redis.from_url(self.url, socket_timeout=STALL)
         store = AsyncJobStore(client, self.limits)
         t0, done_before = time.monotonic(), self.finished()
         await self.fill(store, 0, jobs, batch=500)
@@ -308,21 +319,22 @@ class Bench:
         }  # fmt: skip
 
 
-async def amain(args: argparse.Namespace) -> dict[str, Any]:
+async def amain(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     bench = Bench(args.quick)
     lengths = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
-    sizes = [10, 50] if args.quick else [10, 50, 100, 200]
+    sizes = [10, 50] if args.quick else [int(size) for size in args.sizes.split(",")]
     load = os.getloadavg()
-    result: dict[str, Any] = {"label": args.label, "quick": args.quick, "cpus": psutil.cpu_count()}
-    result["load"] = load
+    result.update(label=args.label, quick=args.quick, cpus=psutil.cpu_count(), load=load)
     try:
         print(f"scale benchmark ({'quick' if args.quick else 'full'}); load average {load[0]:.1f} on "
               f"{psutil.cpu_count()} cores", flush=True)  # fmt: skip
-        print("1. queue length (no workers)", flush=True)
-        result["queue"] = await bench.queue_curve(lengths)
+        if not args.fleet_only:
+            print("1. queue length (no workers)", flush=True)
+            result["queue"] = await bench.queue_curve(lengths)
         if not args.queue_only:
             print("2. fleet size", flush=True)
             result["fleet"] = await bench.fleet_curve(sizes)
+        if not (args.queue_only or args.fleet_only):
             print("3. full scale", flush=True)
             result["full"] = await bench.full(lengths[-1], 10 if args.quick else 20)
             f = result["full"]
@@ -343,14 +355,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale")
     parser.add_argument("--quick", action="store_true", help="about a minute: 1k/10k jobs, 10/50 workers")
     parser.add_argument("--queue-only", action="store_true", help="only the queue-length curve")
+    parser.add_argument("--fleet-only", action="store_true", help="only the fleet-size curve")
+    parser.add_argument("--sizes", default="10,50,100,200", help="the fleet sizes (workers)")
     parser.add_argument("--label", default="after", help="the results file's name (before/after a change)")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(amain(args))
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{args.label}{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"results: {path}")
+    result: dict[str, Any] = {}
+    try:
+        asyncio.run(amain(args, result))
+    finally:  # (what was measured is kept when a later step fails)
+        OUT.mkdir(parents=True, exist_ok=True)
+        path = OUT / f"{args.label}{'-quick' if args.quick else ''}.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"results: {path}")
     if not args.no_plot:
         from .scale_plot import plot
 

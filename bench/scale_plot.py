@@ -22,6 +22,16 @@ def load(folder: Path, label: str) -> dict[str, Any] | None:
     return None
 
 
+def net_scripts(row: dict[str, Any]) -> float:
+    """Script calls (EVALSHA: enqueue's share, pops, finish) per job of a burst, net of the idle fleet's (its
+    idle pops) meanwhile; from a run before ``scripts_s`` was recorded, the idle pops (SLOWLOG) stand in."""
+    burst, idle = row["burst"], row["idle"]
+    if "calls_per_job" not in burst:
+        return float("nan")
+    rate = idle.get("scripts_s", idle["pops_s"])
+    return float(burst["calls_per_job"].get("evalsha", 0) - rate * burst["window_s"] / max(burst["jobs"], 1))
+
+
 def plot(folder: Path, out: Path) -> None:
     import matplotlib
 
@@ -29,14 +39,22 @@ def plot(folder: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = {label: run for label in ("before", "after") if (run := load(folder, label))}
-    if not runs:
-        return
     out.mkdir(parents=True, exist_ok=True)
-    styles = {"before": dict(linestyle="--", alpha=0.6), "after": dict(linestyle="-")}
+    queues = {label: run["queue"] for label, run in runs.items() if run.get("queue")}
+    if queues:  # (--fleet-only runs leave the queue curves as they were)
+        plot_queue(plt, queues, out)
+    fleets = {label: run["fleet"] for label, run in runs.items() if run.get("fleet")}
+    if fleets:
+        plot_fleet(plt, fleets, out)
 
+
+STYLES: dict[str, dict[str, Any]] = {"before": dict(linestyle="--", alpha=0.6), "after": dict(linestyle="-")}
+
+
+def plot_queue(plt: Any, queues: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    styles = STYLES
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, run in runs.items():
-        q = run["queue"]
+    for label, q in queues.items():
         x = [row["queued"] for row in q]
         keys = (
             ("enqueue_us", "enqueue"),
@@ -59,9 +77,9 @@ def plot(folder: Path, out: Path) -> None:
     fig.savefig(out / "scale-queue.png", dpi=110)
     plt.close(fig)
 
-    fleets = {label: run["fleet"] for label, run in runs.items() if run.get("fleet")}
-    if not fleets:
-        return
+
+def plot_fleet(plt: Any, fleets: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    styles = STYLES
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     panels = [
         (lambda r: r["burst"]["jobs_s"], "jobs/s", "dispatch rate (instant engine)"),
@@ -81,7 +99,12 @@ def plot(folder: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     twins = [
-        (axes.flat[2], lambda r: r["burst"]["commands_per_job"], "Redis commands per job"),
+        (axes.flat[1], net_scripts, "script calls per job"),
+        (
+            axes.flat[2],
+            lambda r: r["burst"].get("net_commands_per_job", r["burst"]["commands_per_job"]),
+            "Redis commands per job",
+        ),
         (axes.flat[3], lambda r: r["idle"]["redis_cpu_pct"], "idle Redis CPU %"),
     ]
     for ax, get, unit in twins:

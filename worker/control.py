@@ -1,6 +1,7 @@
-"""What reaches this worker by pub/sub, on one subscriber connection: the wake-ups of its models' queues (every
-enqueue publishes ``corral:wake:<model>``) and the messages of its control channel (a job handed to it, a cancel, a
-drain)."""
+"""What reaches this worker by pub/sub, on one subscriber connection: the messages of its control channel (a job
+handed to it, a wake-up, a cancel, a drain) and, without push dispatch, the wake-ups of its models' queues (every
+enqueue publishes ``corral:wake:<model>``). With push dispatch an enqueue that queues its job wakes one parked
+worker on its control channel instead: a broadcast would make every idle worker holding the model pop."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class Control:
         self.job_timeout = dispatcher.store.limits.job_timeout
 
     def channels(self) -> set[str]:
+        if self.dispatcher.push:
+            return {self.channel}
         return {keys.wake_channel(m) for m in self.dispatcher.models.names} | {self.channel}
 
     async def listen(self) -> None:
@@ -74,6 +77,9 @@ class Control:
             job_id = str(command.get("cancel", ""))
             if "dispatch" in command:
                 self.dispatcher.on_handed(decode_popped(command["dispatch"], self.job_timeout))
+                return
+            if "wake" in command:  # a job was queued for this parked worker to pop
+                self.dispatcher.woken(str(command.get("model", "")))
                 return
             if self.more is not None and self.more(command):
                 return

@@ -55,6 +55,7 @@ class Dispatcher:
         self.parked = False
         self.seen = ""
         self.taking = ""  # a job the park's end handed over, waiting for a slot
+        self.prefer = ""  # the model of the job this parked worker was woken for: its next pop tries it first
 
     def start(self, job: PoppedJob, handed: bool = False) -> Active | None:
         """Start a job in the slot taken for it (``handed``: by an enqueue, which ended the park); None when it had
@@ -77,6 +78,11 @@ class Dispatcher:
             self.wake.set()
         else:
             active.on_accepted = self.wake.set
+
+    def woken(self, model: str) -> None:
+        """An enqueue queued a job of ``model`` and woke this parked worker (and no other) to pop it."""
+        self.prefer = model
+        self.wake.set()
 
     def holding(self) -> set[str]:
         """The ids of the jobs taken and not started yet (waiting for a slot)."""
@@ -145,7 +151,8 @@ class Dispatcher:
         """One pop for the slot taken: the warm queues first; parks the worker if it finds nothing."""
         warm = self.models.warm()
         self.models.claimed |= warm
-        names, flags = self.next_pop(warm)
+        names, flags = prefer_first(*self.next_pop(warm), self.prefer)
+        self.prefer = ""
         park = self.park()
         popped = await self.store.pop_planned(self.worker_id, names, flags, park)
         self.parked = park is not None and popped.job is None and popped.switch is None
@@ -185,3 +192,12 @@ class Dispatcher:
             self.start(popped.job)
             await asyncio.sleep(0)  # let the job send its request before this loop's next pop
         await self.end_park()
+
+
+def prefer_first(names: list[str], flags: str, model: str) -> tuple[list[str], str]:
+    """The pop's queues with ``model`` first when it is warm ('1') there: the job a wake-up was for, before a warm
+    queue's job that another woken worker may be coming for. Not during a switch (its target goes first: 't')."""
+    i = names.index(model) if model in names else -1
+    if i <= 0 or flags[i] != "1" or flags.startswith("t"):
+        return names, flags
+    return [model, *names[:i], *names[i + 1 :]], "1" + flags[:i] + flags[i + 1 :]

@@ -255,16 +255,17 @@ local function listening(wid)
 end
 
 -- The live parked worker to hand a job of model m: the one with m loaded and the most free slots; one without m
--- only when no worker claims it warm (as a pop would not make it wait: cold_wait). Its park ends: it leaves the
--- parked sets, and the record of a worker that is not handed the job goes (hand overwrites the other's). Live:
--- the park was renewed, the heartbeat says healthy (its Ollama answers) and the worker is listening.
-local function parked_worker(m, now)
+-- only when no worker claims it warm (as a pop would not make it wait: cold_wait), or any when ``cold`` (a
+-- wake-up: its pop then waits the cold delay itself). Its park ends: it leaves the parked sets, and the record of
+-- a worker that is not handed the job goes (hand overwrites the other's). Live: the park was renewed, the
+-- heartbeat says healthy (its Ollama answers) and the worker is listening.
+local function parked_worker(m, now, cold)
   local pz = parked_key(m)
   for _ = 1, 4 do
     local top = redis.call('ZREVRANGE', pz, 0, 0, 'WITHSCORES')
     local wid = top[1]
     if not wid then return false end
-    if tonumber(top[2]) < WARM_PARK and live_claims(m, now) > 0 then return false end
+    if not cold and tonumber(top[2]) < WARM_PARK and live_claims(m, now) > 0 then return false end
     local pk = park_key(wid)
     local rec = redis.call('HMGET', pk, 'models', 'until')
     redis.call('ZREM', pz, wid)
@@ -278,6 +279,22 @@ local function parked_worker(m, now)
     redis.call('DEL', pk)
   end
   return false
+end
+
+-- A job of model m was queued (or re-queued): wake ONE idle worker to pop it, not every worker holding m (their
+-- pops would cost the fleet size per job): the parked worker a hand would pick, its park ended so that the next
+-- job wakes another; none when every holder is busy (each pops when a slot frees). The broadcast on
+-- corral:wake:<m> is for workers without push dispatch (they never park and follow it); push-dispatch workers do
+-- not subscribe to it. A wake-up lost on the way costs the worker's idle poll (IDLE_POLL, 1 s). The message names
+-- the model: the woken worker tries its queue first (were it to take a job of another model, queued meanwhile with
+-- nobody else parked for it, this job would wait for the next poll).
+local function wake(m, now, id)
+  redis.call('PUBLISH', wake_channel(m), id)
+  local wid = parked_worker(m, now, true)
+  if wid then
+    local body = '{"wake":' .. cjson.encode(id) .. ',"model":' .. cjson.encode(m) .. '}'
+    redis.call('PUBLISH', control_channel(wid), body)
+  end
 end
 
 -- tell a worker the job it was handed (POP's answer), and keep it for its next pop if the message is lost
@@ -344,7 +361,7 @@ local function push_job(job, maxlen, ttl_ms, track_owner, now, handed)
   redis.call('XADD', sk, 'MAXLEN', '~', maxlen, '1-0', 'e', job.event)
   redis.call('PEXPIRE', sk, ttl_ms)
   redis.call('PUBLISH', chunks_channel(id), job.event)  -- (not on reply_to: see enqueue.lua)
-  if not handed then redis.call('PUBLISH', wake_channel(m), id) end
+  if not handed then wake(m, now, id) end
   redis.call('ZADD', HISTORY, job.created, id)
   recent_len = redis.call('LPUSH', RECENT_JOBS, id)
   if track_owner then

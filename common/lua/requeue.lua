@@ -44,6 +44,6 @@ local reason = cjson.encode(ARG.reason)
 emit(KEY.job, ARG.id, next_attempt, '{"type":"retry","reason":' .. reason .. '}', ARG.maxlen, ARG.ttl_ms)
 redis.call('LPUSH', rq_queue_key(cur[4]), ARG.id)
 if cur[5] and cur[6] and cur[7] then index_push(cur[5], cur[6], cur[7], ARG.id, true) end
-redis.call('PUBLISH', wake_channel(cur[5] or ''), ARG.id)
+wake(cur[5] or '', clock(), ARG.id)  -- one idle worker holding the model pops it
 redis.call('HINCRBY', STATS, 'requeued', 1)
 return {'requeued', next_attempt}
