@@ -174,7 +174,22 @@ def settle(rig: SentinelRig, load: Load, timeout: float = 90.0) -> dict[str, int
         "stuck": len(pending),
         "failed": sum(1 for status, _ in states.values() if status == "failed"),
         "rerun": sum(1 for _, attempt in states.values() if attempt > 1),
+        "reruns": [explain_rerun(rig.redis, i) for i, (_, attempt) in states.items() if attempt > 1],
     }
+
+
+def explain_rerun(client: redis.Redis, job_id: str) -> str:
+    """Why a job ran more than once, from its events: each retry's reason, and how many chunks the engine had
+    already streamed in the attempt that was given up (0: the attempt never ran, a re-queue and not a second run)."""
+    parts, chunks = [], 0
+    for _, fields in client.xrange(f"corral:events:{job_id}"):
+        event = json.loads(fields[b"e"])
+        if event["type"] == "chunk":
+            chunks += 1
+        elif event["type"] == "retry":
+            parts.append(f"attempt {event['attempt'] - 1} after {chunks} chunks: {event.get('reason', '?')}")
+            chunks = 0
+    return f"{job_id}: " + "; ".join(parts)
 
 
 def _states(client: redis.Redis, ids: list[str]) -> dict[str, tuple[str | None, int]]:
@@ -224,6 +239,8 @@ def report(kills: int, runs: list[tuple[int, int]]) -> None:
         jobs, load = result["jobs"], result["load"]
         rec = [r["submits"] for r in result["recovery"]]
         promoted = [r["promoted"] for r in result["recovery"]]
+        for line in jobs["reruns"]:
+            print(f"ack {ack}, {replicas} replica(s), run twice: {line}", file=sys.stderr)
         rows.append((
             f"CORRAL_ACK_REPLICAS={ack}, {replicas} replica(s)", str(len(rec)),
             f"{statistics.median(promoted):.2f} / {max(promoted):.2f} s",
