@@ -215,7 +215,7 @@ def bench_redis_failover(kills: int, ack_replicas: int, replicas: int = 1) -> di
         threads += [threading.Thread(target=reader, args=(apis, load, i), daemon=True) for i in range(2)]
         for thread in threads:
             thread.start()
-        recoveries = []
+        recoveries, epoch = [], _epoch(rig)
         for n in range(kills):
             time.sleep(3)
             recoveries.append(kill_round(rig, load))
@@ -225,10 +225,16 @@ def bench_redis_failover(kills: int, ack_replicas: int, replicas: int = 1) -> di
         for thread in threads:
             thread.join(90)
         jobs = settle(rig, load)
-        return {"recovery": recoveries, "jobs": jobs, "load": load}
+        return {"recovery": recoveries, "jobs": jobs, "load": load, "failovers": _epoch(rig) - epoch}
     finally:
         load.stop.set()
         rig.close()
+
+
+def _epoch(rig: SentinelRig) -> int:
+    """The sentinels' configuration epoch: one more at each failover (a kill's, or one of a live primary the
+    sentinels took for dead: a stall longer than ``down-after-milliseconds`` on a loaded machine)."""
+    return int(rig.group.sentinels[0].master_state()["config-epoch"])
 
 
 def report(kills: int, runs: list[tuple[int, int]]) -> None:
@@ -242,14 +248,14 @@ def report(kills: int, runs: list[tuple[int, int]]) -> None:
         for line in jobs["reruns"]:
             print(f"ack {ack}, {replicas} replica(s), run twice: {line}", file=sys.stderr)
         rows.append((
-            f"CORRAL_ACK_REPLICAS={ack}, {replicas} replica(s)", str(len(rec)),
+            f"CORRAL_ACK_REPLICAS={ack}, {replicas} replica(s)", f"{len(rec)} / {result['failovers']}",
             f"{statistics.median(promoted):.2f} / {max(promoted):.2f} s",
             f"{statistics.median(rec):.2f} / {max(rec):.2f} s",
             str(jobs["acked"]), str(jobs["lost"]), str(jobs["stuck"]), str(jobs["rerun"]), str(jobs["failed"]),
             f"{load.resumed}/{load.streams}", f"{load.gaps} / {load.duplicates}",
             ", ".join(f"{k}: {v}" for k, v in sorted(load.refused.items())) or "-",
         ))  # fmt: skip
-    header = ("setting", "kills", "promoted p50 / max", "submits back p50 / max", "acked", "lost", "stuck",
+    header = ("setting", "kills / failovers", "promoted p50 / max", "submits back p50 / max", "acked", "lost", "stuck",
               "run twice", "failed", "streams resumed on the other API", "reader gaps / dups",
               "failed submits")  # fmt: skip
     print("| " + " | ".join(header) + " |")
