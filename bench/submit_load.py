@@ -57,6 +57,11 @@ class SubmitLoad:
         """Acknowledged (202) submits per second."""
         return len(self.ids) / self.elapsed if self.elapsed else 0.0
 
+    @property
+    def offered(self) -> float:
+        """Submits answered (any answer) or failed per second: the rate the API was asked for."""
+        return sum(self.outcomes.values()) / self.elapsed if self.elapsed else 0.0
+
     async def _run(self) -> None:
         slots = iter(range(10**9))
         await asyncio.gather(*(self._connection(slots) for _ in range(self.connections)))
