@@ -81,12 +81,19 @@ def group(tmp_path: Path) -> Iterator[SentinelGroup]:
     group.stop()
 
 
-@pytest.mark.timeout(120)
-def test_a_primary_killed_under_load_loses_no_acknowledged_job(group: SentinelGroup, tmp_path: Path) -> None:
+@pytest.fixture
+def fleet(group: SentinelGroup, tmp_path: Path) -> Iterator[Fleet]:
+    """Processes started with the group's ``redis+sentinel://`` URL."""
     fleet = Fleet(group.nodes[0].url, tmp_path)
     fleet.redis.close()
     fleet.redis_url = group.url  # the children's URL
     fleet.redis = sync_redis(group.url)  # follows the primary, as Corral's processes do
+    yield fleet
+    fleet.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_primary_killed_under_load_loses_no_acknowledged_job(group: SentinelGroup, fleet: Fleet) -> None:
     load, seqs, types = Load(), list[int](), list[str]()
     seen_at_kill = 0
     threads: list[threading.Thread] = []
@@ -133,7 +140,6 @@ def test_a_primary_killed_under_load_loses_no_acknowledged_job(group: SentinelGr
     ]
     inflight = fleet.redis.llen(keys.inflight_key("w1"))
     view = httpx.get(f"{api}/jobs/{long_id}").json()
-    fleet.stop()
     assert not lost and not stuck and inflight == 0, (lost, stuck, inflight)
     assert set(final) == {b"finished"}, final
     assert view["text"] == expected_text("llama3", LONG)
