@@ -128,4 +128,30 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
           f"{statistics.median(load.latencies) * 1000:.1f} ms); answers {dict(load.outcomes)}\n"
           f"  {usage}\n  outcomes {dict(counts)}; stuck {stuck}, left in flight {inflight}; "
           f"ran more than once: {dict(reruns(fleet, ids))}")  # fmt: skip
-    assert stuck == 0 and inflight == 0, counts
+    assert stuck == 0 and inflight == 0, (
+        counts,
+        [where(fleet, i) for i in ids if i not in ended(fleet, ids)],
+    )
+
+
+def ended(fleet: Fleet, ids: list[str]) -> set[str]:
+    pipe = fleet.redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(keys.job_key(job_id), "status")
+    return {i for i, s in zip(ids, pipe.execute(), strict=True) if s is None or s.decode() in ENDED}
+
+
+def where(fleet: Fleet, job_id: str) -> dict[str, object]:
+    """A stuck job: its hash, events, and every list that holds it."""
+    r = fleet.redis
+    lists = [k.decode() for pattern in ("rq:queue:*", "corral:sq:*", "corral:inflight:*")
+             for k in r.scan_iter(pattern) if r.lpos(k, job_id) is not None]  # fmt: skip
+    parks = {k.decode(): r.hgetall(k) for k in r.scan_iter("corral:park:*")}
+    events = [f[b"e"].decode() for _, f in r.xrange(keys.events_key(job_id))]
+    return {
+        "job": job_id,
+        "hash": r.hgetall(keys.job_key(job_id)),
+        "in": lists,
+        "parks": parks,
+        "events": events,
+    }
