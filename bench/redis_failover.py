@@ -174,7 +174,22 @@ def settle(rig: SentinelRig, load: Load, timeout: float = 90.0) -> dict[str, int
         "stuck": len(pending),
         "failed": sum(1 for status, _ in states.values() if status == "failed"),
         "rerun": sum(1 for _, attempt in states.values() if attempt > 1),
+        "reruns": [explain_rerun(rig.redis, i) for i, (_, attempt) in states.items() if attempt > 1],
     }
+
+
+def explain_rerun(client: redis.Redis, job_id: str) -> str:
+    """Why a job ran more than once, from its events: each retry's reason, and how many chunks the engine had
+    already streamed in the attempt that was given up (0: the attempt never ran, a re-queue and not a second run)."""
+    parts, chunks = [], 0
+    for _, fields in client.xrange(f"corral:events:{job_id}"):
+        event = json.loads(fields[b"e"])
+        if event["type"] == "chunk":
+            chunks += 1
+        elif event["type"] == "retry":
+            parts.append(f"attempt {event['attempt'] - 1} after {chunks} chunks: {event.get('reason', '?')}")
+            chunks = 0
+    return f"{job_id}: " + "; ".join(parts)
 
 
 def _states(client: redis.Redis, ids: list[str]) -> dict[str, tuple[str | None, int]]:
@@ -200,7 +215,7 @@ def bench_redis_failover(kills: int, ack_replicas: int, replicas: int = 1) -> di
         threads += [threading.Thread(target=reader, args=(apis, load, i), daemon=True) for i in range(2)]
         for thread in threads:
             thread.start()
-        recoveries = []
+        recoveries, epoch = [], _epoch(rig)
         for n in range(kills):
             time.sleep(3)
             recoveries.append(kill_round(rig, load))
@@ -210,10 +225,16 @@ def bench_redis_failover(kills: int, ack_replicas: int, replicas: int = 1) -> di
         for thread in threads:
             thread.join(90)
         jobs = settle(rig, load)
-        return {"recovery": recoveries, "jobs": jobs, "load": load}
+        return {"recovery": recoveries, "jobs": jobs, "load": load, "failovers": _epoch(rig) - epoch}
     finally:
         load.stop.set()
         rig.close()
+
+
+def _epoch(rig: SentinelRig) -> int:
+    """The sentinels' configuration epoch: one more at each failover (a kill's, or one of a live primary the
+    sentinels took for dead: a stall longer than ``down-after-milliseconds`` on a loaded machine)."""
+    return int(rig.group.sentinels[0].master_state()["config-epoch"])
 
 
 def report(kills: int, runs: list[tuple[int, int]]) -> None:
@@ -224,15 +245,17 @@ def report(kills: int, runs: list[tuple[int, int]]) -> None:
         jobs, load = result["jobs"], result["load"]
         rec = [r["submits"] for r in result["recovery"]]
         promoted = [r["promoted"] for r in result["recovery"]]
+        for line in jobs["reruns"]:
+            print(f"ack {ack}, {replicas} replica(s), run twice: {line}", file=sys.stderr)
         rows.append((
-            f"CORRAL_ACK_REPLICAS={ack}, {replicas} replica(s)", str(len(rec)),
+            f"CORRAL_ACK_REPLICAS={ack}, {replicas} replica(s)", f"{len(rec)} / {result['failovers']}",
             f"{statistics.median(promoted):.2f} / {max(promoted):.2f} s",
             f"{statistics.median(rec):.2f} / {max(rec):.2f} s",
             str(jobs["acked"]), str(jobs["lost"]), str(jobs["stuck"]), str(jobs["rerun"]), str(jobs["failed"]),
             f"{load.resumed}/{load.streams}", f"{load.gaps} / {load.duplicates}",
             ", ".join(f"{k}: {v}" for k, v in sorted(load.refused.items())) or "-",
         ))  # fmt: skip
-    header = ("setting", "kills", "promoted p50 / max", "submits back p50 / max", "acked", "lost", "stuck",
+    header = ("setting", "kills / failovers", "promoted p50 / max", "submits back p50 / max", "acked", "lost", "stuck",
               "run twice", "failed", "streams resumed on the other API", "reader gaps / dups",
               "failed submits")  # fmt: skip
     print("| " + " | ".join(header) + " |")

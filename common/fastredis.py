@@ -212,9 +212,10 @@ class _Protocol(asyncio.Protocol):
 
 def _send(protocol: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
     """Write one command; its reply will come in the future returned, in the order sent."""
+    if protocol.transport is None:  # lost since it was handed out (Redis gone right after the handshake)
+        raise RedisConnectionError("connection to redis lost before the command was sent")
     future = asyncio.get_running_loop().create_future()
     protocol.waiting.append(future)
-    assert protocol.transport is not None
     protocol.transport.write(pack(args))
     return future
 
