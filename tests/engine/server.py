@@ -3,8 +3,6 @@ server (``python -m llama_cpp.server``, the ``corral[engine]`` extra), serving a
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -19,29 +17,6 @@ from .tinymodel import write_model
 START_TIMEOUT = (
     60.0  # python, FastAPI and llama.cpp's import on a loaded 2-core machine; the model loads in ms
 )
-
-
-def library_path() -> str | None:
-    """Where llama-cpp-python loads llama.cpp from (its ``LLAMA_CPP_LIB_PATH``): the prebuilt libraries of the
-    ``llama-cpp-py-sync`` wheel when llama-cpp-python was installed without compiling its own (``make engine``);
-    None when it has its own ``llama_cpp/lib``."""
-    llama_cpp = importlib.util.find_spec("llama_cpp")
-    if llama_cpp is None or llama_cpp.origin is None:
-        raise RuntimeError("llama-cpp-python is not installed: make engine")
-    if (Path(llama_cpp.origin).parent / "lib" / "libllama.so").exists():
-        return None
-    prebuilt = importlib.util.find_spec("llama_cpp_py_sync")
-    if prebuilt is None or not prebuilt.submodule_search_locations:
-        raise RuntimeError("llama-cpp-python has no llama.cpp library and llama-cpp-py-sync is missing: make engine")
-    return str(list(prebuilt.submodule_search_locations)[0])
-
-
-def engine_env() -> dict[str, str]:
-    env = dict(os.environ)
-    path = library_path()
-    if path is not None:
-        env["LLAMA_CPP_LIB_PATH"] = path
-    return env
 
 
 def free_port() -> int:
@@ -86,7 +61,7 @@ class Engine:
         """Start the server (``wait_ready`` waits for it: engines started together load side by side)."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=engine_env()
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         return self
 
