@@ -19,15 +19,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # The real engine of tests/engine and `make bench` (the `engine` extra, llama-cpp-python's server). pip compiles
 # llama.cpp from llama-cpp-python's source the first time and caches the wheel, so a later install (a fresh clone
-# too) takes seconds. Built lean: no vision library, tests, examples or tools, -O1 rather than -O3 (the tests'
-# model is tiny: it compiles in 40% less CPU), no -march=native (the wheel runs on any x86-64 machine it is cached
-# on). See docs/development.md for the times.
+# too) takes seconds. Built lean: only libllama and ggml's CPU backend (no `common` library: tests/engine/lean.cmake;
+# no vision library, tests, examples or tools), -O1 rather than -O3 (the tests' model is tiny), no -march=native
+# (the wheel runs on any x86-64 machine it is cached on). See docs/development.md for the times.
 ENGINE := $(VENV)/.engine
 WHEELS := $(VENV)/wheels
 ENGINE_REQS = $(shell $(PY) -c 'import tomllib; print(" ".join(repr(r) for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["engine"]))')
 ENGINE_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
 	-DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS_RELEASE='-O1 -DNDEBUG' \
-	-DCMAKE_CXX_FLAGS_RELEASE='-O1 -DNDEBUG'
+	-DCMAKE_CXX_FLAGS_RELEASE='-O1 -DNDEBUG' -DCMAKE_PROJECT_INCLUDE=$(CURDIR)/tests/engine/lean.cmake
 ENGINE_ENV := CMAKE_ARGS="$(ENGINE_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$(shell nproc)
 
 # niced: `make test` builds it beside the rest of the suite
