@@ -18,20 +18,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The real engine of tests/engine and `make bench` (the `engine` extra, llama-cpp-python's server): it compiles
-# llama.cpp the first time and pip caches the wheel, so a later install (a fresh clone too) takes seconds. Only what
-# the server loads is built: no vision library (LLAVA), tests, examples or tools, no -march=native. The first build
-# takes 6 minutes on a quiet 2-core machine (10 of CPU), too much beside `make test` on a fresh machine:
-# `make test-engine` runs that suite (~25 s once the wheel is cached).
+# The real engine of tests/engine and `make bench` (the `engine` extra, llama-cpp-python's server). pip compiles
+# llama.cpp from llama-cpp-python's source the first time and caches the wheel, so a later install (a fresh clone
+# too) takes seconds. Built lean: only libllama and ggml's CPU backend (no `common` library: tests/engine/lean.cmake;
+# no vision library, tests, examples or tools), -O1 rather than -O3 (the tests' model is tiny), no -march=native
+# (the wheel runs on any x86-64 machine it is cached on). See docs/development.md for the times.
 ENGINE := $(VENV)/.engine
 WHEELS := $(VENV)/wheels
 ENGINE_REQS = $(shell $(PY) -c 'import tomllib; print(" ".join(repr(r) for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["engine"]))')
 ENGINE_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-	-DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=OFF
+	-DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=OFF -DCMAKE_C_FLAGS_RELEASE='-O1 -DNDEBUG' \
+	-DCMAKE_CXX_FLAGS_RELEASE='-O1 -DNDEBUG' -DCMAKE_PROJECT_INCLUDE=$(CURDIR)/tests/engine/lean.cmake
 ENGINE_ENV := CMAKE_ARGS="$(ENGINE_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$(shell nproc)
 
+# niced: `make test` builds it beside the rest of the suite
 $(WHEELS)/.built: pyproject.toml | $(STAMP)
-	$(ENGINE_ENV) nice -n 10 $(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELS) $(ENGINE_REQS)
+	$(ENGINE_ENV) nice -n 19 $(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELS) $(ENGINE_REQS)
 	touch $@
 
 $(ENGINE): $(WHEELS)/.built
@@ -68,8 +70,16 @@ redis-tls:
 
 # Two test processes (pytest-xdist), a test file each at a time (module fixtures stay in one process): most tests
 # wait on real processes, so this halves the run on 2 cores (10:17 -> 5:15 for 1,044 tests, 2026-12-07).
+# The engine (above) is built in the background meanwhile, at the lowest priority (the first time only: pip caches
+# it); tests/engine runs once the rest is done. A failed build fails `make test` with its log.
+ENGINE_LOG := $(VENV)/engine-build.log
 test: $(STAMP) $(BROWSER) redis-tls
-	$(BIN)/python -m pytest -m "not bench" -q --ignore=tests/engine -n 2 --dist loadfile
+	@rm -f $(ENGINE_LOG).rc; { $(MAKE) --no-print-directory $(ENGINE) >$(ENGINE_LOG) 2>&1; echo $$? >$(ENGINE_LOG).rc; times >>$(ENGINE_LOG); } & \
+	$(BIN)/python -m pytest -m "not bench" -q --ignore=tests/engine -n 2 --dist loadfile; suite=$$?; \
+	wait; \
+	if [ "$$(cat $(ENGINE_LOG).rc)" != 0 ]; then \
+		tail -n 60 $(ENGINE_LOG); echo "make: building the engine failed (log: $(ENGINE_LOG))" >&2; exit 1; fi; \
+	$(BIN)/python -m pytest -m "not bench" -q tests/engine && exit $$suite
 
 # tests/engine: Corral end to end on llama.cpp's server (the `engine` extra, built on first use)
 test-engine: $(STAMP) $(ENGINE)

@@ -78,8 +78,8 @@ def test_generate_matches_the_engine_streamed_and_not(es: EngineStack) -> None:
         assert final["done"] is True
         assert final["done_reason"] == "length" == direct["choices"][0]["finish_reason"]
         assert final["eval_count"] == 12 == direct["usage"]["completion_tokens"]
-        # the engine streams no usage (it ignores stream_options.include_usage): the prompt is not counted
-        assert "prompt_eval_count" not in final
+        # the engine streams no usage (it ignores stream_options.include_usage): the worker asks for the count
+        assert final["prompt_eval_count"] == direct["usage"]["prompt_tokens"] > 1
         assert final["eval_duration"] > 0 and final["total_duration"] >= final["eval_duration"]
 
 
@@ -94,6 +94,7 @@ def test_chat_matches_the_engine_streamed_and_not(es: EngineStack) -> None:
     for final in (whole, chunks[-1]):
         assert final["done_reason"] == "length" == direct["choices"][0]["finish_reason"]
         assert final["eval_count"] == 10 == direct["usage"]["completion_tokens"]
+        assert final["prompt_eval_count"] == direct["usage"]["prompt_tokens"] > 1
 
 
 def first_at(text: str, start: int) -> int:
@@ -217,7 +218,7 @@ def test_official_ollama_client(es: EngineStack, request: pytest.FixtureRequest)
     direct = engine_completion(es, PROMPT, 10)
     answer = client.generate(model="tiny", prompt=PROMPT, options={"num_predict": 10, **GREEDY})
     assert answer.response == direct["choices"][0]["text"]
-    assert answer.eval_count == 10
+    assert answer.eval_count == 10 and answer.prompt_eval_count == direct["usage"]["prompt_tokens"]
     assert answer.done_reason == "length"
     parts = list(client.chat(model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True,
                              options={"num_predict": 6, **GREEDY}))  # fmt: skip
@@ -236,14 +237,17 @@ def test_official_openai_client_with_usage(es: EngineStack, request: pytest.Fixt
     assert answer.choices[0].message.content == direct["choices"][0]["message"]["content"]
     assert answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 7
+    assert answer.usage.prompt_tokens == direct["usage"]["prompt_tokens"] > 1
     stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=7, temperature=0, seed=7,
                                             stream=True, stream_options={"include_usage": True})  # fmt: skip
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == answer.choices[0].message.content
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
+    assert chunks[-1].usage.prompt_tokens == direct["usage"]["prompt_tokens"]
     completion = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=7, temperature=0, seed=7)
     assert completion.usage is not None and completion.usage.completion_tokens == 7
+    assert completion.usage.prompt_tokens == engine_completion(es, PROMPT, 7)["usage"]["prompt_tokens"]
 
 
 # -- corral worker --check ---------------------------------------------------------------------------------------
@@ -272,6 +276,7 @@ def test_tokens_in_history_and_metrics_are_the_engines(es: EngineStack) -> None:
     view = es.finished(job_id)
     final = view["final"]
     assert final["eval_count"] == 30 == direct["usage"]["completion_tokens"]
+    assert final["prompt_eval_count"] == direct["usage"]["prompt_tokens"]
     history = next(
         j for j in es.http.get("/jobs", params={"model": "tiny"}).json()["jobs"] if j["id"] == job_id
     )

@@ -8,8 +8,8 @@ the streamed Server-Sent Events back as Corral's Ollama-shaped chunks.
 - streams ask for ``stream_options.include_usage``; the final chunk carries ``eval_count`` and
   ``prompt_eval_count`` from the usage, ``done_reason`` from ``finish_reason``, and ``total_duration`` /
   ``eval_duration`` measured here. A server that ignores ``include_usage`` (llama-cpp-python's) streams one token
-  per chunk: ``eval_count`` is then the chunks counted, and ``prompt_eval_count`` is absent. Ollama-only stats
-  (load and prompt-eval durations, ``context``) are absent.
+  per chunk: ``eval_count`` is then the chunks counted, and ``prompt_eval_count`` is asked for after the stream
+  (promptcount.py). Ollama-only stats (load and prompt-eval durations, ``context``) are absent.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..http import Response
 from .base import Chunks
 from .errors import BackendError, BackendModelMissing, BackendUnavailable
 from .pool import Connection, Early, HttpPool
+from .promptcount import PromptCounter
 
 OPTIONS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "frequency_penalty", "presence_penalty")
 
@@ -237,12 +238,14 @@ class OpenAIBackend:
         self.url = connection.url
         self.prefix = "" if self.url.endswith("/v1") else "/v1"
         self._listed: tuple[float, list[dict[str, Any]]] | None = None
+        self.counter = PromptCounter(connection, self.http, self.prefix)
 
     async def version(self) -> str | None:
         return None  # the OpenAI API has no version endpoint
 
     async def close(self) -> None:
         await self.http.close()
+        await self.counter.close()
 
     async def list_models(self) -> list[dict[str, Any]]:
         answer = await self.http.request("GET", self.prefix + "/models")
@@ -271,10 +274,21 @@ class OpenAIBackend:
         path, body, as_chat = openai_request(kind, request)
         translation = Translation(request["model"], kind == "chat", as_chat)
         async with self.http.stream(self.prefix + path, body, early) as response:
-            chunks = translated(response, translation)
+            chunks = self.counted(translated(response, translation), translation, body)
             yield chunks
             async for _ in chunks:  # read to the end: the connection is kept alive
                 pass
+
+    async def counted(self, chunks: Chunks, translation: Translation, body: dict[str, Any]) -> Chunks:
+        """The chunks, the final one with ``prompt_eval_count`` asked for if the server sent no usage."""
+        async for chunk in chunks:
+            if chunk["done"] and "prompt_eval_count" not in chunk and not translation.usage:
+                count = await self.counter.count(
+                    body, translation.as_chat
+                )  # the stream is over: off the TTFT path
+                if count is not None:
+                    chunk["prompt_eval_count"] = count
+            yield chunk
 
     async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
