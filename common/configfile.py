@@ -68,6 +68,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "queue_timeout": "queue_timeout",
         "cold_delay": "cold_delay",
         "switch_delay": "switch_delay",
+        "cold_delay_loads": "cold_delay_loads",
+        "switch_delay_loads": "switch_delay_loads",
         "priority_aging": "priority_aging",
         "push_dispatch": "push_dispatch",
         "max_retries": "max_retries",

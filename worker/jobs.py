@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 from corral.common.jobs import PoppedJob
 
@@ -59,6 +60,8 @@ class Jobs:
         self.wake = wake
         self.active: dict[str, Active] = {}
         self._starts: dict[str, None] = {}  # "id/start seq" of the latest starts, oldest first
+        self.cold: set[str] = set()  # running jobs that found their model cold here: their load is measured
+        runner.on_final = self.measure_load
 
     def start(self, job: PoppedJob) -> Active | None:
         """Start ``job`` in the slot the caller holds, unless this start of it has run already (the slot then goes
@@ -76,6 +79,8 @@ class Jobs:
         if len(self._starts) > STARTS_KEPT:
             del self._starts[next(iter(self._starts))]
         crash_here("after_pop")
+        if job.model not in self.models.warm():
+            self.cold.add(job.id)
         self.models.job_started(job.model)
         return self.launch(job)
 
@@ -105,11 +110,19 @@ class Jobs:
             log.exception("job %s crashed the runner; it stays in flight for recovery", active.job.id)
         finally:
             self.active.pop(active.job.id, None)
+            self.cold.discard(active.job.id)
             last_of_model = self.models.job_ended(active.job.model)
             self.slots.release()
             active.accepted()  # (a handed job that ended before its backend answered)
             if self.models.capacity.limit and last_of_model:
                 self.wake.set()  # a model drained: a pop that found nothing it could take may find something now
+
+    def measure_load(self, job: PoppedJob, final: dict[str, Any]) -> None:
+        """A job that found its model cold: the engine's ``load_duration`` (ns) is this host's load time for it
+        (the scheduling delays follow it: common/delays.py)."""
+        ns = final.get("load_duration")
+        if job.id in self.cold and isinstance(ns, int | float) and not isinstance(ns, bool):
+            self.models.load_times.observe(job.model, ns / 1e9)
 
     def cancel(self, job_id: str) -> None:
         """Cancel a running job (a job not running here is left alone)."""
