@@ -67,19 +67,20 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="seconds a job waits for a worker with its model loaded before a cold one takes it; unset: "
-        "cold_delay_loads times the model's measured load time on the cold worker's host",
+        "cold_delay_factor times the longer of the model's measured load time and job time on the host",
     )
     switch_delay: float | None = Field(
         None,
         ge=0,
         description="seconds a job of a model no worker has loaded waits before a worker at its model capacity "
-        "stops taking one of its models to load this one; unset: switch_delay_loads times the model's load time",
+        "stops taking one of its models to load this one; unset: switch_delay_factor times the model's measured "
+        "load or job time, the longer",
     )
-    cold_delay_loads: float = Field(
-        1.0, ge=0, description="an unset cold_delay is this many times the model's measured load time"
+    cold_delay_factor: float = Field(
+        1.0, ge=0, description="an unset cold_delay is this many times the model's load or job time"
     )
-    switch_delay_loads: float = Field(
-        3.0, ge=0, description="an unset switch_delay is this many times the model's measured load time"
+    switch_delay_factor: float = Field(
+        3.0, ge=0, description="an unset switch_delay is this many times the model's load or job time"
     )
     priority_aging: float = Field(
         30.0,

@@ -20,6 +20,10 @@ FAULT_POINT = os.environ.get("CORRAL_TEST_FAULT", "")
 STARTS_KEPT = 256  # the latest starts remembered: far more than the handed jobs a worker can have in transit
 
 
+def nanoseconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def crash_here(point: str) -> None:
     if point == FAULT_POINT:
         os._exit(137)
@@ -61,7 +65,7 @@ class Jobs:
         self.active: dict[str, Active] = {}
         self._starts: dict[str, None] = {}  # "id/start seq" of the latest starts, oldest first
         self.cold: set[str] = set()  # running jobs that found their model cold here: their load is measured
-        runner.on_final = self.measure_load
+        runner.on_final = self.measure
 
     def start(self, job: PoppedJob) -> Active | None:
         """Start ``job`` in the slot the caller holds, unless this start of it has run already (the slot then goes
@@ -117,12 +121,14 @@ class Jobs:
             if self.models.capacity.limit and last_of_model:
                 self.wake.set()  # a model drained: a pop that found nothing it could take may find something now
 
-    def measure_load(self, job: PoppedJob, final: dict[str, Any]) -> None:
-        """A job that found its model cold: the engine's ``load_duration`` (ns) is this host's load time for it
-        (the scheduling delays follow it: common/delays.py)."""
-        ns = final.get("load_duration")
-        if job.id in self.cold and isinstance(ns, int | float) and not isinstance(ns, bool):
-            self.models.load_times.observe(job.model, ns / 1e9)
+    def measure(self, job: PoppedJob, final: dict[str, Any]) -> None:
+        """The engine's durations (ns) of a job (the scheduling delays follow them: common/delays.py): its time
+        on the job, and for a job that found its model cold, its ``load_duration``: this host's load time."""
+        load, total = nanoseconds(final.get("load_duration")), nanoseconds(final.get("total_duration"))
+        if job.id in self.cold and load is not None:
+            self.models.load_times.observe(job.model, load / 1e9)
+        if total is not None:
+            self.models.load_times.observe_job(job.model, (total - (load or 0)) / 1e9)
 
     def cancel(self, job_id: str) -> None:
         """Cancel a running job (a job not running here is left alone)."""
