@@ -197,7 +197,8 @@ def run_all(
                 continue
             results[name].append(row)
             print(f"  {work.name} run {k + 1}/{runs} {name}: {row['n']} done, {row['errors']} failed, "
-                  f"{row['loads']} loads, p95 {row['done_p95']:.2f} s {row['samples'][:1]}", flush=True)  # fmt: skip
+                  f"{row['loads']} loads, TTFT p50 {row['ttft_p50']:.2f} s, p95 {row['done_p95']:.2f} s, "
+                  f"makespan {row['makespan']:.1f} s {row['samples'][:1]}", flush=True)  # fmt: skip
     return results
 
 
