@@ -1,6 +1,6 @@
 """Scheduling benchmark: the same simulated fleet and requests in front of every dispatcher, each run to completion.
 
-``python -m bench.scheduling [--workload affinity|spread|all] [--runs 3] [--n 2000] [--only NAME …]``; the
+``python -m bench.scheduling [--workload affinity|spread|all] [--runs 3] [--n 2000] [--only NAME …] [--lock F]``; the
 dispatchers are in ``bench/dispatchers.py``, the workloads in ``bench/workloads.py``. Each dispatcher runs
 ``--runs`` times, interleaved (round k runs every dispatcher once, in an order rotated by k), each time against
 fresh simulators with nothing loaded; the table shows medians with min-max. The simulators count the model loads
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,20 +167,38 @@ def summarise(outcome: Outcome, model_loads: int, first_due: float) -> dict[str,
     }
 
 
-def run_all(work: Workload, n: int, runs: int, names: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every dispatcher ``runs`` times, interleaved, the order rotated each round."""
+@contextlib.contextmanager
+def run_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` ('' = none) for one run, so other benchmarks run between runs."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_all(
+    work: Workload, n: int, runs: int, names: list[str], lock: str = ""
+) -> dict[str, list[dict[str, Any]]]:
+    """Every dispatcher ``runs`` times, interleaved, the order rotated each round; each run under ``lock``."""
     requests = work.requests(n)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for k in range(runs):
         for name in names[k % len(names) :] + names[: k % len(names)]:
             try:
-                row = scenario(name, work, requests)
+                with run_lock(lock):
+                    row = scenario(name, work, requests)
             except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
                 print(f"  {work.name} run {k + 1}/{runs} {name}: did not run ({exc})", flush=True)
                 continue
             results[name].append(row)
             print(f"  {work.name} run {k + 1}/{runs} {name}: {row['n']} done, {row['errors']} failed, "
-                  f"{row['loads']} loads, p95 {row['done_p95']:.2f} s {row['samples'][:1]}", flush=True)  # fmt: skip
+                  f"{row['loads']} loads, TTFT p50 {row['ttft_p50']:.2f} s, p95 {row['done_p95']:.2f} s, "
+                  f"makespan {row['makespan']:.1f} s {row['samples'][:1]}", flush=True)  # fmt: skip
     return results
 
 
@@ -229,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only", nargs="*", choices=ORDER, help="these dispatchers (default: every one installed)"
     )
+    parser.add_argument("--lock", default="", help="a file to flock for each run (not for the whole table)")
     args = parser.parse_args(argv)
     names = args.only or ORDER
     left_out = {name: why for name in names if (why := peer_missing(name))}
@@ -239,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
               f"dispatcher, medians (min-max); {os.cpu_count()} cores"]  # fmt: skip
     everything: dict[str, Any] = {}
     for work in WORKLOADS.values() if args.workload == "all" else [WORKLOADS[args.workload]]:
-        results = run_all(work, args.n, args.runs, names)
+        results = run_all(work, args.n, args.runs, names, args.lock)
         everything[work.name] = results
         fleet = f"3 hosts of speed {'/'.join(map(str, SPEEDS))}, at most {CLIENT_CONNECTIONS} open at once"
         report += [

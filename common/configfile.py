@@ -69,6 +69,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "queue_timeout": "queue_timeout",
         "cold_delay": "cold_delay",
         "switch_delay": "switch_delay",
+        "cold_delay_factor": "cold_delay_factor",
+        "switch_delay_factor": "switch_delay_factor",
         "priority_aging": "priority_aging",
         "push_dispatch": "push_dispatch",
         "max_retries": "max_retries",

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import jsonfast, keys, stored
+from .delays import COLD_FALLBACK, SWITCH_FALLBACK
 from .errors import IdempotencyConflict, JobNotFound, ModelNotFound, QueueFull, RateLimited
 from .schemas import ANONYMOUS, RQ_TO_STATUS, JobRequest, JobView, Submitted
 from .settings import Settings
@@ -101,9 +102,9 @@ class Limits:
             max_queue=settings.max_queue,
             history_ttl=settings.history_ttl,
             history_max=settings.history_max,
-            cold_delay=settings.cold_delay,
+            cold_delay=COLD_FALLBACK if settings.cold_delay is None else settings.cold_delay,
             warm_ttl=settings.heartbeat_ttl,
-            switch_delay=settings.switch_delay,
+            switch_delay=SWITCH_FALLBACK if settings.switch_delay is None else settings.switch_delay,
             priority_aging=settings.priority_aging,
             idempotency_ttl=settings.idempotency_ttl,
             ack_replicas=settings.ack_replicas,

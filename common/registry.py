@@ -36,6 +36,7 @@ class WorkerInfo:
     gpu: list[dict[str, Any]] = field(default_factory=list)
     tags: list[dict[str, Any]] = field(default_factory=list)
     ps: list[dict[str, Any]] = field(default_factory=list)
+    load_seconds: dict[str, float] = field(default_factory=dict)  # model -> load time (common/delays)
 
     def to_hash(self, now: float) -> dict[str, str | int | float]:
         return {
@@ -60,6 +61,7 @@ class WorkerInfo:
             "gpu": json.dumps(self.gpu),
             "tags": json.dumps(self.tags),
             "ps": json.dumps(self.ps),
+            "load_seconds": json.dumps(self.load_seconds),
             "started_at": round(self.started_at, 3),
             "last_seen": round(now, 3),
         }
@@ -129,6 +131,7 @@ def decode_worker(worker_id: str, raw: dict[Any, Any], score: float, ttl: float)
         "gpu": json.loads(h.get("gpu", "[]")),
         "tags": json.loads(h.get("tags", "[]")),
         "ps": json.loads(h.get("ps", "[]")),
+        "load_seconds": json.loads(h.get("load_seconds", "{}")),
         "started_at": float(h.get("started_at", 0)),
         "last_seen": last_seen,
         "age": round(time.time() - last_seen, 1),

@@ -95,9 +95,9 @@ class PopArgs(NamedTuple):
     maxlen: int
     ttl_ms: int
     flags: str  # one per model queue, schedule.plan_pop
-    cold_delay: float
+    cold_delay: float | str  # seconds: one number for every queue, or one per queue, space-separated
     warm_ttl: float
-    switch_delay: float
+    switch_delay: float | str
     aging: float
     park_slots: int
     park_ttl: float

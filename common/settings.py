@@ -63,16 +63,24 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         10000, ge=0, description="queued jobs per model before new ones are refused; 0 = no limit"
     )
-    cold_delay: float = Field(
-        2.0,
+    cold_delay: float | None = Field(
+        None,
         ge=0,
-        description="seconds a job waits for a worker with its model loaded before a cold one takes it",
+        description="seconds a job waits for a worker with its model loaded before a cold one takes it; unset: "
+        "cold_delay_factor times the longer of the model's measured load time and job time on the host",
     )
-    switch_delay: float = Field(
-        10.0,
+    switch_delay: float | None = Field(
+        None,
         ge=0,
         description="seconds a job of a model no worker has loaded waits before a worker at its model capacity "
-        "stops taking one of its models to load this one",
+        "stops taking one of its models to load this one; unset: switch_delay_factor times the model's measured "
+        "load or job time, the longer",
+    )
+    cold_delay_factor: float = Field(
+        1.0, ge=0, description="an unset cold_delay is this many times the model's load or job time"
+    )
+    switch_delay_factor: float = Field(
+        3.0, ge=0, description="an unset switch_delay is this many times the model's load or job time"
     )
     priority_aging: float = Field(
         30.0,

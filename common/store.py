@@ -140,11 +140,14 @@ class _Calls:
             args += _job_block(job)
         return scripts.ENQUEUE_BATCH, scripts.NoKeys(), args
 
-    def _pop(self, worker_id: str, models: list[str], flags: str, park: Park | None = None) -> Call:
+    def _pop(self, worker_id: str, models: list[str], flags: str, park: Park | None = None,
+             delays: tuple[str, str] | None = None) -> Call:  # fmt: skip
+        # delays: the cold and switch delays per queue (Delays.arguments), else the limits' for every queue
         limits, park = self.limits, park or Park()
+        cold, switch = delays or (limits.cold_delay, limits.switch_delay)
         args = scripts.PopArgs(worker=worker_id, now=rq_now(), maxlen=limits.events_maxlen,
-                               ttl_ms=limits.events_ttl_ms, flags=flags, cold_delay=limits.cold_delay,
-                               warm_ttl=limits.warm_ttl, switch_delay=limits.switch_delay,
+                               ttl_ms=limits.events_ttl_ms, flags=flags, cold_delay=cold,
+                               warm_ttl=limits.warm_ttl, switch_delay=switch,
                                aging=limits.priority_aging, park_slots=park.slots, park_ttl=park.ttl,
                                seen=park.seen)  # fmt: skip
         return (
@@ -339,21 +342,18 @@ class AsyncJobStore(_Calls):
         return _cancel_outcome(job_id, await self._run(self._cancel(job_id)))
 
     async def pop(self, worker_id: str, models: list[str], warm: set[str] | None = None) -> PoppedJob | None:
-        """Take the next job of ``models`` (in that order); ``warm``: the models this worker has loaded
-        (None: all), the others only after the cold delay."""
+        """The next job of ``models`` (in order); ``warm``: the models loaded here (None: all), others later."""
         return (await self.pop_scheduled(worker_id, models, warm))[0]
 
-    async def pop_scheduled(
-        self, worker_id: str, models: list[str], warm: set[str] | None
-    ) -> tuple[PoppedJob | None, float]:
+    async def pop_scheduled(self, worker_id: str, models: list[str],
+                            warm: set[str] | None) -> tuple[PoppedJob | None, float]:  # fmt: skip
         popped = await self.pop_planned(worker_id, models, _flags(models, warm))
         return popped.job, popped.wait
 
-    async def pop_planned(
-        self, worker_id: str, models: list[str], flags: str, park: Park | None = None
-    ) -> Popped:
+    async def pop_planned(self, worker_id: str, models: list[str], flags: str, park: Park | None = None,
+                          delays: tuple[str, str] | None = None) -> Popped:  # fmt: skip
         """One pop with explicit flags per queue (``schedule.plan_pop``); ``park``: see :class:`Park`."""
-        reply = await self._run(self._pop(worker_id, models, flags, park)) if models else None
+        reply = await self._run(self._pop(worker_id, models, flags, park, delays)) if models else None
         return _popped(reply, self.limits.job_timeout)
 
     async def unpark(self, worker_id: str, seen: str = "") -> PoppedJob | None:

@@ -12,6 +12,7 @@ import logging
 from collections import deque
 
 from corral.common.connections import TRANSIENT
+from corral.common.delays import Delays
 from corral.common.jobs import PoppedJob
 from corral.common.schedule import Switch, choose_victim, keep_running, plan_pop
 from corral.common.store import AsyncJobStore, Park, Popped
@@ -38,8 +39,10 @@ class Dispatcher:
         push: bool,
         wake: asyncio.Event,
         draining: asyncio.Event,
+        delays: Delays | None = None,
     ) -> None:
         self.store = store
+        self.delays = delays  # None: the store's fixed delays
         self.worker_id = worker_id
         self.models = models
         self.jobs = jobs
@@ -154,7 +157,8 @@ class Dispatcher:
         names, flags = prefer_first(*self.next_pop(warm), self.prefer)
         self.prefer = ""
         park = self.park()
-        popped = await self.store.pop_planned(self.worker_id, names, flags, park)
+        delays = self.delays.arguments(names, self.models.load_times) if self.delays else None
+        popped = await self.store.pop_planned(self.worker_id, names, flags, park, delays)
         self.parked = park is not None and popped.job is None and popped.switch is None
         self.follow(popped, flags)
         return popped

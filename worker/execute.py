@@ -64,6 +64,7 @@ class JobRunner:
         self.backend = backend
         self.worker_id = worker_id
         self.local_names = local_names
+        self.on_final: Callable[[PoppedJob, dict[str, Any]], None] | None = None  # a job's final stats (Jobs)
 
     async def finish(
         self,
@@ -75,6 +76,8 @@ class JobRunner:
         metrics: str = "",
     ) -> None:
         error = str(body.get("error", ""))
+        if self.on_final is not None and body.get("final"):
+            self.on_final(job, body["final"])
         timing = self.timing(job, RQ_TO_STATUS.get(status, "failed"), body.get("final") or {})
 
         async def call() -> bool:

@@ -66,6 +66,7 @@ class Heartbeat:
         info.loaded = list(models.loaded)
         info.tags, info.ps = models.tags, models.ps
         info.max_loaded_models = models.capacity.limit
+        info.load_seconds = models.load_times.report()
         info.running = self.running()
         info.state = "draining" if self.draining.is_set() else "active"
         info.healthy = models.healthy

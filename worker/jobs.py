@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 from corral.common.jobs import PoppedJob
 
@@ -17,6 +18,10 @@ log = logging.getLogger("corral.worker")
 # Fault injection for the tests: the worker dies (like a SIGKILL) at the named point. Never set in production.
 FAULT_POINT = os.environ.get("CORRAL_TEST_FAULT", "")
 STARTS_KEPT = 256  # the latest starts remembered: far more than the handed jobs a worker can have in transit
+
+
+def nanoseconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def crash_here(point: str) -> None:
@@ -59,6 +64,8 @@ class Jobs:
         self.wake = wake
         self.active: dict[str, Active] = {}
         self._starts: dict[str, None] = {}  # "id/start seq" of the latest starts, oldest first
+        self.cold: set[str] = set()  # running jobs that found their model cold here: their load is measured
+        runner.on_final = self.measure
 
     def start(self, job: PoppedJob) -> Active | None:
         """Start ``job`` in the slot the caller holds, unless this start of it has run already (the slot then goes
@@ -76,6 +83,8 @@ class Jobs:
         if len(self._starts) > STARTS_KEPT:
             del self._starts[next(iter(self._starts))]
         crash_here("after_pop")
+        if job.model not in self.models.warm():
+            self.cold.add(job.id)
         self.models.job_started(job.model)
         return self.launch(job)
 
@@ -105,11 +114,21 @@ class Jobs:
             log.exception("job %s crashed the runner; it stays in flight for recovery", active.job.id)
         finally:
             self.active.pop(active.job.id, None)
+            self.cold.discard(active.job.id)
             last_of_model = self.models.job_ended(active.job.model)
             self.slots.release()
             active.accepted()  # (a handed job that ended before its backend answered)
             if self.models.capacity.limit and last_of_model:
                 self.wake.set()  # a model drained: a pop that found nothing it could take may find something now
+
+    def measure(self, job: PoppedJob, final: dict[str, Any]) -> None:
+        """The engine's durations (ns) of a job (the scheduling delays follow them: common/delays.py): its time
+        on the job, and for a job that found its model cold, its ``load_duration``: this host's load time."""
+        load, total = nanoseconds(final.get("load_duration")), nanoseconds(final.get("total_duration"))
+        if job.id in self.cold and load is not None:
+            self.models.load_times.observe(job.model, load / 1e9)
+        if total is not None:
+            self.models.load_times.observe_job(job.model, (total - (load or 0)) / 1e9)
 
     def cancel(self, job_id: str) -> None:
         """Cancel a running job (a job not running here is left alone)."""

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from corral.common import registry
 from corral.common.connections import TRANSIENT, async_redis, sync_redis
+from corral.common.delays import Delays
 from corral.common.fastredis import FastRedis, fast_redis
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
@@ -69,7 +70,7 @@ class Worker:
         runner = JobRunner(self.store, self.backend, self.id, self.models.local_names)
         self.jobs = Jobs(runner, self.models, settings.worker_slots, wake)
         self.dispatcher = Dispatcher(self.store, self.id, self.models, self.jobs, settings.push_dispatch, wake,
-                                     self.draining)  # fmt: skip
+                                     self.draining, Delays.from_settings(settings))  # fmt: skip
         self.heartbeat = Heartbeat(self.redis, settings, self.models, self.jobs.running,
                                    self.dispatcher.keep_claimed, self.draining, host_load=shared is None)  # fmt: skip
         self.reconcile = Reconcile(

@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from corral.common import keys
+from corral.common.delays import LoadTimes
 from corral.common.names import normalise_model
 from corral.common.schedule import Capacity
 
@@ -58,6 +59,7 @@ class Models:
         # one read of the lists at a time: a read begun before a pull ended never lands after one begun after it
         self.reading = asyncio.Lock()
         self.capacity = Capacity(capacity)
+        self.load_times = LoadTimes()  # measured by Jobs.measure_load
 
     async def refresh(self) -> None:
         """Read /api/tags and /api/ps; on failure keep the last list and mark this host unhealthy."""

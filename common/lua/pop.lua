@@ -14,9 +14,10 @@
 --                     the same, and before the warm queues when no worker serves the model and its oldest job has
 --                     waited the switch delay; 'r' reserved: claim only; 't' the target of a switch, now with
 --                     room: claim and take first; 's' switch probe: the worker is at its model capacity
--- ARG.cold_delay      seconds a cold worker leaves a job to warm ones
+-- ARG.cold_delay      seconds a cold worker leaves a job to warm ones: one number for every queue, or one per
+--                     queue, space-separated (delays.Delays: derived from each model's load time)
 -- ARG.warm_ttl        seconds a warm claim lasts
--- ARG.switch_delay    seconds a model's oldest job waits, unserved, before a worker switches to it
+-- ARG.switch_delay    seconds a model's oldest job waits, unserved, before a worker switches to it (as cold_delay)
 -- ARG.aging           priority aging, seconds (0: strict priorities)
 -- ARG.park_slots      free slots to park with when nothing can be taken (0: do not park)
 -- ARG.park_ttl        seconds the park lasts
@@ -34,6 +35,14 @@ local qp = #queue_key('') + 1
 local function model(i) return string.sub(KEYS[i], qp) end
 local function flag(i) return string.sub(ARG.flags, i - KEY_REST + 1, i - KEY_REST + 1) end
 local function claim(m) redis.call('ZADD', warm_key(m), now + tonumber(ARG.warm_ttl), ARG.worker) end
+local function per_queue(s)
+  local t = {}
+  for v in string.gmatch(s, '%S+') do t[#t + 1] = tonumber(v) end
+  return t
+end
+local cold_delays, switch_delays = per_queue(ARG.cold_delay), per_queue(ARG.switch_delay)
+-- queue i's delay: its own, else the one given for every queue
+local function delay(t, i) return t[i - KEY_REST + 1] or t[1] end
 
 -- the job an enqueue handed to this worker while it was parked, if it has not seen its message (its park ends)
 local function handed_job()
@@ -47,9 +56,9 @@ local function handed_job()
 end
 
 -- whether model m's oldest job has waited the switch delay with no worker claiming the model
-local function unserved(m, qkey)
-  local age = head_age(qkey, now)
-  return age and age >= tonumber(ARG.switch_delay) and live_claims(m, now) == 0
+local function unserved(i)
+  local age = head_age(KEYS[i], now)
+  return age and age >= delay(switch_delays, i) and live_claims(model(i), now) == 0
 end
 
 -- at capacity: a probed model that is unserved makes this worker switch (it stops taking one of its models and
@@ -57,7 +66,7 @@ end
 local function switch_signal()
   for i = KEY_REST, #KEYS do
     local m = model(i)
-    if flag(i) == 's' and unserved(m, KEYS[i]) then
+    if flag(i) == 's' and unserved(i) then
       claim(m)
       local out = {'switch', m}
       for j = KEY_REST, #KEYS do
@@ -83,9 +92,9 @@ local function take_next()
     for i = KEY_REST, #KEYS do
       local m, f, left = model(i), flag(i), -1
       if pass == 1 then
-        if f == 't' or (f == 'c' and unserved(m, KEYS[i])) then left = 0 end
+        if f == 't' or (f == 'c' and unserved(i)) then left = 0 end
       elseif f == '0' or f == 'c' then
-        left = cold_wait(m, KEYS[i], now, tonumber(ARG.cold_delay))
+        left = cold_wait(m, KEYS[i], now, delay(cold_delays, i))
       elseif f == '1' then
         left = 0
       end

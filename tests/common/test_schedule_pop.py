@@ -245,3 +245,24 @@ def test_strict_priorities_without_aging(store: BlockingStore) -> None:
     store.enqueue_many([job("low", priority="low"), *[job(f"high{i}", priority="high") for i in range(3)]])
     time.sleep(0.05)
     assert drain(store) == ["high0", "high1", "high2", "low"]
+
+
+def test_each_queue_has_its_own_delays(r: redis.Redis, open_store: Callable[[Limits], BlockingStore]) -> None:
+    """A worker passes one cold and one switch delay per queue (derived from each model's load time)."""
+    store = open_store(LIMITS)
+    for model in (M, M2):
+        r.zadd(keys.model_workers_key(model), {"w": time.time() + 60})
+        store.pop_planned("warm", [model], "1")  # another worker has both loaded
+    slow, quick = store.enqueue(job("slow")).id, store.enqueue(JobRequest(model="n", prompt="quick")).id
+    time.sleep(0.15)
+    got = store.pop_planned("cold", [M, M2], "00", delays=("30 0.1", "30 30"))
+    assert got.job is not None and got.job.id == quick  # M2's delay has passed, M's has not
+    left = store.pop_planned("cold", [M, M2], "00", delays=("30 0.1", "30 30"))
+    assert left.job is None and 29 < left.wait <= 30
+    assert store.get(slow).status == "queued"
+    r.zadd(keys.model_workers_key("o:latest"), {"w": time.time() + 60})
+    store.enqueue(JobRequest(model="o", prompt="nobody serves me"))
+    time.sleep(0.15)
+    assert store.pop_planned("full", [M, "o:latest"], "1s", delays=("30 30", "30 30")).switch is None
+    switch = store.pop_planned("full", [M, "o:latest"], "1s", delays=("30 30", "30 0.1")).switch
+    assert switch is not None and switch.model == "o:latest"
