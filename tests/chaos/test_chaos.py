@@ -40,7 +40,11 @@ def follow(api: str, job_id: str, out: list[dict[str, Any]]) -> None:
 
 def check_job(api: str, job_id: str, prompt: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     view = httpx.get(f"{api}/jobs/{job_id}").json()
-    assert view["status"] == "succeeded", view
+    assert view["status"] == "succeeded", (
+        view.get("error"),
+        [(e["type"], e.get("attempt")) for e in events],
+        view,
+    )
     assert view["text"] == expected_text("llama3", prompt)
     assert [e["seq"] for e in events] == list(range(len(events))), "gap or duplicate in a reader's events"
     types = [e["type"] for e in events]
