@@ -45,12 +45,14 @@ class OrphanWalk:
 
     def next_step(self) -> Rescued:
         after, queued, listed = RESCUE(
-            self.redis, NoKeys(), RescueArgs(cursor=self.cursor, count=self.step, budget=self.budget)
+            self.redis, NoKeys(), RescueArgs(cursor=self.cursor, step=self.step, budget=self.budget)
         )
         self.cursor = int(after)
         out = Rescued([i.decode() for i in queued], [i.decode() for i in listed])
         for job_id in out.queued:
-            job_event("rescued", job_id, logging.WARNING, reason="queued but in no queue: put back at its front")
+            job_event(
+                "rescued", job_id, logging.WARNING, reason="queued but in no queue: put back at its front"
+            )
         for job_id in out.listed:
             job_event("rescued", job_id, logging.WARNING, reason="started but not in flight: listed again")
         return out

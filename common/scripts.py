@@ -166,7 +166,7 @@ class PositionArgs(NamedTuple):
 
 class RescueArgs(NamedTuple):
     cursor: int  # the history rank to start at
-    count: int  # jobs looked at
+    step: int  # jobs looked at
     budget: int  # queue list entries the step may walk
 
 

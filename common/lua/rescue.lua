@@ -8,13 +8,13 @@
 -- and the step ends early when the budget is spent.
 --
 -- ARG.cursor   the history rank to start at (0: the oldest job)
--- ARG.count    jobs looked at in this step
+-- ARG.step     jobs looked at in this step
 -- ARG.budget   queue list entries this step may walk
 --
 -- Returns {the rank to start the next step at (0: the walk starts over), {ids put back in their queue}, {ids
 -- listed in flight again}}.
 
-local cursor, count, budget = tonumber(ARG.cursor), tonumber(ARG.count), tonumber(ARG.budget)
+local cursor, count, budget = tonumber(ARG.cursor), tonumber(ARG.step), tonumber(ARG.budget)
 local left = budget
 local ids = redis.call('ZRANGE', HISTORY, cursor, cursor + count - 1)
 local after = cursor + #ids

@@ -30,7 +30,9 @@ def janitor(r: redis.Redis) -> Janitor:
     return Janitor(JobStore(r, LIMITS), heartbeat_ttl=0.0)  # (Redis up two TTLs: no restart grace)
 
 
-def test_a_queued_job_in_no_queue_goes_back_to_its_front_and_is_popped(store: BlockingStore, r: redis.Redis) -> None:
+def test_a_queued_job_in_no_queue_goes_back_to_its_front_and_is_popped(
+    store: BlockingStore, r: redis.Redis
+) -> None:
     """Before: the job stayed queued forever (what the Redis kill bench saw once): no pop ever reads its id."""
     first, orphan, last = (store.enqueue(JobRequest(model="m", prompt=p)).id for p in "abc")
     for key in (keys.queue_key(M), SUBQUEUE):  # the job hash says queued; neither list has it

@@ -20,10 +20,15 @@ from corral.common.store import AsyncJobStore
 from corral.worker import control, lifecycle
 
 from ..common.blocking import BlockingStore
-from .test_wake_one import LIMITS, M, Instant, job, until
+from .test_wake_one import LIMITS, Instant, M, job, until
 
 pytestmark = pytest.mark.integration
-FAST = {"heartbeat_interval": 0.2, "heartbeat_ttl": 2.0, "janitor_interval": 0.1, "model_refresh_interval": 300}
+FAST = {
+    "heartbeat_interval": 0.2,
+    "heartbeat_ttl": 2.0,
+    "janitor_interval": 0.1,
+    "model_refresh_interval": 300,
+}
 
 
 def finished(r: redis.Redis, job_id: str) -> Callable[[], bool]:
@@ -61,7 +66,9 @@ def test_a_queued_job_in_no_queue_runs(redis_server: RedisServer, r: redis.Redis
     asyncio.run(with_worker(redis_server.url, r, scenario))
 
 
-def test_a_started_job_in_no_in_flight_list_runs(redis_server: RedisServer, r: redis.Redis, monkeypatch: Any) -> None:
+def test_a_started_job_in_no_in_flight_list_runs(
+    redis_server: RedisServer, r: redis.Redis, monkeypatch: Any
+) -> None:
     """Started for this worker (a pop whose reply and in-flight entry were lost), listed nowhere: before, it stayed
     started for good (the worker's in-flight check reads only its list)."""
     monkeypatch.setattr(lifecycle, "make_backend", lambda settings: Instant())
@@ -81,7 +88,9 @@ def test_a_started_job_in_no_in_flight_list_runs(redis_server: RedisServer, r: r
     asyncio.run(with_worker(redis_server.url, r, scenario))
 
 
-def test_a_lost_wake_up_costs_one_idle_poll(redis_server: RedisServer, r: redis.Redis, monkeypatch: Any) -> None:
+def test_a_lost_wake_up_costs_one_idle_poll(
+    redis_server: RedisServer, r: redis.Redis, monkeypatch: Any
+) -> None:
     """The targeted wake-up names one parked worker; lost (a Redis kill), that worker's next pop still takes it."""
     monkeypatch.setattr(lifecycle, "make_backend", lambda settings: Instant())
     dropped: list[str] = []
