@@ -3,8 +3,8 @@
 -- inflight list. A job found breaking one is put back: queued and in no list -> at the front of its queue and the
 -- fair-share index, with a wake-up (as a re-queue: same attempt, no event); started and not in its worker's
 -- inflight list -> listed there again (the worker's in-flight check re-queues it unless the worker runs it; the
--- janitor, when the worker is dead). Nothing else is written. The queue lists' lookups (LPOS, linear) cost at most
--- ARG.budget entries per step: a queue longer than that is not looked into (its jobs wait their turn meanwhile),
+-- janitor, when the worker is dead). Nothing else is written. The queue lists' lookups (LPOS, linear) walk at most
+-- the budget's entries per step: a queue longer than that is not looked into (its jobs wait their turn meanwhile),
 -- and the step ends early when the budget is spent.
 --
 -- ARG.cursor   the history rank to start at (0: the oldest job)
