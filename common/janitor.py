@@ -7,7 +7,8 @@ Right after a Redis restart every heartbeat may look expired (the workers beat i
 need a moment to reconnect), so until Redis has been up for two heartbeat TTLs the janitor declares dead only the
 workers whose last heartbeat reached this Redis, after it started. It also walks the in-flight lists (a bounded
 ``SCAN`` step per pass) for those whose owner is not registered at all (a worker that stopped, or whose entry was
-dropped) and re-queues their jobs the same way.
+dropped) and re-queues their jobs the same way. And it takes a step of the walk over the job history for jobs
+outside every list (``orphans``): a queued job in no queue, a started job in no in-flight list.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import redis
 from . import keys
 from .connections import TRANSIENT
 from .logs import job_event, job_requeued
+from .orphans import OrphanWalk
 from .scripts import RELEASE_LOCK, LockArgs, LockKey
 from .store import JobStore
 
@@ -43,6 +45,7 @@ class Sweep:
     requeued: int = 0
     failed: int = 0
     expired: int = 0
+    rescued: int = 0  # jobs put back in their queue or in-flight list (orphans.py)
 
 
 class Janitor:
@@ -53,6 +56,7 @@ class Janitor:
         self.interval = interval
         self.token = uuid.uuid4().hex
         self.cursor = 0  # where the walk over the in-flight lists goes on
+        self.orphans = OrphanWalk(self.redis)
 
     def sweep(self) -> Sweep:
         """One pass, if this process wins the lock."""
@@ -67,6 +71,8 @@ class Janitor:
             if not beats_after:  # (right after a Redis restart the workers may not have registered again yet)
                 self._reap_unregistered(result)
             self._expire_waiting(result)
+            rescued = self.orphans.next_step()
+            result.rescued = len(rescued.queued) + len(rescued.listed)
         finally:
             RELEASE_LOCK(self.redis, LockKey(lock=keys.JANITOR_LOCK), LockArgs(token=self.token))
         return result

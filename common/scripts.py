@@ -164,6 +164,12 @@ class PositionArgs(NamedTuple):
     id: str
 
 
+class RescueArgs(NamedTuple):
+    cursor: int  # the history rank to start at
+    step: int  # jobs looked at
+    budget: int  # queue list entries the step may walk
+
+
 class LockKey(NamedTuple):
     lock: str
 
@@ -334,3 +340,4 @@ CANCEL = LuaScript("cancel", JobKey, EndArgs)
 EXPIRE_QUEUED = LuaScript("expire_queued", ExpireKeys, EndArgs)
 POSITION = LuaScript("position", NoKeys, PositionArgs)
 RELEASE_LOCK = LuaScript("release_lock", LockKey, LockArgs)
+RESCUE = LuaScript("rescue", NoKeys, RescueArgs)

@@ -113,7 +113,8 @@ class Jobs:
         except Exception:
             log.exception("job %s crashed the runner; it stays in flight for recovery", active.job.id)
         finally:
-            self.active.pop(active.job.id, None)
+            if self.active.get(active.job.id) is active:  # (not another attempt of the job, started since)
+                del self.active[active.job.id]
             self.cold.discard(active.job.id)
             last_of_model = self.models.job_ended(active.job.model)
             self.slots.release()

@@ -1,8 +1,8 @@
 -- FINISH: end a running job: started -> finished | failed | canceled (RQ's statuses), with its last events, and
 -- record its timing in the fleet-wide histograms in the same command.
--- Fenced: the job leaves the worker's inflight list in any case, but nothing else is written unless the job is
--- started and its attempt and worker are the caller's (a late result of a presumed-dead worker is discarded,
--- and its timing is not recorded).
+-- Fenced: the job leaves the worker's inflight list (unless another attempt of it runs on this worker), but nothing
+-- else is written unless the job is started and its attempt and worker are the caller's (a late result of a
+-- presumed-dead worker is discarded, and its timing is not recorded).
 --
 -- KEY.job          the job hash
 -- KEY.inflight     the worker's inflight list
@@ -24,9 +24,13 @@
 --
 -- Returns 1 when written, 0 when fenced off.
 
-redis.call('LREM', KEY.inflight, 0, ARG.id)
 local cur = redis.call('HMGET', KEY.job, 'attempt', 'worker_name', 'status', 'model', 'reply_to')
-if cur[1] ~= ARG.attempt or cur[2] ~= ARG.worker or cur[3] ~= 'started' then return 0 end
+if cur[1] ~= ARG.attempt or cur[2] ~= ARG.worker or cur[3] ~= 'started' then
+  -- (another attempt of the job runs on this worker: its in-flight entry stays)
+  if cur[2] ~= ARG.worker or cur[3] ~= 'started' then redis.call('LREM', KEY.inflight, 0, ARG.id) end
+  return 0
+end
+redis.call('LREM', KEY.inflight, 0, ARG.id)
 if cur[4] then redis.call('HINCRBY', RUNNING, cur[4], -1) end
 redis.call('HSET', KEY.job, 'status', ARG.status, 'ended_at', ARG.ended_at)
 if ARG.result ~= '' then redis.call('HSET', KEY.job, 'result', ARG.result) end

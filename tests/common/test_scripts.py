@@ -242,6 +242,34 @@ def test_a_stale_attempt_is_fenced_off(r: redis.Redis) -> None:
     assert emit(r, "j1", "2", "w2", '{"type":"chunk","text":"fresh"}') == 0
 
 
+def test_a_stale_attempt_on_the_same_worker_leaves_the_running_ones_entry(r: redis.Redis) -> None:
+    """Before: the stale attempt's fenced-off finish took the job out of the list while its next attempt ran on the
+    same worker (started, listed nowhere: stuck for good if that worker then died)."""
+    enqueue(r, "j1")
+    pop(r, "w1")
+    assert requeue(r, "j1", worker="w1") == ["requeued", 2]  # (a janitor that took w1 for dead)
+    pop(r, "w1")  # attempt 2, on the same worker
+    assert finish(r, "j1", "1", "w1") == 0
+    assert text(r.lrange(keys.inflight_key("w1"), 0, -1)) == ["j1"]
+    assert finish(r, "j1", "2", "w1") == 1 and r.llen(keys.inflight_key("w1")) == 0
+
+
+def test_rescue_puts_back_a_queued_job_in_no_queue_and_a_started_one_in_no_list(r: redis.Redis) -> None:
+    for job_id in ("j0", "j1", "j2"):
+        enqueue(r, job_id)
+    pop(r, "w1")  # j0
+    r.lrem(keys.inflight_key("w1"), 0, "j0")
+    r.lrem(keys.queue_key(M), 0, "j2")
+    r.lrem(keys.subqueue_key(M, "normal", "anon"), 0, "j2")
+    rescue = scripts.RESCUE
+    reply = rescue(r, scripts.NoKeys(), scripts.RescueArgs(cursor=0, step=10, budget=100))
+    assert reply == [0, [b"j2"], [b"j0"]]
+    assert text(r.lrange(keys.queue_key(M), 0, -1)) == ["j2", "j1"]
+    assert text(r.lrange(keys.subqueue_key(M, "normal", "anon"), 0, -1)) == ["j2", "j1"]
+    assert text(r.lrange(keys.inflight_key("w1"), 0, -1)) == ["j0"]
+    assert rescue(r, scripts.NoKeys(), scripts.RescueArgs(cursor=0, step=10, budget=100)) == [0, [], []]
+
+
 def test_requeue_puts_a_job_back_at_the_front_then_gives_up(r: redis.Redis, channels: Any) -> None:
     enqueue(r, "j0")
     enqueue(r, "j1")

@@ -62,3 +62,42 @@ def test_a_handed_job_waiting_for_a_slot_counts_as_held() -> None:
         assert w.reconcile.known() == {"a", "b"}
 
     asyncio.run(scenario())
+
+
+def test_a_stale_attempt_ending_leaves_the_next_attempt_known() -> None:
+    """Two attempts of one job on this worker (the janitor took it for dead and it popped the job again): before,
+    the first one's end dropped the second from the running jobs, and the in-flight check re-queued it as it ran."""
+
+    class Runner:
+        def __init__(self) -> None:
+            self.ends: dict[int, asyncio.Event] = {}
+
+        def send_early(self, job: Any) -> None:
+            return None
+
+        def log_started(self, job: Any) -> None:
+            return None
+
+        async def run(self, active: Any) -> Any:
+            await self.ends.setdefault(active.job.start_seq, asyncio.Event()).wait()
+            return type("Outcome", (), {"host_unavailable": False, "model_missing": False})()
+
+    async def scenario() -> None:
+        w, _ = worker(slots=2)
+        runner = Runner()
+        w.jobs.runner = runner  # type: ignore[assignment]
+        w.jobs.launch = type(w.jobs).launch.__get__(w.jobs)  # type: ignore[method-assign]
+        for seq in (1, 5):
+            await w.jobs.slots.acquire()
+            w.jobs.start(job("a", start_seq=seq))
+        await asyncio.sleep(0)
+        runner.ends[1].set()  # the stale attempt ends
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert w.reconcile.known() == {"a"} and w.jobs.active["a"].job.start_seq == 5
+        runner.ends[5].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert w.reconcile.known() == set()
+
+    asyncio.run(scenario())
