@@ -5,7 +5,6 @@ the fleet process re-queues every engine's in-flight jobs, none lost, stuck or r
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -17,7 +16,7 @@ from corral.cli.main import main
 from corral.simulator import expected_text
 
 from ..conftest import Fleet, own_fleet
-from ..support import free_port, wait_for
+from ..support import free_port_block, wait_for
 
 pytestmark = pytest.mark.integration
 FAST = {"heartbeat_interval": 0.5, "heartbeat_ttl": 3.0}  # the fleet's and the API's (its janitor's)
@@ -36,9 +35,7 @@ class Engines(NamedTuple):
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     with own_fleet(tmp_path_factory.mktemp("hosts")) as (_server, fleet):
-        port = free_port()
-        while any(not free(p) for p in (port + 1, port + 2)):
-            port = free_port()
+        port = free_port_block(3)
         fleet.simulator("llama3:latest,slow:latest", port=port, count=3, tps=300,
                         specs=json.dumps({"slow:latest": {"ttft": 1.5}}))  # fmt: skip
         doomed = fleet.simulator("llama3:latest", name="sim-doomed", tps=300)
@@ -46,11 +43,6 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
         yield Engines(
             fleet, [f"http://127.0.0.1:{port + n}" for n in range(3)], doomed, base, fleet.http(base)
         )
-
-
-def free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
