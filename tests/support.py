@@ -63,20 +63,25 @@ def wait_for(
         time.sleep(step)
 
 
-class Child:
-    """A ``corral`` child process with its log file."""
+CORRAL = (sys.executable, "-m", "corral")
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+
+class Child:
+    """A child process with its log file: ``corral`` with ``argv``, or another ``command``'s."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path,
+                 command: tuple[str, ...] = CORRAL) -> None:  # fmt: skip
         self.name = name
         self.argv = argv
         self.env = env
+        self.command = command
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Child:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "corral", *self.argv],
+            [*self.command, *self.argv],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

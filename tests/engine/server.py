@@ -3,8 +3,7 @@ server (``python -m llama_cpp.server``, the ``corral[engine]`` extra), serving a
 
 from __future__ import annotations
 
-import signal
-import subprocess
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from ..support import Child, free_port
 from .tinymodel import write_model
 
 START_TIMEOUT = (
@@ -19,15 +19,7 @@ START_TIMEOUT = (
 )
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Engine:
+class Engine(Child):
     """One ``llama_cpp.server`` process serving one model under ``alias`` on a free loopback port."""
 
     def __init__(
@@ -35,8 +27,8 @@ class Engine:
     ) -> None:
         self.model, self.alias, self.embedding, self.context = model, alias, embedding, context
         self.port = free_port()
-        self.log_path = log_dir / f"engine-{alias}-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(f"engine-{alias}-{self.port}", self.server_argv(), dict(os.environ), log_dir,
+                         command=(sys.executable, "-m", "llama_cpp.server"))  # fmt: skip
 
     @property
     def base(self) -> str:
@@ -47,8 +39,8 @@ class Engine:
         """What a worker's ``CORRAL_BACKEND_URL`` is set to."""
         return self.base + "/v1"
 
-    def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--model_alias", self.alias,
+    def server_argv(self) -> list[str]:
+        argv = ["--model", str(self.model), "--model_alias", self.alias,
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.context), "--n_threads", "1",
                 "--n_threads_batch", "1", "--seed", "1",
                 # by default a new request (the worker's model-list poll too) cuts the running stream short
@@ -59,10 +51,7 @@ class Engine:
 
     def start(self) -> Engine:
         """Start the server (``wait_ready`` waits for it: engines started together load side by side)."""
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        super().start()
         return self
 
     def wait_ready(self) -> Engine:
@@ -81,32 +70,10 @@ class Engine:
         except httpx.HTTPError:
             return False
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def cpu_seconds(self) -> float:
         """CPU time the engine has used so far (user + system, its threads included)."""
-        assert self.process is not None
-        times = psutil.Process(self.process.pid).cpu_times()
+        times = psutil.Process(self.pid).cpu_times()
         return float(times.user + times.system)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def tiny_engine(tmp: Path, alias: str, seed: int = 0, embedding: bool = False, context: int = 2048) -> Engine:
