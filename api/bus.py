@@ -199,8 +199,7 @@ class ChunkHub:
             return
         if message["type"] == "message":
             listeners = self._subs.get(channel)
-            shared = parsed(message["data"]) if listeners else None
-            if listeners and shared is not None:
+            if listeners and (shared := parsed(message["data"])) is not None:
                 for queue in listeners:  # one event object for every reader of the job
                     queue.put_nowait(shared)
 
@@ -212,8 +211,7 @@ class ChunkHub:
         elif message["type"] == "message":
             data = message["data"]
             reader = self._expected.get(data[8:40].decode(errors="replace"))  # {"job":"<32 hex>",...
-            event = parsed(data) if reader is not None else None
-            if reader is not None and event is not None:
+            if reader is not None and (event := parsed(data)) is not None:
                 reader.put_nowait(event)
 
     @contextlib.asynccontextmanager
