@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from corral.common.hosts import HostSpec, configured_hosts
 from corral.common.settings import Settings
 
-from .remote import api_client, fail
+from .remote import add_api_options, api_client, fail
 from .render import table
 
 
@@ -52,14 +52,7 @@ def add_parsers(sub: Any) -> None:
     )
     test.add_argument("name", help="the host's name (corral hosts ls)")
     for action in (add, rm, test, actions.choices["ls"]):
-        action.add_argument(
-            "--api-url",
-            "--api",
-            dest="api_url",
-            metavar="URL",
-            help="the API's base URL (default CORRAL_API_URL, else http://CORRAL_API_HOST:CORRAL_API_PORT)",
-        )
-        action.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+        add_api_options(action)
     fleet = sub.add_parser("fleet", help="one process serving every registered host (a worker each)")
     add_host_options(fleet, many=True)
 

@@ -27,7 +27,7 @@ from . import keys as key_commands
 from . import models as model_commands
 from .jobs import cmd_submit_batch, cmd_watch
 from .lifeline import tie_to_parent
-from .remote import api_base, cmd_get, cmd_submit, jobs_query
+from .remote import add_api_options, api_base, cmd_get, cmd_submit, jobs_query
 from .stack import DEMO_OLLAMA_PORT, cmd_api, cmd_redis, cmd_up, cmd_worker
 
 
@@ -71,10 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("drain", "drain a worker: no new jobs, finish running ones, exit"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--api-url", "--api", dest="api_url", metavar="URL",
-                       help="the API's base URL (default CORRAL_API_URL, else "
-                       "http://CORRAL_API_HOST:CORRAL_API_PORT)")  # fmt: skip
-        p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+        add_api_options(p)
         if name == "submit":
             add_submit_options(p)
         if name in ("status", "watch", "cancel"):

@@ -13,7 +13,7 @@ import httpx
 
 from corral.common.settings import Settings
 
-from .remote import api_client, fail
+from .remote import add_api_options, api_client, fail
 from .render import table
 
 BAR = 24
@@ -170,14 +170,7 @@ def add_parser(sub: Any) -> None:
 
     def action(name: str, helptext: str, placed: bool = True) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = actions.add_parser(name, help=helptext)
-        p.add_argument(
-            "--api-url",
-            "--api",
-            dest="api_url",
-            metavar="URL",
-            help="the API's base URL (default CORRAL_API_URL, else http://CORRAL_API_HOST:CORRAL_API_PORT)",
-        )
-        p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+        add_api_options(p)
         if placed:
             p.add_argument("--hosts", help="comma-separated worker ids")
         return p

@@ -17,6 +17,14 @@ from corral.common.settings import Settings
 from .render import render
 
 
+def add_api_options(parser: argparse.ArgumentParser) -> None:
+    """``--api-url`` and ``--json``: every command that talks to the API takes them."""
+    parser.add_argument("--api-url", "--api", dest="api_url", metavar="URL",
+                        help="the API's base URL (default CORRAL_API_URL, else "
+                        "http://CORRAL_API_HOST:CORRAL_API_PORT)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+
+
 def api_base(args: argparse.Namespace, settings: Settings) -> str:
     """``--api-url``, else ``CORRAL_API_URL`` (or its older name ``CORRAL_API``), else the local API's address."""
     given = args.api_url or settings.api_url or os.environ.get("CORRAL_API")
