@@ -52,10 +52,18 @@ async def ttft_corral(http: httpx.AsyncClient, api: str, prompt: str) -> float:
     return ttft
 
 
+TTFT_SIM: dict[str, Any] = {
+    "ttft": 0.02,
+    "tps": 200,
+    "load_time": 0,
+    "parallel": 4,
+}  # `corral simulate` options
+
+
 def ttft_stack(rig: Rig) -> tuple[str, str]:
     """The time-to-first-token scenario's simulator (20 ms to the first token, 200 tokens/s), its worker and an
     API: their URLs (simulator, API)."""
-    sim = rig.simulator(ttft=0.02, tps=200, load_time=0, parallel=4)
+    sim = rig.simulator(**TTFT_SIM)
     rig.worker(sim, "bench-w", worker_slots=4)
     api, _ = rig.api()
     return sim, api

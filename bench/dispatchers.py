@@ -93,11 +93,14 @@ def start_herd(rig: Rig, sims: list[str], work: Workload) -> Target:
     return Target(url, headers={"X-Fleet-No-Fallback": "true"})
 
 
-def start_litellm(rig: Rig, sims: list[str], work: Workload, strategy: str) -> Target:
-    """LiteLLM's proxy server (its Router behind its own HTTP server, as its docs run it): one ``ollama/<model>``
-    deployment per host for each model name, the given routing strategy, its default retries and cooldowns."""
+def start_litellm(
+    rig: Rig, sims: list[str], work: Workload, strategy: str, provider: str = "ollama"
+) -> Target:
+    """LiteLLM's proxy server (its Router behind its own HTTP server, as its docs run it): one ``<provider>/<model>``
+    deployment per host for each model name (``ollama`` calls Ollama's /api/generate, ``ollama_chat`` its
+    /api/chat), the given routing strategy, its default retries and cooldowns."""
     need(LITELLM)
-    deployments = [{"model_name": m, "litellm_params": {"model": f"ollama/{m}", "api_base": sim}}
+    deployments = [{"model_name": m, "litellm_params": {"model": f"{provider}/{m}", "api_base": sim}}
                    for m in work.models for sim in sims]  # fmt: skip
     config = {"model_list": deployments, "router_settings": {"routing_strategy": strategy},
               "litellm_settings": {"request_timeout": 600, "telemetry": False}}  # fmt: skip

@@ -22,6 +22,7 @@ import os
 import random
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,11 +60,13 @@ def sse_token(line: bytes) -> bool:
 @dataclass(frozen=True)
 class Route:
     name: str
-    corral_path: str
-    direct_path: str
+    path: str  # on the dispatcher
+    direct_path: str  # on the engine, for the pair's direct call
     chat: bool
     is_token: Callable[[bytes], bool]
     accept: str = "application/x-ndjson"
+    direct_token: Callable[[bytes], bool] = ndjson_token
+    direct_accept: str = "application/x-ndjson"
 
 
 ROUTES = [
@@ -71,6 +74,16 @@ ROUTES = [
     Route("/api/chat", "/api/chat", "/api/chat", True, ndjson_token),
     Route("/v1/chat/completions", "/v1/chat/completions", "/api/chat", True, sse_token, "text/event-stream"),
 ]
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One route of one dispatcher: its URL, the engine's URL for the direct call, headers it needs."""
+
+    route: Route
+    via: str
+    direct: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def body_of(route: Route, prompt: str) -> bytes:
@@ -96,12 +109,14 @@ class Endpoint:
         sock.settimeout(30)
         return sock
 
-    def first_token(self, path: str, body: bytes, accept: str, is_token: Callable[[bytes], bool]) -> float:
+    def first_token(
+        self, path: str, body: bytes, accept: str, is_token: Callable[[bytes], bool], extra: str = ""
+    ) -> float:
         """Seconds from the request's start (the connect, for a new connection) to its first token's line; the
-        response is read to its end."""
+        response is read to its end. ``extra``: more header lines, each ending in CRLF."""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.addr[0]}\r\nContent-Type: application/json\r\nAccept: {accept}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: {'keep-alive' if self.keep_alive else 'close'}\r\n\r\n"
+            f"{extra}Content-Length: {len(body)}\r\nConnection: {'keep-alive' if self.keep_alive else 'close'}\r\n\r\n"
         )
         start = time.perf_counter()
         sock = self.sock or self.connect()
@@ -182,28 +197,32 @@ def busy(bound: float) -> Iterator[list[multiprocessing.process.BaseProcess]]:
 
 @dataclass
 class Stack:
+    """A dispatcher under test (a Corral stack of one tree, or a peer) and its lanes."""
+
     name: str
-    rig: harness.Rig
-    sim: str
-    api: str
+    lanes: list[Lane]
+    rig: harness.Rig | None = None  # closed with the stack (peers share one, closed by whoever started them)
     ends: dict[tuple[str, bool], Endpoint] = field(default_factory=dict)
 
-    def endpoint(self, which: str, keep_alive: bool) -> Endpoint:
-        key = (which, keep_alive)
+    def endpoint(self, url: str, keep_alive: bool) -> Endpoint:
+        key = (url, keep_alive)
         if key not in self.ends:
-            self.ends[key] = Endpoint(self.sim if which == "sim" else self.api, keep_alive)
+            self.ends[key] = Endpoint(url, keep_alive)
         return self.ends[key]
 
-    def added(self, route: Route, keep_alive: bool, prompt: str) -> float:
+    def added(self, lane: Lane, keep_alive: bool, prompt: str) -> float:
+        route = lane.route
         body = body_of(route, prompt)
-        sim, api = self.endpoint("sim", keep_alive), self.endpoint("api", keep_alive)
-        direct = sim.first_token(route.direct_path, body, "application/x-ndjson", ndjson_token)
-        return api.first_token(route.corral_path, body, route.accept, route.is_token) - direct
+        extra = "".join(f"{name}: {value}\r\n" for name, value in lane.headers)
+        engine, via = self.endpoint(lane.direct, keep_alive), self.endpoint(lane.via, keep_alive)
+        direct = engine.first_token(route.direct_path, body, route.direct_accept, route.direct_token)
+        return via.first_token(route.path, body, route.accept, route.is_token, extra) - direct
 
     def close(self) -> None:
         for end in self.ends.values():
             end.close()
-        self.rig.close()
+        if self.rig:
+            self.rig.close()
 
 
 def start_stack(tree: Path) -> Stack:
@@ -214,22 +233,28 @@ def start_stack(tree: Path) -> Stack:
     except BaseException:
         rig.close()
         raise
-    return Stack(str(tree), rig, sim, api)
+    return Stack(str(tree), [Lane(route, api, sim) for route in ROUTES], rig)
 
 
 Cell = tuple[str, str, bool, str]  # stack, route, keep-alive, scenario
 
 
 def one_round(stacks: list[Stack], pairs: int, scenario: str, out: dict[Cell, list[list[float]]]) -> None:
+    """``pairs`` pairs of every lane and connection mode; each pair's order alternates, route by route, then
+    stack by stack (so two trees' stacks, or a peer and Corral on one route, take turns)."""
     samples: dict[Cell, list[float]] = {}
-    cells = [(route, keep) for route in ROUTES for keep in (True, False)]
+    cells = [(keep, stack, lane) for name in route_names(stacks) for keep in (True, False) for stack in stacks
+             for lane in stack.lanes if lane.route.name == name]  # fmt: skip
     for i in range(pairs):
-        for route, keep in cells if i % 2 == 0 else cells[::-1]:
-            for stack in stacks if i % 2 == 0 else stacks[::-1]:
-                added = stack.added(route, keep, f"p {i}")
-                samples.setdefault((stack.name, route.name, keep, scenario), []).append(added)
+        for keep, stack, lane in cells if i % 2 == 0 else cells[::-1]:
+            added = stack.added(lane, keep, f"p {i}")
+            samples.setdefault((stack.name, lane.route.name, keep, scenario), []).append(added)
     for cell, values in samples.items():
         out.setdefault(cell, []).append(values)
+
+
+def route_names(stacks: list[Stack]) -> list[str]:
+    return list(dict.fromkeys(lane.route.name for stack in stacks for lane in stack.lanes))
 
 
 def table(stacks: list[Stack], out: dict[Cell, list[list[float]]]) -> str:
@@ -238,15 +263,15 @@ def table(stacks: list[Stack], out: dict[Cell, list[list[float]]]) -> str:
         return f"{statistics.median(each):.2f} ({min(each):.2f}-{max(each):.2f})"
 
     lines = [
-        "| tree | route | connection | quiet p50 | quiet p95 | busy p50 | busy p95 |",
+        "| dispatcher | route | connection | quiet p50 | quiet p95 | busy p50 | busy p95 |",
         "|---|---|---|---|---|---|---|",
     ]
     for stack in stacks:
-        for route in ROUTES:
+        for lane in stack.lanes:
             for keep in (True, False):
-                quiet, busy_ = (out[(stack.name, route.name, keep, s)] for s in ("quiet", "busy"))
+                quiet, busy_ = (out[(stack.name, lane.route.name, keep, s)] for s in ("quiet", "busy"))
                 lines.append(
-                    f"| {Path(stack.name).name} | {route.name} | {'keep-alive' if keep else 'new'} | "
+                    f"| {Path(stack.name).name} | {lane.route.name} | {'keep-alive' if keep else 'new'} | "
                     f"{stat(quiet, 0.5)} | {stat(quiet, 0.95)} | {stat(busy_, 0.5)} | {stat(busy_, 0.95)} |"
                 )
     return "\n".join(lines)
@@ -257,12 +282,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("trees", nargs="*", type=Path, default=[harness.ROOT])
     parser.add_argument("--pairs", type=int, default=60, help="pairs per cell per round and scenario")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--peers", default="", help="other dispatchers too, e.g. bare,roundrobin,litellm,herd"
+    )
     args = parser.parse_args(argv)
+    from . import firsttoken_peers
+
+    peers = firsttoken_peers.parse(args.peers)
+    if "herd" in peers:
+        firsttoken_peers.in_netns(sys.argv[1:] if argv is None else argv)
     stacks: list[Stack] = []
     out: dict[Cell, list[list[float]]] = {}
+    peer_rig: harness.Rig | None = None
     try:
         for tree in args.trees:
             stacks.append(start_stack(tree.resolve()))
+        if peers:
+            peer_rig, peer_stacks = firsttoken_peers.start(peers)
+            stacks += peer_stacks
         one_round(stacks, 5, "warm-up", {})
         for r in range(args.rounds):
             for scenario in ("quiet", "busy") if r % 2 == 0 else ("busy", "quiet"):
@@ -276,12 +313,14 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for stack in stacks:
             stack.close()
-    n = len(stacks) * len(ROUTES) * 2
+        if peer_rig:
+            peer_rig.close()
+    n = sum(len(stack.lanes) for stack in stacks) * 2
     loads = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"\nadded TTFT (Corral - simulator direct, paired), ms: median over {args.rounds} interleaved rounds of "
-        f"{args.pairs} pairs per cell (min-max of the rounds); {n} cells alternating pair by pair; busy = "
-        f"{BUSY_PROCESSES} sleep-and-wake processes; load average at the end {loads}\n"
+        f"\nadded TTFT (through the dispatcher - the engine direct, paired), ms: median over {args.rounds} "
+        f"interleaved rounds of {args.pairs} pairs per cell (min-max of the rounds); {n} cells alternating pair by "
+        f"pair; busy = {BUSY_PROCESSES} sleep-and-wake processes; load average at the end {loads}\n"
     )
     print(table(stacks, out))
 

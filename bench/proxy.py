@@ -79,6 +79,7 @@ def build_app(backends: list[str], policy: str, assign: dict[str, int] | None = 
     routes: list[Any] = [
         Route("/api/generate", forward, methods=["POST"]),
         Route("/api/chat", forward, methods=["POST"]),
+        Route("/v1/chat/completions", forward, methods=["POST"]),  # an OpenAI-flavoured host's
         Route("/api/tags", tags, methods=["GET"]),
     ]
     return Starlette(routes=routes)
