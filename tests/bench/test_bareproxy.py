@@ -65,7 +65,11 @@ async def proxy() -> AsyncIterator[tuple[Upstream, int]]:
 
 def request(body: bytes, close: bool = False) -> bytes:
     connection = b"Connection: close\r\n" if close else b""
-    return b"POST /api/chat HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s" % (connection, len(body), body)
+    return b"POST /api/chat HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        connection,
+        len(body),
+        body,
+    )
 
 
 async def read_to(reader: asyncio.StreamReader, end: bytes) -> bytes:
@@ -79,7 +83,9 @@ async def test_each_chunk_reaches_the_client_before_the_next_is_written() -> Non
         writer.write(request(b'{"model":"m"}'))
         head = await read_to(reader, b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head
-        assert await read_to(reader, b"first\n\r\n") == b"6\r\nfirst\n\r\n"  # while the upstream holds the rest
+        assert (
+            await read_to(reader, b"first\n\r\n") == b"6\r\nfirst\n\r\n"
+        )  # while the upstream holds the rest
         upstream.release.set()
         assert await read_to(reader, b"0\r\n\r\n") == b"7\r\nsecond\n\r\n0\r\n\r\n"
         assert upstream.bodies == [b'{"model":"m"}']

@@ -6,7 +6,20 @@ import socket
 
 import pytest
 
-from bench.firsttoken import busy, job_chunk, ndjson_token, read_lines, sse_token
+from bench.firsttoken import (
+    ROUTES,
+    Cell,
+    Lane,
+    Stack,
+    busy,
+    job_chunk,
+    ndjson_token,
+    one_round,
+    read_lines,
+    sse_token,
+    table,
+)
+from bench.firsttoken_peers import OLLAMA_CHAT, parse
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +58,40 @@ def test_the_busy_load_runs_only_inside_its_block() -> None:
     with busy(bound=30) as procs:
         assert len(procs) == 6 and all(proc.is_alive() for proc in procs)
     assert not any(proc.is_alive() for proc in procs)
+
+
+class Recorder(Stack):
+    """A stack that measures nothing: it records which lane was asked when."""
+
+    def __init__(self, name: str, lanes: list[Lane], log: list[tuple[str, str, bool]]) -> None:
+        super().__init__(name, lanes)
+        self.log = log
+
+    def added(self, lane: Lane, keep_alive: bool, prompt: str) -> float:
+        self.log.append((self.name, lane.route.name, keep_alive))
+        return 0.001
+
+
+def test_a_peer_takes_turns_with_corral_on_the_routes_it_serves() -> None:
+    log: list[tuple[str, str, bool]] = []
+    corral = Recorder("corral", [Lane(route, "http://api", "http://sim") for route in ROUTES], log)
+    peer = Recorder("peer", [Lane(OLLAMA_CHAT, "http://peer", "http://sim")], log)
+    out: dict[Cell, list[list[float]]] = {}
+    one_round([corral, peer], 2, "quiet", out)
+    first_pair = log[: len(log) // 2]
+    assert first_pair[2:6] == [("corral", "/api/chat", True), ("peer", "/api/chat", True),
+                               ("corral", "/api/chat", False), ("peer", "/api/chat", False)]  # fmt: skip
+    assert log[len(log) // 2 :] == first_pair[::-1]  # the next pair the other way round
+    assert out[("peer", "/api/chat", False, "quiet")] == [[0.001, 0.001]]
+    assert ("peer", "POST /jobs (stream)", True, "quiet") not in out
+    assert "| peer | /api/chat | new |" in table([corral, peer], {**out, **relabel(out, "busy")})
+
+
+def relabel(out: dict[Cell, list[list[float]]], scenario: str) -> dict[Cell, list[list[float]]]:
+    return {(stack, route, keep, scenario): runs for (stack, route, keep, _), runs in out.items()}
+
+
+def test_peers_are_named_from_a_list() -> None:
+    assert parse("bare, herd") == ["bare", "herd"] and parse("") == []
+    with pytest.raises(SystemExit, match="unknown nginx"):
+        parse("bare,nginx")
