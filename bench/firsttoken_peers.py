@@ -11,7 +11,8 @@ with the engine called directly the way that dispatcher calls it.
   needs a network namespace of its own (its router speaks mDNS), so the benchmark runs itself again under
   ``unshare --net`` as ``bench.scheduling`` does.
 
-LiteLLM and ollama-herd come from their own virtualenvs (``python -m bench.peers``).
+LiteLLM and ollama-herd run from virtualenvs of their own under ``.corral/peers/``, installed on first use
+(``bench/peers.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .core import TTFT_SIM
 from .dispatchers import in_own_netns, spawn, start_herd, start_litellm
 from .firsttoken import ROUTES, Lane, Route, Stack, sse_token
 from .harness import ROOT, Rig, free_port, wait
+from .peers import HERD, LITELLM, Peer, install
 from .workloads import Workload
 
 OLLAMA_CHAT = ROUTES[1]  # /api/chat, against the engine's /api/chat
@@ -94,7 +96,15 @@ def roundrobin(rig: Rig, engines: Engines) -> Stack:
     return Stack("round-robin proxy", proxy_lanes(rig, engines, "round-robin", argv))
 
 
+def installed(peer: Peer) -> None:
+    """Install ``peer`` into its own virtualenv if it is not there yet (as ``make bench-scheduling`` does)."""
+    why = install(peer)
+    if why:
+        raise SystemExit(f"{peer.name} could not be installed: {why}")
+
+
 def litellm(rig: Rig, engines: Engines) -> Stack:
+    installed(LITELLM)
     work = Workload("ttft", "", [MODEL], {}, [0.0], [1.0])
     target = start_litellm(rig, [engines.ollama()], work, "simple-shuffle", provider="ollama_chat")
     return Stack(
@@ -103,6 +113,7 @@ def litellm(rig: Rig, engines: Engines) -> Stack:
 
 
 def herd(rig: Rig, engines: Engines) -> Stack:
+    installed(HERD)
     target = start_herd(rig, [engines.ollama()], ONE_MODEL)
     return Stack(
         "ollama-herd (strict)",
