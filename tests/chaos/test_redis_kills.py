@@ -13,6 +13,7 @@ import re
 import statistics
 import time
 from collections import Counter
+from typing import Any
 
 import orjson
 import psutil
@@ -30,6 +31,10 @@ FAST = {"heartbeat_interval": 0.3, "heartbeat_ttl": 2.0, "janitor_interval": 0.2
 KILLS = int(os.environ.get("CHAOS_REDIS_KILLS", "10"))
 # submits per second (the issue's load); threads of httpx clients reached 69-250/s on 2 shared cores
 RATE = float(os.environ.get("CHAOS_SUBMIT_RATE", "300"))
+# submitters the load is spread over (round robin), each job at one of the three priorities by turn when over 1:
+# the fair-share index's sub-queues, active sets and levels under the kills, not one sub-queue
+SUBMITTERS = int(os.environ.get("CHAOS_SUBMITTERS", "1"))
+PRIORITIES = ("normal", "high", "low")
 ENDED = {"finished", "failed", "canceled"}  # RQ's words, in the job hash
 
 
@@ -98,7 +103,7 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
         fleet.worker(sim, f"w{i}", worker_slots=8, push_dispatch=push, **FAST)
     api = fleet.api(**FAST)
     cpu = CPU(fleet)
-    load = SubmitLoad(api, RATE).start()
+    load = SubmitLoad(api, RATE, body=body).start()
     try:
         down = 0.0  # seconds from each kill until Redis answers again (its AOF loaded)
         for _ in range(KILLS):
@@ -124,7 +129,7 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
     inflight = sum(fleet.redis.llen(k) for k in fleet.redis.scan_iter("corral:inflight:*"))
     print(f"\n{KILLS} redis kill -9 in {load.elapsed:.1f}s, push dispatch {push}: {len(ids)} jobs accepted "
           f"({load.achieved:.0f}/s; {len(ids) / (load.elapsed - down):.0f}/s while Redis was up, {down:.1f}s down; "
-          f"{load.offered:.0f}/s sent on a schedule of {RATE:.0f}/s; 202 p50 "
+          f"{load.offered:.0f}/s sent on a schedule of {RATE:.0f}/s, {SUBMITTERS} submitter(s); 202 p50 "
           f"{statistics.median(load.latencies) * 1000:.1f} ms); answers {dict(load.outcomes)}\n"
           f"  {usage}\n  outcomes {dict(counts)}; stuck {stuck}, left in flight {inflight}; "
           f"ran more than once: {dict(reruns(fleet, ids))}; put back by the walk: {rescued(fleet)}")  # fmt: skip
@@ -132,6 +137,14 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
         counts,
         [where(fleet, i) for i in ids if i not in ended(fleet, ids)],
     )
+
+
+def body(n: int) -> dict[str, Any]:
+    """The n-th submit: SubmitLoad's, spread over SUBMITTERS and their priorities."""
+    if SUBMITTERS == 1:
+        return {"model": "llama3", "prompt": f"k{n} w w w"}
+    who, level = n % SUBMITTERS, PRIORITIES[(n // SUBMITTERS) % len(PRIORITIES)]
+    return {"model": "llama3", "prompt": f"k{n} w w w", "submitter": f"t{who}", "priority": level}
 
 
 def rescued(fleet: Fleet) -> int:
