@@ -127,11 +127,15 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
         counts = outcomes(fleet, ids)
     stuck = counts["started"] + counts["queued"]
     inflight = sum(fleet.redis.llen(k) for k in fleet.redis.scan_iter("corral:inflight:*"))
+    # ids left in the queues and the fair-share index once every job ended (stale entries: skipped by the pops)
+    left = {
+        p: sum(fleet.redis.llen(k) for k in fleet.redis.scan_iter(p)) for p in ("rq:queue:*", "corral:sq:*")
+    }
     print(f"\n{KILLS} redis kill -9 in {load.elapsed:.1f}s, push dispatch {push}: {len(ids)} jobs accepted "
           f"({load.achieved:.0f}/s; {len(ids) / (load.elapsed - down):.0f}/s while Redis was up, {down:.1f}s down; "
           f"{load.offered:.0f}/s sent on a schedule of {RATE:.0f}/s, {SUBMITTERS} submitter(s); 202 p50 "
           f"{statistics.median(load.latencies) * 1000:.1f} ms); answers {dict(load.outcomes)}\n"
-          f"  {usage}\n  outcomes {dict(counts)}; stuck {stuck}, left in flight {inflight}; "
+          f"  {usage}\n  outcomes {dict(counts)}; stuck {stuck}, left in flight {inflight}, in lists {left}; "
           f"ran more than once: {dict(reruns(fleet, ids))}; put back by the walk: {rescued(fleet)}")  # fmt: skip
     assert stuck == 0 and inflight == 0, (
         counts,
