@@ -25,6 +25,11 @@ from .scripts import RESCUE, NoKeys, RescueArgs
 log = logging.getLogger("corral.janitor")
 STEP = 1000  # history entries looked at per pass (one HMGET each, inside the script: ~0.5 ms of Redis)
 BUDGET = 100_000  # queue list entries a pass may walk to look for a queued job (LPOS is linear)
+REASONS = {  # the job rescued line's reason, by what the step did
+    "queued": "queued but in no queue: put back at its front",
+    "indexed": "queued but out of the fair-share index: indexed again",
+    "listed": "started but not in flight: listed again",
+}
 
 
 @dataclass
@@ -54,14 +59,7 @@ class OrphanWalk:
         )
         self.cursor = int(after)
         out = Rescued(*([i.decode() for i in ids] for ids in found))
-        for job_id in out.queued:
-            job_event(
-                "rescued", job_id, logging.WARNING, reason="queued but in no queue: put back at its front"
-            )
-        for job_id in out.listed:
-            job_event("rescued", job_id, logging.WARNING, reason="started but not in flight: listed again")
-        for job_id in out.indexed:
-            job_event(
-                "rescued", job_id, logging.WARNING, reason="queued but out of the fair-share index: indexed again"
-            )
+        for kind, reason in REASONS.items():
+            for job_id in getattr(out, kind):
+                job_event("rescued", job_id, logging.WARNING, reason=reason)
         return out

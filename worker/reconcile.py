@@ -61,6 +61,6 @@ class Reconcile:
             except TRANSIENT as exc:
                 self.suspects.clear()  # the next check starts afresh
                 log.debug("in-flight check skipped, redis unavailable: %s", exc)
-            except Exception as exc:  # a command refused (OOM, MISCONF, READONLY...): this loop must never end
+            except Exception as exc:  # a command refused (OOM, MISCONF...): this loop must never end
                 self.suspects.clear()
                 log.warning("in-flight check failed (%s: %s); trying again", type(exc).__name__, exc)
