@@ -13,6 +13,7 @@ import re
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,6 +35,11 @@ RATE = float(os.environ.get("CHAOS_SUBMIT_RATE", "300"))
 # submitters the load is spread over (round robin), each job at one of the three priorities by turn when over 1:
 # the fair-share index's sub-queues, active sets and levels under the kills, not one sub-queue
 SUBMITTERS = int(os.environ.get("CHAOS_SUBMITTERS", "1"))
+# A kill -9 of the process alone loses nothing the AOF was given (the kernel still writes it out). With this many
+# seconds (at most 1.5), each kill also drops what the AOF gained in the seconds before it, at whatever byte the
+# cut falls, as a power loss would with `appendfsync everysec` (Redis loads a truncated AOF up to its last whole
+# command and drops a MULTI/EXEC without its EXEC): the workers and the API act on replies Redis has forgotten.
+AOF_LOSS = float(os.environ.get("CHAOS_AOF_LOSS", "0"))
 PRIORITIES = ("normal", "high", "low")
 ENDED = {"finished", "failed", "canceled"}  # RQ's words, in the job hash
 
@@ -106,10 +112,14 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
     load = SubmitLoad(api, RATE, body=body).start()
     try:
         down = 0.0  # seconds from each kill until Redis answers again (its AOF loaded)
+        cut = 0  # AOF bytes dropped after the kills (AOF_LOSS)
         for _ in range(KILLS):
-            time.sleep(1.5)  # the load runs between kills
+            time.sleep(1.5 - AOF_LOSS)  # the load runs between kills
+            mark = aof_tail(redis_server)
+            time.sleep(AOF_LOSS)
             redis_server.kill()
             killed = time.monotonic()
+            cut += lose_aof_tail(redis_server, mark)
             redis_server.start()
             down += time.monotonic() - killed
     finally:
@@ -133,7 +143,8 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
     }
     print(f"\n{KILLS} redis kill -9 in {load.elapsed:.1f}s, push dispatch {push}: {len(ids)} jobs accepted "
           f"({load.achieved:.0f}/s; {len(ids) / (load.elapsed - down):.0f}/s while Redis was up, {down:.1f}s down; "
-          f"{load.offered:.0f}/s sent on a schedule of {RATE:.0f}/s, {SUBMITTERS} submitter(s); 202 p50 "
+          f"{load.offered:.0f}/s sent on a schedule of {RATE:.0f}/s, {SUBMITTERS} submitter(s), {cut:,} AOF bytes "
+          f"cut; 202 p50 "
           f"{statistics.median(load.latencies) * 1000:.1f} ms); answers {dict(load.outcomes)}\n"
           f"  {usage}\n  outcomes {dict(counts)}; stuck {stuck}, left in flight {inflight}, in lists {left}; "
           f"ran more than once: {dict(reruns(fleet, ids))}; put back by the walk: {rescued(fleet)}")  # fmt: skip
@@ -141,6 +152,25 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
         counts,
         [where(fleet, i) for i in ids if i not in ended(fleet, ids)],
     )
+
+
+def aof_tail(server: RedisServer) -> tuple[Path, int] | None:
+    """The AOF file being appended to and its size now (None: none yet, or no loss asked)."""
+    files = sorted(
+        (server.data_dir / "appendonlydir").glob("*.incr.aof"), key=lambda f: int(f.name.split(".")[-3])
+    )
+    if not AOF_LOSS or not files:
+        return None
+    return files[-1], files[-1].stat().st_size
+
+
+def lose_aof_tail(server: RedisServer, mark: tuple[Path, int] | None) -> int:
+    """Cut the AOF back to ``mark`` (the writes since it lost); 0 when it was rewritten meanwhile."""
+    now = aof_tail(server)
+    if mark is None or now is None or now[0] != mark[0]:
+        return 0
+    os.truncate(mark[0], mark[1])
+    return now[1] - mark[1]
 
 
 def body(n: int) -> dict[str, Any]:
