@@ -3,7 +3,8 @@ it. A bench (``pytest -m bench tests/chaos/test_redis_kills.py -s``), with push 
 pop): about a minute each, over ``make test``'s budget. A job whose enqueue fell in the last second before a kill
 may be gone with the AOF's unsynced second (``appendfsync everysec``): counted as lost, apart from the stuck ones.
 The submits come from ``bench.submit_load`` (asyncio, open loop at ``RATE``); the achieved rate, the machine's load
-and the CPU of each process are printed."""
+and the CPU of each process are printed. ``CHAOS_SUBMITTERS`` spreads them over submitters and priorities;
+``CHAOS_AOF_LOSS`` makes each kill a power loss (the AOF's last seconds cut), whose lost jobs are expected."""
 
 from __future__ import annotations
 
