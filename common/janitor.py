@@ -72,7 +72,7 @@ class Janitor:
                 self._reap_unregistered(result)
             self._expire_waiting(result)
             rescued = self.orphans.next_step()
-            result.rescued = len(rescued.queued) + len(rescued.listed)
+            result.rescued = len(rescued)
         finally:
             RELEASE_LOCK(self.redis, LockKey(lock=keys.JANITOR_LOCK), LockArgs(token=self.token))
         return result

@@ -17,7 +17,6 @@ from .models import Models
 log = logging.getLogger("corral.worker")
 # Fault injection for the tests: the worker dies (like a SIGKILL) at the named point. Never set in production.
 FAULT_POINT = os.environ.get("CORRAL_TEST_FAULT", "")
-STARTS_KEPT = 256  # the latest starts remembered: far more than the handed jobs a worker can have in transit
 
 
 def nanoseconds(value: Any) -> float | None:
@@ -63,25 +62,25 @@ class Jobs:
         self.slots = Slots(slots)
         self.wake = wake
         self.active: dict[str, Active] = {}
-        self._starts: dict[str, None] = {}  # "id/start seq" of the latest starts, oldest first
         self.cold: set[str] = set()  # running jobs that found their model cold here: their load is measured
         runner.on_final = self.measure
 
     def start(self, job: PoppedJob) -> Active | None:
-        """Start ``job`` in the slot the caller holds, unless this start of it has run already (the slot then goes
+        """Start ``job`` in the slot the caller holds, unless this start of it runs already (the slot then goes
         back and None is returned).
 
         Every job starts here, handed or popped. A job an enqueue hands to a parked worker comes twice when its
         message is still on its way as the worker's next pop runs: by the message, and by that pop's answer (the
-        hand is kept for the next pop in case the message is lost). Both pass here, so the record of the latest
-        starts makes the second a no-op; a job re-queued and popped again has a new start sequence and starts."""
-        key = f"{job.id}/{job.start_seq}"
-        if key in self._starts:
+        hand is kept for the next pop in case the message is lost). Both pass here, and the second is a no-op
+        while the first runs; a job re-queued and popped again has a new start sequence and starts. A start seen
+        before that no longer runs starts again: after Redis lost its last writes (a power loss, a failover), the
+        pop that took the job is forgotten, its run here was fenced off, and a pop takes it again with the same
+        start sequence (ignored, the job would stay started and not run until the in-flight check re-queued it,
+        an attempt spent). A duplicate whose first start ended meanwhile is fenced off at its first event."""
+        running = self.active.get(job.id)
+        if running is not None and running.job.start_seq == job.start_seq:
             self.slots.release()
             return None
-        self._starts[key] = None
-        if len(self._starts) > STARTS_KEPT:
-            del self._starts[next(iter(self._starts))]
         crash_here("after_pop")
         if job.model not in self.models.warm():
             self.cold.add(job.id)

@@ -52,7 +52,8 @@ class Reconcile:
         return not await self.store.inflight(self.worker_id)
 
     async def run(self, interval: float) -> None:
-        """Check every ``interval`` seconds until cancelled; Redis outages are waited out."""
+        """Check every ``interval`` seconds until cancelled; Redis outages and refused commands are waited out (a
+        loop that ended would leave this worker's orphans started for as long as it lives)."""
         while True:
             await asyncio.sleep(interval)
             try:
@@ -60,3 +61,6 @@ class Reconcile:
             except TRANSIENT as exc:
                 self.suspects.clear()  # the next check starts afresh
                 log.debug("in-flight check skipped, redis unavailable: %s", exc)
+            except Exception as exc:  # a command refused (OOM, MISCONF...): this loop must never end
+                self.suspects.clear()
+                log.warning("in-flight check failed (%s: %s); trying again", type(exc).__name__, exc)

@@ -54,17 +54,23 @@ local function weight(s)
   return w
 end
 
+-- make submitter s of level (m, p) one the pop serves (a no-op when it is): its turn comes at the level's virtual
+-- time
+local function activate(m, p, s)
+  local vt = redis.call('HGET', VTIME, m .. '|' .. p) or '0'
+  if redis.call('EXISTS', active_key(m, p)) == 0 then  -- the level was empty: its wait for aging starts now
+    redis.call('HSET', SERVED, m .. '|' .. p, string.format('%.3f', clock()))
+  end
+  redis.call('ZADD', active_key(m, p), 'NX', vt, s)
+end
+
 -- put a queued id into the fair-share index (at the front for a retry); returns the length of the submitter's
 -- sub-queue
 local function index_push(m, p, s, id, front)
   local q = subqueue_key(m, p, s)
   local n
   if front then n = redis.call('LPUSH', q, id) else n = redis.call('RPUSH', q, id) end
-  local vt = redis.call('HGET', VTIME, m .. '|' .. p) or '0'
-  if redis.call('EXISTS', active_key(m, p)) == 0 then  -- the level was empty: its wait for aging starts now
-    redis.call('HSET', SERVED, m .. '|' .. p, string.format('%.3f', clock()))
-  end
-  redis.call('ZADD', active_key(m, p), 'NX', vt, s)
+  activate(m, p, s)
   return n
 end
 

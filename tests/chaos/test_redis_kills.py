@@ -3,7 +3,8 @@ it. A bench (``pytest -m bench tests/chaos/test_redis_kills.py -s``), with push 
 pop): about a minute each, over ``make test``'s budget. A job whose enqueue fell in the last second before a kill
 may be gone with the AOF's unsynced second (``appendfsync everysec``): counted as lost, apart from the stuck ones.
 The submits come from ``bench.submit_load`` (asyncio, open loop at ``RATE``); the achieved rate, the machine's load
-and the CPU of each process are printed."""
+and the CPU of each process are printed. ``CHAOS_SUBMITTERS`` spreads them over submitters and priorities;
+``CHAOS_AOF_LOSS`` makes each kill a power loss (the AOF's last seconds cut), whose lost jobs are expected."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import re
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -30,6 +33,15 @@ FAST = {"heartbeat_interval": 0.3, "heartbeat_ttl": 2.0, "janitor_interval": 0.2
 KILLS = int(os.environ.get("CHAOS_REDIS_KILLS", "10"))
 # submits per second (the issue's load); threads of httpx clients reached 69-250/s on 2 shared cores
 RATE = float(os.environ.get("CHAOS_SUBMIT_RATE", "300"))
+# submitters the load is spread over (round robin), each job at one of the three priorities by turn when over 1:
+# the fair-share index's sub-queues, active sets and levels under the kills, not one sub-queue
+SUBMITTERS = int(os.environ.get("CHAOS_SUBMITTERS", "1"))
+# A kill -9 of the process alone loses nothing the AOF was given (the kernel still writes it out). With this many
+# seconds (at most 1.5), each kill also drops what the AOF gained in the seconds before it, at whatever byte the
+# cut falls, as a power loss would with `appendfsync everysec` (Redis loads a truncated AOF up to its last whole
+# command and drops a MULTI/EXEC without its EXEC): the workers and the API act on replies Redis has forgotten.
+AOF_LOSS = float(os.environ.get("CHAOS_AOF_LOSS", "0"))
+PRIORITIES = ("normal", "high", "low")
 ENDED = {"finished", "failed", "canceled"}  # RQ's words, in the job hash
 
 
@@ -98,13 +110,17 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
         fleet.worker(sim, f"w{i}", worker_slots=8, push_dispatch=push, **FAST)
     api = fleet.api(**FAST)
     cpu = CPU(fleet)
-    load = SubmitLoad(api, RATE).start()
+    load = SubmitLoad(api, RATE, body=body).start()
     try:
         down = 0.0  # seconds from each kill until Redis answers again (its AOF loaded)
+        cut = 0  # AOF bytes dropped after the kills (AOF_LOSS)
         for _ in range(KILLS):
-            time.sleep(1.5)  # the load runs between kills
+            time.sleep(1.5 - AOF_LOSS)  # the load runs between kills
+            mark = aof_tail(redis_server)
+            time.sleep(AOF_LOSS)
             redis_server.kill()
             killed = time.monotonic()
+            cut += lose_aof_tail(redis_server, mark)
             redis_server.start()
             down += time.monotonic() - killed
     finally:
@@ -122,16 +138,48 @@ def test_ten_redis_kill9_under_load_leave_no_job_stuck(
         counts = outcomes(fleet, ids)
     stuck = counts["started"] + counts["queued"]
     inflight = sum(fleet.redis.llen(k) for k in fleet.redis.scan_iter("corral:inflight:*"))
+    # ids left in the queues and the fair-share index once every job ended (stale entries: skipped by the pops)
+    left = {
+        p: sum(fleet.redis.llen(k) for k in fleet.redis.scan_iter(p)) for p in ("rq:queue:*", "corral:sq:*")
+    }
     print(f"\n{KILLS} redis kill -9 in {load.elapsed:.1f}s, push dispatch {push}: {len(ids)} jobs accepted "
           f"({load.achieved:.0f}/s; {len(ids) / (load.elapsed - down):.0f}/s while Redis was up, {down:.1f}s down; "
-          f"{load.offered:.0f}/s sent on a schedule of {RATE:.0f}/s; 202 p50 "
+          f"{load.offered:.0f}/s sent on a schedule of {RATE:.0f}/s, {SUBMITTERS} submitter(s), {cut:,} AOF bytes "
+          f"cut; 202 p50 "
           f"{statistics.median(load.latencies) * 1000:.1f} ms); answers {dict(load.outcomes)}\n"
-          f"  {usage}\n  outcomes {dict(counts)}; stuck {stuck}, left in flight {inflight}; "
+          f"  {usage}\n  outcomes {dict(counts)}; stuck {stuck}, left in flight {inflight}, in lists {left}; "
           f"ran more than once: {dict(reruns(fleet, ids))}; put back by the walk: {rescued(fleet)}")  # fmt: skip
     assert stuck == 0 and inflight == 0, (
         counts,
         [where(fleet, i) for i in ids if i not in ended(fleet, ids)],
     )
+
+
+def aof_tail(server: RedisServer) -> tuple[Path, int] | None:
+    """The AOF file being appended to and its size now (None: none yet, or no loss asked)."""
+    files = sorted(
+        (server.data_dir / "appendonlydir").glob("*.incr.aof"), key=lambda f: int(f.name.split(".")[-3])
+    )
+    if not AOF_LOSS or not files:
+        return None
+    return files[-1], files[-1].stat().st_size
+
+
+def lose_aof_tail(server: RedisServer, mark: tuple[Path, int] | None) -> int:
+    """Cut the AOF back to ``mark`` (the writes since it lost); 0 when it was rewritten meanwhile."""
+    now = aof_tail(server)
+    if mark is None or now is None or now[0] != mark[0]:
+        return 0
+    os.truncate(mark[0], mark[1])
+    return now[1] - mark[1]
+
+
+def body(n: int) -> dict[str, Any]:
+    """The n-th submit: SubmitLoad's, spread over SUBMITTERS and their priorities."""
+    if SUBMITTERS == 1:
+        return {"model": "llama3", "prompt": f"k{n} w w w"}
+    who, level = n % SUBMITTERS, PRIORITIES[(n // SUBMITTERS) % len(PRIORITIES)]
+    return {"model": "llama3", "prompt": f"k{n} w w w", "submitter": f"t{who}", "priority": level}
 
 
 def rescued(fleet: Fleet) -> int:

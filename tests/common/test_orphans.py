@@ -92,9 +92,45 @@ def test_the_walk_is_a_bounded_step_per_pass_in_a_circle(store: BlockingStore, r
 def test_the_queue_lookups_stay_within_the_budget(store: BlockingStore, r: redis.Redis) -> None:
     ids = [store.enqueue(JobRequest(model="m", prompt=str(i))).id for i in range(6)]
     r.lrem(keys.queue_key(M), 0, ids[4])  # 5 left in the queue
-    walk = OrphanWalk(r, step=100, budget=12)  # two lookups of 5 entries, then the step ends
+    # a job in its queue costs the queue (5) and its sub-queue (6): two such jobs, then the step ends
+    walk = OrphanWalk(r, step=100, budget=23)
     assert [walk.next_step().queued for _ in range(2)] == [[], []] and walk.cursor == 4
     assert walk.next_step().queued == [ids[4]] and walk.cursor == 0
     r.lrem(keys.queue_key(M), 0, ids[5])
     short = OrphanWalk(r, step=100, budget=3)  # a queue longer than the whole budget is not looked into
     assert short.next_step().queued == [] and short.cursor == 0
+
+
+@pytest.mark.parametrize("left_in", ["queue", "queue and sub-queue"])
+def test_a_queued_job_out_of_the_fair_share_index_is_indexed_again_and_not_starved(
+    store: BlockingStore, r: redis.Redis, left_in: str
+) -> None:
+    """Queued and in its RQ list, but out of the index: the re-queue by hand of operations.md (an LPUSH on the RQ
+    list), or a sub-queue whose submitter left its level's active set. The pop serves the index first and the RQ
+    list only once the index is empty, so before, another submitter's queue always went first (starved under a
+    steady load); now the walk puts it back in the index and it is popped in its turn."""
+    job_id = store.enqueue(JobRequest(model="m", prompt="x", submitter="a")).id
+    others = [store.enqueue(JobRequest(model="m", prompt=str(i), submitter="b")).id for i in range(4)]
+    popped = store.pop("gone", [M])  # a's job, by a worker that is gone
+    assert popped is not None and popped.id == job_id
+    r.hset(keys.job_key(job_id), "status", "queued")  # operations.md's "Re-queue a job by hand"
+    r.lrem(keys.inflight_key("gone"), 0, job_id)
+    r.lpush(keys.queue_key(M), job_id)
+    if left_in == "queue and sub-queue":
+        r.lpush(keys.subqueue_key(M, "normal", "a"), job_id)  # (and a is not in the level's active set)
+    assert OrphanWalk(r).next_step() == Rescued(indexed=[job_id])
+    assert r.zscore(keys.active_key(M, "normal"), "a") is not None
+    assert r.lrange(keys.subqueue_key(M, "normal", "a"), 0, -1) == [job_id.encode()]
+    first = store.pop("w", [M])
+    assert first is not None and first.id == job_id  # (before: others[0]; the job came last)
+    assert [p.id for p in (store.pop("w", [M]) for _ in others) if p] == others
+    assert store.pop("w", [M]) is None and OrphanWalk(r).next_step() == Rescued()
+
+
+def test_an_indexed_queued_job_is_left_alone(store: BlockingStore, r: redis.Redis) -> None:
+    ids = [store.enqueue(JobRequest(model="m", prompt=str(i), submitter=s)).id for i, s in enumerate("abab")]
+    before = {k: r.lrange(k, 0, -1) for k in (keys.queue_key(M), keys.subqueue_key(M, "normal", "a"))}
+    assert OrphanWalk(r).next_step() == Rescued()
+    assert {k: r.lrange(k, 0, -1) for k in before} == before
+    assert r.zrange(keys.active_key(M, "normal"), 0, -1) == [b"a", b"b"]
+    assert [e["type"] for e in store.events(ids[0])] == ["queued"]

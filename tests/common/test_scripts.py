@@ -263,11 +263,11 @@ def test_rescue_puts_back_a_queued_job_in_no_queue_and_a_started_one_in_no_list(
     r.lrem(keys.subqueue_key(M, "normal", "anon"), 0, "j2")
     rescue = scripts.RESCUE
     reply = rescue(r, scripts.NoKeys(), scripts.RescueArgs(cursor=0, step=10, budget=100))
-    assert reply == [0, [b"j2"], [b"j0"]]
+    assert reply == [0, [b"j2"], [b"j0"], []]
     assert text(r.lrange(keys.queue_key(M), 0, -1)) == ["j2", "j1"]
     assert text(r.lrange(keys.subqueue_key(M, "normal", "anon"), 0, -1)) == ["j2", "j1"]
     assert text(r.lrange(keys.inflight_key("w1"), 0, -1)) == ["j0"]
-    assert rescue(r, scripts.NoKeys(), scripts.RescueArgs(cursor=0, step=10, budget=100)) == [0, [], []]
+    assert rescue(r, scripts.NoKeys(), scripts.RescueArgs(cursor=0, step=10, budget=100)) == [0, [], [], []]
 
 
 def test_requeue_puts_a_job_back_at_the_front_then_gives_up(r: redis.Redis, channels: Any) -> None:

@@ -147,3 +147,22 @@ def test_a_job_task_cancelled_before_it_ran_drops_the_request_sent_early() -> No
         await w.backend.close()
 
     asyncio.run(scenario())
+
+
+def test_a_start_seen_before_that_no_longer_runs_starts_again() -> None:
+    """Redis lost the pop that took the job (its last second, a power loss or a failover): the run here was
+    fenced off and ended, and a pop takes the job again with the same start sequence. Before, that start was
+    ignored: the job stayed started with nothing running it until the in-flight check re-queued it (an attempt
+    spent, ~2 check intervals)."""
+
+    async def scenario() -> None:
+        w, started = worker(slots=2)
+        await w.jobs.slots.acquire()
+        w.dispatcher.start(job("r"))
+        del w.jobs.active["r"]  # that run ended (fenced off: Redis had forgotten the pop)
+        w.jobs.slots.release()
+        await w.jobs.slots.acquire()
+        assert w.dispatcher.start(job("r")) is not None
+        assert started == ["r/1", "r/1"] and w.reconcile.known() == {"r"}
+
+    asyncio.run(scenario())

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
 from corral.worker.reconcile import Reconcile
 
@@ -99,5 +100,38 @@ def test_a_stale_attempt_ending_leaves_the_next_attempt_known() -> None:
         for _ in range(5):
             await asyncio.sleep(0)
         assert w.reconcile.known() == set()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_command_does_not_end_the_checks() -> None:
+    """Before: any error but a lost connection (an OOM or MISCONF refusal, a replica's READONLY) ended the check
+    loop for the worker's life, and a job whose pop reply was lost later stayed started forever."""
+
+    class Refusing(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 1
+            self.requeue_seen = asyncio.Event()
+
+        async def inflight(self, worker_id: str) -> list[str]:
+            if self.refusals:
+                self.refusals -= 1
+                raise ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+            return await super().inflight(worker_id)
+
+        async def requeue(self, job_id: str, reason: str, **fence: Any) -> tuple[str, int]:
+            self.requeue_seen.set()
+            return await super().requeue(job_id, reason, **fence)
+
+    async def scenario() -> None:
+        store = Refusing()
+        store.listed = ["lost"]
+        task = asyncio.create_task(Reconcile(store, "w1", set).run(0.0))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(store.requeue_seen.wait(), 5)
+        finally:
+            task.cancel()
+        assert store.requeued == ["lost"] and store.refusals == 0
 
     asyncio.run(scenario())
