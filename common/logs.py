@@ -105,13 +105,16 @@ def job_submitted(job: PreparedJob, position: int) -> None:
 
 def job_requeued(job_id: str, outcome: tuple[str, int], reason: str, **fields: Any) -> None:
     """A warning line for a started job put back in its queue (REQUEUE's ``outcome``: requeued and its next
-    attempt), failed past the retry limit (failed and its attempts) or found no longer started (skipped)."""
+    attempt), failed past the retry limit (failed and its attempts), ended because its cancel had been asked
+    (canceled) or found no longer started (skipped)."""
     state, attempt = outcome
     if state == "requeued":
         job_event("requeued", job_id, logging.WARNING, **fields, next_attempt=attempt, reason=short(reason))
     elif state == "failed":
         job_event("finished", job_id, logging.WARNING, **fields, status="failed", attempts=attempt,
                   reason=short(f"gave up: {reason}"))  # fmt: skip
+    elif state == "canceled":
+        job_event("finished", job_id, logging.INFO, **fields, status="canceled", reason=short(reason))
     else:
         job_event("requeue_skipped", job_id, logging.INFO, **fields, reason="no longer started")
 

@@ -1,5 +1,6 @@
 -- REQUEUE: put a running job back at the front of its queue: started -> queued, with attempt + 1 when this
 -- attempt counts (a retry event); or, when it has used its attempts, started -> failed (an error event).
+-- A job whose cancel was asked while it ran ends canceled instead (its worker stopped before it could finish it).
 -- Fenced when the caller names the attempt or worker (the janitor names the dead worker); a job not started is
 -- left alone.
 --
@@ -16,17 +17,26 @@
 -- ARG.result_ttl     seconds a failed job's hash is kept
 -- ARG.counts         '1': this attempt counts towards the limit (else the job goes back with the same attempt)
 --
--- Returns {'requeued', attempt} | {'failed', attempt} | {'skipped'}.
+-- Returns {'requeued', attempt} | {'failed', attempt} | {'canceled', attempt} | {'skipped'}.
 
 redis.call('LREM', KEY.inflight, 0, ARG.id)
 local cur = redis.call('HMGET', KEY.job, 'attempt', 'worker_name', 'status', 'origin', 'model', 'priority',
-                      'submitter')
+                      'submitter', 'cancel')
 if cur[3] ~= 'started' then return {'skipped'} end
 if (ARG.attempt ~= '' and cur[1] ~= ARG.attempt) or (ARG.worker ~= '' and cur[2] ~= ARG.worker) then
   return {'skipped'}
 end
 if cur[5] then redis.call('HINCRBY', RUNNING, cur[5], -1) end
 local attempt = tonumber(cur[1])
+if cur[8] then  -- a cancel asked while it ran: it ends here, never runs again
+  redis.call('HSET', KEY.job, 'status', 'canceled', 'ended_at', ARG.now)
+  redis.call('HDEL', KEY.job, 'cancel')
+  local why = cjson.encode('cancelled; its worker stopped first (' .. ARG.reason .. ')')
+  emit(KEY.job, ARG.id, attempt, '{"type":"cancelled","reason":' .. why .. '}', ARG.maxlen, ARG.ttl_ms)
+  redis.call('EXPIRE', KEY.job, ARG.result_ttl)
+  redis.call('HINCRBY', STATS, 'finished:canceled', 1)
+  return {'canceled', attempt}
+end
 local counts = ARG.counts == '1'
 if counts and ARG.max_attempts ~= '' and attempt >= tonumber(ARG.max_attempts) then
   local err = 'gave up after ' .. attempt .. ' attempts: ' .. ARG.reason

@@ -163,6 +163,22 @@ def test_requeue_gives_up_after_max_retries(store: BlockingStore, r: redis.Redis
     assert view.status == "failed" and "gave up after 3 attempts" in (view.error or "")
 
 
+def test_a_job_cancelled_while_running_ends_cancelled_when_its_worker_dies(
+    store: BlockingStore, r: redis.Redis
+) -> None:
+    """The cancel flag survives the worker's death: the re-queue ends the job instead of running it again."""
+    serve(r, "m:latest")
+    job_id = store.enqueue(JobRequest(model="m", prompt="hi")).id
+    assert store.pop("w1", ["m:latest"]) is not None
+    assert store.cancel(job_id) == "cancelling"
+    assert store.requeue(job_id, "worker w1 died", worker_id="w1") == ("canceled", 1)
+    assert store.get(job_id).status == "cancelled"
+    assert store.pop("w2", ["m:latest"]) is None
+    assert r.llen(keys.inflight_key("w1")) == 0
+    last = store.events(job_id)[-1]
+    assert last["type"] == "cancelled" and "worker w1 died" in last["reason"]
+
+
 def test_cancel_queued_and_running(store: BlockingStore, r: redis.Redis) -> None:
     serve(r, "m:latest")
     queued = store.enqueue(JobRequest(model="m", prompt="1")).id
