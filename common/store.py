@@ -329,8 +329,11 @@ class AsyncJobStore(_Calls):
         return bool(await self.redis.exists(keys.job_key(job_id)))
 
     async def owner(self, job_id: str) -> str | None:
-        """The owner of a job ('' when it has none), or None when there is no such job."""
-        status, owner = await self.redis.hmget(keys.job_key(job_id), "status", "owner")
+        """The owner of a job ('' when it has none), or None when there is no such job. Through the lean client
+        (``scripts_client``): every stream's reader asks it, and a burst of readers would grow the pool."""
+        status, owner = await self.scripts_client.execute_command(
+            "HMGET", keys.job_key(job_id), "status", "owner"
+        )
         if status is None:
             return None
         return owner.decode() if owner else ""
