@@ -48,7 +48,8 @@ class Authenticate:
         self._required = bool(self.env_keys)
         self._checked_at = -math.inf
         self._refresh: asyncio.Task[None] | None = None
-        self._reading: asyncio.Future[None] | None = None  # the read of the flag under way
+        # the read of the flag under way: True once it succeeded
+        self._reading: asyncio.Future[bool] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

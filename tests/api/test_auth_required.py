@@ -84,7 +84,9 @@ def test_a_flag_over_a_second_old_is_read_by_the_request(now: list[float], gate:
     asyncio.run(run())
 
 
-def test_requests_that_find_the_flag_stale_together_share_one_read(now: list[float], gate: Authenticate) -> None:
+def test_requests_that_find_the_flag_stale_together_share_one_read(
+    now: list[float], gate: Authenticate
+) -> None:
     """A burst (thousands of stream readers connecting) sends one EXISTS, not one per request: each would take a
     Redis pool connection, growing the pool to its cap, and those connections outlived the burst."""
 
@@ -102,7 +104,9 @@ def test_requests_that_find_the_flag_stale_together_share_one_read(now: list[flo
     asyncio.run(run())
 
 
-def test_when_the_reading_request_leaves_the_waiting_one_reads_itself(now: list[float], gate: Authenticate) -> None:
+def test_when_the_reading_request_leaves_the_waiting_one_reads_itself(
+    now: list[float], gate: Authenticate
+) -> None:
     async def run() -> None:
         client = FlagRedis()
         async with asyncio.timeout(10):
