@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
 from typing import Any
 
@@ -47,6 +48,8 @@ class Authenticate:
         self._required = bool(self.env_keys)
         self._checked_at = -math.inf
         self._refresh: asyncio.Task[None] | None = None
+        # the read of the flag under way: True once it succeeded
+        self._reading: asyncio.Future[bool] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,9 +118,25 @@ class Authenticate:
         return self._required
 
     async def _check_required(self, client: Any) -> None:
+        """One read at a time: the requests that find the flag stale while it is read wait for that read (a burst
+        of thousands would otherwise send thousands of EXISTS, each on a connection of the Redis pool, growing it
+        to its cap). A read that failed or whose request left: each waiting request reads it itself."""
+        reading = self._reading
+        if reading is not None:
+            if not await asyncio.shield(reading):
+                await self._read_required(client)
+            return
+        self._reading = reading = asyncio.get_running_loop().create_future()
+        try:
+            await self._read_required(client)
+        finally:
+            reading.set_result(sys.exc_info()[0] is None)
+            self._reading = None
+
+    async def _read_required(self, client: Any) -> None:
         checked_at = time.monotonic()
         self._required = self._required or bool(await client.exists(keys.AUTH_REQUIRED))
-        self._checked_at = max(self._checked_at, checked_at)
+        self._checked_at = checked_at
 
     async def _refresh_required(self, client: Any) -> None:
         try:

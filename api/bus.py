@@ -36,7 +36,7 @@ from corral.common.pubsub import PubSubConnection, pubsub_connection
 from corral.common.schemas import TERMINAL_EVENTS, JobRequest
 from corral.common.store import AsyncJobStore
 
-from .memory import StreamGauge, malloc_trim
+from .memory import StreamGauge, malloc_trim, release_memory_of
 
 log = logging.getLogger(__name__)
 RESYNC = b"\x00resync"  # in a reader's mailbox: re-read the replay stream
@@ -99,7 +99,7 @@ class ChunkHub:
     ) -> None:
         self.client = client
         # the readers following a job here, and giving their memory back after a burst (api/memory.py)
-        self.streams = StreamGauge(malloc_trim() if trim_memory else None)
+        self.streams = StreamGauge(release_memory_of(malloc_trim()) if trim_memory else None)
         self.url = url
         self.confirm_timeout = confirm_timeout
         self._subs: dict[str, set[Mailbox]] = {}

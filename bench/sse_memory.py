@@ -1,10 +1,10 @@
-"""The API's memory around a burst of SSE readers: idle RSS before, the peak while 3,000 readers (in batches) follow
-running jobs, and RSS once they have all left: 5 s after (``rss_after_mb``) and ``--settle`` s after
-(``rss_settled_mb``: the burst's Redis connections closed by the pool, its connections' timers run out).
+"""The API's memory around a burst of SSE readers: idle RSS before, the peak while 3,000 readers are connected at
+once (they connect in batches of ``--batch``) following running jobs, and RSS once they have all closed: 5 s after
+(``rss_after_mb``) and ``--settle`` s after (``rss_settled_mb``).
 ``python -m bench.sse_memory [--readers 3000] [--batch 300] [--settle 20]``.
 
-Each reader opens a loopback connection, asks for ``GET /jobs/{id}/events``, reads until its first event arrives and
-closes: the hub subscribes and unsubscribes the job's channel, uvicorn makes and drops a connection.
+Each reader opens a loopback connection, asks for ``GET /jobs/{id}/events`` and reads until its first event
+arrives; once all are connected, all close: the hub unsubscribes the jobs' channels, uvicorn drops the connections.
 """
 
 from __future__ import annotations
@@ -21,31 +21,36 @@ import httpx
 from .harness import Rig, rss_mb
 
 
-async def read_first_event(port: int, job_id: str) -> bool:
+async def connect_reader(port: int, job_id: str) -> asyncio.StreamWriter | None:
+    """A reader that has its first event (None: the stream ended before one); the caller closes it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        seen = b""
-        while b"data:" not in seen:
-            chunk = await asyncio.wait_for(reader.read(65536), 30)
-            if not chunk:
-                return False
-            seen += chunk
-        return True
-    finally:
-        writer.close()
+    writer.write(f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    seen = b""
+    while b"data:" not in seen:
+        chunk = await asyncio.wait_for(reader.read(65536), 60)
+        if not chunk:
+            writer.close()
+            return None
+        seen += chunk
+    return writer
 
 
 async def burst(port: int, job_ids: list[str], readers: int, batch: int) -> int:
-    ok = 0
-    for start in range(0, readers, batch):
-        count = min(batch, readers - start)
-        results = await asyncio.gather(
-            *(read_first_event(port, job_ids[(start + i) % len(job_ids)]) for i in range(count)),
-            return_exceptions=True,
-        )
-        ok += sum(r is True for r in results)
-    return ok
+    """``readers`` connected at once, then all closed; the readers that had their first event."""
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        for start in range(0, readers, batch):
+            count = min(batch, readers - start)
+            results = await asyncio.gather(
+                *(connect_reader(port, job_ids[(start + i) % len(job_ids)]) for i in range(count)),
+                return_exceptions=True,
+            )
+            writers += [w for w in results if isinstance(w, asyncio.StreamWriter)]
+        return len(writers)
+    finally:
+        for writer in writers:
+            writer.close()
+        await asyncio.sleep(0.5)  # the closes go out before the loop ends
 
 
 def submit_running_jobs(api: str, count: int) -> list[str]:
@@ -68,12 +73,12 @@ def settle(process: Any, seconds: float) -> float:
     return min(samples)
 
 
-def run(readers: int, batch: int, jobs: int, settle_s: float = 20.0) -> dict[str, Any]:
+def run(readers: int, batch: int, jobs: int, settle_s: float = 20.0, release: bool = True) -> dict[str, Any]:
     rig = Rig()
     try:
         sim = rig.simulator(ttft=0.01, tps=2, load_time=0, parallel=4)
         rig.worker(sim, "bench-mem", worker_slots=4)
-        api, process = rig.api()
+        api, process = rig.api(trim_memory=str(release).lower())
         port = int(api.rsplit(":", 1)[1])
         job_ids = submit_running_jobs(api, jobs)
         asyncio.run(burst(port, job_ids[:10], 20, 20))  # warm-up: imports, first connections
@@ -95,7 +100,7 @@ def run(readers: int, batch: int, jobs: int, settle_s: float = 20.0) -> dict[str
         sampler.join()
         after = settle(process, 5)
         settled = settle(process, max(0.0, settle_s - 5)) if settle_s > 5 else after
-        return {"readers": readers, "batch": batch, "jobs": jobs, "readers_ok": ok,
+        return {"release": release, "readers": readers, "batch": batch, "jobs": jobs, "readers_ok": ok,
                 "burst_s": round(elapsed, 1), "rss_idle_mb": round(idle, 1), "rss_peak_mb": round(peak, 1),
                 "rss_after_mb": round(after, 1), "rss_settled_mb": round(settled, 1)}  # fmt: skip
     finally:
@@ -112,8 +117,13 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=20.0, help="seconds after the burst of the last sample"
     )
+    parser.add_argument(
+        "--no-release",
+        action="store_true",
+        help="the API without the release after a burst (CORRAL_TRIM_MEMORY=false)",
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.readers, args.batch, args.jobs, args.settle), indent=2))
+    print(json.dumps(run(args.readers, args.batch, args.jobs, args.settle, not args.no_release), indent=2))
 
 
 if __name__ == "__main__":

@@ -329,11 +329,11 @@ class AsyncJobStore(_Calls):
         return bool(await self.redis.exists(keys.job_key(job_id)))
 
     async def owner(self, job_id: str) -> str | None:
-        """The owner of a job ('' when it has none), or None when there is no such job."""
-        status, owner = await self.redis.hmget(keys.job_key(job_id), "status", "owner")
-        if status is None:
-            return None
-        return owner.decode() if owner else ""
+        """A job's owner ('' if none; None: no such job). On the lean client: a burst of readers grew the pool."""
+        status, owner = await self.scripts_client.execute_command(
+            "HMGET", keys.job_key(job_id), "status", "owner"
+        )
+        return None if status is None else owner.decode() if owner else ""
 
     async def events(self, job_id: str, after: int = -1, count: int | None = None) -> list[dict[str, Any]]:
         return parse_events(await self.redis.xrange(*self._events_range(job_id, after), count=count))

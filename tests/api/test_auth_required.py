@@ -82,3 +82,40 @@ def test_a_flag_over_a_second_old_is_read_by_the_request(now: list[float], gate:
         assert await gate.required(client) is True and client.reads == 2
 
     asyncio.run(run())
+
+
+def test_requests_that_find_the_flag_stale_together_share_one_read(
+    now: list[float], gate: Authenticate
+) -> None:
+    """A burst (thousands of stream readers connecting) sends one EXISTS, not one per request: each would take a
+    Redis pool connection, growing the pool to its cap, and those connections outlived the burst."""
+
+    async def run() -> None:
+        client = FlagRedis()
+        async with asyncio.timeout(10):
+            burst = [asyncio.create_task(gate.required(client)) for _ in range(50)]
+            await asyncio.sleep(0)
+            assert client.reads == 1
+            client.flag = True
+            client.answer.set()
+            assert await asyncio.gather(*burst) == [True] * 50
+            assert client.reads == 1
+
+    asyncio.run(run())
+
+
+def test_when_the_reading_request_leaves_the_waiting_one_reads_itself(
+    now: list[float], gate: Authenticate
+) -> None:
+    async def run() -> None:
+        client = FlagRedis()
+        async with asyncio.timeout(10):
+            leaving = asyncio.create_task(gate.required(client))
+            staying = asyncio.create_task(gate.required(client))
+            await asyncio.sleep(0)
+            leaving.cancel()
+            await asyncio.sleep(0)
+            client.answer.set()
+            assert await staying is False and client.reads == 2
+
+    asyncio.run(run())
