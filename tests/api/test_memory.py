@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from corral.api import memory
 from corral.api.memory import StreamGauge, malloc_trim, release_free_lists, release_memory_of
 
 pytestmark = pytest.mark.unit
@@ -21,6 +22,22 @@ def test_malloc_trim_is_found_on_glibc() -> None:
     trim = malloc_trim()
     assert trim is not None
     assert trim() in (0, 1)  # 1: memory was given back
+
+
+def test_the_api_runs_again_under_the_c_allocator_unless_pythonmalloc_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(memory.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    memory.exec_under_c_allocator(["api", "--port", "8001"])
+    assert calls == [
+        (sys.executable, [sys.executable, "-m", "corral", "api", "--port", "8001"], {**calls[0][2]})
+    ]
+    assert calls[0][2]["PYTHONMALLOC"] == "malloc"
+    monkeypatch.setenv("PYTHONMALLOC", "pymalloc")  # the user's choice (or the run that exec started) stays
+    memory.exec_under_c_allocator(["api"])
+    assert len(calls) == 1
 
 
 def test_a_burst_is_trimmed_once_most_of_it_has_left() -> None:
