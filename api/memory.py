@@ -29,6 +29,7 @@ import ctypes.util
 import gc
 import logging
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -55,8 +56,8 @@ def malloc_trim() -> Trim | None:
 def exec_under_c_allocator(argv: list[str]) -> None:
     """Run ``corral`` with ``argv`` again in this process (same pid) with Python's small objects in glibc's heap
     (``PYTHONMALLOC=malloc``), so that ``malloc_trim`` can give back what a burst of streams used; returns at once
-    when ``PYTHONMALLOC`` is set already (the user's choice, or this is that run) or the C library has no trim."""
-    if "PYTHONMALLOC" in os.environ or malloc_trim() is None:
+    when ``PYTHONMALLOC`` is set already (the user's choice, or this is that run) or the C library is not glibc."""
+    if "PYTHONMALLOC" in os.environ or platform.libc_ver()[0] != "glibc":
         return
     env = {**os.environ, "PYTHONMALLOC": "malloc"}
     os.execve(sys.executable, [sys.executable, "-m", "corral", *argv], env)

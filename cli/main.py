@@ -130,10 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     check_submit(parser, args)
     settings = config_commands.load_settings(args.command, args.config)
     settings.data_dir = Path(settings.data_dir)
-    if args.command == "api" and settings.trim_memory:
-        from corral.api.memory import exec_under_c_allocator
-
-        exec_under_c_allocator(argv)  # (returns in the process it starts)
+    args.argv = argv  # (`corral api` runs itself again with them: cmd_api)
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "up": cmd_up,
         "api": cmd_api,

@@ -42,6 +42,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from corral.api import create_app
     from corral.api.limits import TransportLimits, guarded_http
+    from corral.api.memory import exec_under_c_allocator
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
     check_api_keys(settings)
@@ -51,6 +52,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         raise StartFailed(
             f"port {port} on {host} is in use; stop what listens there or use --port", exit_code=2
         )
+    if settings.trim_memory:
+        exec_under_c_allocator(args.argv)  # (returns in the run it starts: PYTHONMALLOC is set there)
     setup_logging(settings)
     uvicorn.run(
         create_app(settings),
