@@ -100,7 +100,12 @@ local function take_next()
       end
       if left == 0 then
         local job = take(KEYS[i], m, now, w)
-        if job then return job end
+        if job then
+          -- a cold model taken is being loaded here from now on: claimed at once (not at this worker's next pop,
+          -- which may be a whole job away when its slots are full), so other workers wait the cold delay for it
+          if f ~= '1' then claim(m) end
+          return job
+        end
       elseif left > 0 and (wait == nil or left < wait) then
         wait = left
       end
@@ -126,7 +131,7 @@ local function park()
   if #parked > 0 then
     local pk = park_key(w.id)
     redis.call('HSET', pk, 'models', table.concat(parked, ' '),
-               'until', string.format('%.3f', now + tonumber(ARG.park_ttl)))
+               'until', string.format('%.3f', now + tonumber(ARG.park_ttl)), 'claim', ARG.warm_ttl)
     redis.call('PEXPIRE', pk, PARK_KEEP_MS)
   end
 end
