@@ -59,6 +59,9 @@ class Models:
         # one read of the lists at a time: a read begun before a pull ended never lands after one begun after it
         self.reading = asyncio.Lock()
         self.capacity = Capacity(capacity)
+        # set when a job's model has just been loaded: the model lists' reader reads /api/ps at once, not at its
+        # next turn, so an eviction withdraws its warm claim and teaches the capacity before more jobs are placed
+        self.loaded_changed = asyncio.Event()
         self.load_times = LoadTimes()  # measured by Jobs.measure_load
 
     async def refresh(self) -> None:
