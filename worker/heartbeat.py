@@ -75,8 +75,11 @@ class Heartbeat:
         if self.host_load:
             info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
         dropped = set(models.dropped)
+        # the models of its running jobs stay claimed: pops renew claims, and a worker whose slots are all busy
+        # does not pop; with jobs longer than a claim lasts, every other host would take them for free and load them
+        claims = set(models.running)
         pipe = self.redis.pipeline(transaction=True)
-        registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, dropped)
+        registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, dropped, claims)
         await pipe.execute()
         models.dropped -= dropped  # (kept for the next beat if this one did not reach Redis)
 

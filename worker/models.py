@@ -133,8 +133,10 @@ class Models:
         return set(self.loaded) | set(self.recent) | set(self.running)
 
     def job_started(self, model: str) -> None:
+        """A job of ``model`` started here: the pop or the hand that gave it claimed the model for this worker."""
         self.running[model] += 1
         self.recent[model] = time.monotonic()
+        self.claimed.add(model)
 
     def job_ended(self, model: str) -> bool:
         """Count a job of ``model`` out; True when that was the last one running."""

@@ -32,3 +32,17 @@ def test_an_eviction_withdraws_the_warm_claim_at_once(fleet: Fleet) -> None:
     assert r.zscore(keys.warm_key(B), "w") is not None  # B is loaded here now
     wait_for(lambda: r.zscore(keys.warm_key(A), "w") is None, timeout=5, what="A's claim withdrawn")
     assert store.get(job).worker == "w"
+
+
+def test_a_busy_worker_keeps_its_warm_claim_while_its_jobs_outlast_it(fleet: Fleet) -> None:
+    sim = fleet.simulator(A, tps=8)
+    fleet.worker(sim, "w", worker_slots=1, heartbeat_interval=0.3, heartbeat_ttl=1.0)  # claims last 1 s
+    r = fleet.redis
+    store = JobStore(r, Limits.from_settings(Settings(redis_url=fleet.redis_url)))
+    long = store.enqueue(JobRequest(model=A, prompt=" ".join(["word"] * 40))).id  # ~5 s; no pop meanwhile
+    wait_for(lambda: store.get(long).status == "running", what="the long job started")
+    first = r.zscore(keys.warm_key(A), "w")
+    assert first is not None
+    wait_for(lambda: (r.zscore(keys.warm_key(A), "w") or 0) > first + 1.5, timeout=4, what="claim renewed")
+    assert store.get(long).status == "running"
+    assert store.cancel(long) in ("cancelling", "cancelled")
