@@ -12,7 +12,8 @@
 -- ARG.flags           one character per model queue (schedule.plan_pop): '1' warm: claim and take; '0' cold:
 --                     take after the cold delay, when no warm queue has a job; 'c' cold with room on the host:
 --                     the same, and before the warm queues when no worker serves the model and its oldest job has
---                     waited the switch delay; 'r' reserved: claim only; 't' the target of a switch, now with
+--                     waited the switch delay; 'e' cold, with the host's memory full of models loaded but not
+--                     all running: as 'c', but after the switch delay (taking it evicts a loaded model); 'r' reserved: claim only; 't' the target of a switch, now with
 --                     room: claim and take first; 's' switch probe: the worker is at its model capacity
 -- ARG.cold_delay      seconds a cold worker leaves a job to warm ones: one number for every queue, or one per
 --                     queue, space-separated (delays.Delays: derived from each model's load time)
@@ -83,8 +84,8 @@ local function switch_signal()
   return nil
 end
 
--- first a switch's target ('t') or a cold model with room ('c') that is unserved, then warm models ('1'), then
--- cold ones ('0', 'c') after the cold delay. Returns the job started, or nil and the seconds until a cold worker
+-- first a switch's target ('t') or a cold model with room ('c', 'e') that is unserved, then warm models ('1'), then
+-- cold ones ('0', 'c') after the cold delay, and ('e') after the switch delay. Returns the job started, or nil and the seconds until a cold worker
 -- may take one (nil: nothing to wait for)
 local function take_next()
   local wait = nil
@@ -92,9 +93,11 @@ local function take_next()
     for i = KEY_REST, #KEYS do
       local m, f, left = model(i), flag(i), -1
       if pass == 1 then
-        if f == 't' or (f == 'c' and unserved(i)) then left = 0 end
+        if f == 't' or ((f == 'c' or f == 'e') and unserved(i)) then left = 0 end
       elseif f == '0' or f == 'c' then
         left = cold_wait(m, KEYS[i], now, delay(cold_delays, i))
+      elseif f == 'e' then
+        left = cold_wait(m, KEYS[i], now, delay(switch_delays, i))
       elseif f == '1' then
         left = 0
       end
@@ -121,7 +124,7 @@ local function park()
   local parked = {}
   for i = KEY_REST, #KEYS do
     local f = flag(i)
-    if f == '1' or f == '0' or f == 'c' then
+    if f == '1' or f == '0' or f == 'c' or f == 'e' then
       parked[#parked + 1] = model(i)
       local score = slots
       if f == '1' then score = WARM_PARK + slots end
