@@ -150,9 +150,10 @@ def plan_pop(
     the warm ones, or a deep warm queue would starve it; below capacity loading it evicts nothing, and with the
     capacity unknown an eviction it causes teaches the capacity). With fewer models running than the host holds
     but as many loaded ('warm'), the others are 'e': as 'c', but after the switch delay rather than the cold
-    delay, since loading one evicts a loaded model (a bursty mix wants it back: the host would thrash). At capacity only the running models may be
-    taken (another would evict one of them: with Ollama, a load waits for a busy model to go idle and holds up
-    the requests behind it), and the others are probed ('s') for a model nobody serves. A pending switch leaves
+    delay, since loading one evicts a loaded model (a bursty mix wants it back: the host would thrash). At
+    capacity only the running models may be taken (another would evict one of them: with Ollama, a load waits
+    for a busy model to go idle and holds up the requests behind it), and the others are probed ('s') for a model
+    nobody serves. A pending switch leaves
     its victim out (so it drains) and reserves its target ('r') until there is room, then takes the target
     first ('t')."""
     full = capacity > 0 and len(running) >= capacity

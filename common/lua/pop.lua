@@ -12,9 +12,10 @@
 -- ARG.flags           one character per model queue (schedule.plan_pop): '1' warm: claim and take; '0' cold:
 --                     take after the cold delay, when no warm queue has a job; 'c' cold with room on the host:
 --                     the same, and before the warm queues when no worker serves the model and its oldest job has
---                     waited the switch delay; 'e' cold, with the host's memory full of models loaded but not
---                     all running: as 'c', but after the switch delay (taking it evicts a loaded model); 'r' reserved: claim only; 't' the target of a switch, now with
---                     room: claim and take first; 's' switch probe: the worker is at its model capacity
+--                     waited the switch delay; 'e' cold, the host full of loaded models not all running: as
+--                     'c', but after the switch delay (taking it evicts a loaded model); 'r' reserved: claim
+--                     only; 't' the target of a switch, now with room: claim and take first; 's' switch
+--                     probe: the worker is at its model capacity
 -- ARG.cold_delay      seconds a cold worker leaves a job to warm ones: one number for every queue, or one per
 --                     queue, space-separated (delays.Delays: derived from each model's load time)
 -- ARG.warm_ttl        seconds a warm claim lasts
@@ -84,9 +85,9 @@ local function switch_signal()
   return nil
 end
 
--- first a switch's target ('t') or a cold model with room ('c', 'e') that is unserved, then warm models ('1'), then
--- cold ones ('0', 'c') after the cold delay, and ('e') after the switch delay. Returns the job started, or nil and the seconds until a cold worker
--- may take one (nil: nothing to wait for)
+-- first a switch's target ('t') or a cold model with room ('c', 'e') that is unserved, then warm models ('1'),
+-- then cold ones ('0', 'c') after the cold delay and ('e') after the switch delay. Returns the job started, or nil
+-- and the seconds until a cold worker may take one (nil: nothing to wait for)
 local function take_next()
   local wait = nil
   for pass = 1, 2 do
