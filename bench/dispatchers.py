@@ -53,10 +53,23 @@ TUNED = {"heartbeat_interval": 0.25, "heartbeat_ttl": 3, "model_refresh_interval
          "switch_delay": 1.0, "worker_slots": 8}  # fmt: skip
 
 
-def start_corral(rig: Rig, sims: list[str], work: Workload, tuned: bool) -> Target:
+# the ablation: the defaults plus one group of TUNED at a time (``--only corral+heartbeat …``), to find which matters
+ABLATION = {
+    "heartbeat": {"heartbeat_interval": 0.25, "heartbeat_ttl": 3},
+    "refresh": {"model_refresh_interval": 2},
+    "delays": {"cold_delay": 0.5, "switch_delay": 1.0},
+    "slots": {"worker_slots": 8},
+    "capacity": {},  # max_loaded_models: the workload's
+}
+
+
+def start_corral(rig: Rig, sims: list[str], work: Workload, tuned: bool, only: str = "") -> Target:
     """The API and one worker per host, at the defaults or at ``TUNED`` (with the host's model capacity given,
-    as docs/scheduling.md says to)."""
-    settings = {**TUNED, "max_loaded_models": work.sim_options["max_loaded"]} if tuned else {}
+    as docs/scheduling.md says to), or at the defaults plus one ``ABLATION`` group."""
+    capacity = {"max_loaded_models": work.sim_options["max_loaded"]}
+    settings = {**TUNED, **capacity} if tuned else {}
+    if only:
+        settings = capacity if only == "capacity" else ABLATION[only]
     for i, sim in enumerate(sims):
         rig.worker(sim, f"sched-w{i}", **settings)
     url, _ = rig.api(**settings)
@@ -129,6 +142,13 @@ DISPATCHERS: dict[str, tuple[str, Starter]] = {
     "litellm-least-busy": ("LiteLLM proxy, least-busy", lambda r, s, w: start_litellm(r, s, w, "least-busy")),
     "corral": ("Corral, defaults", lambda r, s, w: start_corral(r, s, w, tuned=False)),
     "corral-tuned": ("Corral, tuned", lambda r, s, w: start_corral(r, s, w, tuned=True)),
+}
+ABLATIONS: dict[str, tuple[str, Starter]] = {
+    f"corral+{group}": (
+        f"Corral, defaults + tuned {group}",
+        lambda r, s, w, g=group: start_corral(r, s, w, tuned=False, only=g),
+    )
+    for group in ABLATION
 }
 
 

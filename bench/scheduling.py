@@ -26,13 +26,14 @@ from typing import Any
 
 import httpx
 
-from .dispatchers import DISPATCHERS, Target, in_own_netns, peer_missing
+from .dispatchers import ABLATIONS, DISPATCHERS, Target, in_own_netns, peer_missing
 from .harness import ROOT, Rig, pct
 from .workloads import SPEEDS, WORKLOADS, Request, Workload
 
 CLIENT_CONNECTIONS = 256  # requests the load generator keeps open at once, like an application's pool
 SAFETY_BOUND = 1800.0  # seconds: far above any run; a dispatcher that hits it has failed, not finished
 ORDER = list(DISPATCHERS)
+NAMED = {**DISPATCHERS, **ABLATIONS}  # the ablation rows run only when named (--only)
 
 
 @dataclass
@@ -138,7 +139,7 @@ def scenario(name: str, work: Workload, requests: list[Request]) -> dict[str, An
     try:
         sims = [rig.simulator(",".join(work.models), speed=speed, specs=json.dumps(work.specs()),
                               **work.sim_options) for speed in SPEEDS]  # fmt: skip
-        target = DISPATCHERS[name][1](rig, sims, work)
+        target = NAMED[name][1](rig, sims, work)
         outcome = asyncio.run(run_load(target, requests))
         row = summarise(outcome, loads(sims), requests[0].at)
     except BaseException:
@@ -216,7 +217,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
              "jobs/s | p95, loads vs round-robin |", "|" + "---|" * 9]  # fmt: skip
     for name, rows in results.items():
         if not rows:
-            lines.append(f"| {DISPATCHERS[name][0]} | did not run | | | | | | | |")
+            lines.append(f"| {NAMED[name][0]} | did not run | | | | | | | |")
             continue
         col = {k: [float(r[k]) for r in rows] for k in rows[0] if k != "samples"}
         ratio = ""
@@ -224,7 +225,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
             ratio = (f"{statistics.median(col['done_p95']) / base['done_p95']:.2f}x, "
                      f"{statistics.median(col['loads']) / max(base['loads'], 1):.2f}x")  # fmt: skip
         lines.append(
-            f"| {DISPATCHERS[name][0]} | {statistics.median(col['n']):.0f} / {statistics.median(col['errors']):.0f}"
+            f"| {NAMED[name][0]} | {statistics.median(col['n']):.0f} / {statistics.median(col['errors']):.0f}"
             f" | {spread(col['ttft_p50'], '{:.2f}')} s | {spread(col['ttft_p95'], '{:.2f}')} s"
             f" | {spread(col['done_p95'], '{:.2f}')} s | {spread(col['makespan'], '{:.1f}')} s"
             f" | {spread(col['loads'], '{:.0f}')} | {spread(col['throughput'], '{:.1f}')} | {ratio} |"
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=2000, help="requests per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per dispatcher, interleaved")
     parser.add_argument(
-        "--only", nargs="*", choices=ORDER, help="these dispatchers (default: every one installed)"
+        "--only", nargs="*", choices=list(NAMED), help="these dispatchers (default: every one installed)"
     )
     parser.add_argument("--lock", default="", help="a file to flock for each run (not for the whole table)")
     args = parser.parse_args(argv)

@@ -132,7 +132,9 @@ WARM_PREFIX = "corral:warm:"  # zset per model: worker -> time its claim to have
 STARTS_PREFIX = "corral:starts:"  # list per model: times of its latest job starts, newest first (for the ETA)
 RUNNING = "corral:running"  # hash model -> jobs running now
 PARKED_PREFIX = "corral:parked:"  # zset per model: idle worker parked for it -> its free slots
-PARK_PREFIX = "corral:park:"  # hash per worker: its park (models, until) or a job handed to it (job, id)
+PARK_PREFIX = (
+    "corral:park:"  # hash per worker: its park (models, until, claim) or a job handed to it (job, id)
+)
 
 
 def subqueue_key(model: str, priority: str, submitter: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +68,11 @@ class WorkerInfo:
         }
 
 
-def heartbeat_commands(pipe: Any, info: WorkerInfo, ttl: float, dropped_models: set[str]) -> None:
-    """Queue one heartbeat on a (sync or async) MULTI pipeline: the hash (with TTL), the index, and the
-    per-model holder sets."""
+def heartbeat_commands(
+    pipe: Any, info: WorkerInfo, ttl: float, dropped_models: set[str], claims: Iterable[str] = ()
+) -> None:
+    """Queue one heartbeat on a (sync or async) MULTI pipeline: the hash (with TTL), the index, the per-model
+    holder sets, and the warm ``claims`` renewed (a busy worker's: an idle one renews them with its pops)."""
     now = time.time()
     key = keys.worker_key(info.id)
     pipe.hset(key, mapping=info.to_hash(now))
@@ -78,6 +81,8 @@ def heartbeat_commands(pipe: Any, info: WorkerInfo, ttl: float, dropped_models: 
     if info.state == "active":
         for model in info.models:
             pipe.zadd(keys.model_workers_key(model), {info.id: now + ttl})
+        for model in claims:
+            pipe.zadd(keys.warm_key(model), {info.id: now + ttl})
     else:
         dropped_models = dropped_models | set(info.models)
     for model in dropped_models:

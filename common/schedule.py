@@ -148,9 +148,12 @@ def plan_pop(
     Below capacity (or when it is unknown): warm models '1', the others 'c' (cold: after the cold delay, when no
     warm queue has a job; but a model no worker serves whose oldest job has waited the switch delay goes before
     the warm ones, or a deep warm queue would starve it; below capacity loading it evicts nothing, and with the
-    capacity unknown an eviction it causes teaches the capacity). At capacity only the running models may be
-    taken (another would evict one of them: with Ollama, a load waits for a busy model to go idle and holds up
-    the requests behind it), and the others are probed ('s') for a model nobody serves. A pending switch leaves
+    capacity unknown an eviction it causes teaches the capacity). With fewer models running than the host holds
+    but as many loaded ('warm'), the others are 'e': as 'c', but after the switch delay rather than the cold
+    delay, since loading one evicts a loaded model (a bursty mix wants it back: the host would thrash). At
+    capacity only the running models may be taken (another would evict one of them: with Ollama, a load waits
+    for a busy model to go idle and holds up the requests behind it), and the others are probed ('s') for a model
+    nobody serves. A pending switch leaves
     its victim out (so it drains) and reserves its target ('r') until there is room, then takes the target
     first ('t')."""
     full = capacity > 0 and len(running) >= capacity
@@ -163,7 +166,8 @@ def plan_pop(
         return order, "t" + warm_flags(order[1:], warm, "c")
     if not full:
         order = pop_order(models, warm, rotation)
-        return order, warm_flags(order, warm, "c")
+        # loaded models fill the host (some idle): a cold model evicts one of them, which may be wanted again soon
+        return order, warm_flags(order, warm, "e" if 0 < capacity <= len(warm) else "c")
     held = _rotate([m for m in models if m in running], rotation)
     probes = _rotate([m for m in models if m not in running], rotation)
     return held + probes, "1" * len(held) + "s" * len(probes)

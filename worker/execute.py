@@ -37,11 +37,15 @@ class Active:
     early: Early | None = None
     # called once, when the backend has answered the job's request or the job ended
     on_accepted: Callable[[], None] | None = None
+    # called once at the same moment for a job that found its model cold: the engine has loaded it by then
+    on_loaded: Callable[[], None] | None = None
 
     def accepted(self) -> None:
-        if self.on_accepted is not None:
-            callback, self.on_accepted = self.on_accepted, None
-            callback()
+        for name in ("on_accepted", "on_loaded"):
+            callback = getattr(self, name)
+            if callback is not None:
+                setattr(self, name, None)
+                callback()
 
     def request_cancel(self) -> None:
         """Cancelling the task closes the Ollama connection at once; Ollama stops generating."""

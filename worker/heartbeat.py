@@ -4,6 +4,7 @@ this worker serves, runs and holds (a worker whose heartbeat expires is declared
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from .load import cpu_ram, gpu_stats
 from .models import Models
 
 log = logging.getLogger("corral.worker")
+CHANGE_GATHERING = 0.05  # seconds between a model's load and the /api/ps read it causes
 
 
 def worker_info(settings: Settings) -> registry.WorkerInfo:
@@ -73,8 +75,11 @@ class Heartbeat:
         if self.host_load:
             info.cpu_percent, info.ram_used, info.ram_total = cpu_ram()
         dropped = set(models.dropped)
+        # the models of its running jobs stay claimed: pops renew claims, and a worker whose slots are all busy
+        # does not pop; with jobs longer than a claim lasts, every other host would take them for free and load them
+        claims = set(models.running)
         pipe = self.redis.pipeline(transaction=True)
-        registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, dropped)
+        registry.heartbeat_commands(pipe, info, self.settings.heartbeat_ttl, dropped, claims)
         await pipe.execute()
         models.dropped -= dropped  # (kept for the next beat if this one did not reach Redis)
 
@@ -113,11 +118,14 @@ class Heartbeat:
             await asyncio.gather(refresher, return_exceptions=True)
 
     async def refresh_forever(self) -> None:
-        """Read the model lists every ``heartbeat_interval`` (a read that takes longer is given up) until cancelled."""
+        """Read the model lists every ``heartbeat_interval`` (a read that takes longer is given up), and /api/ps at
+        once when a job's model has just been loaded (``Models.loaded_changed``), until cancelled."""
         interval = self.settings.heartbeat_interval
         last_refresh = 0.0
+        changed = self.models.loaded_changed
         while True:
             started = time.monotonic()
+            changed.clear()
             try:
                 async with asyncio.timeout(interval):
                     last_refresh = await self.refresh(last_refresh)
@@ -127,4 +135,8 @@ class Heartbeat:
                 )
             except TRANSIENT as exc:
                 log.debug("model lists not refreshed, redis unavailable: %s", exc)
-            await asyncio.sleep(max(interval / 4, interval - (time.monotonic() - started)))
+            pause = max(interval / 4, interval - (time.monotonic() - started))
+            await asyncio.sleep(min(pause, CHANGE_GATHERING))  # loads that end together cost one read
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, pause - CHANGE_GATHERING)):
+                    await changed.wait()

@@ -82,10 +82,14 @@ class Jobs:
             self.slots.release()
             return None
         crash_here("after_pop")
-        if job.model not in self.models.warm():
+        cold = job.model not in self.models.warm()
+        if cold:
             self.cold.add(job.id)
         self.models.job_started(job.model)
-        return self.launch(job)
+        active = self.launch(job)
+        if cold:  # once loaded, what the engine holds has changed (it may have evicted a model): read it now
+            active.on_loaded = self.models.loaded_changed.set
+        return active
 
     def launch(self, job: PoppedJob) -> Active:
         """The job's task, with its request written to the backend first (a turn of the loop and the task's set-up

@@ -59,6 +59,9 @@ class Models:
         # one read of the lists at a time: a read begun before a pull ended never lands after one begun after it
         self.reading = asyncio.Lock()
         self.capacity = Capacity(capacity)
+        # set when a job's model has just been loaded: the model lists' reader reads /api/ps at once, not at its
+        # next turn, so an eviction withdraws its warm claim and teaches the capacity before more jobs are placed
+        self.loaded_changed = asyncio.Event()
         self.load_times = LoadTimes()  # measured by Jobs.measure_load
 
     async def refresh(self) -> None:
@@ -130,8 +133,10 @@ class Models:
         return set(self.loaded) | set(self.recent) | set(self.running)
 
     def job_started(self, model: str) -> None:
+        """A job of ``model`` started here: the pop or the hand that gave it claimed the model for this worker."""
         self.running[model] += 1
         self.recent[model] = time.monotonic()
+        self.claimed.add(model)
 
     def job_ended(self, model: str) -> bool:
         """Count a job of ``model`` out; True when that was the last one running."""

@@ -47,8 +47,12 @@ if limit > 0 and depth >= limit then
 end
 local active = over_quota(job.owner, quota, 1)
 if active then return {-2, active} end
-local wid = depth == 0 and parked_worker(m, now)
+local wid, claim_ttl = false, nil
+if depth == 0 then wid, claim_ttl = parked_worker(m, now) end
 if not wid and check and not served(m, now) then return {-3} end
+-- a worker handed a job of a model it has not loaded is loading it from now on: claimed at once, so the next job
+-- of the model waits for it (the cold delay) rather than making another idle host load it too
+if claim_ttl then redis.call('ZADD', warm_key(m), now + claim_ttl, wid) end
 local handed = wid and {id = wid, ts = ARG.start_ts}
 local n, fields = push_job(job, ARG.maxlen, ARG.ttl_ms, quota > 0 and owned, now, handed)
 local out = {n}

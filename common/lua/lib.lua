@@ -262,7 +262,8 @@ end
 
 -- The live parked worker to hand a job of model m: the one with m loaded and the most free slots; one without m
 -- only when no worker claims it warm (as a pop would not make it wait: cold_wait), or any when ``cold`` (a
--- wake-up: its pop then waits the cold delay itself). Its park ends: it leaves the parked sets, and the record of
+-- wake-up: its pop then waits the cold delay itself). Returns its id, and for a worker without m the seconds its
+-- warm claims last (its park's ``claim``): a hand claims m for it at once, as a pop taking a cold job does. Its park ends: it leaves the parked sets, and the record of
 -- a worker that is not handed the job goes (hand overwrites the other's). Live: the park was renewed, the
 -- heartbeat says healthy (its Ollama answers) and the worker is listening.
 local function parked_worker(m, now, cold)
@@ -273,13 +274,14 @@ local function parked_worker(m, now, cold)
     if not wid then return false end
     if not cold and tonumber(top[2]) < WARM_PARK and live_claims(m, now) > 0 then return false end
     local pk = park_key(wid)
-    local rec = redis.call('HMGET', pk, 'models', 'until')
+    local rec = redis.call('HMGET', pk, 'models', 'until', 'claim')
     redis.call('ZREM', pz, wid)
     for other in string.gmatch(rec[1] or '', '%S+') do
       if other ~= m then redis.call('ZREM', parked_key(other), wid) end
     end
     local live = tonumber(rec[2] or '0') >= now
     if live and redis.call('HGET', worker_key(wid), 'healthy') == '1' and listening(wid) then
+      if tonumber(top[2]) < WARM_PARK then return wid, tonumber(rec[3]) end
       return wid
     end
     redis.call('DEL', pk)

@@ -12,8 +12,10 @@
 -- ARG.flags           one character per model queue (schedule.plan_pop): '1' warm: claim and take; '0' cold:
 --                     take after the cold delay, when no warm queue has a job; 'c' cold with room on the host:
 --                     the same, and before the warm queues when no worker serves the model and its oldest job has
---                     waited the switch delay; 'r' reserved: claim only; 't' the target of a switch, now with
---                     room: claim and take first; 's' switch probe: the worker is at its model capacity
+--                     waited the switch delay; 'e' cold, the host full of loaded models not all running: as
+--                     'c', but after the switch delay (taking it evicts a loaded model); 'r' reserved: claim
+--                     only; 't' the target of a switch, now with room: claim and take first; 's' switch
+--                     probe: the worker is at its model capacity
 -- ARG.cold_delay      seconds a cold worker leaves a job to warm ones: one number for every queue, or one per
 --                     queue, space-separated (delays.Delays: derived from each model's load time)
 -- ARG.warm_ttl        seconds a warm claim lasts
@@ -83,24 +85,31 @@ local function switch_signal()
   return nil
 end
 
--- first a switch's target ('t') or a cold model with room ('c') that is unserved, then warm models ('1'), then
--- cold ones ('0', 'c') after the cold delay. Returns the job started, or nil and the seconds until a cold worker
--- may take one (nil: nothing to wait for)
+-- first a switch's target ('t') or a cold model with room ('c', 'e') that is unserved, then warm models ('1'),
+-- then cold ones ('0', 'c') after the cold delay and ('e') after the switch delay. Returns the job started, or nil
+-- and the seconds until a cold worker may take one (nil: nothing to wait for)
 local function take_next()
   local wait = nil
   for pass = 1, 2 do
     for i = KEY_REST, #KEYS do
       local m, f, left = model(i), flag(i), -1
       if pass == 1 then
-        if f == 't' or (f == 'c' and unserved(i)) then left = 0 end
+        if f == 't' or ((f == 'c' or f == 'e') and unserved(i)) then left = 0 end
       elseif f == '0' or f == 'c' then
         left = cold_wait(m, KEYS[i], now, delay(cold_delays, i))
+      elseif f == 'e' then
+        left = cold_wait(m, KEYS[i], now, delay(switch_delays, i))
       elseif f == '1' then
         left = 0
       end
       if left == 0 then
         local job = take(KEYS[i], m, now, w)
-        if job then return job end
+        if job then
+          -- a cold model taken is being loaded here from now on: claimed at once (not at this worker's next pop,
+          -- which may be a whole job away when its slots are full), so other workers wait the cold delay for it
+          if f ~= '1' then claim(m) end
+          return job
+        end
       elseif left > 0 and (wait == nil or left < wait) then
         wait = left
       end
@@ -116,7 +125,7 @@ local function park()
   local parked = {}
   for i = KEY_REST, #KEYS do
     local f = flag(i)
-    if f == '1' or f == '0' or f == 'c' then
+    if f == '1' or f == '0' or f == 'c' or f == 'e' then
       parked[#parked + 1] = model(i)
       local score = slots
       if f == '1' then score = WARM_PARK + slots end
@@ -126,7 +135,7 @@ local function park()
   if #parked > 0 then
     local pk = park_key(w.id)
     redis.call('HSET', pk, 'models', table.concat(parked, ' '),
-               'until', string.format('%.3f', now + tonumber(ARG.park_ttl)))
+               'until', string.format('%.3f', now + tonumber(ARG.park_ttl)), 'claim', ARG.warm_ttl)
     redis.call('PEXPIRE', pk, PARK_KEEP_MS)
   end
 end

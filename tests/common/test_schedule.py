@@ -54,6 +54,9 @@ def test_below_capacity_warm_first_then_cold() -> None:
         "1cc",
     )  # room: aged cold jobs first
     assert plan_pop(models, {"b"}, {"a", "b", "c"}, 0, None, 0) == (["b", "a", "c"], "1cc")  # 0: no limit
+    # two loaded, one of them running: a third model would evict the idle one; it waits the switch delay ('e')
+    assert plan_pop(models, {"a", "b"}, {"a"}, 2, None, 0) == (["a", "b", "c"], "11e")
+    assert plan_pop(models, {"a", "b"}, {"a"}, 0, None, 0) == (["a", "b", "c"], "11c")  # capacity unknown
 
 
 def test_at_capacity_only_running_models_are_taken_the_others_probed() -> None:

@@ -137,7 +137,7 @@ def test_cold_worker_takes_at_once_when_nobody_is_warm(store: BlockingStore, r: 
     job_id = store.enqueue(job("p")).id
     popped, _ = store.pop_scheduled("cold", [M], set())
     assert popped is not None and popped.id == job_id
-    assert r.zscore(keys.warm_key(M), "cold") is None
+    assert r.zscore(keys.warm_key(M), "cold") is not None  # it loads the model now: the next job waits for it
 
 
 def test_warm_worker_takes_at_once(store: BlockingStore, r: redis.Redis) -> None:
@@ -266,3 +266,22 @@ def test_each_queue_has_its_own_delays(r: redis.Redis, open_store: Callable[[Lim
     assert store.pop_planned("full", [M, "o:latest"], "1s", delays=("30 30", "30 30")).switch is None
     switch = store.pop_planned("full", [M, "o:latest"], "1s", delays=("30 30", "30 0.1")).switch
     assert switch is not None and switch.model == "o:latest"
+
+
+def test_a_host_full_of_loaded_models_helps_after_the_switch_delay(
+    r: redis.Redis, open_store: Callable[[Limits], BlockingStore]
+) -> None:
+    """'e': the host's loaded models fill it (one idle): a cold job, served elsewhere, waits the switch delay."""
+    store = open_store(LIMITS)
+    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
+    store.pop_planned("warm", [M], "1")  # another worker has M loaded
+    queued = store.enqueue(job("wanted")).id
+    time.sleep(0.15)
+    assert store.pop_planned("full", [M], "e", delays=("0.1", "30")).job is None  # past the cold delay: waits
+    assert store.pop_planned("full", [M], "c", delays=("0.1", "30")).job is not None  # with room: takes it
+    assert store.get(queued).worker == "full"
+    again = store.enqueue(job("again")).id
+    r.zrem(keys.warm_key(M), "full")
+    time.sleep(0.15)
+    taken = store.pop_planned("full", [M], "e", delays=("30", "0.1")).job
+    assert taken is not None and taken.id == again  # after the switch delay it does help

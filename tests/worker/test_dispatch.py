@@ -233,6 +233,8 @@ def test_a_cold_parked_worker_gets_a_job_only_when_no_worker_has_the_model_warm(
     assert r.hget(keys.job_key(second.id), "status") == b"queued"
     r.delete(keys.warm_key(M))  # no claim left (it lapsed, say)
     store.pop_planned("cold", [M], "0", Park(slots=8))  # takes the queued job: no wait without a warm claim
+    assert r.zscore(keys.warm_key(M), "cold") is not None  # and claims the model: it is loading it now
+    r.delete(keys.warm_key(M))
     store.pop_planned("cold", [M], "0", Park(slots=7))
     assert r.hget(keys.job_key(store.enqueue(job()).id), "worker_name") == b"cold"
 

@@ -76,7 +76,7 @@ def test_three_hosts_from_the_cli_one_down_one_removed(
     engines: Engines, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fleet, api, base = engines.fleet, engines.api, engines.base
-    process = fleet.fleet_process("fleet-t", **FAST)
+    process = fleet.fleet_process("fleet-t", **FAST, cold_delay=0)  # no waiting for h0, which claims llama3
     for name, url in (("h0", engines.urls[0]), ("h1", engines.doomed), ("h2", engines.urls[1])):
         code, out = cli(capsys, "hosts", "add", url, "--name", name, "--slots", "2", "--api", base)
         assert code == 0 and f"host {name} registered" in out, out
