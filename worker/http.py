@@ -240,6 +240,12 @@ class LeanClient:
                 self._conn = None
                 if fresh or isinstance(exc, TransportError):
                     raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+            except asyncio.CancelledError:
+                # (a timeout around the call): the answer on this connection would go to the next request
+                conn.close()
+                if self._conn is conn:
+                    self._conn = None
+                raise
         raise AssertionError("unreachable")
 
     async def _read_head(self, conn: Connection) -> Response:

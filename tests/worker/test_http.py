@@ -243,3 +243,36 @@ def test_a_pool_request_sent_early_and_discarded_closes_its_connection_and_frees
 
     asyncio.run(main())
     assert len(connections) == 2
+
+
+def test_a_request_cancelled_before_its_answer_never_hands_that_answer_to_the_next() -> None:
+    """A timeout around a request (the heartbeat's /api/ps read) cancels it after it was written: the connection
+    then holds an answer nobody reads, so it is closed, and the next request gets its own answer."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head, _ = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            path = head.split(" ", 2)[1]
+            if path == "/slow":
+                await release.wait()
+            answer = f'{{"path":"{path}"}}'.encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            await writer.drain()
+
+    async def main() -> list[object]:
+        server, url = await serve(handler)
+        client = LeanClient(url)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await client.request("GET", "/slow")
+        release.set()  # the slow answer is on its way now, on the connection of the cancelled request
+        answers = [await (await client.request("GET", f"/next{i}")).json() for i in range(2)]
+        await client.aclose()
+        server.close()
+        return answers
+
+    assert asyncio.run(main()) == [{"path": "/next0"}, {"path": "/next1"}]
