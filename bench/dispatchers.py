@@ -164,3 +164,16 @@ def in_own_netns() -> bool:
     """True when this process has no network interface but loopback: ollama-herd's router advertises itself
     over mDNS (multicast on every interface), which must not leave this machine."""
     return [name for _, name in socket.if_nameindex()] == ["lo"]  # this process's namespace (not /sys's)
+
+
+def rerun_in_netns(module: str, argv: list[str]) -> None:
+    """Run ``python -m module argv`` again in a network namespace with only loopback, in place of this process (its
+    exit status is the run's); returns at once when this process is in one already."""
+    if in_own_netns():
+        return
+    if os.environ.get("CORRAL_BENCH_NETNS"):
+        raise SystemExit(f"{module}: still not in a network namespace of its own after unshare")
+    os.environ["CORRAL_BENCH_NETNS"] = "1"
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
+    script = 'ip link set lo up 2>/dev/null || true; exec "$0" "$@"'
+    os.execvp(unshare[0], [*unshare, "sh", "-c", script, sys.executable, "-m", module, *argv])

@@ -287,10 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     from . import firsttoken_peers
+    from .dispatchers import rerun_in_netns
 
     peers = firsttoken_peers.parse(args.peers)
     if "herd" in peers:
-        firsttoken_peers.in_netns(sys.argv[1:] if argv is None else argv)
+        rerun_in_netns("bench.firsttoken", sys.argv[1:] if argv is None else argv)
     stacks: list[Stack] = []
     out: dict[Cell, list[list[float]]] = {}
     peer_rig: harness.Rig | None = None

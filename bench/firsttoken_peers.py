@@ -17,13 +17,12 @@ LiteLLM and ollama-herd run from virtualenvs of their own under ``.corral/peers/
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from collections.abc import Callable
 
 from .core import TTFT_SIM
-from .dispatchers import in_own_netns, spawn, start_herd, start_litellm
+from .dispatchers import spawn, start_herd, start_litellm
 from .firsttoken import ROUTES, Lane, Route, Stack, sse_token
 from .harness import ROOT, Rig, free_port, wait
 from .peers import HERD, LITELLM, Peer, install
@@ -146,16 +145,3 @@ def start(names: list[str]) -> tuple[Rig, list[Stack]]:
     except BaseException:
         rig.close()
         raise
-
-
-def in_netns(argv: list[str]) -> None:
-    """ollama-herd advertises itself over mDNS: run this benchmark again in a network namespace with only
-    loopback (as bench.scheduling does), and exit with its status."""
-    if in_own_netns():
-        return
-    if os.environ.get("CORRAL_BENCH_NETNS"):
-        raise SystemExit("bench.firsttoken: still not in a network namespace of its own after unshare")
-    os.environ["CORRAL_BENCH_NETNS"] = "1"
-    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
-    script = 'ip link set lo up 2>/dev/null || true; exec "$0" "$@"'
-    os.execvp(unshare[0], [*unshare, "sh", "-c", script, sys.executable, "-m", "bench.firsttoken", *argv])

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from .dispatchers import ABLATIONS, DISPATCHERS, Target, in_own_netns, peer_missing
+from .dispatchers import ABLATIONS, DISPATCHERS, Target, peer_missing, rerun_in_netns
 from .harness import ROOT, Rig, pct
 from .workloads import SPEEDS, WORKLOADS, Request, Workload
 
@@ -233,16 +233,6 @@ def table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def in_netns(argv: list[str]) -> None:
-    """Run this benchmark again in a network namespace with only loopback, and exit with its status."""
-    if os.environ.get("CORRAL_BENCH_NETNS"):
-        raise SystemExit("bench.scheduling: still not in a network namespace of its own after unshare")
-    os.environ["CORRAL_BENCH_NETNS"] = "1"
-    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
-    script = 'ip link set lo up 2>/dev/null || true; exec "$0" "$@"'
-    os.execvp(unshare[0], [*unshare, "sh", "-c", script, sys.executable, "-m", "bench.scheduling", *argv])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scheduling")
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
@@ -256,8 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     names = args.only or ORDER
     left_out = {name: why for name in names if (why := peer_missing(name))}
     names = [name for name in names if name not in left_out]
-    if "herd" in names and not in_own_netns():
-        in_netns(sys.argv[1:] if argv is None else argv)
+    if "herd" in names:
+        rerun_in_netns("bench.scheduling", sys.argv[1:] if argv is None else argv)
     report = [f"Scheduling benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {args.runs} interleaved runs per "
               f"dispatcher, medians (min-max); {os.cpu_count()} cores"]  # fmt: skip
     everything: dict[str, Any] = {}
