@@ -93,7 +93,7 @@ class Dispatcher:
 
     def keep_claimed(self) -> set[str]:
         """The models whose warm claims stay while not warm here: the target of a switch."""
-        return keep_claimed(self.switch)
+        return {self.switch.target} if self.switch else set()
 
     def next_pop(self, warm: set[str]) -> tuple[list[str], str]:
         """The queues to try and their flags: warm first (delay scheduling), within the host's model capacity."""
@@ -106,8 +106,6 @@ class Dispatcher:
         dropped = set(running) - keep_running(
             running, set(self.models.loaded), limit
         )  # over capacity: these drain
-        if self.jobs.loading:  # one load at a time: a cold model waits for another host, or for this load
-            dropped |= set(names) - warm - keep_claimed(self.switch)
         return plan_pop(
             [m for m in names if m not in dropped], warm, set(running), limit, self.switch, self.rotation
         )
@@ -198,10 +196,6 @@ class Dispatcher:
             self.start(popped.job)
             await asyncio.sleep(0)  # let the job send its request before this loop's next pop
         await self.end_park()
-
-
-def keep_claimed(switch: Switch | None) -> set[str]:
-    return {switch.target} if switch else set()
 
 
 def prefer_first(names: list[str], flags: str, model: str) -> tuple[list[str], str]:

@@ -63,7 +63,6 @@ class Jobs:
         self.wake = wake
         self.active: dict[str, Active] = {}
         self.cold: set[str] = set()  # running jobs that found their model cold here: their load is measured
-        self.loading: set[str] = set()  # those of them whose answer has not begun: the engine is loading
         runner.on_final = self.measure
 
     def start(self, job: PoppedJob) -> Active | None:
@@ -86,19 +85,11 @@ class Jobs:
         cold = job.model not in self.models.warm()
         if cold:
             self.cold.add(job.id)
-            self.loading.add(job.id)
         self.models.job_started(job.model)
         active = self.launch(job)
         if cold:  # once loaded, what the engine holds has changed (it may have evicted a model): read it now
-            active.on_loaded = lambda: self.loaded(job.id)
+            active.on_loaded = self.models.loaded_changed.set
         return active
-
-    def loaded(self, job_id: str) -> None:
-        """A cold job's answer has begun: its model is loaded. What the engine holds is read again, and a pop
-        that left other cold models alone during the load may take them now."""
-        self.loading.discard(job_id)
-        self.models.loaded_changed.set()
-        self.wake.set()
 
     def launch(self, job: PoppedJob) -> Active:
         """The job's task, with its request written to the backend first (a turn of the loop and the task's set-up
@@ -128,7 +119,6 @@ class Jobs:
             if self.active.get(active.job.id) is active:  # (not another attempt of the job, started since)
                 del self.active[active.job.id]
             self.cold.discard(active.job.id)
-            self.loading.discard(active.job.id)
             last_of_model = self.models.job_ended(active.job.model)
             self.slots.release()
             active.accepted()  # (a handed job that ended before its backend answered)
