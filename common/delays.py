@@ -91,10 +91,6 @@ class Delays:
             settings.switch_delay_factor,
         )
 
-    @property
-    def adaptive(self) -> bool:
-        return self.cold is None or self.switch is None
-
     def for_model(self, model: str, times: LoadTimes) -> tuple[float, float]:
         """(cold delay, switch delay) in seconds for a job of ``model`` on this host."""
         unit = times.estimate(model)

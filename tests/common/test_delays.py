@@ -44,7 +44,7 @@ def test_the_unit_is_the_longer_of_the_load_time_and_the_job_time() -> None:
 
 def test_unset_delays_are_multiples_of_the_load_time_and_fall_back_before_any() -> None:
     delays = Delays.from_settings(Settings())
-    assert delays.adaptive and (delays.cold_factor, delays.switch_factor) == (1.0, 3.0)
+    assert (delays.cold, delays.switch, delays.cold_factor, delays.switch_factor) == (None, None, 1.0, 3.0)
     times = LoadTimes()
     assert delays.for_model("a", times) == (COLD_FALLBACK, SWITCH_FALLBACK)
     times.observe("a", 0.05)
@@ -59,7 +59,7 @@ def test_set_delays_are_fixed_seconds_for_every_model() -> None:
     delays = Delays.from_settings(settings)
     times = LoadTimes()
     times.observe("a", 30.0)
-    assert not delays.adaptive and delays.for_model("a", times) == (0.5, 4.0)
+    assert delays.for_model("a", times) == (0.5, 4.0)
     limits = Limits.from_settings(settings)
     assert (limits.cold_delay, limits.switch_delay) == (0.5, 4.0)
     partly = Delays.from_settings(Settings(switch_delay=7))  # only the cold delay follows the loads
