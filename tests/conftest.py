@@ -81,11 +81,15 @@ class Fleet:
         argv = ["fleet", *(f"--host={url}" for url in hosts)]
         return self._child(f"fleet-{fleet_id}", argv, worker_id=fleet_id, **{**defaults, **settings})
 
-    def wait_worker(self, worker_id: str, child: Child | None = None) -> None:
+    def wait_worker(self, worker_id: str, child: Child | None = None, since: float = 0.0) -> None:
+        """Until ``worker_id`` is registered and healthy (``since``: by a process started after that time, not the
+        hash a killed one left, which lives until its TTL)."""
+
         def ready() -> bool:
             if child is not None and not child.alive():
                 _died(child)
-            return self.redis.hget(f"corral:worker:{worker_id}", "healthy") == b"1"
+            healthy, started = self.redis.hmget(f"corral:worker:{worker_id}", "healthy", "started_at")
+            return healthy == b"1" and float(started or 0) > since
 
         wait_for(ready, what=f"worker {worker_id} registered")
 

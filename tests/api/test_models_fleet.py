@@ -234,7 +234,7 @@ def test_a_dead_hosts_share_of_a_replicas_pull_goes_to_another_host(models: Mode
     (first,) = op["hosts"]
     wait_for(lambda: percent(models, op["id"], first) > 0, what="pull under way")
     models.workers[first].kill()
-    killed_at = time.monotonic()
+    killed_at, killed_wall = time.monotonic(), time.time()
     try:
         events = models.events(op["id"])
         took = time.monotonic() - killed_at
@@ -244,7 +244,7 @@ def test_a_dead_hosts_share_of_a_replicas_pull_goes_to_another_host(models: Mode
     assert events[-1]["type"] == "done" and len(moved) == 1 and moved[0]["worker"] == first
     assert "slow3:latest" in models.disk(moved[0]["to"])
     print(f"\nre-placed from {first} to {moved[0]['to']}, done {took:.1f}s after the kill")
-    models.fleet.wait_worker(first)
+    models.fleet.wait_worker(first, since=killed_wall)  # (the killed one's hash may outlive the op)
 
 
 def test_the_async_client_has_the_same_model_methods(models: Models) -> None:
