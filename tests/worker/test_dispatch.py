@@ -20,7 +20,6 @@ from corral.cli.embedded_redis import RedisServer
 from corral.common import keys
 from corral.common.connections import async_redis
 from corral.common.errors import ModelNotFound, QueueFull
-from corral.common.jobs import Limits
 from corral.common.schemas import JobRequest
 from corral.common.scripts import WARM_PARK
 from corral.common.store import AsyncJobStore, Park
@@ -29,19 +28,9 @@ from corral.simulator import expected_text
 from ..common.blocking import BlockingStore
 from ..conftest import Fleet
 from ..support import wait_for
+from .conftest import LIMITS, M
 
 pytestmark = pytest.mark.integration
-LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2,
-                warm_ttl=60, priority_aging=30)  # fmt: skip
-M = "m:latest"
-
-
-@pytest.fixture
-def store(r: redis.Redis, redis_server: RedisServer) -> Iterator[BlockingStore]:
-    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
-    blocking = BlockingStore(redis_server.url, LIMITS)
-    yield blocking
-    blocking.close()
 
 
 Alive = Callable[..., None]

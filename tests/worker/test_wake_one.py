@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,19 +17,16 @@ import redis
 from corral.cli.embedded_redis import RedisServer
 from corral.common import keys
 from corral.common.connections import async_redis
-from corral.common.jobs import Limits
 from corral.common.schemas import JobRequest
 from corral.common.settings import Settings
 from corral.common.store import AsyncJobStore, Park
 from corral.worker import dispatch, lifecycle
 
 from ..common.blocking import BlockingStore
+from .conftest import LIMITS, M
 
 pytestmark = pytest.mark.integration
-M = "m:latest"
 PARKED = keys.PARKED_PREFIX + M
-LIMITS = Limits(events_maxlen=1000, events_ttl_ms=60_000, result_ttl=60, job_timeout=30, max_retries=2,
-                warm_ttl=60, priority_aging=30)  # fmt: skip
 
 
 class Instant:
@@ -145,14 +142,6 @@ def test_a_queued_job_costs_the_same_pops_with_2_or_12_idle_workers(
     r.flushall()
     large = asyncio.run(pops_per_job(redis_server.url, r, 12, 4))
     assert small <= 2.5 and large <= 2.5, (small, large)  # the woken worker's pop, then its pop that parks
-
-
-@pytest.fixture
-def store(r: redis.Redis, redis_server: RedisServer) -> Iterator[BlockingStore]:
-    r.zadd(keys.model_workers_key(M), {"w": time.time() + 60})
-    blocking = BlockingStore(redis_server.url, LIMITS)
-    yield blocking
-    blocking.close()
 
 
 def wakes(pubsub: redis.client.PubSub) -> list[tuple[str, str]]:
