@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sys
 import time
 from typing import Any
 
@@ -127,10 +126,12 @@ class Authenticate:
                 await self._read_required(client)
             return
         self._reading = reading = asyncio.get_running_loop().create_future()
+        read = False
         try:
             await self._read_required(client)
+            read = True
         finally:
-            reading.set_result(sys.exc_info()[0] is None)
+            reading.set_result(read)
             self._reading = None
 
     async def _read_required(self, client: Any) -> None:
