@@ -28,23 +28,23 @@ if (ARG.attempt ~= '' and cur[1] ~= ARG.attempt) or (ARG.worker ~= '' and cur[2]
 end
 if cur[5] then redis.call('HINCRBY', RUNNING, cur[5], -1) end
 local attempt = tonumber(cur[1])
+-- the job ends here in ``status`` (and the field-value pairs ``...``), with its last event ``body``
+local function ended(status, body, ...)
+  redis.call('HSET', KEY.job, 'status', status, 'ended_at', ARG.now, ...)
+  emit(KEY.job, ARG.id, attempt, body, ARG.maxlen, ARG.ttl_ms)
+  redis.call('EXPIRE', KEY.job, ARG.result_ttl)
+  redis.call('HINCRBY', STATS, 'finished:' .. status, 1)
+  return {status, attempt}
+end
 if cur[8] then  -- a cancel asked while it ran: it ends here, never runs again
-  redis.call('HSET', KEY.job, 'status', 'canceled', 'ended_at', ARG.now)
   redis.call('HDEL', KEY.job, 'cancel')
   local why = cjson.encode('cancelled; its worker stopped first (' .. ARG.reason .. ')')
-  emit(KEY.job, ARG.id, attempt, '{"type":"cancelled","reason":' .. why .. '}', ARG.maxlen, ARG.ttl_ms)
-  redis.call('EXPIRE', KEY.job, ARG.result_ttl)
-  redis.call('HINCRBY', STATS, 'finished:canceled', 1)
-  return {'canceled', attempt}
+  return ended('canceled', '{"type":"cancelled","reason":' .. why .. '}')
 end
 local counts = ARG.counts == '1'
 if counts and ARG.max_attempts ~= '' and attempt >= tonumber(ARG.max_attempts) then
   local err = 'gave up after ' .. attempt .. ' attempts: ' .. ARG.reason
-  redis.call('HSET', KEY.job, 'status', 'failed', 'ended_at', ARG.now, 'error', err)
-  emit(KEY.job, ARG.id, attempt, '{"type":"error","error":' .. cjson.encode(err) .. '}', ARG.maxlen, ARG.ttl_ms)
-  redis.call('EXPIRE', KEY.job, ARG.result_ttl)
-  redis.call('HINCRBY', STATS, 'finished:failed', 1)
-  return {'failed', attempt}
+  return ended('failed', '{"type":"error","error":' .. cjson.encode(err) .. '}', 'error', err)
 end
 local next_attempt = attempt
 if counts then next_attempt = attempt + 1 end
