@@ -27,6 +27,7 @@ from .body import add_body_schemas
 from .bus import ChunkHub
 from .fastlane import FastLane, fast_routes
 from .limits import BodyLimit
+from .link import LinkServer
 from .routes import dashboard, fleet, hosts, jobs, metrics, models, ollama_api, ollama_models, openai_api
 
 log = logging.getLogger("corral.api")
@@ -49,7 +50,8 @@ def native_telemetry() -> dict[str, Any]:
 
 
 def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: Redis clients, the job store, the chunk bus and the janitor, closed at the end."""
+    """The app's lifespan: Redis clients, the job store, the chunk bus, the direct link and the janitor, closed at
+    the end."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +67,10 @@ def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextM
         app.state.store = AsyncJobStore(client, Limits.from_settings(settings), fast=fast)
         app.state.hub = hub
         await hub.start()
+        link = LinkServer(client, hub.reply_channel, settings.link_host or settings.api_host, hub.direct)
+        app.state.link = link
+        if settings.direct_link:
+            await link.start()
         janitor_client = sync_redis(settings.redis_url, name="corral-api-janitor")
         _thread, janitor_stop = Janitor(
             JobStore(janitor_client, Limits.from_settings(settings)),
@@ -84,6 +90,7 @@ def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextM
         finally:
             janitor_stop.set()
             janitor_client.close()
+            await link.stop()
             await hub.stop()
             await hub.client.aclose(close_connection_pool=True)
             await client.aclose(close_connection_pool=True)

@@ -1,14 +1,12 @@
 """The chunk bus, reader side: one pub/sub connection per process fans job events out to every reader.
 
-``follow_batches`` gives a reader a job's events from any ``seq`` on, in order, with no gap and no duplicate:
-it subscribes first, then reads the replay stream for what came before, then takes live events, filling any gap
-from the stream (a dropped pub/sub message, a Redis restart) and re-reading it whenever the bus resubscribes.
-
-A job this process submits and follows at once (a streamed submit, the drop-in routes: ``submit_followed``)
-needs neither: the hub ``expect``s it before the enqueue, and the job carries the hub's own channel as
-``reply_to``, which every later event of the job is published on as well (the enqueue returns the events it
-writes itself, queued and, when a parked worker took the job at once, started). The hub has been subscribed to that
-channel since it connected, so every event arrives there, and a follow costs no Redis command at all.
+A reader subscribes to its job's channel (``subscribe``; ``corral.api.follow`` puts the events in order). A job
+this process submits and follows at once (a streamed submit, the drop-in routes: ``submit_followed``) needs no
+subscription: the hub ``expect``s it before the enqueue, and the job carries the hub's own channel as ``reply_to``,
+which every later event of the job is published on as well (the enqueue returns the events it writes itself,
+queued and, when a parked worker took the job at once, started). The hub has been subscribed to that channel since
+it connected, so every event arrives there, and a follow costs no Redis command at all. The worker running such a
+job also sends its chunk events over the direct link (``direct``, ``corral.api.link``), ahead of Redis.
 
 An event published once reaches every reader of its job here as one ``Event``: parsed once by the hub and written
 once as a Server-Sent Event (``Event.sse``), however many readers the job has.
@@ -33,7 +31,7 @@ from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT
 from corral.common.jobs import Idempotency, new_job_id
 from corral.common.pubsub import PubSubConnection, pubsub_connection
-from corral.common.schemas import TERMINAL_EVENTS, JobRequest
+from corral.common.schemas import JobRequest
 from corral.common.store import AsyncJobStore
 
 from .memory import StreamGauge, malloc_trim, release_memory_of
@@ -44,12 +42,15 @@ RESYNC = b"\x00resync"  # in a reader's mailbox: re-read the replay stream
 
 class Event(dict[str, Any]):
     """A job event as every reader of the job in this process gets it: parsed once, and its Server-Sent Event
-    encoded by the first reader that writes it (``sse``). Readers never change it."""
+    encoded by the first reader that writes it (``sse``). Readers never change it. ``raw``: its bytes as sent;
+    ``direct``: it came over the direct link, not from Redis (``corral.api.follow.Order``)."""
 
-    __slots__ = ("sse",)
+    __slots__ = ("direct", "raw", "sse")
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, direct: bool = False) -> None:
         super().__init__(jsonfast.loads(raw))
+        self.raw = raw
+        self.direct = direct
         self.sse: bytes | None = None
 
 
@@ -112,6 +113,7 @@ class ChunkHub:
         # jobs submitted here, by id: the queue their reader takes events from (gone with the reader)
         self._expected: weakref.WeakValueDictionary[str, Mailbox] = weakref.WeakValueDictionary()
         self._own_ready = False  # the subscription to the own channel is confirmed
+        self.direct_events = 0  # events taken from the direct link (``direct``)
 
     @property
     def reply_channel(self) -> str:
@@ -203,6 +205,19 @@ class ChunkHub:
                 for queue in listeners:  # one event object for every reader of the job
                     queue.put_nowait(shared)
 
+    def direct(self, raw: bytes) -> None:
+        """An event line from the direct link (``corral.api.link``): to the reader of its job, if it is followed
+        here; anything else is dropped (its copy comes by Redis)."""
+        reader = self._expected.get(raw[8:40].decode(errors="replace"))  # {"job":"<32 hex>",...
+        if reader is None:
+            return
+        try:
+            event = Event(raw, direct=True)
+        except ValueError:
+            return
+        self.direct_events += 1
+        reader.put_nowait(event)
+
     def _dispatch_own(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":
             self._own_ready = True
@@ -251,51 +266,6 @@ def parsed(raw: bytes) -> Event | None:
         return None
 
 
-async def read_stream(client: Any, job_id: str, after: int) -> list[dict[str, Any]]:
-    """The job's events after seq ``after`` from its replay stream. ``client``: redis-py's or the lean client
-    (``AsyncJobStore.scripts_client``: a reader's replay read is on the connect path of every stream), whose
-    entries come as flat field lists."""
-    entries = await client.execute_command("XRANGE", keys.events_key(job_id), f"{after + 2}-0", "+")
-    return [jsonfast.loads(event_field(fields)) for _id, fields in entries]
-
-
-def event_field(fields: dict[bytes, bytes] | list[bytes]) -> bytes:
-    if isinstance(fields, dict):
-        return fields[b"e"]
-    return dict(zip(fields[::2], fields[1::2], strict=True))[b"e"]
-
-
-Batch = list[dict[str, Any]]
-
-
-async def follow_batches(
-    client: Any,
-    hub: ChunkHub,
-    job_id: str,
-    start: int = 0,
-    idle: float = 5.0,
-    expected: Mailbox | None = None,
-) -> AsyncIterator[Batch | None]:
-    """The events of ``job_id`` with ``seq >= start`` until a terminal one, in batches of what has arrived
-    together (a reader writes each batch at once); ``None`` marks an idle tick. ``expected``: the hub's queue for
-    a job submitted here (``ChunkHub.expect``), which gets every event from the first."""
-    hub.streams.opened()
-    try:
-        if expected is not None:
-            try:
-                async for batch in _follow(client, job_id, start - 1, idle, expected, []):
-                    yield batch
-            finally:
-                hub.forget(job_id)
-            return
-        async with hub.subscribe(job_id) as queue:
-            backlog = await read_stream(client, job_id, start - 1)
-            async for batch in _follow(client, job_id, start - 1, idle, queue, backlog):
-                yield batch
-    finally:
-        hub.streams.closed()
-
-
 @dataclass
 class Followed:
     """A job submitted here to be followed at once: its id and the hub's queue for its events (None: the reader
@@ -333,57 +303,3 @@ async def submit_followed(
     for raw in written:  # the enqueue's own events (queued, started) come in its reply, not on the channel
         expected.put_nowait(Event(raw))
     return Followed(job_id, expected)
-
-
-def _in_order(items: list[Any], last: int) -> tuple[Batch, bool]:
-    """The events that follow ``last`` in order; True when the stream must be read (a resync, a gap)."""
-    events: Batch = []
-    reread = False
-    for event in items:
-        if event is RESYNC:
-            reread = True
-            continue
-        following = (events[-1]["seq"] if events else last) + 1
-        if event["seq"] == following:
-            events.append(event)
-        elif event["seq"] > following:  # a message went missing: the stream has it
-            reread = True
-    return events, reread
-
-
-async def _follow(
-    client: Any,
-    job_id: str,
-    last: int,
-    idle: float,
-    queue: Mailbox,
-    backlog: Batch,
-) -> AsyncIterator[Batch | None]:
-    while True:
-        if backlog and backlog[0]["seq"] > last + 1:
-            last = backlog[0]["seq"] - 1  # older events were trimmed by the stream's cap
-        batch = []
-        for event in backlog:
-            if event["seq"] <= last:
-                continue
-            last = event["seq"]
-            batch.append(event)
-            if event["type"] in TERMINAL_EVENTS:
-                yield batch
-                return
-        if batch:
-            yield batch
-        try:
-            async with asyncio.timeout(idle):  # not wait_for: that wraps every wait in a new task
-                raws = [await queue.get()]
-        except TimeoutError:
-            raws = [RESYNC]
-        while not queue.empty():  # whatever else has arrived goes in the same batch
-            raws.append(queue.get_nowait())
-        backlog, reread = _in_order(raws, last)
-        if reread:
-            backlog = await read_stream(client, job_id, last)
-            if not backlog:
-                if not await client.execute_command("EXISTS", keys.job_key(job_id)):
-                    return
-                yield None

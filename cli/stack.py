@@ -56,7 +56,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         exec_under_c_allocator(args.argv)  # (returns in the run it starts: PYTHONMALLOC is set there)
     setup_logging(settings)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings.model_copy(update={"api_host": host})),  # (the direct link listens there too)
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

@@ -192,6 +192,8 @@ def prepare_job(
     assert request.kind is not None
     job_id = job_id or new_job_id()
     call: list[Any] = [JOB_FUNCTIONS[request.kind], None, [], {"request": request.ollama_body()}]
+    if reply_to:  # the worker sends its chunk events to that API directly as well (common/link.py)
+        call[3]["reply_to"] = reply_to
     # one reading of the clock for every time of the job: its creation (the history's score) and its RQ times
     # (created, enqueued, and started for a job handed at once) agree to the microsecond
     created = time.time()

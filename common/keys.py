@@ -63,6 +63,12 @@ def chunks_channel(job_id: str) -> str:
     return f"corral:chunks:{job_id}"
 
 
+def link_key(channel: str) -> str:
+    """Where the API process whose reply channel is ``channel`` takes chunk events directly: ``<host> <port>
+    <token>``, with an expiry it renews (common/link.py)."""
+    return f"corral:link:{channel}"
+
+
 def wake_channel(model: str) -> str:
     """Published on every enqueue so that idle workers holding the model pop at once."""
     return f"corral:wake:{model}"

@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     body_timeout: float = Field(30.0, gt=0, description="seconds a request body may stall")
     keep_alive_timeout: int = Field(75, ge=1, description="seconds an idle keep-alive connection stays open")
     trim_memory: bool = Field(True, description="give freed memory back after a burst of streams (glibc)")
+    direct_link: bool = Field(
+        True,
+        description="workers send the chunk events of a job the API follows straight to that API as well as "
+        "through Redis (one process hop less per chunk); false: through Redis only",
+    )
+    link_host: str = Field(
+        "", description="address the API's direct link listens on; empty: the address the API binds"
+    )
     max_messages: int = Field(1024, ge=1, description="messages in one chat request")
     max_image_bytes: int = Field(10 * 1_048_576, ge=1, description="one image, decoded bytes")
     api_keys: SecretStr = Field(SecretStr(""), description="API keys, comma-separated KEY[:SCOPE]")

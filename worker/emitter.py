@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 FENCED, CANCEL_ASKED = -1, 1  # what an EMIT answers besides 0
 REDIS_GIVE_UP = 120.0
+STALLED = 1.0  # seconds a send may wait for Redis before the job's events stop going over the direct link
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
@@ -66,6 +67,7 @@ class Emitter:
         self.send_now = send_now
         self.pending: list[str] = []
         self.task: asyncio.Task[int] | None = None
+        self.sent_at = 0.0  # monotonic time the send in flight was written
 
     def add(self, body: str) -> None:
         self.pending.append(body)
@@ -73,6 +75,7 @@ class Emitter:
             check(self.task.result())
             self.task = None
         if self.task is None:
+            self.sent_at = time.monotonic()
             sent = None
             if self.send_now is not None:
                 batch = tuple(self.pending)
@@ -94,10 +97,15 @@ class Emitter:
         while self.pending:
             batch = tuple(self.pending)
             self.pending.clear()
+            self.sent_at = time.monotonic()
             code = await self.send(batch)
             if code != 0:
                 return code
         return 0
+
+    def stalled(self) -> bool:
+        """Whether a send has waited for Redis longer than ``STALLED``."""
+        return self.task is not None and not self.task.done() and time.monotonic() - self.sent_at > STALLED
 
     async def close(self) -> tuple[str, ...]:
         """Wait for the send in flight; return what is still pending (it goes with the final event)."""

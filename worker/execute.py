@@ -20,6 +20,7 @@ from corral.common.store import AsyncJobStore, Timing
 from .backends import Backend, BackendError, BackendModelMissing, BackendUnavailable, Early
 from .emitter import Cancelled, Emitter, Fenced, with_redis_retry
 from .http import TransportError
+from .link import Direct, Links
 from .reply import Reply
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,16 @@ class Outcome:
 
 
 class JobRunner:
-    def __init__(self, store: AsyncJobStore, backend: Backend, worker_id: str, local_names: dict[str, str]):
+    def __init__(
+        self,
+        store: AsyncJobStore,
+        backend: Backend,
+        worker_id: str,
+        local_names: dict[str, str],
+        links: Links | None = None,
+    ):
         self.store = store
+        self.links = links
         self.backend = backend
         self.worker_id = worker_id
         self.local_names = local_names
@@ -213,6 +222,7 @@ class JobRunner:
         early: Early | None = None,
     ) -> None:
         reply = Reply(chat)
+        direct = Direct(self.links, job) if self.links is not None and job.kwargs.get("reply_to") else None
         emitter = Emitter(
             lambda batch: with_redis_retry(lambda: self.store.emit(job, self.worker_id, *batch), "emit"),
             lambda batch: self.store.emit_now(job, self.worker_id, batch),
@@ -227,7 +237,10 @@ class JobRunner:
                             return
                         if job.first_token_at is None:
                             job.first_token_at = time.monotonic()
-                        emitter.add(dumps(reply.add(chunk)))
+                        body = dumps(reply.add(chunk))
+                        if direct is not None:
+                            direct.send(body, emitter.stalled())
+                        emitter.add(body)
                 except (TransportError, ValueError) as exc:
                     raise BackendUnavailable(f"stream broken: {exc}") from exc
             raise BackendUnavailable("stream ended without a final chunk")

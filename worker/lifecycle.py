@@ -33,6 +33,7 @@ from .dispatch import Dispatcher
 from .execute import JobRunner
 from .heartbeat import Heartbeat
 from .jobs import Jobs
+from .link import Links
 from .modelops import ModelTasks
 from .models import Models
 from .reconcile import Reconcile
@@ -67,7 +68,8 @@ class Worker:
         wake = asyncio.Event()
         self.models = Models(self.backend, self.redis, self.id, settings.engine_display_url,
                              settings.max_loaded_models, wake)  # fmt: skip
-        runner = JobRunner(self.store, self.backend, self.id, self.models.local_names)
+        self.links = Links(self.redis, settings.direct_link)
+        runner = JobRunner(self.store, self.backend, self.id, self.models.local_names, self.links)
         self.jobs = Jobs(runner, self.models, settings.worker_slots, wake)
         self.dispatcher = Dispatcher(self.store, self.id, self.models, self.jobs, settings.push_dispatch, wake,
                                      self.draining, Delays.from_settings(settings))  # fmt: skip
@@ -136,6 +138,7 @@ class Worker:
             if await self.reconcile.release(set(self.jobs.active)):
                 await registry.deregister_async(self.redis, self.id, self.models.names)
         await self.backend.close()
+        await self.links.aclose()
         await self.model_tasks.close()
         await self.close_redis()
 

@@ -15,7 +15,8 @@ from corral.common.settings import Settings
 from corral.common.store import AsyncJobStore
 
 from ..apikeys import Principal, job_quota
-from ..bus import ChunkHub, Followed, follow_batches, submit_followed
+from ..bus import ChunkHub, Followed, submit_followed
+from ..follow import follow_batches
 from ..inputs import check_request
 from ..submitter import attribute, header_fields, idempotency_of
 

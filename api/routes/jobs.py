@@ -18,9 +18,10 @@ from corral.common.schemas import BatchRequest, BatchSubmitted, JobRequest, JobS
 
 from ..apikeys import Scope, job_quota, may_see
 from ..body import json_body, openapi_body
-from ..bus import Batch, Event, follow_batches, submit_followed
+from ..bus import Event, submit_followed
 from ..deps import HubDep, PrincipalDep, RedisDep, SettingsDep, StoreDep, get_principal
 from ..fastlane import FastRouter
+from ..follow import Batch, follow_batches
 from ..history import list_history, make_filters, parse_cursor
 from ..inputs import check_request
 from ..sse import KEEPALIVE, sse_event

@@ -11,7 +11,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from corral.api.bus import ChunkHub, follow_batches
+from corral.api.bus import ChunkHub
+from corral.api.follow import follow_batches
 from corral.api.memory import StreamGauge
 from corral.cli.embedded_redis import RedisServer
 from corral.common import jsonfast, keys

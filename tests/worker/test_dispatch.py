@@ -15,7 +15,8 @@ import httpx
 import pytest
 import redis
 
-from corral.api.bus import ChunkHub, follow_batches, submit_followed
+from corral.api.bus import ChunkHub, submit_followed
+from corral.api.follow import follow_batches
 from corral.cli.embedded_redis import RedisServer
 from corral.common import keys
 from corral.common.connections import async_redis

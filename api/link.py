@@ -1,0 +1,134 @@
+"""The direct link, the API's end: a TCP listener that takes the chunk events of the jobs this process follows
+straight from the workers running them (common/link.py), registered in Redis for them to find.
+
+A connection must greet with this process' reply channel and its token within ``GREETING_TIMEOUT``; then every
+line is an event handed to ``deliver``, which drops lines that are not events of a job followed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from corral.common import keys, link
+from corral.common.connections import TRANSIENT
+
+log = logging.getLogger(__name__)
+GREETING_TIMEOUT = 5.0
+WILDCARDS = {"", "0.0.0.0", "::"}
+
+
+def advertised(host: str) -> str:
+    """The address workers connect to for a listener bound to ``host``: a wildcard is this host's name's."""
+    if host not in WILDCARDS:
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class LinkServer:
+    """Listens on ``host`` (an ephemeral port) and keeps ``keys.link_key(channel)`` pointing at it."""
+
+    def __init__(self, client: Any, channel: str, host: str, deliver: Callable[[bytes], None]) -> None:
+        self.client = client
+        self.channel = channel
+        self.host = host
+        self.deliver = deliver
+        self.token = secrets.token_hex(16)
+        self.port = 0
+        self.links: set[LinkProtocol] = set()
+        self._server: asyncio.Server | None = None
+        self._renew: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: LinkProtocol(self), self.host or None, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._renew = asyncio.create_task(self._keep_registered(), name="link-registration")
+
+    @property
+    def registration(self) -> str:
+        return link.registration(advertised(self.host), self.port, self.token)
+
+    async def _keep_registered(self) -> None:
+        while True:
+            try:
+                await self.client.set(keys.link_key(self.channel), self.registration, ex=link.TTL)
+            except (*TRANSIENT, OSError) as exc:  # workers use Redis meanwhile; the next renewal retries
+                log.debug("link registration not renewed: %s", exc)
+            await asyncio.sleep(link.RENEW)
+
+    async def stop(self) -> None:
+        if self._renew is not None:
+            self._renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew
+        if self._server is not None:
+            self._server.close()
+            for protocol in list(self.links):
+                protocol.close()
+        with contextlib.suppress(*TRANSIENT, OSError):
+            await self.client.delete(keys.link_key(self.channel))
+
+
+class LinkProtocol(asyncio.Protocol):
+    """One worker's link: its greeting, then event lines."""
+
+    def __init__(self, server: LinkServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.greeted = False
+        self.buffer = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.links.add(self)
+        self.timer = asyncio.get_running_loop().call_later(GREETING_TIMEOUT, self._not_greeted)
+
+    def _not_greeted(self) -> None:
+        if not self.greeted:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.links.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        start = 0
+        if not self.greeted:
+            end = buffer.find(b"\n", 0, link.MAX_GREETING)
+            if end < 0:
+                if len(buffer) >= link.MAX_GREETING:
+                    self.close()
+                self.buffer = buffer
+                return
+            if not link.greeted(buffer[: end + 1], self.server.channel, self.server.token):
+                log.warning("link: a connection greeted with the wrong channel or token; closed")
+                self.close()
+                return
+            self.greeted = True
+            assert self.transport is not None
+            self.transport.write(link.ACCEPTED)
+            start = end + 1
+        deliver = self.server.deliver
+        while (end := buffer.find(b"\n", start)) >= 0:
+            deliver(buffer[start:end])
+            start = end + 1
+        self.buffer = buffer[start:]
+        if len(self.buffer) > link.MAX_LINE:
+            self.close()

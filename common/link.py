@@ -1,0 +1,61 @@
+"""The direct link, both ends' shared part: how a worker sends the chunk events of a job straight to the API that
+follows it, besides their way through Redis.
+
+Through Redis a chunk crosses two process wake-ups and a script (worker -> Redis -> API); over the link, one.
+Redis stays the record: the worker still emits every event there (the replay stream, the job's other readers),
+and the API takes the link's copy only ahead of Redis' one, which confirms it (``corral.api.follow``).
+
+An API process listens on a TCP port and registers ``corral:link:<its reply channel>`` (``keys.link_key``) with
+its address and a random token, renewed before it expires. A worker running a job whose ``reply_to`` names that
+channel reads the key once, connects, greets with the channel and the token, and from then on writes each chunk
+event of such jobs as one line: the very bytes the emit script writes to the replay stream. Anyone who can read
+the key could already publish on the API's channel, so the token keeps the trust where Redis puts it.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+GREETING = b"CORRAL-LINK/1"
+ACCEPTED = b"OK\n"
+MAX_GREETING = 512  # bytes of a greeting line
+MAX_LINE = 1 << 20  # bytes of one event line; a longer one closes the link (the event still comes by Redis)
+TTL = 30  # seconds an API's registration lives unless renewed
+RENEW = 10.0  # seconds between renewals
+
+
+def greeting(channel: str, token: str) -> bytes:
+    """The line a worker opens a link with."""
+    return b"%s %s %s\n" % (GREETING, channel.encode(), token.encode())
+
+
+def greeted(line: bytes, channel: str, token: str) -> bool:
+    """Whether ``line`` is a greeting for ``channel`` with its ``token`` (compared in constant time)."""
+    parts = line.rstrip(b"\r\n").split(b" ")
+    return (
+        len(parts) == 3
+        and parts[0] == GREETING
+        and parts[1] == channel.encode()
+        and hmac.compare_digest(parts[2], token.encode())
+    )
+
+
+def registration(host: str, port: int, token: str) -> str:
+    """The value of an API's ``keys.link_key``: where its link listens and the token it asks for."""
+    return f"{host} {port} {token}"
+
+
+def parse_registration(value: bytes | str | None) -> tuple[str, int, str] | None:
+    """(host, port, token) of a registration; None for a missing or malformed one."""
+    if value is None:
+        return None
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    parts = text.split(" ")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2]:
+        return None
+    return parts[0], int(parts[1]), parts[2]
+
+
+def event_line(job_id: str, seq: int, attempt: str, body: str) -> bytes:
+    """A chunk event as the emit script writes it (``emit`` in common/lua/lib.lua), and a newline."""
+    return f'{{"job":"{job_id}","seq":{seq},"attempt":{attempt},{body[1:]}\n'.encode()

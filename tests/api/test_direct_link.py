@@ -1,0 +1,130 @@
+"""The direct link (common/link.py): a worker sends the chunk events of a job the API follows straight to it,
+and the API takes them ahead of Redis' copy, which stays the record. The API runs in this process (to see what
+came over the link), the worker and the simulator as processes, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from corral.common import keys, link
+from corral.common.settings import Settings
+from corral.simulator import expected_text
+
+from ..conftest import Fleet
+from ..inprocess import InProcessAPI
+from ..support import wait_for
+
+pytestmark = pytest.mark.integration
+MODEL = "llama3:latest"
+
+
+@pytest.fixture
+def api(fleet: Fleet) -> Iterator[InProcessAPI]:
+    app = InProcessAPI(Settings(redis_url=fleet.redis_url, janitor_interval=3600))
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def stream(api: InProcessAPI, prompt: str) -> list[dict[str, Any]]:
+    """A streamed submit's events (NDJSON)."""
+    body = {"model": "llama3", "prompt": prompt, "stream": True}
+    response = api.request("POST", "/jobs", json=body, headers={"Accept": "application/x-ndjson"})
+    assert response.status_code == 200, response.text
+    return [json.loads(line) for line in response.text.splitlines() if line]
+
+
+def linked(api: InProcessAPI) -> None:
+    """Until a worker has greeted the API's link (the API's loop runs only inside a request: run it here)."""
+
+    async def greeted() -> None:
+        for _ in range(400):
+            if any(p.greeted for p in api.app.state.link.links):
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError("no worker greeted the direct link")
+
+    api.loop.run_until_complete(greeted())
+
+
+def check(events: list[dict[str, Any]], prompt: str) -> int:
+    """Every event once, in order, the text whole; the number of chunk events."""
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "done"
+    chunks = [e for e in events if e["type"] == "chunk"]
+    assert "".join(e["text"] for e in chunks) == expected_text("llama3", prompt)
+    return len(chunks)
+
+
+def test_a_followed_job_takes_its_chunks_from_the_link_and_redis_confirms_them(
+    fleet: Fleet, api: InProcessAPI
+) -> None:
+    hub, server = api.app.state.hub, api.app.state.link
+    registered = link.parse_registration(fleet.redis.get(keys.link_key(hub.reply_channel)))
+    assert registered == ("127.0.0.1", server.port, server.token)
+    fleet.worker(fleet.simulator(MODEL, tps=200), "w1")
+    check(stream(api, "the first job makes the link"), "the first job makes the link")
+    linked(api)
+    before = hub.direct_events
+    chunks = check(stream(api, "one two three four five six seven"), "one two three four five six seven")
+    # every chunk came over the link, and each copy from Redis matched it (a mismatch would have added events)
+    assert hub.direct_events - before == chunks
+
+
+def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(fleet: Fleet, api: InProcessAPI) -> None:
+    hub, server = api.app.state.hub, api.app.state.link
+    fleet.worker(fleet.simulator(MODEL, tps=100), "w1")
+    stream(api, "warm up")
+    linked(api)
+    before = hub.direct_events
+
+    def deliver(raw: bytes) -> None:  # the API closes every link after the fifth event it took from one
+        hub.direct(raw)
+        if hub.direct_events - before == 5:
+            for protocol in list(server.links):
+                protocol.close()
+
+    server.deliver = deliver
+    prompt = " ".join(f"word{i}" for i in range(40))
+    chunks = check(stream(api, prompt), prompt)
+    assert 5 <= hub.direct_events - before < chunks  # the chunks after the cut came through Redis
+    server.deliver = hub.direct
+    linked(api)  # the worker made the link again
+    before = hub.direct_events
+    chunks = check(stream(api, "again and again"), "again and again")
+    assert hub.direct_events - before == chunks
+
+
+def test_the_link_takes_only_its_greeting_and_only_events_of_followed_jobs(fleet: Fleet, api: InProcessAPI) -> None:
+    hub, server = api.app.state.hub, api.app.state.link
+
+    async def talk(greeting: bytes, lines: bytes = b"") -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(greeting + lines)
+        try:
+            async with asyncio.timeout(10):
+                return await reader.readline()
+        finally:
+            writer.close()
+
+    def run(greeting: bytes, lines: bytes = b"") -> bytes:
+        return api.loop.run_until_complete(talk(greeting, lines))
+
+    assert run(link.greeting(hub.reply_channel, "0" * 32)) == b""  # a wrong token: closed
+    assert run(link.greeting("corral:chunks:another-api", server.token)) == b""  # another API's channel
+    assert run(b"x" * link.MAX_GREETING) == b""  # no greeting at all
+    mailbox = hub.expect("f" * 32)
+    stray = link.event_line("e" * 32, 2, "1", '{"type":"chunk","text":"not followed here"}')
+    mine = link.event_line("f" * 32, 2, "1", '{"type":"chunk","text":"hi"}')
+    assert run(link.greeting(hub.reply_channel, server.token), stray + b"not json\n" + mine) == link.ACCEPTED
+    assert mailbox is not None
+    event = api.loop.run_until_complete(asyncio.wait_for(mailbox.get(), 10))
+    assert mailbox.empty()
+    assert event.direct and event["text"] == "hi" and event.raw == mine[:-1]
+    hub.forget("f" * 32)
