@@ -13,7 +13,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from corral.common import keys, link
 from corral.common.connections import TRANSIENT
@@ -89,8 +89,7 @@ class LinkProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio's classes)
         self.server.links.add(self)
         self.timer = asyncio.get_running_loop().call_later(GREETING_TIMEOUT, self._not_greeted)
 
@@ -124,6 +123,7 @@ class LinkProtocol(asyncio.Protocol):
             self.greeted = True
             assert self.transport is not None
             self.transport.write(link.ACCEPTED)
+            log.info("direct link from %s", self.transport.get_extra_info("peername"))
             start = end + 1
         deliver = self.server.deliver
         while (end := buffer.find(b"\n", start)) >= 0:

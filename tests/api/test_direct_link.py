@@ -77,7 +77,9 @@ def test_a_followed_job_takes_its_chunks_from_the_link_and_redis_confirms_them(
     assert hub.direct_events - before == chunks
 
 
-def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(fleet: Fleet, api: InProcessAPI) -> None:
+def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(
+    fleet: Fleet, api: InProcessAPI
+) -> None:
     hub, server = api.app.state.hub, api.app.state.link
     fleet.worker(fleet.simulator(MODEL, tps=100), "w1")
     stream(api, "warm up")
@@ -101,7 +103,9 @@ def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(fleet:
     assert hub.direct_events - before == chunks
 
 
-def test_the_link_takes_only_its_greeting_and_only_events_of_followed_jobs(fleet: Fleet, api: InProcessAPI) -> None:
+def test_the_link_takes_only_its_greeting_and_only_events_of_followed_jobs(
+    fleet: Fleet, api: InProcessAPI
+) -> None:
     hub, server = api.app.state.hub, api.app.state.link
 
     async def talk(greeting: bytes, lines: bytes = b"") -> bytes:
@@ -128,3 +132,20 @@ def test_the_link_takes_only_its_greeting_and_only_events_of_followed_jobs(fleet
     assert mailbox.empty()
     assert event.direct and event["text"] == "hi" and event.raw == mine[:-1]
     hub.forget("f" * 32)
+
+
+def test_corral_api_takes_a_workers_link(fleet: Fleet) -> None:
+    """The same over ``corral api`` (uvicorn, uvloop) and the drop-in route."""
+    fleet.worker(fleet.simulator(MODEL), "w1")
+    base = fleet.api(log_level="INFO")
+    http = fleet.http(base)
+    api_log = next(c for c in fleet.children if c.name.startswith("api-")).log_path
+
+    def chat(text: str) -> str:
+        body = {"model": "llama3", "messages": [{"role": "user", "content": text}]}
+        lines = http.post("/api/chat", json=body).text.splitlines()
+        return "".join(json.loads(line)["message"]["content"] for line in lines)
+
+    assert chat("make the link") == expected_text("llama3", "make the link")
+    wait_for(lambda: "direct link from ('127.0.0.1'" in api_log.read_text(), what="the worker's link")
+    assert chat("over the link") == expected_text("llama3", "over the link")

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.unit
 JOB = "a" * 32
 
 
-def event(seq: int, body: str = '{"type":"chunk","text":"x"}', attempt: str = "1", direct: bool = False) -> Event:
+def event(
+    seq: int, body: str = '{"type":"chunk","text":"x"}', attempt: str = "1", direct: bool = False
+) -> Event:
     return Event(link.event_line(JOB, seq, attempt, body)[:-1], direct=direct)
 
 
