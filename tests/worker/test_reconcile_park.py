@@ -42,7 +42,8 @@ def test_a_hand_kept_by_the_park_is_requeued_only_after_the_pop_that_took_it(
         try:
             assert (await store.pop_planned("w1", [M], "1", PARK)).job is None  # parked
             job_id = (await store.enqueue(JobRequest.model_validate({"model": "m", "prompt": "hi"}))).id
-            assert await store.inflight("w1") == [job_id] and r.hget(keys.park_key("w1"), "id") == job_id.encode()
+            assert await store.inflight("w1") == [job_id]  # handed to w1 (its message is never read)
+            assert r.hget(keys.park_key("w1"), "id") == job_id.encode()  # and kept for its next pop
             for _ in range(3):
                 assert await check.check() == []
             popped = await store.pop_planned("w1", [M], "1", PARK)  # the next pop takes it; its reply is lost
