@@ -1,8 +1,11 @@
 """The worker's in-flight list held against what it runs: a job listed in ``corral:inflight:<worker>`` that this
-worker does not run (the reply of the pop that took it was lost, or the message that handed it) goes back to the
-front of its queue with attempt + 1, through the same script as a dead worker's jobs (fenced, a ``retry`` event,
-``CORRAL_MAX_RETRIES``). A pop's reply may still be on its way when the list is read, so a job is re-queued only
-when two checks in a row found it listed and not run here.
+worker does not run (the reply of the pop that took it was lost) goes back to the front of its queue with
+attempt + 1, through the same script as a dead worker's jobs (fenced, a ``retry`` event, ``CORRAL_MAX_RETRIES``).
+A pop's reply may still be on its way when the list is read, so a job is re-queued only when two checks in a row
+found it listed and not run here. A job an enqueue handed this worker while it was parked is listed at once; if
+its message is lost, the park keeps it for the worker's next pop (within ``IDLE_POLL``, or the park's end), so it
+is not an orphan while the park holds it: the checks may come faster than that pop, and re-queueing it would
+spend an attempt on a job the worker is about to start.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from corral.common import keys
 from corral.common.connections import TRANSIENT
 from corral.common.store import AsyncJobStore
 
@@ -31,10 +35,18 @@ class Reconcile:
         log.warning("job %s was in flight on %s but not running: %s (attempt %d)", job_id, self.worker_id, state,
                     attempt)  # fmt: skip
 
+    async def listing(self) -> tuple[list[str], str]:
+        """The in-flight list and the job the park keeps for the next pop ('' when none), read at one moment."""
+        async with self.store.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(keys.inflight_key(self.worker_id), 0, -1)
+            pipe.hget(keys.park_key(self.worker_id), "id")
+            listed, hand = await pipe.execute()
+        return [job_id.decode() for job_id in listed], hand.decode() if hand else ""
+
     async def check(self) -> list[str]:
         """One check: the jobs re-queued (listed and not run here at this check and the one before)."""
-        listed = await self.store.inflight(self.worker_id)
-        known = self.known()
+        listed, hand = await self.listing()
+        known = self.known() | {hand}
         orphans = {job_id for job_id in listed if job_id not in known}
         due = sorted(orphans & self.suspects)
         self.suspects = orphans - set(due)

@@ -45,7 +45,10 @@ def test_a_lost_pop_reply_is_requeued_by_the_live_worker(fleet: Fleet, proxy: Lo
 
 def test_a_lost_hand_off_is_requeued_by_the_live_worker(fleet: Fleet, proxy: LossyProxy) -> None:
     """Push dispatch: the enqueue hands the job to the parked worker (it is in the worker's in-flight list at once)
-    and its control message is lost, and so is the reply of the pop that would have returned the hand."""
+    and its control message is lost, and so is the reply of the next pop, which returns the hand the park kept.
+    The in-flight check leaves the hand alone while the park keeps it, and re-queues it once after that pop:
+    attempt 2 (before, checks that came before the pop re-queued the hand, and the pop of attempt 2 lost its
+    reply: attempt 3; tests/worker/test_reconcile_park.py)."""
     sim = fleet.simulator("llama3:latest")
     fleet.worker(sim, "w1", redis_url=proxy.url)
     http = fleet.http(fleet.api())

@@ -32,10 +32,17 @@ class FakeStore:
         return "requeued", 2
 
 
+class Checks(Reconcile):
+    """The check's rule on a ``FakeStore`` (its Redis read is in test_reconcile_park.py): no hand kept by a park."""
+
+    async def listing(self) -> tuple[list[str], str]:
+        return await self.store.inflight(self.worker_id), ""
+
+
 def test_only_a_job_listed_and_not_run_at_two_checks_in_a_row_is_requeued() -> None:
     async def scenario() -> None:
         store, known = FakeStore(), {"running", "waiting-for-a-slot"}
-        check = Reconcile(store, "w1", lambda: known)  # type: ignore[arg-type]
+        check = Checks(store, "w1", lambda: known)  # type: ignore[arg-type]
         store.listed = ["running", "waiting-for-a-slot", "in-transit", "lost"]
         assert await check.check() == []  # first sight: a grace
         known.add("in-transit")  # its pop's reply arrived: it runs now
@@ -127,7 +134,7 @@ def test_a_refused_command_does_not_end_the_checks() -> None:
     async def scenario() -> None:
         store = Refusing()
         store.listed = ["lost"]
-        task = asyncio.create_task(Reconcile(store, "w1", set).run(0.0))  # type: ignore[arg-type]
+        task = asyncio.create_task(Checks(store, "w1", set).run(0.0))  # type: ignore[arg-type]
         try:
             await asyncio.wait_for(store.requeue_seen.wait(), 5)
         finally:
