@@ -7,7 +7,8 @@ restart) and re-reading it whenever the bus resubscribes.
 A job submitted here can also send its chunk events over the direct link (common/link.py), ahead of their copy
 from Redis (``Order``): a link event is taken when it is the next one; Redis' copy of it then confirms it. When
 Redis' copy differs (the worker had lost the job: it was re-queued, or Redis forgot its start), the record wins:
-the reader takes Redis' events from there on, and the link's no more.
+the reader takes Redis' event at that seq and goes on from there, and link events of the attempt it contradicted (or
+an earlier one) are ignored from then on: the worker that lost the job may send a few more.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class Order:
 
     def __init__(self, last: int) -> None:
         self.last = last
-        self.unconfirmed: dict[int, bytes] = {}
-        self.forked = False  # Redis' copy of a link event differed: the link's are ignored from then on
+        self.unconfirmed: dict[int, Any] = {}  # seq -> the link event taken, until Redis' copy confirms it
+        self.stale = 0  # link events of this attempt or an earlier one are ignored: Redis contradicted one
 
     def take(self, items: list[Any]) -> tuple[Batch, bool]:
         """The events of ``items`` that follow in order; True when the stream must be read (a resync, a gap)."""
@@ -55,13 +56,13 @@ class Order:
             if event is RESYNC:
                 reread = True
             elif getattr(event, "direct", False):
-                if not self.forked and event["seq"] == self.last + 1:
-                    self._keep(event["seq"], event.raw)
+                if event["seq"] == self.last + 1 and event["attempt"] > self.stale:
+                    self._keep(event)
                     events.append(event)
                     self.last = event["seq"]
             elif (sent := self.unconfirmed.pop(event["seq"], None)) is not None:
-                if sent != getattr(event, "raw", sent):
-                    self.forked = True  # the record wins from here on
+                if sent.raw != getattr(event, "raw", sent.raw):  # the record wins from here on
+                    self.stale = max(self.stale, sent["attempt"])
                     self.unconfirmed.clear()
                     events.append(event)
                     self.last = event["seq"]
@@ -81,8 +82,8 @@ class Order:
             self.last = events[-1]["seq"]
         return events
 
-    def _keep(self, seq: int, raw: bytes) -> None:
-        self.unconfirmed[seq] = raw
+    def _keep(self, event: Any) -> None:
+        self.unconfirmed[event["seq"]] = event
         if len(self.unconfirmed) > UNCONFIRMED_KEPT:
             del self.unconfirmed[next(iter(self.unconfirmed))]
 

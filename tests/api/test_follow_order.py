@@ -28,7 +28,7 @@ def test_a_link_event_goes_first_and_its_copy_from_redis_confirms_it() -> None:
     order = Order(1)
     assert seqs([event(2, direct=True), event(3, direct=True)], order) == [(2, True), (3, True)]
     assert seqs([event(2), event(3)], order) == []  # the copies: nothing twice
-    assert not order.unconfirmed and not order.forked
+    assert not order.unconfirmed and not order.stale
     assert seqs([event(4)], order) == [(4, False)]  # Redis' copy first: the link's comes too late
     assert seqs([event(4, direct=True)], order) == []
 
@@ -39,16 +39,19 @@ def test_a_link_event_out_of_turn_waits_for_redis() -> None:
     assert seqs([event(1, '{"type":"started","worker":"w"}'), event(2)], order) == [(1, False), (2, False)]
 
 
-def test_when_redis_differs_the_record_wins_and_the_link_is_ignored_after() -> None:
+def test_when_redis_differs_the_record_wins_and_the_contradicted_attempt_is_ignored_after() -> None:
     """The worker sent chunk 3 after its job was re-queued: Redis' seq 3 is the retry event (attempt 2)."""
     order = Order(1)
     assert seqs([event(2, direct=True), event(3, direct=True)], order) == [(2, True), (3, True)]
     retry = event(3, '{"type":"retry","reason":"worker w died"}', attempt="2")
     assert seqs([event(2), retry], order) == [(3, False)]
-    assert order.forked
-    assert seqs([event(4, direct=True)], order) == []  # the old attempt's link events, ignored
+    assert order.stale == 1
+    assert seqs([event(4, direct=True)], order) == []  # the lost attempt's link events, ignored
     started = event(4, '{"type":"started","worker":"w2"}', attempt="2")
-    assert seqs([started, event(5, attempt="2")], order) == [(4, False), (5, False)]
+    assert seqs([started, event(5, attempt="2", direct=True)], order) == [
+        (4, False),
+        (5, True),
+    ]  # the new one's
 
 
 def test_a_gap_or_a_resync_reads_the_stream() -> None:
