@@ -15,6 +15,7 @@ from corral.common.connections import async_redis, sync_redis
 from corral.common.fastredis import fast_redis
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
+from corral.common.link import enabled as direct_link
 from corral.common.registry import VERSION
 from corral.common.schemas import BatchRequest, JobRequest
 from corral.common.settings import Settings, redacted_url
@@ -69,7 +70,7 @@ def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextM
         await hub.start()
         link = LinkServer(client, hub.reply_channel, settings.link_host or settings.api_host, hub.direct)
         app.state.link = link
-        if settings.direct_link:
+        if direct_link(settings.direct_link, settings.redis_url):
             await link.start()
         janitor_client = sync_redis(settings.redis_url, name="corral-api-janitor")
         _thread, janitor_stop = Janitor(

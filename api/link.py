@@ -51,19 +51,23 @@ class LinkServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: LinkProtocol(self), self.host or None, 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        await self._register()
         self._renew = asyncio.create_task(self._keep_registered(), name="link-registration")
 
     @property
     def registration(self) -> str:
         return link.registration(advertised(self.host), self.port, self.token)
 
+    async def _register(self) -> None:
+        try:
+            await self.client.set(keys.link_key(self.channel), self.registration, ex=link.TTL)
+        except (*TRANSIENT, OSError) as exc:  # workers use Redis meanwhile; the next renewal retries
+            log.debug("link registration not renewed: %s", exc)
+
     async def _keep_registered(self) -> None:
         while True:
-            try:
-                await self.client.set(keys.link_key(self.channel), self.registration, ex=link.TTL)
-            except (*TRANSIENT, OSError) as exc:  # workers use Redis meanwhile; the next renewal retries
-                log.debug("link registration not renewed: %s", exc)
             await asyncio.sleep(link.RENEW)
+            await self._register()
 
     async def stop(self) -> None:
         if self._renew is not None:

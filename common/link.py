@@ -24,6 +24,13 @@ TTL = 30  # seconds an API's registration lives unless renewed
 RENEW = 10.0  # seconds between renewals
 
 
+def enabled(direct_link: bool, redis_url: str) -> bool:
+    """Whether a process uses the link: ``CORRAL_DIRECT_LINK``, and never when Redis is reached over TLS (the link is
+    plain TCP: a fleet that encrypts its Redis traffic keeps its chunks encrypted, through Redis)."""
+    url = redis_url.lower()
+    return direct_link and not url.startswith("rediss:") and "ssl=true" not in url
+
+
 def greeting(channel: str, token: str) -> bytes:
     """The line a worker opens a link with."""
     return b"%s %s %s\n" % (GREETING, channel.encode(), token.encode())

@@ -69,7 +69,10 @@ def fill(template: str, values: dict[str, str]) -> str:
 
 
 def snapshot(client: redis.Redis) -> tuple[frozenset[bytes], tuple[tuple[bytes, int], ...]]:
-    """Every key (the janitor's lock aside) and the length of every list: what a request could have written."""
-    names = frozenset(k for k in client.keys("*") if k != b"corral:janitor:lock")
+    """Every key (the janitor's lock and the API's direct-link registration aside: the process' own, renewed on a
+    timer) and the length of every list: what a request could have written."""
+    names = frozenset(
+        k for k in client.keys("*") if k != b"corral:janitor:lock" and not k.startswith(b"corral:link:")
+    )
     lengths = tuple(sorted((k, int(client.llen(k))) for k in names if client.type(k) == b"list"))
     return names, lengths

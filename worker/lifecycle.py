@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 
-from corral.common import registry
+from corral.common import link, registry
 from corral.common.connections import TRANSIENT, async_redis, sync_redis
 from corral.common.delays import Delays
 from corral.common.fastredis import FastRedis, fast_redis
@@ -68,7 +68,7 @@ class Worker:
         wake = asyncio.Event()
         self.models = Models(self.backend, self.redis, self.id, settings.engine_display_url,
                              settings.max_loaded_models, wake)  # fmt: skip
-        self.links = Links(self.redis, settings.direct_link)
+        self.links = Links(self.redis, link.enabled(settings.direct_link, settings.redis_url))
         runner = JobRunner(self.store, self.backend, self.id, self.models.local_names, self.links)
         self.jobs = Jobs(runner, self.models, settings.worker_slots, wake)
         self.dispatcher = Dispatcher(self.store, self.id, self.models, self.jobs, settings.push_dispatch, wake,
