@@ -20,6 +20,9 @@ from corral.common.connections import TRANSIENT
 
 log = logging.getLogger(__name__)
 GREETING_TIMEOUT = 5.0
+MAX_UNGREETED = (
+    64  # connections waiting to greet at once; more are closed at once (a flood of idle connections)
+)
 WILDCARDS = {"", "0.0.0.0", "::"}
 
 
@@ -94,6 +97,9 @@ class LinkProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio's classes)
+        if sum(not p.greeted for p in self.server.links) >= MAX_UNGREETED:
+            self.transport.close()
+            return
         self.server.links.add(self)
         self.timer = asyncio.get_running_loop().call_later(GREETING_TIMEOUT, self._not_greeted)
 

@@ -149,3 +149,24 @@ def test_corral_api_takes_a_workers_link(fleet: Fleet) -> None:
     assert chat("make the link") == expected_text("llama3", "make the link")
     wait_for(lambda: "direct link from ('127.0.0.1'" in api_log.read_text(), what="the worker's link")
     assert chat("over the link") == expected_text("llama3", "over the link")
+
+
+def test_idle_connections_that_never_greet_are_capped(fleet: Fleet, api: InProcessAPI) -> None:
+    from corral.api.link import GREETING_TIMEOUT, MAX_UNGREETED
+
+    server = api.app.state.link
+
+    async def flood() -> bytes:
+        writers = []
+        try:
+            for _ in range(MAX_UNGREETED):
+                writers.append((await asyncio.open_connection("127.0.0.1", server.port))[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writers.append(writer)
+            async with asyncio.timeout(GREETING_TIMEOUT / 2):  # closed at once, not at the greeting's timeout
+                return await reader.read()
+        finally:
+            for writer in writers:
+                writer.close()
+
+    assert api.loop.run_until_complete(flood()) == b""
