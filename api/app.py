@@ -72,6 +72,7 @@ def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextM
         app.state.link = link
         if direct_link(settings.direct_link, settings.redis_url):
             await link.start()
+            hub.hand_early = link.hand_early
         janitor_client = sync_redis(settings.redis_url, name="corral-api-janitor")
         _thread, janitor_stop = Janitor(
             JobStore(janitor_client, Limits.from_settings(settings)),

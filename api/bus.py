@@ -20,7 +20,7 @@ import logging
 import os
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from corral.common import jsonfast, keys
 from corral.common.connections import TRANSIENT
-from corral.common.jobs import Idempotency, new_job_id
+from corral.common.jobs import Idempotency, PreparedJob, new_job_id
 from corral.common.pubsub import PubSubConnection, pubsub_connection
 from corral.common.schemas import JobRequest
 from corral.common.store import AsyncJobStore
@@ -114,6 +114,8 @@ class ChunkHub:
         self._expected: weakref.WeakValueDictionary[str, Mailbox] = weakref.WeakValueDictionary()
         self._own_ready = False  # the subscription to the own channel is confirmed
         self.direct_events = 0  # events taken from the direct link (``direct``)
+        # a job's early hand to a parked worker over the direct link (``corral.api.link.LinkServer.hand_early``)
+        self.hand_early: Callable[[PreparedJob], str] | None = None
 
     @property
     def reply_channel(self) -> str:
@@ -292,7 +294,7 @@ async def submit_followed(
         return Followed((await store.enqueue(request, job_id, owner, max_jobs, idempotency)).id)
     try:
         followed, written = await store.enqueue_followed(
-            request, job_id, hub.reply_channel, owner, max_jobs, idempotency
+            request, job_id, hub.reply_channel, owner, max_jobs, idempotency, hub.hand_early
         )
     except BaseException:
         hub.forget(job_id)

@@ -2,7 +2,9 @@
 straight from the workers running them (common/link.py), registered in Redis for them to find.
 
 A connection must greet with this process' reply channel and its token within ``GREETING_TIMEOUT``; then every
-line is an event handed to ``deliver``, which drops lines that are not events of a job followed here.
+event line goes to ``deliver``, which drops lines that are not events of a job followed here, and park lines say
+which linked workers are parked for which models: ``hand_early`` sends one of them a job ahead of the enqueue,
+which then hands the job to that worker (``prefer``) if Redis has it parked for the model still.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import contextlib
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from corral.common import keys, link
 from corral.common.connections import TRANSIENT
+from corral.common.jobs import PreparedJob
 
 log = logging.getLogger(__name__)
 GREETING_TIMEOUT = 5.0
@@ -36,6 +41,17 @@ def advertised(host: str) -> str:
         return "127.0.0.1"
 
 
+@dataclass
+class Parked:
+    """A linked worker's last park line."""
+
+    link: LinkProtocol
+    free: int
+    warm: set[str]
+    cold: set[str]
+    at: float = field(default_factory=time.monotonic)
+
+
 class LinkServer:
     """Listens on ``host`` (an ephemeral port) and keeps ``keys.link_key(channel)`` pointing at it."""
 
@@ -47,6 +63,8 @@ class LinkServer:
         self.token = secrets.token_hex(16)
         self.port = 0
         self.links: set[LinkProtocol] = set()
+        self.parked: dict[str, Parked] = {}  # worker id -> its last park line
+        self.handed_early = 0  # jobs sent to a parked worker ahead of their enqueue
         self._server: asyncio.Server | None = None
         self._renew: asyncio.Task[None] | None = None
 
@@ -71,6 +89,39 @@ class LinkServer:
         while True:
             await asyncio.sleep(link.RENEW)
             await self._register()
+
+    def noted(self, protocol: LinkProtocol, line: bytes) -> None:
+        """A park line from a linked worker."""
+        parsed = link.parse_park(line)
+        if parsed is None:
+            return
+        worker, free, warm, cold = parsed
+        if free <= 0:
+            self.parked.pop(worker, None)
+        else:
+            self.parked[worker] = Parked(protocol, free, warm, cold)
+
+    def hand_early(self, job: PreparedJob) -> str:
+        """Send ``job`` to a linked worker parked for its model (warm first, then the most free slots), ahead of
+        its enqueue: the id of that worker, for the enqueue to prefer, or '' (none parked here)."""
+        best: tuple[bool, int, str] | None = None
+        now = time.monotonic()
+        for worker, park in self.parked.items():
+            if now - park.at < link.PARK_FRESH and (job.model in park.warm or job.model in park.cold):
+                rank = (job.model in park.warm, park.free, worker)
+                best = rank if best is None or rank > best else best
+        if best is None:
+            return ""
+        park = self.parked[best[2]]
+        park.free -= 1  # (the next job of a burst goes elsewhere unless the worker says it is free again)
+        if park.free <= 0:
+            del self.parked[best[2]]
+        mapping = job.mapping
+        started = [job.id, "1", mapping["data"], mapping["run_timeout"], job.model, mapping["enqueued_at"], 1]
+        assert park.link.transport is not None
+        park.link.transport.write(link.dispatch_line(started))
+        self.handed_early += 1
+        return best[2]
 
     async def stop(self) -> None:
         if self._renew is not None:
@@ -109,6 +160,8 @@ class LinkProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.links.discard(self)
+        for worker in [w for w, park in self.server.parked.items() if park.link is self]:
+            del self.server.parked[worker]
         if self.timer is not None:
             self.timer.cancel()
 
@@ -137,7 +190,10 @@ class LinkProtocol(asyncio.Protocol):
             start = end + 1
         deliver = self.server.deliver
         while (end := buffer.find(b"\n", start)) >= 0:
-            deliver(buffer[start:end])
+            if buffer[start : start + 1] == b"{":
+                deliver(buffer[start:end])
+            else:
+                self.server.noted(self, buffer[start:end])
             start = end + 1
         self.buffer = buffer[start:]
         if len(self.buffer) > link.MAX_LINE:

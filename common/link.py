@@ -15,6 +15,9 @@ the key could already publish on the API's channel, so the token keeps the trust
 from __future__ import annotations
 
 import hmac
+from typing import Any
+
+from . import jsonfast
 
 GREETING = b"CORRAL-LINK/1"
 ACCEPTED = b"OK\n"
@@ -66,3 +69,34 @@ def parse_registration(value: bytes | str | None) -> tuple[str, int, str] | None
 def event_line(job_id: str, seq: int, attempt: str, body: str) -> bytes:
     """A chunk event as the emit script writes it (``emit`` in common/lua/lib.lua), and a newline."""
     return f'{{"job":"{job_id}","seq":{seq},"attempt":{attempt},{body[1:]}\n'.encode()
+
+
+# The link's other lines, besides events (which start with "{"): a worker says where it is parked, and an API sends
+# a parked worker a job ahead of the enqueue that hands it there (``dispatch_line``).
+PARK_FRESH = 2.0  # seconds a worker's park line counts (an idle worker pops, and says it again, every second)
+
+
+def park_line(worker_id: str, free: int, warm: list[str], cold: list[str]) -> bytes:
+    """``P <worker> <free slots> <warm models> <cold models>``: parked for those models (comma-separated, ``-``
+    for none); an empty model list never parks."""
+    return f"P {worker_id} {free} {','.join(warm) or '-'} {','.join(cold) or '-'}\n".encode()
+
+
+def unpark_line(worker_id: str) -> bytes:
+    return f"U {worker_id}\n".encode()
+
+
+def parse_park(line: bytes) -> tuple[str, int, set[str], set[str]] | None:
+    """(worker, free slots, warm models, cold models) of a park line; free -1 for an unpark; None: not one."""
+    parts = line.decode(errors="replace").split(" ")
+    if parts[0] == "U" and len(parts) == 2:
+        return parts[1], -1, set(), set()
+    if parts[0] != "P" or len(parts) != 5 or not parts[2].isdigit():
+        return None
+    warm, cold = (set(part.split(",")) - {"-", ""} for part in parts[3:5])
+    return parts[1], int(parts[2]), warm, cold
+
+
+def dispatch_line(job: list[Any]) -> bytes:
+    """A job sent to a parked worker, as the enqueue's hand sends it (``{"dispatch": <POP's answer>}``)."""
+    return jsonfast.dumps({"dispatch": job}).encode() + b"\n"

@@ -15,7 +15,6 @@ import redis
 import redis.asyncio as aioredis
 
 from . import jsonfast, keys, scripts
-from .errors import JobNotCancellable, JobNotFound
 from .fastredis import FastRedis
 from .jobs import (
     Idempotency,
@@ -32,6 +31,7 @@ from .jobs import (
     submitted,
 )
 from .logs import job_submitted
+from .outcomes import cancel_outcome, parse_events, requeue_outcome
 from .replication import acked_or_refused
 from .schedule import SwitchSignal, decode_position, decode_switch, warm_flags
 from .schemas import JobRequest, JobView, Submitted
@@ -39,32 +39,6 @@ from .schemas import JobRequest, JobView, Submitted
 Call = tuple[scripts.LuaScript, Sequence[str], Sequence[Any]]
 # a job's timing for the histograms, as script KEYS and ARGV (histograms.record_arguments)
 Timing = tuple[list[str], list[Any]]
-
-
-def parse_events(entries: list[Any]) -> list[dict[str, Any]]:
-    """XRANGE entries → event dicts, in order."""
-    out = []
-    for _id, fields in entries:
-        raw = fields.get(b"e") or fields.get("e")
-        out.append(jsonfast.loads(raw))
-    return out
-
-
-def _word(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _cancel_outcome(job_id: str, reply: list[Any]) -> str:
-    state = _word(reply[0])
-    if state == "missing":
-        raise JobNotFound(job_id)
-    if state in ("cancelled", "cancelling"):
-        return state
-    raise JobNotCancellable(f"job '{job_id}' has already ended ({state})", job_id=job_id, state=state)
-
-
-def _requeue_outcome(reply: list[Any]) -> tuple[str, int]:
-    return _word(reply[0]), int(reply[1]) if len(reply) > 1 else 0
 
 
 @dataclass(frozen=True)
@@ -112,19 +86,21 @@ class _Calls:
     limits: Limits
 
     def _enqueue_args(
-        self, max_jobs: int, start_ts: str, checks: str, idem: Idempotency | None
+        self, max_jobs: int, start_ts: str, checks: str, idem: Idempotency | None, prefer: str = ""
     ) -> scripts.EnqueueArgs:
         limits = self.limits
         return scripts.EnqueueArgs(max_queue=limits.max_queue, maxlen=limits.events_maxlen,
                                    ttl_ms=limits.events_ttl_ms, history_min=repr(time.time() - limits.history_ttl),
                                    history_max=limits.history_max, quota=max_jobs, start_ts=start_ts,
                                    checks=checks, idem=idem.key if idem else "", digest=idem.digest if idem else "",
-                                   idem_ttl=limits.idempotency_ttl)  # fmt: skip
+                                   idem_ttl=limits.idempotency_ttl, prefer=prefer)  # fmt: skip
 
-    def _enqueue(self, job: PreparedJob, check_served: bool, idem: Idempotency | None = None) -> Call:
-        """ENQUEUE's call; ``check_served``: refuse the job when no live worker holds its model."""
+    def _enqueue(self, job: PreparedJob, check_served: bool, idem: Idempotency | None = None, prefer: str = "",
+                 ) -> Call:  # fmt: skip
+        """ENQUEUE's call; ``check_served``: refuse the job when no live worker holds its model; ``prefer``: the
+        parked worker to hand it to if that one is parked for its model."""
         checks = "1" if check_served else "0"
-        head = self._enqueue_args(job.max_jobs, job.mapping["enqueued_at"], checks, idem)
+        head = self._enqueue_args(job.max_jobs, job.mapping["enqueued_at"], checks, idem, prefer)
         return (
             scripts.ENQUEUE,
             scripts.EnqueueKeys(queue=keys.queue_key(job.model)),
@@ -234,13 +210,13 @@ class JobStore(_Calls):
         return parse_events(self.redis.xrange(*self._events_range(job_id, after), count=count))
 
     def cancel(self, job_id: str) -> str:
-        return _cancel_outcome(job_id, self._run(self._cancel(job_id)))
+        return cancel_outcome(job_id, self._run(self._cancel(job_id)))
 
     def requeue(
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
     ) -> tuple[str, int]:
         """Put a started job back at the front of its queue (see ``AsyncJobStore.requeue``)."""
-        return _requeue_outcome(self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
+        return requeue_outcome(self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
 
     def expire_queued(self, job_id: str) -> bool:
         """Fail a job still queued whose queue-wait deadline has passed; False when it was no longer queued."""
@@ -272,12 +248,14 @@ class AsyncJobStore(_Calls):
 
     async def enqueue_followed(self, request: JobRequest, job_id: str, reply_to: str, owner: str = "",
                                max_jobs: int = 0, idempotency: Idempotency | None = None,
+                               prefer: Callable[[PreparedJob], str] | None = None,
                                ) -> tuple[str, list[bytes]]:  # fmt: skip
         """Queue a job whose events its submitter follows on ``reply_to``: every event is published there too,
         except those the enqueue itself writes (queued, and started when a parked worker took the job at once),
         which are returned here, raw, after the job's id. A replayed ``idempotency`` key: the earlier job's id and
-        no events (its events are not published on ``reply_to``)."""
-        job, reply = await self._submit(request, job_id, owner, max_jobs, reply_to, idempotency)
+        no events (its events are not published on ``reply_to``). ``prefer``: called with the job before the
+        enqueue; the parked worker it names gets the job if it is parked for the model (api/link.py)."""
+        job, reply = await self._submit(request, job_id, owner, max_jobs, reply_to, idempotency, prefer)
         earlier = replayed(reply)
         if earlier is not None:
             return earlier[0][0], []
@@ -289,10 +267,11 @@ class AsyncJobStore(_Calls):
         ]
 
     async def _submit(self, request: JobRequest, job_id: str | None, owner: str, max_jobs: int, reply_to: str,
-                      idem: Idempotency | None) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
+                      idem: Idempotency | None, prefer: Callable[[PreparedJob], str] | None = None,
+                      ) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
         job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
-        call = self._enqueue(job, not request.wait, idem)
+        call = self._enqueue(job, not request.wait, idem, prefer(job) if prefer and not idem else "")
         reply = await self._replicated(call, lambda r: [submitted(job, r).id])
         if reply and int(reply[0]) > 0:  # queued (not refused, not an earlier submit's answer)
             job_submitted(job, int(reply[0]) - 1)
@@ -339,7 +318,7 @@ class AsyncJobStore(_Calls):
         return parse_events(await self.redis.xrange(*self._events_range(job_id, after), count=count))
 
     async def cancel(self, job_id: str) -> str:
-        return _cancel_outcome(job_id, await self._run(self._cancel(job_id)))
+        return cancel_outcome(job_id, await self._run(self._cancel(job_id)))
 
     async def pop(self, worker_id: str, models: list[str], warm: set[str] | None = None) -> PoppedJob | None:
         """The next job of ``models`` (in order); ``warm``: the models loaded here (None: all), others later."""
@@ -394,7 +373,7 @@ class AsyncJobStore(_Calls):
         self, job_id: str, reason: str, *, attempt: str = "", worker_id: str = "", counts: bool = True
     ) -> tuple[str, int]:
         """Put a started job back at the front of its queue (or fail it past the retry limit)."""
-        return _requeue_outcome(await self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
+        return requeue_outcome(await self._run(self._requeue(job_id, reason, attempt, worker_id, counts)))
 
     async def inflight(self, worker_id: str) -> list[str]:
         return [x.decode() for x in await self.redis.lrange(keys.inflight_key(worker_id), 0, -1)]

@@ -66,6 +66,14 @@ class Control:
             await asyncio.wait([closed], timeout=0.5)
         closed.result()
 
+    def on_link_line(self, line: bytes) -> None:
+        """A line an API sent on the direct link: a job sent ahead of its hand (``{"dispatch": …}``)."""
+        try:
+            command = jsonfast.loads(line)
+            self.dispatcher.on_early(decode_popped(command["dispatch"], self.job_timeout))
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.debug("link: a line that is not a job: %.80r", line)
+
     def on_message(self, message: dict[str, Any]) -> None:
         if message["type"] != "message":
             return

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable, Sequence
 
+from corral.common import link
 from corral.common.connections import TRANSIENT
 from corral.common.delays import Delays
 from corral.common.jobs import PoppedJob
@@ -59,19 +61,50 @@ class Dispatcher:
         self.seen = ""
         self.taking = ""  # a job the park's end handed over, waiting for a slot
         self.prefer = ""  # the model of the job this parked worker was woken for: its next pop tries it first
+        # says on the direct links where this worker is parked (worker/link.py ``Links.announce``)
+        self.announce: Callable[[bytes], None] | None = None
 
     def start(self, job: PoppedJob, handed: bool = False) -> Active | None:
         """Start a job in the slot taken for it (``handed``: by an enqueue, which ended the park); None when it had
         started already."""
         if handed:
             self.seen = job.id
-            self.parked = False
+            self.set_parked(False)
         return self.jobs.start(job)
+
+    def set_parked(self, parked: bool, names: Sequence[str] = (), flags: str = "", slots: int = 0) -> None:
+        """Whether the last pop parked this worker (for ``names`` with their pop ``flags``), said on the links."""
+        was, self.parked = self.parked, parked
+        if self.announce is None:
+            return
+        if parked:
+            warm = [m for m, f in zip(names, flags, strict=False) if f == "1"]
+            cold = [m for m, f in zip(names, flags, strict=False) if f in ("0", "c", "e")]
+            self.announce(link.park_line(self.worker_id, slots, warm, cold))
+        elif was:
+            self.announce(link.unpark_line(self.worker_id))
+
+    def on_early(self, job: PoppedJob) -> None:
+        """A job an API sent over the direct link ahead of the enqueue that hands it here (api/link.py): started
+        now when this worker is parked and has a slot free, else left to the hand. Until the hand comes (its message,
+        or the next pop's answer: ``Jobs.start`` sees the job twice) the run sends nothing to the API, and its
+        writes to Redis are fenced off if the enqueue gave the job to another worker."""
+        if not self.parked or not self.slots.try_acquire():
+            return
+        job.confirmed = False
+        active = self.jobs.start(job)
+        if active is not None:
+            active.on_accepted = self.wake.set
 
     def on_handed(self, job: PoppedJob) -> None:
         """A job an enqueue handed to this parked worker (its control message): started here and now; the pop loop
         parks the worker again once the backend has answered the job's request (its pop would compete with the
         request for the CPU and for Redis meanwhile). Without a free slot the pop loop starts it when one is free."""
+        if self.jobs.confirm(job):  # running already (popped, or sent ahead over the direct link): in its slot
+            self.seen = job.id
+            self.set_parked(False)
+            self.wake.set()
+            return
         if not self.slots.try_acquire():
             self.handed.append(job)
             self.wake.set()
@@ -141,7 +174,7 @@ class Dispatcher:
         except TRANSIENT as exc:  # the park lapses by itself in PARK_TTL
             log.warning("could not leave the park (%s)", exc)
             return
-        self.parked = False
+        self.set_parked(False)
         if job is not None:
             self.taking = job.id
             try:
@@ -159,7 +192,8 @@ class Dispatcher:
         park = self.park()
         delays = self.delays.arguments(names, self.models.load_times) if self.delays else None
         popped = await self.store.pop_planned(self.worker_id, names, flags, park, delays)
-        self.parked = park is not None and popped.job is None and popped.switch is None
+        parked = park is not None and popped.job is None and popped.switch is None
+        self.set_parked(parked, names, flags, park.slots if park is not None else 0)
         self.follow(popped, flags)
         return popped
 

@@ -77,8 +77,7 @@ class Jobs:
         pop that took the job is forgotten, its run here was fenced off, and a pop takes it again with the same
         start sequence (ignored, the job would stay started and not run until the in-flight check re-queued it,
         an attempt spent). A duplicate whose first start ended meanwhile is fenced off at its first event."""
-        running = self.active.get(job.id)
-        if running is not None and running.job.start_seq == job.start_seq:
+        if self.confirm(job):
             self.slots.release()
             return None
         crash_here("after_pop")
@@ -90,6 +89,15 @@ class Jobs:
         if cold:  # once loaded, what the engine holds has changed (it may have evicted a model): read it now
             active.on_loaded = self.models.loaded_changed.set
         return active
+
+    def confirm(self, job: PoppedJob) -> bool:
+        """Whether this start of ``job`` runs here already; it is then confirmed (a job an API sent ahead over the
+        direct link runs before its hand comes: this is the hand)."""
+        running = self.active.get(job.id)
+        if running is None or running.job.start_seq != job.start_seq:
+            return False
+        running.job.confirmed = True
+        return True
 
     def launch(self, job: PoppedJob) -> Active:
         """The job's task, with its request written to the backend first (a turn of the loop and the task's set-up

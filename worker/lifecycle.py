@@ -81,6 +81,11 @@ class Worker:
         self.model_tasks = ModelTasks(self.redis, settings, self.backend, self.models, self.heartbeat.beat)
         self.control = Control(settings.redis_url, self.redis, self.id, self.dispatcher, self.jobs, self.drain,
                                self.model_tasks.on_control)  # fmt: skip
+        if (
+            self.links.enabled
+        ):  # jobs sent ahead over the direct link; where this worker is parked, said on it
+            self.links.on_line = self.control.on_link_line
+            self.dispatcher.announce = self.links.announce
 
     async def recover_own_jobs(self) -> None:
         """Jobs a previous life of this worker id left in flight go back to the front of their queues."""

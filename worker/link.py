@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from corral.common import keys, link
@@ -33,6 +34,7 @@ class Links:
         self._making: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}  # channel -> monotonic time of its last failed attempt
         self._watches: set[asyncio.Task[None]] = set()
+        self.on_line: Callable[[bytes], None] | None = None  # a line from an API: a job sent ahead (Control)
 
     def writer(self, channel: str) -> asyncio.StreamWriter | None:
         """The open link for ``channel``, or None (one is made in the background, unless it failed lately)."""
@@ -84,12 +86,20 @@ class Links:
         return writer
 
     async def _watch(self, channel: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The API never writes after its greeting: an end of the stream is the link closing."""
-        with contextlib.suppress(OSError):
-            await reader.read()
+        """The API's lines (jobs sent ahead) until the link closes."""
+        with contextlib.suppress(OSError, ValueError):  # (ValueError: a line over the reader's limit)
+            while line := await reader.readline():
+                if self.on_line is not None:
+                    self.on_line(line)
         writer.close()
         if self._open.get(channel) is writer:
             del self._open[channel]
+
+    def announce(self, line: bytes) -> None:
+        """Write ``line`` (a park line) on every open link."""
+        for writer in self._open.values():
+            if not writer.is_closing() and writer.transport.get_write_buffer_size() < MAX_BUFFERED:
+                writer.write(line)
 
     async def aclose(self) -> None:
         for task in [*self._making.values(), *self._watches]:
@@ -116,6 +126,8 @@ class Direct:
         if self.seq < 0:
             return
         seq, self.seq = self.seq, self.seq + 1
+        if not self.job.confirmed:  # sent ahead of its hand: it may be another worker's (then fenced off)
+            return
         writer = None if redis_stalled else self.links.writer(self.channel)
         if writer is not None:
             writer.write(link.event_line(self.job.id, seq, self.job.attempt_arg, body))

@@ -18,6 +18,9 @@
 -- ARG.idem          the submit's Idempotency-Key ('': none)
 -- ARG.digest        the digest of the submit's body (with idem)
 -- ARG.idem_ttl      seconds the key is remembered
+-- ARG.prefer        the parked worker the API sent the job to already, over the direct link ('': none): handed the
+--                   job if it is parked for the model and as warm as the best parked worker (else the job goes the
+--                   usual way, and that worker's early run is fenced off at its first event)
 -- ARG...            the job block (JOB_BLOCK: id, event, deadline, model, priority, submitter, created, owner,
 --                   hash; see push_job)
 --
@@ -48,7 +51,7 @@ end
 local active = over_quota(job.owner, quota, 1)
 if active then return {-2, active} end
 local wid, claim_ttl = false, nil
-if depth == 0 then wid, claim_ttl = parked_worker(m, now) end
+if depth == 0 then wid, claim_ttl = parked_worker(m, now, false, ARG.prefer) end
 if not wid and check and not served(m, now) then return {-3} end
 -- a worker handed a job of a model it has not loaded is loading it from now on: claimed at once, so the next job
 -- of the model waits for it (the cold delay) rather than making another idle host load it too

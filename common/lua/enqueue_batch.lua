@@ -13,6 +13,7 @@
 -- ARG.idem          the submit's Idempotency-Key ('': none)
 -- ARG.digest        the digest of the submit's body (with idem)
 -- ARG.idem_ttl      seconds the key is remembered
+-- ARG.prefer        (ENQUEUE's; not used here)
 -- ARG...            the job blocks (JOB_BLOCK each, see enqueue.lua)
 --
 -- Returns {1 + queue position of each job...}; {-3, index of the first unserved job}, {-1, model, its queue's

@@ -265,13 +265,21 @@ end
 -- wake-up: its pop then waits the cold delay itself). Returns its id, and for a worker without m the seconds its
 -- warm claims last (its park's ``claim``): a hand claims m for it at once, as a pop taking a cold job does. Its park ends: it leaves the parked sets, and the record of
 -- a worker that is not handed the job goes (hand overwrites the other's). Live: the park was renewed, the
--- heartbeat says healthy (its Ollama answers) and the worker is listening.
-local function parked_worker(m, now, cold)
+-- heartbeat says healthy (its Ollama answers) and the worker is listening. ``prefer``: a worker to take instead of
+-- the best one when it is parked for m and as warm (the API sent it the job already: api/link.py).
+local function parked_worker(m, now, cold, prefer)
   local pz = parked_key(m)
   for _ = 1, 4 do
     local top = redis.call('ZREVRANGE', pz, 0, 0, 'WITHSCORES')
     local wid = top[1]
     if not wid then return false end
+    if prefer and prefer ~= '' and prefer ~= wid then
+      local score = redis.call('ZSCORE', pz, prefer)
+      if score and (tonumber(score) >= WARM_PARK) == (tonumber(top[2]) >= WARM_PARK) then
+        wid, top[2] = prefer, score
+      end
+    end
+    prefer = nil
     if not cold and tonumber(top[2]) < WARM_PARK and live_claims(m, now) > 0 then return false end
     local pk = park_key(wid)
     local rec = redis.call('HMGET', pk, 'models', 'until', 'claim')

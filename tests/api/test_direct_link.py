@@ -170,3 +170,81 @@ def test_idle_connections_that_never_greet_are_capped(fleet: Fleet, api: InProce
                 writer.close()
 
     assert api.loop.run_until_complete(flood()) == b""
+
+
+def parked_here(api: InProcessAPI, *workers: str) -> None:
+    """Until every one of ``workers`` has said on its link that it is parked (the loop runs only here)."""
+
+    async def parked() -> None:
+        for _ in range(400):
+            if set(workers) <= set(api.app.state.link.parked):
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"not parked on the link: {set(workers) - set(api.app.state.link.parked)}")
+
+    api.loop.run_until_complete(parked())
+
+
+def sim_stats(url: str) -> dict[str, Any]:
+    import httpx
+
+    return httpx.get(url + "/sim/stats").json()  # type: ignore[no-any-return]
+
+
+def test_a_parked_worker_is_sent_the_job_ahead_of_its_enqueue(fleet: Fleet, api: InProcessAPI) -> None:
+    server = api.app.state.link
+    sim = fleet.simulator(MODEL)
+    fleet.worker(sim, "w1")
+    stream(api, "make the link")
+    linked(api)
+    parked_here(api, "w1")
+    before, requests = server.handed_early, sim_stats(sim)["requests"]
+    events = stream(api, "sent ahead")
+    chunks = check(events, "sent ahead")
+    assert server.handed_early == before + 1
+    assert [e["type"] for e in events].count("started") == 1 and events[1]["worker"] == "w1"
+    assert sim_stats(sim)["requests"] == requests + 1  # one run: the hand confirmed the early start
+    job = api.request("GET", f"/jobs/{events[0]['job']}").json()
+    assert (job["status"], job["attempt"], job["worker"]) == ("succeeded", 1, "w1")
+    assert chunks > 0
+
+
+def test_a_job_sent_ahead_that_the_enqueue_gives_to_another_worker_is_fenced_off_there(
+    fleet: Fleet, api: InProcessAPI
+) -> None:
+    """w1 gets the job over the link, but Redis hands it to w2 (the API named no worker to prefer here, and w2 is
+    as warm and as free, with the greater id): w1's run writes nothing, w2's is the job's only one."""
+    import httpx
+
+    hub, server = api.app.state.hub, api.app.state.link
+    sims = {w: fleet.simulator(MODEL) for w in ("w1", "w2")}
+    fleet.worker(sims["w1"], "w1", worker_slots=1)
+    stream(api, "w1 makes the link")
+    linked(api)
+    httpx.post(sims["w2"] + "/api/generate", json={"model": MODEL, "prompt": "load it", "stream": False})
+    fleet.worker(sims["w2"], "w2", worker_slots=1, direct_link="false")  # (Redis only: what w1 sends shows)
+    parked_here(api, "w1")
+    wait_for(lambda: (fleet.redis.zscore(keys.parked_key(MODEL), "w2") or 0) > 1e6, what="w2 parked warm")
+    early = server.hand_early
+
+    def to_w1_only(job: Any) -> str:
+        assert early(job) == "w1"
+        return ""
+
+    hub.hand_early = to_w1_only
+    before = {w: sim_stats(sim) for w, sim in sims.items()}
+    direct = hub.direct_events
+    events = stream(api, "one run only")
+    check(events, "one run only")
+    assert events[1]["worker"] == "w2"
+    job = api.request("GET", f"/jobs/{events[0]['job']}").json()
+    assert (job["status"], job["attempt"], job["worker"]) == ("succeeded", 1, "w2")
+    assert hub.direct_events == direct  # w1's run sent nothing
+    after = {w: sim_stats(sim) for w, sim in sims.items()}
+    assert after["w2"]["completed"] == before["w2"]["completed"] + 1
+    assert (
+        after["w1"]["requests"] == before["w1"]["requests"] + 1
+    )  # its early run, stopped at its first event
+    assert after["w1"]["completed"] == before["w1"]["completed"]
+    hub.hand_early = early
+    parked_here(api, "w1")  # w1's slot is free again: it parks
