@@ -100,7 +100,8 @@ class Dispatcher:
         """A job an enqueue handed to this parked worker (its control message): started here and now; the pop loop
         parks the worker again once the backend has answered the job's request (its pop would compete with the
         request for the CPU and for Redis meanwhile). Without a free slot the pop loop starts it when one is free."""
-        if self.jobs.confirm(job):  # running already (popped, or sent ahead over the link), in a slot of its own
+        # running already (popped, or sent ahead over the direct link), in a slot of its own
+        if self.jobs.confirm(job):
             self.seen = job.id
             self.set_parked(False)
             self.wake.set()
