@@ -47,8 +47,7 @@ class Parked:
 
     link: LinkProtocol
     free: int
-    warm: set[str]
-    cold: set[str]
+    warm: set[str]  # the models it is parked for that it has loaded
     at: float = field(default_factory=time.monotonic)
 
 
@@ -95,33 +94,33 @@ class LinkServer:
         parsed = link.parse_park(line)
         if parsed is None:
             return
-        worker, free, warm, cold = parsed
-        if free <= 0:
+        worker, free, warm = parsed
+        if free <= 0 or not warm:
             self.parked.pop(worker, None)
         else:
-            self.parked[worker] = Parked(protocol, free, warm, cold)
+            self.parked[worker] = Parked(protocol, free, warm)
 
     def hand_early(self, job: PreparedJob) -> str:
-        """Send ``job`` to a linked worker parked for its model (warm first, then the most free slots), ahead of
-        its enqueue: the id of that worker, for the enqueue to prefer, or '' (none parked here)."""
-        best: tuple[bool, int, str] | None = None
+        """Send ``job`` to the linked worker with the most free slots parked with its model loaded, ahead of its
+        enqueue: the id of that worker, for the enqueue to prefer, or '' (none parked here). Never one without the
+        model: its early run would load it, and the enqueue may give the job to a worker that has it."""
+        best: tuple[int, str] | None = None
         now = time.monotonic()
         for worker, park in self.parked.items():
-            if now - park.at < link.PARK_FRESH and (job.model in park.warm or job.model in park.cold):
-                rank = (job.model in park.warm, park.free, worker)
-                best = rank if best is None or rank > best else best
+            if now - park.at < link.PARK_FRESH and job.model in park.warm:
+                best = max(best or (0, ""), (park.free, worker))
         if best is None:
             return ""
-        park = self.parked[best[2]]
+        park = self.parked[best[1]]
         park.free -= 1  # (the next job of a burst goes elsewhere unless the worker says it is free again)
         if park.free <= 0:
-            del self.parked[best[2]]
+            del self.parked[best[1]]
         mapping = job.mapping
         started = [job.id, "1", mapping["data"], mapping["run_timeout"], job.model, mapping["enqueued_at"], 1]
         assert park.link.transport is not None
         park.link.transport.write(link.dispatch_line(started))
         self.handed_early += 1
-        return best[2]
+        return best[1]
 
     async def stop(self) -> None:
         if self._renew is not None:

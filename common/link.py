@@ -76,25 +76,23 @@ def event_line(job_id: str, seq: int, attempt: str, body: str) -> bytes:
 PARK_FRESH = 2.0  # seconds a worker's park line counts (an idle worker pops, and says it again, every second)
 
 
-def park_line(worker_id: str, free: int, warm: list[str], cold: list[str]) -> bytes:
-    """``P <worker> <free slots> <warm models> <cold models>``: parked for those models (comma-separated, ``-``
-    for none); an empty model list never parks."""
-    return f"P {worker_id} {free} {','.join(warm) or '-'} {','.join(cold) or '-'}\n".encode()
+def park_line(worker_id: str, free: int, warm: list[str]) -> bytes:
+    """``P <worker> <free slots> <models>``: parked, with those models loaded (comma-separated)."""
+    return f"P {worker_id} {free} {','.join(warm)}\n".encode()
 
 
 def unpark_line(worker_id: str) -> bytes:
     return f"U {worker_id}\n".encode()
 
 
-def parse_park(line: bytes) -> tuple[str, int, set[str], set[str]] | None:
-    """(worker, free slots, warm models, cold models) of a park line; free -1 for an unpark; None: not one."""
+def parse_park(line: bytes) -> tuple[str, int, set[str]] | None:
+    """(worker, free slots, loaded models) of a park line; free 0 for an unpark; None: not one."""
     parts = line.decode(errors="replace").split(" ")
     if parts[0] == "U" and len(parts) == 2:
-        return parts[1], -1, set(), set()
-    if parts[0] != "P" or len(parts) != 5 or not parts[2].isdigit():
+        return parts[1], 0, set()
+    if parts[0] != "P" or len(parts) != 4 or not parts[2].isdigit():
         return None
-    warm, cold = (set(part.split(",")) - {"-", ""} for part in parts[3:5])
-    return parts[1], int(parts[2]), warm, cold
+    return parts[1], int(parts[2]), set(parts[3].split(",")) - {""}
 
 
 def dispatch_line(job: list[Any]) -> bytes:

@@ -77,10 +77,9 @@ class Dispatcher:
         was, self.parked = self.parked, parked
         if self.announce is None:
             return
-        if parked:
+        if parked:  # (an API sends a job ahead only to a worker with its model loaded: api/link.py)
             warm = [m for m, f in zip(names, flags, strict=False) if f == "1"]
-            cold = [m for m, f in zip(names, flags, strict=False) if f in ("0", "c", "e")]
-            self.announce(link.park_line(self.worker_id, slots, warm, cold))
+            self.announce(link.park_line(self.worker_id, slots, warm))
         elif was:
             self.announce(link.unpark_line(self.worker_id))
 
