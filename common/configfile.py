@@ -44,6 +44,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "allow_unauthenticated": "allow_unauthenticated",
         "keep_alive_timeout": "keep_alive_timeout",
         "trim_memory": "trim_memory",
+        "direct_link": "direct_link",
+        "link_host": "link_host",
     },
     "worker": {
         "id": "worker_id",
