@@ -109,7 +109,7 @@ class LinkServer:
         for worker, park in self.parked.items():
             if now - park.at < link.PARK_FRESH and job.model in park.warm:
                 best = max(best or (0, ""), (park.free, worker))
-        if best is None:
+        if best is None or len(job.mapping["data"]) > link.MAX_LINE // 2:  # (a long prompt: the usual way)
             return ""
         park = self.parked[best[1]]
         park.free -= 1  # (the next job of a burst goes elsewhere unless the worker says it is free again)
@@ -136,7 +136,7 @@ class LinkServer:
 
 
 class LinkProtocol(asyncio.Protocol):
-    """One worker's link: its greeting, then event lines."""
+    """One worker's link: its greeting, then event and park lines from it, and the jobs sent ahead to it."""
 
     def __init__(self, server: LinkServer) -> None:
         self.server = server

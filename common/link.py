@@ -22,7 +22,7 @@ from . import jsonfast
 GREETING = b"CORRAL-LINK/1"
 ACCEPTED = b"OK\n"
 MAX_GREETING = 512  # bytes of a greeting line
-MAX_LINE = 1 << 20  # bytes of one event line; a longer one closes the link (the event still comes by Redis)
+MAX_LINE = 1 << 20  # bytes of one line; a longer one closes the link (what it carried goes by Redis)
 TTL = 30  # seconds an API's registration lives unless renewed
 RENEW = 10.0  # seconds between renewals
 

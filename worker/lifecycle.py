@@ -81,9 +81,8 @@ class Worker:
         self.model_tasks = ModelTasks(self.redis, settings, self.backend, self.models, self.heartbeat.beat)
         self.control = Control(settings.redis_url, self.redis, self.id, self.dispatcher, self.jobs, self.drain,
                                self.model_tasks.on_control)  # fmt: skip
-        if (
-            self.links.enabled
-        ):  # jobs sent ahead over the direct link; where this worker is parked, said on it
+        # jobs sent ahead over the direct link; where this worker is parked, said on it
+        if self.links.enabled:
             self.links.on_line = self.control.on_link_line
             self.dispatcher.announce = self.links.announce
 

@@ -72,7 +72,7 @@ class Links:
             raise ValueError("the API has no direct link registered")
         host, port, token = found
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, limit=2 * link.MAX_LINE)
             try:
                 writer.write(link.greeting(channel, token))
                 if await reader.readline() != link.ACCEPTED:

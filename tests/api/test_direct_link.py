@@ -32,9 +32,9 @@ def api(fleet: Fleet) -> Iterator[InProcessAPI]:
         app.close()
 
 
-def stream(api: InProcessAPI, prompt: str) -> list[dict[str, Any]]:
+def stream(api: InProcessAPI, prompt: str, **more: Any) -> list[dict[str, Any]]:
     """A streamed submit's events (NDJSON)."""
-    body = {"model": "llama3", "prompt": prompt, "stream": True}
+    body = {"model": "llama3", "prompt": prompt, "stream": True, **more}
     response = api.request("POST", "/jobs", json=body, headers={"Accept": "application/x-ndjson"})
     assert response.status_code == 200, response.text
     return [json.loads(line) for line in response.text.splitlines() if line]
@@ -53,12 +53,12 @@ def linked(api: InProcessAPI) -> None:
     api.loop.run_until_complete(greeted())
 
 
-def check(events: list[dict[str, Any]], prompt: str) -> int:
+def check(events: list[dict[str, Any]], prompt: str, num_predict: int | None = None) -> int:
     """Every event once, in order, the text whole; the number of chunk events."""
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert events[-1]["type"] == "done"
     chunks = [e for e in events if e["type"] == "chunk"]
-    assert "".join(e["text"] for e in chunks) == expected_text("llama3", prompt)
+    assert "".join(e["text"] for e in chunks) == expected_text("llama3", prompt, num_predict)
     return len(chunks)
 
 
@@ -207,6 +207,10 @@ def test_a_parked_worker_is_sent_the_job_ahead_of_its_enqueue(fleet: Fleet, api:
     job = api.request("GET", f"/jobs/{events[0]['job']}").json()
     assert (job["status"], job["attempt"], job["worker"]) == ("succeeded", 1, "w1")
     assert chunks > 0
+    parked_here(api, "w1")
+    long = "long " * 120_000  # 600 kB: over half a link line, so it goes the usual way
+    check(stream(api, long, options={"num_predict": 3}), long, 3)
+    assert server.handed_early == before + 1
 
 
 def test_a_job_sent_ahead_that_the_enqueue_gives_to_another_worker_is_fenced_off_there(
