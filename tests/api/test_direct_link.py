@@ -53,6 +53,24 @@ def linked(api: InProcessAPI) -> None:
     api.loop.run_until_complete(greeted())
 
 
+def link_a_worker(fleet: Fleet, api: InProcessAPI, tps: int = 200) -> str:
+    """A worker w1 that has run a job of this API, so it holds a link to it: its simulator's URL."""
+    sim = fleet.simulator(MODEL, tps=tps)
+    fleet.worker(sim, "w1")
+    check(stream(api, "the first job makes the link"), "the first job makes the link")
+    linked(api)
+    return sim
+
+
+def over_the_link(api: InProcessAPI, prompt: str) -> None:
+    """A job every chunk of which came over the link, and each copy from Redis matched it (a mismatch would have
+    added events)."""
+    hub = api.app.state.hub
+    before = hub.direct_events
+    chunks = check(stream(api, prompt), prompt)
+    assert hub.direct_events - before == chunks
+
+
 def check(events: list[dict[str, Any]], prompt: str, num_predict: int | None = None) -> int:
     """Every event once, in order, the text whole; the number of chunk events."""
     assert [e["seq"] for e in events] == list(range(len(events)))
@@ -68,22 +86,15 @@ def test_a_followed_job_takes_its_chunks_from_the_link_and_redis_confirms_them(
     hub, server = api.app.state.hub, api.app.state.link
     registered = link.parse_registration(fleet.redis.get(keys.link_key(hub.reply_channel)))
     assert registered == ("127.0.0.1", server.port, server.token)
-    fleet.worker(fleet.simulator(MODEL, tps=200), "w1")
-    check(stream(api, "the first job makes the link"), "the first job makes the link")
-    linked(api)
-    before = hub.direct_events
-    chunks = check(stream(api, "one two three four five six seven"), "one two three four five six seven")
-    # every chunk came over the link, and each copy from Redis matched it (a mismatch would have added events)
-    assert hub.direct_events - before == chunks
+    link_a_worker(fleet, api)
+    over_the_link(api, "one two three four five six seven")
 
 
 def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(
     fleet: Fleet, api: InProcessAPI
 ) -> None:
     hub, server = api.app.state.hub, api.app.state.link
-    fleet.worker(fleet.simulator(MODEL, tps=100), "w1")
-    stream(api, "warm up")
-    linked(api)
+    link_a_worker(fleet, api, tps=100)
     before = hub.direct_events
 
     def deliver(raw: bytes) -> None:  # the API closes every link after the fifth event it took from one
@@ -98,9 +109,7 @@ def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(
     assert 5 <= hub.direct_events - before < chunks  # the chunks after the cut came through Redis
     server.deliver = hub.direct
     linked(api)  # the worker made the link again
-    before = hub.direct_events
-    chunks = check(stream(api, "again and again"), "again and again")
-    assert hub.direct_events - before == chunks
+    over_the_link(api, "again and again")
 
 
 def test_the_link_takes_only_its_greeting_and_only_events_of_followed_jobs(
@@ -193,10 +202,7 @@ def sim_stats(url: str) -> dict[str, Any]:
 
 def test_a_parked_worker_is_sent_the_job_ahead_of_its_enqueue(fleet: Fleet, api: InProcessAPI) -> None:
     server = api.app.state.link
-    sim = fleet.simulator(MODEL)
-    fleet.worker(sim, "w1")
-    stream(api, "make the link")
-    linked(api)
+    sim = link_a_worker(fleet, api)
     parked_here(api, "w1")
     before, requests = server.handed_early, sim_stats(sim)["requests"]
     events = stream(api, "sent ahead")
