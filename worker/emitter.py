@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 FENCED, CANCEL_ASKED = -1, 1  # what an EMIT answers besides 0
 REDIS_GIVE_UP = 120.0
-STALLED = 1.0  # seconds a send may wait for Redis before the job's events stop going over the direct link
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
@@ -67,23 +66,24 @@ class Emitter:
         self.send_now = send_now
         self.pending: list[str] = []
         self.task: asyncio.Task[int] | None = None
-        self.sent_at = 0.0  # monotonic time the send in flight was written
 
-    def add(self, body: str) -> None:
+    def add(self, body: str) -> bool:
+        """Queue ``body``; True when it was written to Redis here and now (no send in flight: ``send_now``)."""
         self.pending.append(body)
         if self.task is not None and self.task.done():
             check(self.task.result())
             self.task = None
-        if self.task is None:
-            self.sent_at = time.monotonic()
-            sent = None
-            if self.send_now is not None:
-                batch = tuple(self.pending)
-                future = self.send_now(batch)
-                if future is not None:
-                    self.pending.clear()
-                    sent = (future, batch)
-            self.task = asyncio.create_task(self._drain(sent))
+        if self.task is not None:
+            return False
+        sent = None
+        if self.send_now is not None:
+            batch = tuple(self.pending)
+            future = self.send_now(batch)
+            if future is not None:
+                self.pending.clear()
+                sent = (future, batch)
+        self.task = asyncio.create_task(self._drain(sent))
+        return sent is not None
 
     async def _drain(self, sent: tuple[asyncio.Future[Any], tuple[str, ...]] | None = None) -> int:
         if sent is not None:
@@ -97,15 +97,10 @@ class Emitter:
         while self.pending:
             batch = tuple(self.pending)
             self.pending.clear()
-            self.sent_at = time.monotonic()
             code = await self.send(batch)
             if code != 0:
                 return code
         return 0
-
-    def stalled(self) -> bool:
-        """Whether a send has waited for Redis longer than ``STALLED``."""
-        return self.task is not None and not self.task.done() and time.monotonic() - self.sent_at > STALLED
 
     async def close(self) -> tuple[str, ...]:
         """Wait for the send in flight; return what is still pending (it goes with the final event)."""

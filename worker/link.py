@@ -120,14 +120,18 @@ class Direct:
         self.channel = str(job.kwargs.get("reply_to") or "")
         self.seq = job.start_seq + 1 if job.start_seq >= 0 else -1
 
-    def send(self, body: str, redis_stalled: bool) -> None:
-        """Send the next chunk's event (``body`` as the emit script gets it), unless no link is open or Redis has
-        not answered the job's events lately (``redis_stalled``: the job may be another worker's by now)."""
+    def send(self, body: str, written: bool) -> None:
+        """Send the next chunk's event (``body`` as the emit script gets it) when ``written``: its emit went to
+        Redis just before, in the same step (not batched behind a send in flight), so whatever the API takes from
+        the link is in Redis' hands already, and a worker killed after it leaves no event the record lacks. Nothing
+        when no link is open."""
         if self.seq < 0:
             return
         seq, self.seq = self.seq, self.seq + 1
-        if not self.job.confirmed:  # sent ahead of its hand: it may be another worker's (then fenced off)
+        if (
+            not written or not self.job.confirmed
+        ):  # (unconfirmed: sent ahead of its hand, maybe another's job)
             return
-        writer = None if redis_stalled else self.links.writer(self.channel)
+        writer = self.links.writer(self.channel)
         if writer is not None:
             writer.write(link.event_line(self.job.id, seq, self.job.attempt_arg, body))

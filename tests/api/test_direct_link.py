@@ -53,9 +53,10 @@ def linked(api: InProcessAPI) -> None:
     api.loop.run_until_complete(greeted())
 
 
-def link_a_worker(fleet: Fleet, api: InProcessAPI, tps: int = 200) -> str:
-    """A worker w1 that has run a job of this API, so it holds a link to it: its simulator's URL."""
-    sim = fleet.simulator(MODEL, tps=tps)
+def link_a_worker(fleet: Fleet, api: InProcessAPI, tps: int = 50) -> str:
+    """A worker w1 that has run a job of this API, so it holds a link to it: its simulator's URL. (Its first token
+    after 0.3 s: a job sent ahead is confirmed by then, so its first chunk goes over the link.)"""
+    sim = fleet.simulator(MODEL, tps=tps, ttft=0.3)
     fleet.worker(sim, "w1")
     check(stream(api, "the first job makes the link"), "the first job makes the link")
     linked(api)
@@ -63,12 +64,12 @@ def link_a_worker(fleet: Fleet, api: InProcessAPI, tps: int = 200) -> str:
 
 
 def over_the_link(api: InProcessAPI, prompt: str) -> None:
-    """A job every chunk of which came over the link, and each copy from Redis matched it (a mismatch would have
-    added events)."""
+    """A job whose chunks came over the link (at least the first: a chunk whose emit waits behind another's goes by
+    Redis only), and each copy from Redis matched its link event (a mismatch would have added events)."""
     hub = api.app.state.hub
     before = hub.direct_events
     chunks = check(stream(api, prompt), prompt)
-    assert hub.direct_events - before == chunks
+    assert 1 <= hub.direct_events - before <= chunks
 
 
 def check(events: list[dict[str, Any]], prompt: str, num_predict: int | None = None) -> int:
@@ -94,19 +95,19 @@ def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(
     fleet: Fleet, api: InProcessAPI
 ) -> None:
     hub, server = api.app.state.hub, api.app.state.link
-    link_a_worker(fleet, api, tps=100)
+    link_a_worker(fleet, api)
     before = hub.direct_events
 
-    def deliver(raw: bytes) -> None:  # the API closes every link after the fifth event it took from one
+    def deliver(raw: bytes) -> None:  # the API closes every link after the first event it took from one
         hub.direct(raw)
-        if hub.direct_events - before == 5:
+        if hub.direct_events - before == 1:
             for protocol in list(server.links):
                 protocol.close()
 
     server.deliver = deliver
-    prompt = " ".join(f"word{i}" for i in range(40))
+    prompt = " ".join(f"word{i}" for i in range(20))
     chunks = check(stream(api, prompt), prompt)
-    assert 5 <= hub.direct_events - before < chunks  # the chunks after the cut came through Redis
+    assert 1 <= hub.direct_events - before < chunks  # the chunks after the cut came through Redis
     server.deliver = hub.direct
     linked(api)  # the worker made the link again
     over_the_link(api, "again and again")
@@ -227,7 +228,8 @@ def test_a_job_sent_ahead_that_the_enqueue_gives_to_another_worker_is_fenced_off
     import httpx
 
     hub, server = api.app.state.hub, api.app.state.link
-    sims = {w: fleet.simulator(MODEL) for w in ("w1", "w2")}
+    # w1's tokens come 0.2 s apart: its early run learns it is fenced off (at its first event) long before its end
+    sims = {"w1": fleet.simulator(MODEL, tps=5), "w2": fleet.simulator(MODEL)}
     fleet.worker(sims["w1"], "w1", worker_slots=1)
     stream(api, "w1 makes the link")
     linked(api)
