@@ -177,3 +177,49 @@ def test_a_worker_dying_between_pop_and_start_loses_nothing(fleet: Fleet) -> Non
         and view["attempt"] == 2
         and view["text"] == expected_text("llama3", "survive")
     )
+
+
+def submit_streamed(api: str, prompt: str, out: list[dict[str, Any]]) -> None:
+    """A streamed submit (its chunks over the direct link, the jobs sent ahead to parked workers) read to its end."""
+    body = {"model": "llama3", "prompt": prompt, "stream": True}
+    with httpx.stream("POST", f"{api}/jobs", json=body, headers={"Accept": "application/x-ndjson"},
+                      timeout=60) as response:  # fmt: skip
+        out.extend(json.loads(line) for line in response.iter_lines() if line)
+
+
+def starter(events: list[dict[str, Any]]) -> str:
+    """The worker of the last start among ``events`` ('' before any)."""
+    return next((e["worker"] for e in reversed(events) if e["type"] == "started"), "")
+
+
+def test_sigkill_linked_workers_under_streamed_submits(fleet: Fleet) -> None:
+    """The same over the direct link: each submitter's own stream, read live, has every event once and in order
+    (a worker killed after a chunk went on the link leaves no event the record lacks), a retry before each restart,
+    and the whole text after the last start."""
+    rng = random.Random(20261207)
+    sims = [fleet.simulator("llama3:latest", tps=15, parallel=8) for _ in range(2)]
+    live = {f"w{i}": fleet.worker(sims[i], f"w{i}", worker_slots=4, **FAST) for i in range(2)}
+    api = fleet.api(**FAST)
+    warm = [" ".join(f"warm{j}t{t}" for t in range(3)) for j in range(4)]  # the workers make their links
+    for prompt in warm:
+        submit_streamed(api, prompt, [])
+    prompts = [" ".join(f"s{j}t{t}" for t in range(rng.randint(15, 30))) for j in range(12)]
+    streams: list[list[dict[str, Any]]] = [[] for _ in prompts]
+    submitters = [threading.Thread(target=submit_streamed, args=(api, p, s)) for p, s in zip(prompts, streams,
+                                                                                         strict=True)]  # fmt: skip
+    for submitter in submitters:
+        submitter.start()
+    for round_ in range(2):
+        target = sum(len(s) for s in streams) + rng.randint(5, 30)
+        wait_for(lambda t=target: sum(len(s) for s in streams) >= t or all(not s.is_alive() for s in submitters),
+                 what="progress")  # fmt: skip
+        running = [starter(s) for s in streams if s and s[-1]["type"] in ("started", "chunk")]
+        victim = max(sorted(live), key=running.count)  # the one running the most jobs now
+        live.pop(victim).kill()
+        live[f"r{round_}"] = fleet.worker(sims[int(victim[-1])], f"r{round_}", worker_slots=4, **FAST)
+    for submitter in submitters:
+        submitter.join(60)
+        assert not submitter.is_alive()
+    retries = sum(check_job(api, events[0]["job"], prompt, events)["attempt"] - 1
+                  for prompt, events in zip(prompts, streams, strict=True))  # fmt: skip
+    assert retries >= 1  # a kill hit a running job
