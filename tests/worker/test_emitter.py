@@ -77,3 +77,25 @@ def test_without_a_live_lean_connection_every_send_is_awaited() -> None:
         return wire.log
 
     assert asyncio.run(scenario()) == [("send", ("a",))]
+
+
+def test_idle_says_whether_the_next_event_is_written_at_once() -> None:
+    """What the direct link asks before it sends a chunk ahead of its emit (worker/link.py ``Direct.send``)."""
+
+    async def scenario() -> None:
+        wire = Wire()
+        emitter = Emitter(wire.send, wire.send_now)
+        assert emitter.idle()
+        emitter.add("a")
+        assert not emitter.idle()  # a's answer is awaited: b would be batched behind it
+        wire.futures[0].set_result(0)
+        assert emitter.task is not None
+        await asyncio.wait({emitter.task})
+        assert emitter.idle()
+        emitter.add("b")
+        wire.futures[1].set_result(-1)  # fenced off: the job is another worker's now
+        assert emitter.task is not None
+        await asyncio.wait({emitter.task})
+        assert not emitter.idle()
+
+    asyncio.run(scenario())
