@@ -207,10 +207,14 @@ class ChunkHub:
                 for queue in listeners:  # one event object for every reader of the job
                     queue.put_nowait(shared)
 
+    def _reader_of(self, raw: bytes) -> Mailbox | None:
+        """The queue of the reader following, here, the job of an event's bytes (``{"job":"<32 hex>",...``)."""
+        return self._expected.get(raw[8:40].decode(errors="replace"))
+
     def direct(self, raw: bytes) -> None:
         """An event line from the direct link (``corral.api.link``): to the reader of its job, if it is followed
         here; anything else is dropped (its copy comes by Redis)."""
-        reader = self._expected.get(raw[8:40].decode(errors="replace"))  # {"job":"<32 hex>",...
+        reader = self._reader_of(raw)
         if reader is None:
             return
         try:
@@ -227,7 +231,7 @@ class ChunkHub:
                 queue.put_nowait(RESYNC)
         elif message["type"] == "message":
             data = message["data"]
-            reader = self._expected.get(data[8:40].decode(errors="replace"))  # {"job":"<32 hex>",...
+            reader = self._reader_of(data)
             if reader is not None and (event := parsed(data)) is not None:
                 reader.put_nowait(event)
 

@@ -55,13 +55,13 @@ class Order:
         for event in items:
             if event is RESYNC:
                 reread = True
-            elif getattr(event, "direct", False):
+            elif event.direct:
                 if event["seq"] == self.last + 1 and event["attempt"] > self.stale:
                     self._keep(event)
                     events.append(event)
                     self.last = event["seq"]
             elif (sent := self.unconfirmed.pop(event["seq"], None)) is not None:
-                if sent.raw != getattr(event, "raw", sent.raw):  # the record wins from here on
+                if sent.raw != event.raw:  # the record wins from here on
                     self.stale = max(self.stale, sent["attempt"])
                     self.unconfirmed.clear()
                     events.append(event)

@@ -61,6 +61,7 @@ class LinkServer:
         self.deliver = deliver
         self.token = secrets.token_hex(16)
         self.port = 0
+        self.registration = ""  # the value of keys.link_key(channel), once started
         self.links: set[LinkProtocol] = set()
         self.parked: dict[str, Parked] = {}  # worker id -> its last park line
         self.handed_early = 0  # jobs sent to a parked worker ahead of their enqueue
@@ -71,12 +72,9 @@ class LinkServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: LinkProtocol(self), self.host or None, 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        self.registration = link.registration(advertised(self.host), self.port, self.token)
         await self._register()
         self._renew = asyncio.create_task(self._keep_registered(), name="link-registration")
-
-    @property
-    def registration(self) -> str:
-        return link.registration(advertised(self.host), self.port, self.token)
 
     async def _register(self) -> None:
         try:
@@ -104,11 +102,13 @@ class LinkServer:
         """Send ``job`` to the linked worker with the most free slots parked with its model loaded, ahead of its
         enqueue: the id of that worker, for the enqueue to prefer, or '' (none parked here). Never one without the
         model: its early run would load it, and the enqueue may give the job to a worker that has it."""
-        best: tuple[int, str] | None = None
         now = time.monotonic()
-        for worker, park in self.parked.items():
-            if now - park.at < link.PARK_FRESH and job.model in park.warm:
-                best = max(best or (0, ""), (park.free, worker))
+        fresh = [
+            (p.free, w)
+            for w, p in self.parked.items()
+            if now - p.at < link.PARK_FRESH and job.model in p.warm
+        ]
+        best = max(fresh, default=None)
         if best is None or len(job.mapping["data"]) > link.MAX_LINE // 2:  # (a long prompt: the usual way)
             return ""
         park = self.parked[best[1]]
@@ -127,10 +127,11 @@ class LinkServer:
             self._renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renew
-        if self._server is not None:
-            self._server.close()
-            for protocol in list(self.links):
-                protocol.close()
+        if self._server is None:
+            return  # (never started: CORRAL_DIRECT_LINK off)
+        self._server.close()
+        for protocol in list(self.links):
+            protocol.close()
         with contextlib.suppress(*TRANSIENT, OSError):
             await self.client.delete(keys.link_key(self.channel))
 

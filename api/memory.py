@@ -121,9 +121,8 @@ class StreamGauge:
     async def _trim_later(self) -> None:
         assert self.trim is not None
         try:
-            for _ in range(
-                QUIET_ROUNDS
-            ):  # until no stream opened or closed for a delay: the burst's tail left
+            # until no stream opened or closed for a delay: the burst's tail left
+            for _ in range(QUIET_ROUNDS):
                 before = self.open
                 await asyncio.sleep(self.delay)
                 if self.open == before:

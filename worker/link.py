@@ -26,6 +26,11 @@ RETRY_AFTER = 5.0
 MAX_BUFFERED = 1 << 20  # bytes waiting to be sent on a link: beyond it a link is too slow, Redis carries on
 
 
+def usable(writer: asyncio.StreamWriter) -> bool:
+    """Whether a link takes a line now: open, and not too far behind."""
+    return not writer.is_closing() and writer.transport.get_write_buffer_size() < MAX_BUFFERED
+
+
 class Links:
     def __init__(self, client: Any, enabled: bool = True) -> None:
         self.client = client
@@ -42,10 +47,8 @@ class Links:
             return None
         writer = self._open.get(channel)
         if writer is not None:
-            if not writer.is_closing() and writer.transport.get_write_buffer_size() < MAX_BUFFERED:
-                return writer
             if not writer.is_closing():
-                return None  # slow: skipped until it drains
+                return writer if usable(writer) else None  # (slow: skipped until it drains)
             del self._open[channel]
         if (
             channel not in self._making
@@ -98,7 +101,7 @@ class Links:
     def announce(self, line: bytes) -> None:
         """Write ``line`` (a park line) on every open link."""
         for writer in self._open.values():
-            if not writer.is_closing() and writer.transport.get_write_buffer_size() < MAX_BUFFERED:
+            if usable(writer):
                 writer.write(line)
 
     async def aclose(self) -> None:
