@@ -62,7 +62,8 @@ def ollama_chunk(event: dict[str, Any], model: str) -> dict[str, Any]:
     """The Ollama chunk a ``chunk`` event carries, with the model name the client asked for."""
     chunk = dict(event.get("ollama") or {})
     chunk["model"] = model
-    chunk.setdefault("created_at", now_rfc3339())
+    if "created_at" not in chunk:  # (not setdefault: that formats the time for every chunk, which has it)
+        chunk["created_at"] = now_rfc3339()
     return chunk
 
 
