@@ -46,7 +46,6 @@ class Authenticate:
         self.env_keys = parse_api_keys(settings.api_keys.get_secret_value())
         self._required = bool(self.env_keys)
         self._checked_at = -math.inf
-        self._refresh: asyncio.Task[None] | None = None
         # the read of the flag under way: True once it succeeded
         self._reading: asyncio.Future[bool] | None = None
 
@@ -67,6 +66,9 @@ class Authenticate:
                 return
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+        if needed is not None and self.stale(REQUIRED_CACHE_SECONDS / 2):
+            # read again once the response is out, by the request's own task: nothing of it on a request's path
+            await self._refresh_required(scope["app"].state.redis)
 
     async def admit(self, scope: Scope, needed: KeyScope) -> Principal:
         client = scope["app"].state.redis
@@ -103,18 +105,19 @@ class Authenticate:
 
     async def required(self, client: Any) -> bool:
         """Keys are required when CORRAL_API_KEYS is set or once a key was created in Redis. That flag is read at
-        most a second before the request: a request that finds it over half a second old has it read again
-        by a task of its own (off its path: the requests after it get the answer), and one that finds it over a
-        second old reads it itself. It never turns off by itself, so revoking every key locks the API rather than
+        most a second before the request: a request that found it over half a second old reads it again after
+        its response (``__call__``: the requests after it get the answer), and one that finds it over a second
+        old reads it itself. It never turns off by itself, so revoking every key locks the API rather than
         opening it."""
         if self._required:
             return True
-        age = time.monotonic() - self._checked_at
-        if age > REQUIRED_CACHE_SECONDS:
+        if self.stale(REQUIRED_CACHE_SECONDS):
             await self._check_required(client)
-        elif age > REQUIRED_CACHE_SECONDS / 2 and (self._refresh is None or self._refresh.done()):
-            self._refresh = asyncio.create_task(self._refresh_required(client), name="auth-required")
         return self._required
+
+    def stale(self, age: float) -> bool:
+        """Whether keys are not known to be required and the flag was read over ``age`` seconds ago."""
+        return not self._required and time.monotonic() - self._checked_at > age
 
     async def _check_required(self, client: Any) -> None:
         """One read at a time: the requests that find the flag stale while it is read wait for that read (a burst

@@ -1,8 +1,11 @@
-"""Whether API keys are required: read from Redis off the request path, never more than a second old."""
+"""Whether API keys are required: read from Redis after a response rather than before, never more than a second
+old."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -42,32 +45,51 @@ def gate() -> Authenticate:
     return Authenticate(app=None, settings=Settings(api_keys=""))  # type: ignore[arg-type]
 
 
-def test_the_flag_is_refreshed_off_the_request_path(now: list[float], gate: Authenticate) -> None:
+def test_the_flag_is_read_again_after_a_response_not_before(now: list[float]) -> None:
+    """A request that finds the flag over half a second old is answered from it, and reads it again once its
+    response is out; the request after it gets the new answer."""
+
     async def run() -> None:
         client = FlagRedis()
+        client.answer.set()
+        reads_seen_by_app: list[int] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            reads_seen_by_app.append(client.reads)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        gate = Authenticate(app=app, settings=Settings(api_keys=""))
+        state = SimpleNamespace(redis=client)
+
+        async def request() -> int:
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/jobs",
+                "headers": [],
+                "app": SimpleNamespace(state=state),
+            }
+            await gate(scope, None, send)  # type: ignore[arg-type]
+            return int(sent[0]["status"])
+
         async with asyncio.timeout(10):
-            first = asyncio.create_task(gate.required(client))
-            await asyncio.sleep(0)
-            assert client.reads == 1 and not first.done()  # nothing known yet: the first request reads it
-            client.answer.set()
-            assert await first is False
-
-            now[0] += 0.3  # fresh: no read
-            assert await gate.required(client) is False and client.reads == 1
-
-            client.answer.clear()
+            assert await request() == 200 and reads_seen_by_app == [1]  # nothing known yet: read first
+            now[0] += 0.3  # fresh: no read, before or after
+            assert await request() == 200 and client.reads == 1
             client.flag = True  # a key was created meanwhile
-            now[0] += 0.4  # over half a second old: read again by a task while the request goes on
-            assert await gate.required(client) is False  # (answered from what was read before)
-            await asyncio.sleep(0)  # the task's turn
-            assert client.reads == 2
-            assert await gate.required(client) is False  # the read is under way: no second one
-            await asyncio.sleep(0)
-            assert client.reads == 2
-            client.answer.set()
-            await gate._refresh  # type: ignore[misc]
-            assert await gate.required(client) is True  # the requests after it are refused without a key
-            assert await gate.required(client) is True and client.reads == 2  # and it never turns off
+            now[0] += (
+                0.4  # over half a second old: answered from what was read, read again after the response
+            )
+            assert await request() == 200 and reads_seen_by_app[-1] == 1 and client.reads == 2
+            assert await request() == 401 and client.reads == 2  # the requests after it need a key
+            now[0] += 5
+            assert await request() == 401 and client.reads == 2  # and it never turns off
 
     asyncio.run(run())
 
