@@ -28,7 +28,7 @@ import httpx
 
 from .dispatchers import ABLATIONS, DISPATCHERS, Target, peer_missing, rerun_in_netns
 from .harness import ROOT, Rig, pct
-from .workloads import SPEEDS, WORKLOADS, Request, Workload
+from .workloads import SPEEDS, TIME_SCALE, WORKLOADS, Request, Workload, at_time_scale
 
 CLIENT_CONNECTIONS = 256  # requests the load generator keeps open at once, like an application's pool
 SAFETY_BOUND = 1800.0  # seconds: far above any run; a dispatcher that hits it has failed, not finished
@@ -242,16 +242,25 @@ def main(argv: list[str] | None = None) -> None:
         "--only", nargs="*", choices=list(NAMED), help="these dispatchers (default: every one installed)"
     )
     parser.add_argument("--lock", default="", help="a file to flock for each run (not for the whole table)")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=TIME_SCALE,
+        help=f"every simulated delay times this ({TIME_SCALE:g})",
+    )
     args = parser.parse_args(argv)
     names = args.only or ORDER
     left_out = {name: why for name in names if (why := peer_missing(name))}
     names = [name for name in names if name not in left_out]
     if "herd" in names:
         rerun_in_netns("bench.scheduling", sys.argv[1:] if argv is None else argv)
-    report = [f"Scheduling benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {args.runs} interleaved runs per "
-              f"dispatcher, medians (min-max); {os.cpu_count()} cores"]  # fmt: skip
+    report = [
+        f"Scheduling benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {args.runs} interleaved runs per "
+        f"dispatcher, medians (min-max); {os.cpu_count()} cores; simulated delays x {args.time_scale:g}"
+    ]
     everything: dict[str, Any] = {}
     for work in WORKLOADS.values() if args.workload == "all" else [WORKLOADS[args.workload]]:
+        work = at_time_scale(work, args.time_scale)
         results = run_all(work, args.n, args.runs, names, args.lock)
         everything[work.name] = results
         fleet = f"3 hosts of speed {'/'.join(map(str, SPEEDS))}, at most {CLIENT_CONNECTIONS} open at once"

@@ -10,6 +10,7 @@ busy model to go idle (head-of-line blocking, documented in docs/benchmarks.md).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,3 +99,12 @@ SPREAD = Workload(
 )
 
 WORKLOADS = {w.name: w for w in (AFFINITY, SPREAD)}
+
+
+def at_time_scale(work: Workload, scale: float) -> Workload:
+    """``work`` with every simulated delay multiplied by ``scale`` instead of ``TIME_SCALE``, and its bursts' gap and
+    spread stretched alike: the same workload in simulated time, on a clock compressed less (or more). The
+    dispatchers' own settings are not scaled: with ``scale`` 1 the run takes as long as it would on real hosts."""
+    factor = scale / TIME_SCALE
+    return dataclasses.replace(work, sim_options={**work.sim_options, "time_scale": scale},
+                               gap=work.gap * factor, spread=work.spread * factor)  # fmt: skip
