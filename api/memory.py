@@ -134,6 +134,16 @@ class StreamGauge:
             self.peak = self.open
             self._pending = None
 
+    @property
+    def releasing(self) -> bool:
+        """A release is due: it waits for the burst's tail to stop closing (``settled`` awaits it)."""
+        return self._pending is not None
+
+    async def settled(self) -> None:
+        """Return once the release under way, if any, has run."""
+        if self._pending is not None:
+            await asyncio.shield(self._pending)
+
     async def aclose(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
