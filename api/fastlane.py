@@ -10,7 +10,8 @@ function on both paths, with no dependency for FastAPI to solve, both paths answ
 
 ``FrontedAPI`` runs the app's own front layers (the key check, the body limit, then the fast lane) ahead of all of
 Starlette's stack, its server-error middleware included, so a submit crosses those three layers alone before its
-handler. Measured side by side (docs/benchmarks.md): 0.1-0.2 ms of the first token, cold.
+handler: Starlette's layers took ~50 us of a submit after a pause (a per-hop trace, docs/benchmarks.md "Where the
+time goes"), too little for the side-by-side benchmark to tell apart.
 """
 
 from __future__ import annotations
