@@ -35,8 +35,8 @@ class Workload:
     load_times: list[float]  # simulated seconds to load each model
     weights: list[float]  # popularity of each model
     bursts: int = 10
-    gap: float = 3.0  # real seconds between bursts
-    spread: float = 0.5  # real seconds a burst is spread over
+    gap: float = 3.0  # real seconds between bursts at TIME_SCALE (60 simulated seconds)
+    spread: float = 0.5  # real seconds a burst is spread over at TIME_SCALE
     tags: dict[str, str] = field(default_factory=dict)
 
     def specs(self) -> dict[str, dict[str, float]]:
@@ -81,7 +81,7 @@ HOST = {"parallel": 4, "max_loaded": 2, "memory_gb": 16, "size_gb": 8, "max_queu
 AFFINITY = Workload(
     name="affinity",
     about="Zipf(1.1) over 6 models of 8 GB, 2 fit per host, loads 10-20 s, 2 s to first token, 6-token answers "
-    "at 2 tokens/s, 10 bursts 3 s apart",
+    "at 2 tokens/s, 10 bursts 60 s apart",
     models=[f"bench-m{i}:latest" for i in range(6)],
     sim_options={**HOST, "ttft": 2.0, "tps": 2, "min_tokens": 6},
     load_times=[10 + 2 * i for i in range(6)],
@@ -91,7 +91,7 @@ AFFINITY = Workload(
 SPREAD = Workload(
     name="spread",
     about="uniform over 4 models of 8 GB, 2 fit per host, loads 1-2 s, 0.5 s to first token, 60-token answers "
-    "at 4 tokens/s, 10 bursts 3 s apart",
+    "at 4 tokens/s, 10 bursts 60 s apart",
     models=[f"bench-u{i}:latest" for i in range(4)],
     sim_options={**HOST, "ttft": 0.5, "tps": 4, "min_tokens": 60},
     load_times=[1.0 + i / 3 for i in range(4)],
