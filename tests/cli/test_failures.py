@@ -102,6 +102,7 @@ def test_server_starts_that_cannot_work(tmp_path: Path) -> None:
     starts."""
     nowhere = {"CORRAL_REDIS_URL": f"unix://{tmp_path}/no-redis.sock"}
     short = {**nowhere, "CORRAL_API_KEYS": "too-short:admin"}
+    before = signal.getsignal(signal.SIGINT)  # (ignored when the suite runs in a background job)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -120,7 +121,7 @@ def test_server_starts_that_cannot_work(tmp_path: Path) -> None:
                 ran = run(argv, env)
             assert ran[0] == code, (argv, ran)
             assert message in one_line(ran[2]), argv
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # `up` put back the handlers
+    assert signal.getsignal(signal.SIGINT) is before  # `up` put back the handlers
 
 
 def options(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, argparse.Action]]:
