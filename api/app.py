@@ -26,7 +26,7 @@ from .apikeys import parse_api_keys
 from .auth import Authenticate
 from .body import add_body_schemas
 from .bus import ChunkHub
-from .fastlane import FastLane, FrontedAPI, fast_routes
+from .fastlane import FastLane, fast_routes
 from .limits import BodyLimit
 from .link import LinkServer
 from .routes import dashboard, fleet, hosts, jobs, metrics, models, ollama_api, ollama_models, openai_api
@@ -104,7 +104,7 @@ def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextM
 
 def create_app(settings: Settings) -> FastAPI:
     """The API app for ``settings``: routes, error handlers, and the middleware of keys, body size and fast lane."""
-    app = FrontedAPI(
+    app = FastAPI(
         title="Corral",
         version=VERSION,
         description="One endpoint for a fleet of Ollama hosts: per-model Redis queues, streamed results.",
@@ -129,9 +129,9 @@ def create_app(settings: Settings) -> FastAPI:
     for router in routers:
         app.include_router(router)
     add_body_schemas(app, [JobRequest, BatchRequest])
-    # outermost first: a caller without a valid key gets 401 before its body is read; then the body limit; then
-    # the fast lane, which takes the submits past Starlette's stack to their handlers
-    app.add_front(Authenticate, settings=settings)
-    app.add_front(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_front(FastLane, routes=fast_routes(routers), handlers=app.exception_handlers)
+    # added first, so it runs last of the three: after the key check and the body limit
+    app.add_middleware(FastLane, routes=fast_routes(routers), handlers=app.exception_handlers)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # added last, so it runs first: a caller without a valid key gets 401 before its body is read
+    app.add_middleware(Authenticate, settings=settings)
     return app

@@ -1,4 +1,4 @@
-"""The submit paths' fast lane, from one registration per route, and the app that puts it in front of Starlette.
+"""The submit paths' fast lane, from one registration per route.
 
 ``FastRouter.fast_post(path)`` registers a handler taking the request alone once, as an ordinary FastAPI route
 (its OpenAPI entry, and the route any request that goes down the stack reaches) and as an entry of the router's
@@ -7,11 +7,6 @@ its handler, past Starlette's exception middleware, FastAPI's exit-stack middlew
 layer of its own on every request, together more CPU than the rest of a submit. The handler being the same
 function on both paths, with no dependency for FastAPI to solve, both paths answer alike
 (tests/api/test_fastlane.py checks it, errors included).
-
-``FrontedAPI`` runs the app's own front layers (the key check, the body limit, then the fast lane) ahead of all of
-Starlette's stack, its server-error middleware included, so a submit crosses those three layers alone before its
-handler: Starlette's layers took ~50 us of a submit after a pause (a per-hop trace, docs/benchmarks.md "Where the
-time goes"), too little for the side-by-side benchmark to tell apart.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -87,24 +82,3 @@ class FastLane:
                 raise
             response = await on_error(request, exc)
         await response(scope, receive, send)
-
-
-class FrontedAPI(FastAPI):
-    """A FastAPI app whose front layers (``add_front``, outermost first) wrap Starlette's whole middleware stack
-    rather than sit inside its server-error middleware. A front layer handles its own errors: one it lets through
-    gets the server's plain 500, as Starlette's middleware would give it."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.front: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
-
-    def add_front(self, layer: Callable[..., ASGIApp], **options: Any) -> None:
-        if self.middleware_stack is not None:
-            raise RuntimeError("front layers are added before the app starts")
-        self.front.append((layer, options))
-
-    def build_middleware_stack(self) -> ASGIApp:
-        app = super().build_middleware_stack()
-        for layer, options in reversed(self.front):
-            app = layer(app, **options)
-        return app

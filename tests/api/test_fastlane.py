@@ -57,8 +57,8 @@ class Lanes:
         assert (
             app.middleware_stack is None
         )  # not built yet: taking the lane out takes it out of every request
-        app.front = [(layer, options) for layer, options in app.front if layer is not FastLane]
-        assert any(layer is FastLane for layer, _ in self.fast.app.front)
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not FastLane]
+        assert any(m.cls is FastLane for m in self.fast.app.user_middleware)
 
     def both(self, path: str, **request: Any) -> tuple[httpx.Response, httpx.Response]:
         return self.fast.request("POST", path, **request), self.framework.request("POST", path, **request)
