@@ -23,12 +23,19 @@ from ..common.blocking import BlockingStore
 from .test_wake_one import LIMITS, Instant, M, job, until
 
 pytestmark = pytest.mark.integration
+STOP_WITHIN = 30.0
 FAST = {
     "heartbeat_interval": 0.2,
     "heartbeat_ttl": 2.0,
     "janitor_interval": 0.1,
     "model_refresh_interval": 300,
 }
+
+
+def where(task: asyncio.Task[Any]) -> str:
+    """The innermost line a task waits at."""
+    frames = task.get_stack()
+    return f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
 
 
 def finished(r: redis.Redis, job_id: str) -> Callable[[], bool]:
@@ -45,9 +52,21 @@ async def with_worker(url: str, r: redis.Redis, scenario: Callable[[AsyncJobStor
         await scenario(AsyncJobStore(client, LIMITS))
     finally:
         worker.stop_taking()
-        await asyncio.gather(task, return_exceptions=True)
-        for c in (client, worker.redis):
-            await c.aclose(close_connection_pool=True)
+        try:  # bounded: a worker that does not stop fails here, naming what still runs (once seen in CI)
+            async with asyncio.timeout(STOP_WITHIN):
+                await asyncio.gather(task, return_exceptions=True)
+        except TimeoutError:
+            waiting = [
+                f"{t.get_name()} at {where(t)}"
+                for t in asyncio.all_tasks()
+                if t is not asyncio.current_task()
+            ]
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise AssertionError(f"the worker did not stop within {STOP_WITHIN:g}s: {waiting}") from None
+        finally:
+            for c in (client, worker.redis):
+                await c.aclose(close_connection_pool=True)
 
 
 def test_a_queued_job_in_no_queue_runs(redis_server: RedisServer, r: redis.Redis, monkeypatch: Any) -> None:
