@@ -83,9 +83,8 @@ def test_the_flag_is_read_again_after_a_response_not_before(now: list[float]) ->
             now[0] += 0.3  # fresh: no read, before or after
             assert await request() == 200 and client.reads == 1
             client.flag = True  # a key was created meanwhile
-            now[0] += (
-                0.4  # over half a second old: answered from what was read, read again after the response
-            )
+            # over half a second old: answered from what was read, and read again after the response
+            now[0] += 0.4
             assert await request() == 200 and reads_seen_by_app[-1] == 1 and client.reads == 2
             assert await request() == 401 and client.reads == 2  # the requests after it need a key
             now[0] += 5
