@@ -25,9 +25,8 @@ from corral.common.jobs import PreparedJob
 
 log = logging.getLogger(__name__)
 GREETING_TIMEOUT = 5.0
-MAX_UNGREETED = (
-    64  # connections waiting to greet at once; more are closed at once (a flood of idle connections)
-)
+# connections waiting to greet at once; more are closed at once (a flood of idle connections)
+MAX_UNGREETED = 64
 WILDCARDS = {"", "0.0.0.0", "::"}
 
 

@@ -346,9 +346,8 @@ class PoppedJob:
     queue_wait: float | None = None  # seconds between (re-)enqueue and this pop, by the hosts' clocks
     start_seq: int = -1  # seq of this start's ``started`` event: one start, whether handed, popped or both
     first_token_at: float | None = None  # monotonic, set by the runner at the first chunk
-    confirmed: bool = (
-        True  # False for a job an API sent ahead of its hand, until the hand comes (worker/link.py)
-    )
+    # False for a job an API sent ahead of its hand, until the hand comes (worker/link.py)
+    confirmed: bool = True
 
     @property
     def attempt_arg(self) -> str:

@@ -65,9 +65,8 @@ class EnqueueArgs(NamedTuple):
     idem: str = ""  # the submit's Idempotency-Key ('': none)
     digest: str = ""  # the digest of the submit's body (with idem)
     idem_ttl: int = 86400  # seconds the key is remembered
-    prefer: str = (
-        ""  # ENQUEUE: the parked worker the API sent the job to already (the direct link), if parked
-    )
+    # ENQUEUE: the parked worker the API sent the job to already (the direct link), if parked
+    prefer: str = ""
 
 
 class JobBlock(NamedTuple):

@@ -254,9 +254,8 @@ def test_a_job_sent_ahead_that_the_enqueue_gives_to_another_worker_is_fenced_off
     assert hub.direct_events == direct  # w1's run sent nothing
     after = {w: sim_stats(sim) for w, sim in sims.items()}
     assert after["w2"]["completed"] == before["w2"]["completed"] + 1
-    assert (
-        after["w1"]["requests"] == before["w1"]["requests"] + 1
-    )  # its early run, stopped at its first event
+    # its early run, stopped at its first event
+    assert after["w1"]["requests"] == before["w1"]["requests"] + 1
     assert after["w1"]["completed"] == before["w1"]["completed"]
     hub.hand_early = early
     parked_here(api, "w1")  # w1's slot is free again: it parks
