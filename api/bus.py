@@ -33,6 +33,7 @@ from corral.common.jobs import Idempotency, PreparedJob, new_job_id
 from corral.common.pubsub import PubSubConnection, pubsub_connection
 from corral.common.schemas import JobRequest
 from corral.common.store import AsyncJobStore
+from corral.common.tasks import cancel_and_wait
 
 from .memory import StreamGauge, malloc_trim, release_memory_of
 
@@ -140,9 +141,7 @@ class ChunkHub:
     async def stop(self) -> None:
         await self.streams.aclose()
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task])
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

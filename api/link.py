@@ -22,6 +22,7 @@ from typing import Any, cast
 from corral.common import keys, link
 from corral.common.connections import TRANSIENT
 from corral.common.jobs import PreparedJob
+from corral.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 GREETING_TIMEOUT = 5.0
@@ -123,9 +124,7 @@ class LinkServer:
 
     async def stop(self) -> None:
         if self._renew is not None:
-            self._renew.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renew
+            await cancel_and_wait([self._renew])
         if self._server is None:
             return  # (never started: CORRAL_DIRECT_LINK off)
         self._server.close()

@@ -1,9 +1,13 @@
-"""Other dispatchers in the first-token benchmark (``python -m bench.firsttoken --peers bare,roundrobin,litellm,herd``):
-each in front of simulators of its own with the settings of Corral's (20 ms to the first token), each route paired
-with the engine called directly the way that dispatcher calls it.
+"""Other dispatchers in the first-token benchmark
+(``python -m bench.firsttoken --peers bare,bare2,roundrobin,litellm,herd``): each in front of simulators of its own
+with the settings of Corral's (20 ms to the first token), each route paired with the engine called directly the way
+that dispatcher calls it.
 
 - ``bare``: ``bench/bareproxy.py``, the smallest streaming HTTP/1.1 forwarder, the floor of any one process in the
   path: ``/api/chat`` in front of an Ollama simulator, ``/v1/chat/completions`` in front of an OpenAI-flavoured one.
+- ``bare2``: two of those forwarders one behind the other (client → forwarder → forwarder → engine), the floor of
+  any dispatcher with two processes on a first token's path, as Corral has (its API and the worker beside the
+  engine), whatever they do.
 - ``roundrobin``: ``bench/proxy.py`` (Starlette + httpx) as the scheduling benchmark runs it, the same two routes.
 - ``litellm``: LiteLLM's proxy server, ``/v1/chat/completions`` with an ``ollama_chat/`` deployment (it calls
   Ollama's ``/api/chat``, as Corral's worker does for that route).
@@ -90,6 +94,17 @@ def bare(rig: Rig, engines: Engines) -> Stack:
     return Stack("bare proxy (asyncio)", proxy_lanes(rig, engines, "bare", ["bench.bareproxy"]))
 
 
+def bare_chain(rig: Rig, engines: Engines) -> Stack:
+    argv = ["bench.bareproxy"]
+    ollama, openai = engines.ollama(), engines.openai()
+    front = {url: forwarder(rig, f"bare2-{name}", argv, forwarder(rig, f"bare2-{name}-near", argv, url))
+             for name, url in (("ollama", ollama), ("openai", openai))}  # fmt: skip
+    return Stack(
+        "two bare proxies in a row",
+        [Lane(OLLAMA_CHAT, front[ollama], ollama), Lane(OPENAI_PASS, front[openai], openai)],
+    )
+
+
 def roundrobin(rig: Rig, engines: Engines) -> Stack:
     argv = ["bench.proxy", "--policy", "round-robin"]
     return Stack("round-robin proxy", proxy_lanes(rig, engines, "round-robin", argv))
@@ -122,6 +137,7 @@ def herd(rig: Rig, engines: Engines) -> Stack:
 
 PEERS: dict[str, Callable[[Rig, Engines], Stack]] = {
     "bare": bare,
+    "bare2": bare_chain,
     "roundrobin": roundrobin,
     "litellm": litellm,
     "herd": herd,

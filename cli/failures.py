@@ -20,7 +20,6 @@ import sys
 import traceback
 from collections.abc import Callable
 
-import httpx
 from redis.exceptions import RedisError
 
 from corral.common.connections import TRANSIENT
@@ -49,9 +48,6 @@ def run(command: str, action: Callable[[], int], api_url: str, redis_url: str, d
         return pipe_closed()
     except KeyboardInterrupt:
         return INTERRUPTED
-    except httpx.TransportError as exc:  # a client command that could not reach the API
-        say(command, api_unreachable(api_url, exc))
-        return UNAVAILABLE
     except TRANSIENT as exc:
         say(command, f"Redis at {redacted_url(redis_url)} does not answer ({exc})")
         return UNAVAILABLE
@@ -66,10 +62,20 @@ def run(command: str, action: Callable[[], int], api_url: str, redis_url: str, d
         say(command, str(exc))
         return BAD_REQUEST
     except Exception as exc:
+        if unreached(exc):  # a client command that could not reach the API
+            say(command, api_unreachable(api_url, exc))
+            return UNAVAILABLE
         if debug:
             traceback.print_exc()
         say(command, f"unexpected error: {type(exc).__name__}: {exc} (CORRAL_LOG_LEVEL=DEBUG shows where)")
         return JOB_FAILED
+
+
+def unreached(exc: Exception) -> bool:
+    """Whether ``exc`` is httpx's failure to reach a server. httpx is not imported for this: a command that never
+    imported it (``corral api``, ``worker``, ``simulate``) cannot have raised its errors, and starts faster."""
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(exc, httpx.TransportError)
 
 
 def pipe_closed() -> int:

@@ -13,15 +13,17 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from corral.client import Client, Job
 from corral.common.errors import BackendUnavailable, CorralError
 from corral.common.schemas import TERMINAL_STATUSES, JobView
 from corral.common.settings import Settings
 
 from .failures import BAD_REQUEST, JOB_FAILED, OK, UNAVAILABLE, say
 from .remote import api_base, api_client, fail, stream_events
+
+if TYPE_CHECKING:
+    from corral.client import Job
 
 
 # -- corral watch -------------------------------------------------------------------------------------------
@@ -165,6 +167,8 @@ def cmd_submit_batch(args: argparse.Namespace, settings: Settings) -> int:
         else:
             with Path(args.file).open(encoding="utf-8") as handle:
                 bodies = read_batch(handle, args.model, defaults)
+        from corral.client import Client  # (here: the processes this package starts need no client)
+
         with Client(base, api_key=settings.api_key.get_secret_value() or None) as client:
             jobs = client.submit_many(bodies)
             views = follow_batch(jobs, Progress(len(jobs), sys.stderr))

@@ -7,14 +7,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, TextIO
-
-import httpx
+from typing import TYPE_CHECKING, Any, TextIO
 
 from corral.common.settings import Settings
 
 from .remote import add_api_options, api_client, fail
 from .render import table
+
+if TYPE_CHECKING:
+    import httpx
 
 BAR = 24
 GB = 1e9

@@ -8,13 +8,14 @@ import json
 import os
 import sys
 import time
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from corral.common.settings import Settings
 
 from .render import render
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,8 @@ def api_base(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def api_client(args: argparse.Namespace, settings: Settings) -> httpx.Client:
+    import httpx  # (here: `corral api`, `worker` and `simulate` run through this package and need no HTTP client)
+
     key = settings.api_key.get_secret_value()
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(
@@ -50,6 +53,8 @@ def fail(response: httpx.Response) -> int:
 
 def stream_events(http: httpx.Client, job_id: str, show: Any) -> dict[str, Any]:
     """Follow a job's events, reconnecting from the last seq if the connection drops; returns the last event."""
+    import httpx
+
     next_seq, last_event, attempts = 0, {}, 0
     while attempts < 20:
         try:

@@ -157,9 +157,8 @@ class Endpoint:
 async def _ask_sentinel(host: str, port: int, target: SentinelURL, timeout: float) -> tuple[str, int] | None:
     """The primary's address one sentinel gives (None: it knows no such primary)."""
     loop = asyncio.get_running_loop()
-    _transport, protocol = await asyncio.wait_for(
-        loop.create_connection(lambda: _Protocol(None), host, port), timeout
-    )
+    async with asyncio.timeout(timeout):
+        _transport, protocol = await loop.create_connection(lambda: _Protocol(None), host, port)
     try:
         async with asyncio.timeout(timeout):
             if target.sentinel_password is not None:
@@ -228,9 +227,8 @@ async def reply_of(future: asyncio.Future[Any]) -> Any:
 async def _open(endpoint: Endpoint, on_push: Callable[[Any], None] | None) -> _Protocol:
     await endpoint.locate()
     try:
-        _transport, protocol = await asyncio.wait_for(
-            endpoint.connect(lambda: _Protocol(None)), endpoint.connect_timeout
-        )
+        async with asyncio.timeout(endpoint.connect_timeout):
+            _transport, protocol = await endpoint.connect(lambda: _Protocol(None))
     except (OSError, TimeoutError) as exc:
         raise RedisConnectionError(f"cannot connect to redis at {endpoint.where}: {exc}") from exc
     try:
@@ -306,7 +304,8 @@ class FastRedis:
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(protocol.lost), 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(protocol.lost)
 
 
 class FastPubSub:
@@ -352,7 +351,8 @@ class FastPubSub:
         if protocol is not None and protocol.transport is not None:
             with contextlib.suppress(Exception):
                 protocol.transport.close()
-                await asyncio.wait_for(asyncio.shield(protocol.lost), 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(protocol.lost)
 
 
 def fast_redis(url: str) -> FastRedis | None:

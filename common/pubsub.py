@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .connections import TRANSIENT
 from .fastredis import FastPubSub, takes_url
+from .tasks import cancel_and_wait
 
 
 class RedisPyPubSub:
@@ -56,9 +57,7 @@ class RedisPyPubSub:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await cancel_and_wait([self._task])
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

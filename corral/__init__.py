@@ -12,24 +12,28 @@ Sub-packages: ``corral.api`` (the HTTP API), ``corral.worker`` (a worker beside 
 (what both share), ``corral.client``, ``corral.cli`` (the ``corral`` command), ``corral.simulator``.
 """
 
-from corral.client import AsyncClient, AsyncJob, Client, DirectClient, DirectJob, Job, JobHandle
-from corral.common.errors import (
-    BackendUnavailable,
-    CorralError,
-    Forbidden,
-    InvalidRequest,
-    JobNotCancellable,
-    JobNotFound,
-    JobTimeout,
-    ModelNotFound,
-    PayloadTooLarge,
-    QueueFull,
-    RateLimited,
-    Unauthorized,
-    WorkerNotFound,
-)
-from corral.common.schemas import JobRequest, JobView, Submitted
-from corral.common.settings import Settings
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.client import AsyncClient, AsyncJob, Client, DirectClient, DirectJob, Job, JobHandle
+    from corral.common.errors import (
+        BackendUnavailable,
+        CorralError,
+        Forbidden,
+        InvalidRequest,
+        JobNotCancellable,
+        JobNotFound,
+        JobTimeout,
+        ModelNotFound,
+        PayloadTooLarge,
+        QueueFull,
+        RateLimited,
+        Unauthorized,
+        WorkerNotFound,
+    )
+    from corral.common.schemas import JobRequest, JobView, Submitted
+    from corral.common.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -59,3 +63,26 @@ __all__ = [
     "Unauthorized",
     "WorkerNotFound",
 ]
+
+# Each name is imported on first use (PEP 562), not with the package: `corral api`, `corral worker` and the
+# simulator are `corral` processes too, and none of them needs the clients (httpx and ~0.1 s of imports).
+_HOMES = {
+    **dict.fromkeys(
+        ("AsyncClient", "AsyncJob", "Client", "DirectClient", "DirectJob", "Job", "JobHandle"),
+        "corral.client",
+    ),
+    **dict.fromkeys(("JobRequest", "JobView", "Submitted"), "corral.common.schemas"),
+    "Settings": "corral.common.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES.get(name, "corral.common.errors")), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -31,6 +31,7 @@ from corral.common.jobs import Limits
 from corral.common.pubsub import PubSubConnection, resubscribing
 from corral.common.settings import Settings, redacted_url
 from corral.common.store import JobStore
+from corral.common.tasks import cancel_and_wait
 
 from .check import check_backend
 from .lifecycle import Shared, Worker
@@ -94,8 +95,8 @@ class Fleet:
             await asyncio.gather(*(s.task for s in self.served.values()), return_exceptions=True)
             with contextlib.suppress(*TRANSIENT):
                 await self.release(list(self.served))
-            listener.cancel()
-            await asyncio.gather(listener, *self.tests, return_exceptions=True)
+            await cancel_and_wait([listener])
+            await asyncio.gather(*self.tests, return_exceptions=True)
             janitor_stop.set()
             sync_client.close()
             await self.close()

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from corral.common import registry
 from corral.common.connections import TRANSIENT
 from corral.common.settings import Settings
+from corral.common.tasks import cancel_and_wait
 
 from .load import cpu_ram, gpu_stats
 from .models import Models
@@ -114,8 +115,7 @@ class Heartbeat:
                     logged = True
                 await asyncio.sleep(max(0.0, self.settings.heartbeat_interval - (time.monotonic() - started)))
         finally:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            await cancel_and_wait([refresher])
 
     async def refresh_forever(self) -> None:
         """Read the model lists every ``heartbeat_interval`` (a read that takes longer is given up), and /api/ps at

@@ -64,7 +64,8 @@ class Response:
         if self.read_timeout is None:
             return await awaitable
         try:
-            return await asyncio.wait_for(awaitable, self.read_timeout)
+            async with asyncio.timeout(self.read_timeout):
+                return await awaitable
         except TimeoutError:
             raise TransportError(f"no data from the server for {self.read_timeout:g}s") from None
 
@@ -142,7 +143,8 @@ class Connection:
         """Close and wait until the transport is gone (a loop about to end would leave the socket open)."""
         self.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
 
 
 class Sent:
@@ -187,10 +189,10 @@ class LeanClient:
 
     async def _connect(self) -> Connection:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=self.ssl_context, limit=MAX_LINE),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=self.ssl_context, limit=MAX_LINE
+                )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         return Connection(reader, writer)
@@ -230,7 +232,8 @@ class LeanClient:
                         await conn.writer.drain()
                 if self.read_timeout is None:
                     return await self._read_head(conn)
-                return await asyncio.wait_for(self._read_head(conn), self.read_timeout)
+                async with asyncio.timeout(self.read_timeout):
+                    return await self._read_head(conn)
             except TimeoutError:
                 conn.close()
                 self._conn = None

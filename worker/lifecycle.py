@@ -26,6 +26,7 @@ from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
 from corral.common.settings import Settings, redacted_url
 from corral.common.store import AsyncJobStore, JobStore
+from corral.common.tasks import cancel_and_wait
 
 from .backends import make_backend
 from .control import Control
@@ -117,9 +118,7 @@ class Worker:
             await self.jobs.finish()
         finally:
             janitor_stop.set()
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await cancel_and_wait(helpers)
             await self.close()
             if sync_client is not None:
                 sync_client.close()

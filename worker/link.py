@@ -19,6 +19,7 @@ from typing import Any
 from corral.common import keys, link
 from corral.common.connections import TRANSIENT
 from corral.common.jobs import PoppedJob
+from corral.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
@@ -105,8 +106,7 @@ class Links:
                 writer.write(line)
 
     async def aclose(self) -> None:
-        for task in [*self._making.values(), *self._watches]:
-            task.cancel()
+        await cancel_and_wait([*self._making.values(), *self._watches])
         for writer in list(self._open.values()):
             writer.close()
         self._open.clear()

@@ -99,6 +99,19 @@ def test_sigterm_drains_too(fleet: Fleet) -> None:
     assert view["status"] == "succeeded" and view["text"] == expected_text("llama3", "x " * 20)
 
 
+def test_sigterm_as_soon_as_it_is_up_stops_the_worker(fleet: Fleet) -> None:
+    """Stopped the moment it registers, while its helpers make their first Redis calls, a worker exits at once.
+    On Python 3.11 such a cancel could be swallowed (common/tasks.py), and about one worker in three waited for
+    that helper forever: six starts in a row would all exit with that bug about once in 15 runs."""
+    sim = fleet.simulator()
+    for attempt in range(6):
+        worker = fleet.worker(sim, f"w{attempt}", wait_ready=False)
+        wait_for(lambda a=attempt: fleet.redis.exists(f"corral:worker:w{a}"), what="registered", step=0.002)
+        assert worker.process is not None
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(10) == 0, worker.log()[-2000:]
+
+
 def test_dead_worker_job_is_requeued_then_fails_after_max_retries(fleet: Fleet) -> None:
     sim = fleet.simulator("llama3:latest", ttft=30.0)
     fast = {"heartbeat_interval": 0.2, "heartbeat_ttl": 0.8, "janitor_interval": 0.1}
