@@ -67,23 +67,15 @@ class Emitter:
         self.pending: list[str] = []
         self.task: asyncio.Task[int] | None = None
 
-    def idle(self) -> bool:
-        """Whether ``add`` writes its body to Redis at once: no send in flight, and the last one was not fenced off
-        nor saw a cancel."""
-        task = self.task
-        if task is None:
-            return True
-        if not task.done() or task.cancelled() or task.exception() is not None:
-            return False
-        return task.result() == 0
-
-    def add(self, body: str) -> None:
+    def add(self, body: str) -> bool:
+        """Queue ``body``'s event; True when it was written to Redis at once (no send in flight, and the lean
+        client connected), so that Redis has it even if this process dies the next instant."""
         self.pending.append(body)
         if self.task is not None and self.task.done():
             check(self.task.result())
             self.task = None
         if self.task is not None:
-            return
+            return False
         sent = None
         if self.send_now is not None:
             batch = tuple(self.pending)
@@ -92,6 +84,7 @@ class Emitter:
                 self.pending.clear()
                 sent = (future, batch)
         self.task = asyncio.create_task(self._drain(sent))
+        return sent is not None
 
     async def _drain(self, sent: tuple[asyncio.Future[Any], tuple[str, ...]] | None = None) -> int:
         if sent is not None:

@@ -238,9 +238,9 @@ class JobRunner:
                         if job.first_token_at is None:
                             job.first_token_at = time.monotonic()
                         body = dumps(reply.add(chunk))
+                        written = emitter.add(body)
                         if direct is not None:
-                            direct.send(body, emitter.idle())
-                        emitter.add(body)
+                            direct.send(body, written)
                 except (TransportError, ValueError) as exc:
                     raise BackendUnavailable(f"stream broken: {exc}") from exc
             raise BackendUnavailable("stream ended without a final chunk")

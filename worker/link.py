@@ -123,16 +123,17 @@ class Direct:
         self.channel = str(job.kwargs.get("reply_to") or "")
         self.seq = job.start_seq + 1 if job.start_seq >= 0 else -1
 
-    def send(self, body: str, emitting: bool) -> None:
-        """Send the next chunk's event (``body`` as the emit script gets it) when ``emitting``: its emit goes to
-        Redis right after, in the same step (not batched behind a send in flight), so a worker killed after it
-        leaves the API no event the record lacks but in the microseconds between the two writes. (The link first:
-        Redis woken first took a core from the API and cost 0.3-0.5 ms of first-token p50.) Nothing when no link is
-        open, or for a job sent ahead of its hand until the hand comes (it may be another worker's)."""
+    def send(self, body: str, written: bool) -> None:
+        """Send the next chunk's event (``body`` as the emit script gets it) when its emit was ``written`` to Redis
+        just before, in the same step (not batched behind a send in flight): a worker killed at any point leaves the
+        API no event the record lacks. (The link line first was faster, but the line woke the API, which could
+        take the core before the emit was written: a worker killed then left a chunk the record lacked, and the
+        reader two events with one seq, a chunk and the retry.) Nothing when no link is open, or for a job sent
+        ahead of its hand until the hand comes (it may be another worker's)."""
         if self.seq < 0:
             return
         seq, self.seq = self.seq, self.seq + 1
-        if not emitting or not self.job.confirmed:
+        if not written or not self.job.confirmed:
             return
         writer = self.links.writer(self.channel)
         if writer is not None:

@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from corral.worker.emitter import Emitter
+from corral.worker.emitter import Emitter, Fenced
 
 pytestmark = pytest.mark.unit
 
@@ -79,23 +79,22 @@ def test_without_a_live_lean_connection_every_send_is_awaited() -> None:
     assert asyncio.run(scenario()) == [("send", ("a",))]
 
 
-def test_idle_says_whether_the_next_event_is_written_at_once() -> None:
-    """What the direct link asks before it sends a chunk ahead of its emit (worker/link.py ``Direct.send``)."""
+def test_add_says_whether_the_event_was_written_at_once() -> None:
+    """What the direct link needs before it sends a chunk after its emit (worker/link.py ``Direct.send``)."""
 
     async def scenario() -> None:
         wire = Wire()
         emitter = Emitter(wire.send, wire.send_now)
-        assert emitter.idle()
-        emitter.add("a")
-        assert not emitter.idle()  # a's answer is awaited: b would be batched behind it
+        assert emitter.add("a")
+        assert not emitter.add("b")  # a's answer is awaited: b is batched behind it, and sent the awaited way
         wire.futures[0].set_result(0)
         assert emitter.task is not None
         await asyncio.wait({emitter.task})
-        assert emitter.idle()
-        emitter.add("b")
+        assert emitter.add("c")
         wire.futures[1].set_result(-1)  # fenced off: the job is another worker's now
-        assert emitter.task is not None
         await asyncio.wait({emitter.task})
-        assert not emitter.idle()
+        with pytest.raises(Fenced):
+            emitter.add("d")
+        assert not Emitter(wire.send, Wire(now=False).send_now).add("e")  # no live lean connection
 
     asyncio.run(scenario())
