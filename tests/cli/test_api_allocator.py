@@ -20,6 +20,6 @@ def api_environ(fleet: Fleet) -> dict[str, str]:
 
 @pytest.mark.parametrize("trim", [True, False])
 def test_the_api_process_holds_the_c_allocator_when_it_trims(fleet: Fleet, trim: bool) -> None:
-    fleet.api(trim_memory=trim)  # answers /readyz: the run after the exec
+    fleet.api(own_exec=True, trim_memory=trim)  # answers /readyz: the run after the exec
     env = api_environ(fleet)
     assert env.get("PYTHONMALLOC") == ("malloc" if trim else None)
