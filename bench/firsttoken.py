@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=60, help="pairs per cell per round and scenario")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--peers", default="", help="other dispatchers too, e.g. bare,roundrobin,litellm,herd"
+        "--peers", default="", help="other dispatchers too, e.g. bare,bare2,roundrobin,litellm,herd"
     )
     args = parser.parse_args(argv)
     from . import firsttoken_peers
