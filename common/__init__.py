@@ -1,8 +1,8 @@
 """What the API and the worker share: settings, key names, schemas, the job store and its Lua scripts, Redis
 connections, the registry of workers, the janitor, scheduling rules.
 
-The names below are imported on first use: a process that needs none of the schemas (the simulator started by
-``corral simulate``) does not build their models."""
+The names below are imported on first use, so that importing one module of the package (``corral.common.keys``,
+say) does not build every schema's model."""
 
 from __future__ import annotations
 
