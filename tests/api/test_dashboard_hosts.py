@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from ..conftest import Fleet
@@ -25,6 +26,23 @@ def host_status(driver: WebDriver, name: str) -> str | None:
     return text_of(driver, f'#hosts tr[data-host="{name}"] .status')
 
 
+def click_row_button(driver: WebDriver, selector: str, what: str) -> None:
+    """Click a button of the hosts table. The table is drawn anew on every refresh, so a button found just before
+    one is gone by the click (StaleElementReferenceException, no click made): find it again and click again."""
+
+    def clicked(d: WebDriver) -> bool:
+        button = css(d, selector)
+        if button is None:
+            return False
+        try:
+            button.click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    until(driver, what, clicked)
+
+
 def test_add_test_and_remove_a_host_from_the_dashboard(
     fleet: Fleet, browser: WebDriver, tmp_path: Path
 ) -> None:
@@ -40,14 +58,14 @@ def test_add_test_and_remove_a_host_from_the_dashboard(
     until(browser, "the host served", lambda d: host_status(d, "gpu-b") == "serving")
     row = text_of(browser, '#hosts tr[data-host="gpu-b"]') or ""
     assert sim in row and "llama3:latest" in row and "fleet-ui" in row and "tok-dash-secret" not in row
-    css(browser, '#hosts tr[data-host="gpu-b"] button').click()  # "test"
+    click_row_button(browser, '#hosts tr[data-host="gpu-b"] button', 'the "test" button')
     until(browser, "the test's verdict", lambda d: "OK: gpu-b" in (text_of(d, "#host-test") or ""))
     assert "✓ generation: llama3:latest" in (text_of(browser, "#host-test") or "")
     shot = tmp_path / "dashboard-hosts.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     (ROOT / "artifacts").mkdir(exist_ok=True)
     shutil.copyfile(shot, ROOT / "artifacts" / "dashboard-hosts.png")
-    css(browser, '#hosts tr[data-host="gpu-b"] button:last-child').click()  # "remove"
+    click_row_button(browser, '#hosts tr[data-host="gpu-b"] button:last-child', 'the "remove" button')
     until(browser, "the host gone", lambda d: host_status(d, "gpu-b") is None)
     assert not fleet.redis.hgetall("corral:hosts")
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
