@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from corral.common import keys, link
+from corral.common import keys, link, memlink
 from corral.common.connections import TRANSIENT
 from corral.common.jobs import PreparedJob
 from corral.common.tasks import cancel_and_wait
@@ -73,6 +73,7 @@ class LinkServer:
         self._server = await loop.create_server(lambda: LinkProtocol(self), self.host or None, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         self.registration = link.registration(advertised(self.host), self.port, self.token)
+        memlink.serve(self.channel, lambda: LinkProtocol(self))  # (a worker in this process: no TCP)
         await self._register()
         self._renew = asyncio.create_task(self._keep_registered(), name="link-registration")
 
@@ -127,6 +128,7 @@ class LinkServer:
             await cancel_and_wait([self._renew])
         if self._server is None:
             return  # (never started: CORRAL_DIRECT_LINK off)
+        memlink.unserve(self.channel)
         self._server.close()
         for protocol in list(self.links):
             protocol.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .harness import Rig, pct, rss_mb, summary
+from .harness import Rig, pct, rss_mb, summary, wait
 from .rawhttp import RawClient
 
 
@@ -60,10 +60,14 @@ TTFT_SIM: dict[str, Any] = {
 }  # `corral simulate` options
 
 
-def ttft_stack(rig: Rig) -> tuple[str, str]:
+def ttft_stack(rig: Rig, one_process: bool = False) -> tuple[str, str]:
     """The time-to-first-token scenario's simulator (20 ms to the first token, 200 tokens/s), its worker and an
-    API: their URLs (simulator, API)."""
+    API: their URLs (simulator, API). ``one_process``: the worker in the API's process (``corral api --worker``)."""
     sim = rig.simulator(**TTFT_SIM)
+    if one_process:
+        api, _ = rig.api(ollama_url=sim, worker_id="bench-w", worker_slots=4, worker_in_process=True)
+        wait(lambda: rig.redis.hget("corral:worker:bench-w", "healthy") == b"1")
+        return sim, api
     rig.worker(sim, "bench-w", worker_slots=4)
     api, _ = rig.api()
     return sim, api
@@ -107,13 +111,21 @@ def parse_time(value: bytes) -> datetime:
     return datetime.strptime(value.decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def bench_throughput(n: int, concurrency: int) -> dict[str, Any]:  # noqa: C901 - one scenario, its helpers inline
-    """Jobs/s end to end with an instant simulator, against the same simulator called directly."""
+def bench_throughput(n: int, concurrency: int, one_process: bool = False) -> dict[str, Any]:  # noqa: C901 - one scenario, its helpers inline
+    """Jobs/s end to end with an instant simulator, against the same simulator called directly. ``one_process``:
+    the worker in the API's process (``corral api --worker``)."""
     rig = Rig()
     try:
         sim = rig.simulator(ttft=0, tps=0, load_time=0, parallel=64, time_scale=0)
-        worker = rig.worker(sim, "bench-w", worker_slots=16)
-        api, api_proc = rig.api()
+        if one_process:
+            api, api_proc = rig.api(
+                ollama_url=sim, worker_id="bench-w", worker_slots=16, worker_in_process=True
+            )
+            wait(lambda: rig.redis.hget("corral:worker:bench-w", "healthy") == b"1")
+            worker = api_proc
+        else:
+            worker = rig.worker(sim, "bench-w", worker_slots=16)
+            api, api_proc = rig.api()
         assert rig.server is not None
         idle = {"worker": rss_mb(worker), "api": rss_mb(api_proc)}
 

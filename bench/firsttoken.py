@@ -225,15 +225,16 @@ class Stack:
             self.rig.close()
 
 
-def start_stack(tree: Path) -> Stack:
+def start_stack(tree: Path, one_process: bool = False) -> Stack:
     harness.ROOT = tree
     rig = harness.Rig()
     try:
-        sim, api = ttft_stack(rig)
+        sim, api = ttft_stack(rig, one_process)
     except BaseException:
         rig.close()
         raise
-    return Stack(str(tree), [Lane(route, api, sim) for route in ROUTES], rig)
+    name = f"{tree} (api --worker)" if one_process else str(tree)
+    return Stack(name, [Lane(route, api, sim) for route in ROUTES], rig)
 
 
 Cell = tuple[str, str, bool, str]  # stack, route, keep-alive, scenario
@@ -283,6 +284,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=60, help="pairs per cell per round and scenario")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--layouts",
+        default="two,one",
+        help="Corral's layouts: two (the API and a worker, two processes), "
+        "one (corral api --worker: the worker in the API's process), or both (the default)",
+    )
+    parser.add_argument(
         "--peers", default="", help="other dispatchers too, e.g. bare,bare2,roundrobin,litellm,herd"
     )
     args = parser.parse_args(argv)
@@ -297,7 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     peer_rig: harness.Rig | None = None
     try:
         for tree in args.trees:
-            stacks.append(start_stack(tree.resolve()))
+            for layout in args.layouts.split(","):
+                stacks.append(start_stack(tree.resolve(), one_process=layout == "one"))
         if peers:
             peer_rig, peer_stacks = firsttoken_peers.start(peers)
             stacks += peer_stacks

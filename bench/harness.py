@@ -100,9 +100,12 @@ class Rig:
         wait(lambda: self.redis.hget(f"corral:worker:{worker_id}", "healthy") == b"1")
         return child
 
-    def api(self, **settings: Any) -> tuple[str, subprocess.Popen[bytes]]:
+    def api(self, worker_in_process: bool = False, **settings: Any) -> tuple[str, subprocess.Popen[bytes]]:
+        """An API; ``worker_in_process``: with a worker in its process (``corral api --worker``)."""
         port = free_port()
-        child = self.spawn(["api", "--port", str(port)], **settings)
+        child = self.spawn(
+            ["api", "--port", str(port), *(["--worker"] if worker_in_process else [])], **settings
+        )
         url = f"http://127.0.0.1:{port}"
         wait(lambda: httpx.get(url + "/readyz").status_code == 200)
         return url, child

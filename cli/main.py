@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", help="address to bind (default CORRAL_API_HOST, 127.0.0.1)")
     api.add_argument("--port", type=int, help="port to bind (default CORRAL_API_PORT, 8000)")
+    api.add_argument(
+        "--worker", action="store_true", help="also run a worker for the configured engine, in this process"
+    )
     worker = sub.add_parser(
         "worker", help="run a worker for the configured backend (Ollama or OpenAI-compatible)"
     )

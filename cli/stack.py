@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 from urllib.parse import urlparse
 
 from redis.exceptions import RedisError
@@ -58,8 +59,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from corral.api.limits import TransportLimits, guarded_http
 
     setup_logging(settings)
-    uvicorn.run(
-        create_app(settings.model_copy(update={"api_host": host})),  # (the direct link listens there too)
+    app = create_app(settings.model_copy(update={"api_host": host}))  # (the direct link listens there too)
+    config: dict[str, Any] = dict(
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
@@ -68,6 +69,12 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         http=guarded_http(TransportLimits.from_settings(settings)),
         timeout_keep_alive=settings.keep_alive_timeout,
     )
+    if args.worker:
+        from .combined import run
+
+        run(app, config, settings)
+    else:
+        uvicorn.run(app, **config)
     return 0
 
 

@@ -10,13 +10,12 @@ retried for ``RETRY_AFTER`` seconds; a link whose peer closes it is forgotten an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from corral.common import keys, link
+from corral.common import keys, link, memlink
 from corral.common.connections import TRANSIENT
 from corral.common.jobs import PoppedJob
 from corral.common.tasks import cancel_and_wait
@@ -27,29 +26,70 @@ RETRY_AFTER = 5.0
 MAX_BUFFERED = 1 << 20  # bytes waiting to be sent on a link: beyond it a link is too slow, Redis carries on
 
 
-def usable(writer: asyncio.StreamWriter) -> bool:
+def usable(transport: asyncio.Transport) -> bool:
     """Whether a link takes a line now: open, and not too far behind."""
-    return not writer.is_closing() and writer.transport.get_write_buffer_size() < MAX_BUFFERED
+    return not transport.is_closing() and transport.get_write_buffer_size() < MAX_BUFFERED
+
+
+class ApiLink(asyncio.Protocol):
+    """The worker's end of one link: the greeting's answer, then the API's lines (jobs sent ahead), each handed to
+    ``on_line`` as it is read, from the callback that read it: a job sent ahead over an in-process link
+    (common/memlink.py) has its request on its way to the engine before the API's write returns."""
+
+    def __init__(self, on_line: Callable[[bytes], None] | None) -> None:
+        self.on_line = on_line
+        self.transport: asyncio.Transport | None = None
+        self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio's classes)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.accepted.done():
+            self.accepted.set_exception(ConnectionError("the API closed the link before accepting it"))
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        start = 0
+        if not self.accepted.done():
+            end = buffer.find(b"\n", 0, link.MAX_GREETING)
+            if end < 0:
+                self.buffer = buffer
+                return
+            if buffer[: end + 1] != link.ACCEPTED:
+                self.accepted.set_exception(ValueError("the API refused the greeting"))
+                return
+            self.accepted.set_result(None)
+            start = end + 1
+        while (end := buffer.find(b"\n", start)) >= 0:
+            if self.on_line is not None:
+                self.on_line(buffer[start : end + 1])
+            start = end + 1
+        self.buffer = buffer[start:]
+        if len(self.buffer) > 2 * link.MAX_LINE and self.transport is not None:
+            self.transport.close()
 
 
 class Links:
     def __init__(self, client: Any, enabled: bool = True) -> None:
         self.client = client
         self.enabled = enabled
-        self._open: dict[str, asyncio.StreamWriter] = {}
+        self._open: dict[str, asyncio.Transport] = {}
         self._making: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}  # channel -> monotonic time of its last failed attempt
-        self._watches: set[asyncio.Task[None]] = set()
         self.on_line: Callable[[bytes], None] | None = None  # a line from an API: a job sent ahead (Control)
 
-    def writer(self, channel: str) -> asyncio.StreamWriter | None:
+    def writer(self, channel: str) -> asyncio.Transport | None:
         """The open link for ``channel``, or None (one is made in the background, unless it failed lately)."""
         if not self.enabled or not channel:
             return None
-        writer = self._open.get(channel)
-        if writer is not None:
-            if not writer.is_closing():
-                return writer if usable(writer) else None  # (slow: skipped until it drains)
+        transport = self._open.get(channel)
+        if transport is not None:
+            if not transport.is_closing():
+                return transport if usable(transport) else None  # (slow: skipped until it drains)
             del self._open[channel]
         if (
             channel not in self._making
@@ -60,7 +100,7 @@ class Links:
 
     async def _make(self, channel: str) -> None:
         try:
-            writer = await self._connect(channel)
+            transport = await self._connect(channel)
         except (*TRANSIENT, OSError, TimeoutError, ValueError) as exc:
             self._failed[channel] = time.monotonic()
             log.debug("no direct link to %s: %s", channel, exc)
@@ -68,47 +108,39 @@ class Links:
         finally:
             self._making.pop(channel, None)
         self._failed.pop(channel, None)
-        self._open[channel] = writer
+        self._open[channel] = transport
 
-    async def _connect(self, channel: str) -> asyncio.StreamWriter:
+    async def _connect(self, channel: str) -> asyncio.Transport:
         found = link.parse_registration(await self.client.get(keys.link_key(channel)))
         if found is None:
             raise ValueError("the API has no direct link registered")
         host, port, token = found
+        protocol = ApiLink(self.on_line)
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(host, port, limit=2 * link.MAX_LINE)
+            if memlink.served(channel):  # (the API runs in this process: corral api --worker)
+                transport = memlink.connect(channel, protocol)
+            else:
+                transport, _ = await asyncio.get_running_loop().create_connection(
+                    lambda: protocol, host, port
+                )
             try:
-                writer.write(link.greeting(channel, token))
-                if await reader.readline() != link.ACCEPTED:
-                    raise ValueError(f"{host}:{port} refused the greeting")
+                transport.write(link.greeting(channel, token))
+                await protocol.accepted
             except BaseException:
-                writer.close()
+                transport.close()
                 raise
-        watch = asyncio.create_task(self._watch(channel, reader, writer), name="link-watch")
-        self._watches.add(watch)
-        watch.add_done_callback(self._watches.discard)
-        return writer
-
-    async def _watch(self, channel: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The API's lines (jobs sent ahead) until the link closes."""
-        with contextlib.suppress(OSError, ValueError):  # (ValueError: a line over the reader's limit)
-            while line := await reader.readline():
-                if self.on_line is not None:
-                    self.on_line(line)
-        writer.close()
-        if self._open.get(channel) is writer:
-            del self._open[channel]
+        return transport
 
     def announce(self, line: bytes) -> None:
         """Write ``line`` (a park line) on every open link."""
-        for writer in self._open.values():
-            if usable(writer):
-                writer.write(line)
+        for transport in self._open.values():
+            if usable(transport):
+                transport.write(line)
 
     async def aclose(self) -> None:
-        await cancel_and_wait([*self._making.values(), *self._watches])
-        for writer in list(self._open.values()):
-            writer.close()
+        await cancel_and_wait(list(self._making.values()))
+        for transport in list(self._open.values()):
+            transport.close()
         self._open.clear()
 
 
