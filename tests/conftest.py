@@ -110,6 +110,23 @@ class Fleet:
         wait_for(ready, what="api ready")
         return base
 
+    def api_with_worker(self, ollama_url: str, worker_id: str, **settings: Any) -> tuple[str, Child]:
+        """``corral api --worker``: an API with a worker in its process (cli/combined.py), both ready."""
+        port = free_port()
+        defaults = {"heartbeat_interval": 0.5, "heartbeat_ttl": 4.0, "model_refresh_interval": 0.5}
+        child = self._child(f"api-worker-{port}", ["api", "--port", str(port), "--worker"], {"PYTHONMALLOC": "malloc"},
+                            ollama_url=ollama_url, worker_id=worker_id, **{**defaults, **settings})  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if not child.alive():
+                _died(child)
+            return httpx.get(base + "/readyz", timeout=1).status_code == 200
+
+        wait_for(ready, what="api ready")
+        self.wait_worker(worker_id, child)
+        return base, child
+
     def stop(self) -> None:
         for client in self.clients:
             client.close()
