@@ -32,7 +32,9 @@ def streamed(base: str, prompt: str, route: str = "/jobs") -> list[dict[str, Any
 
 
 def events_of(base: str, job_id: str) -> list[dict[str, Any]]:
-    text = httpx.get(f"{base}/jobs/{job_id}/events", headers={"Accept": "application/x-ndjson"}, timeout=30).text
+    text = httpx.get(
+        f"{base}/jobs/{job_id}/events", headers={"Accept": "application/x-ndjson"}, timeout=30
+    ).text
     return [json.loads(line) for line in text.splitlines() if line]
 
 
