@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--sim-port", type=int, default=None,
                     help=f"port of the simulator if started (default {DEMO_OLLAMA_PORT}; a free one if that is "
                     "busy)")  # fmt: skip
+    up.add_argument("--worker-process", action="store_true",
+                    help="run the worker as a process of its own (default: in the API's process, corral api "
+                    "--worker)")  # fmt: skip
     host_commands.add_host_options(up, many=True)
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", help="address to bind (default CORRAL_API_HOST, 127.0.0.1)")

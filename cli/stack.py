@@ -205,8 +205,8 @@ def start_simulator(
 
 
 def start_parts(args: argparse.Namespace, settings: Settings, children: Children, signals: Signals) -> str:
-    """Start Redis, the simulator, the API and a worker (with ``--host URL``, repeated: one fleet process serving
-    those engines instead); the API's base URL."""
+    """Start Redis, the simulator, and the API with a worker in its process (``--worker-process``: a process of its
+    own; with ``--host URL``, repeated: one fleet process serving those engines instead); the API's base URL."""
     check_api_keys(settings)
     host, port = settings.api_host, args.port or settings.api_port
     if not port_free(host, port):
@@ -215,12 +215,15 @@ def start_parts(args: argparse.Namespace, settings: Settings, children: Children
     env = {**os.environ, "CORRAL_API_PORT": str(port)}
     start_redis(settings, children, signals, env)
     start_simulator(args, settings, children, signals, env)
-    children.spawn("api", ["api"], env)
     hosts = getattr(args, "hosts", None) or []
     if hosts or settings.hosts:  # the fleet also reads the config file's [[hosts]] itself
+        children.spawn("api", ["api"], env)
         children.spawn("fleet", ["fleet", *(f"--host={url}" for url in hosts)], env)
-    else:
+    elif getattr(args, "worker_process", False):
+        children.spawn("api", ["api"], env)
         children.spawn("worker", ["worker"], env)
+    else:  # (one process: 0.5-1 ms less to the first token, one interpreter less; docs/benchmarks.md)
+        children.spawn("api", ["api", "--worker"], env)
     wait_port(children, signals, "api", host, port)
     return f"http://{host}:{port}"
 

@@ -57,10 +57,11 @@ class Exited:
     [
         (["up", "--host", "http://gpu-1:11434", "--host", "http://gpu-2:11434"],
          ("fleet", ["fleet", "--host=http://gpu-1:11434", "--host=http://gpu-2:11434"])),
-        (["up", "--demo"], ("worker", ["worker"])),
+        (["up", "--demo"], ("api", ["api", "--worker"])),
+        (["up", "--demo", "--worker-process"], ("worker", ["worker"])),
     ],
 )  # fmt: skip
-def test_up_starts_one_fleet_process_for_its_hosts(
+def test_up_starts_the_worker_in_the_api_or_a_fleet_process_for_its_hosts(
     monkeypatch: pytest.MonkeyPatch, argv: list[str], last: tuple[str, list[str]]
 ) -> None:
     started: list[tuple[str, list[str]]] = []
@@ -75,7 +76,7 @@ def test_up_starts_one_fleet_process_for_its_hosts(
     monkeypatch.setattr(stack_module, "port_open", lambda host, port: True)
     stack_module.start_parts(build_parser().parse_args(argv), Settings(), Children(), Signals())
     names = [name for name, _ in started]
-    assert names[-2] == "api" and started[-1] == last
+    assert started[-1] == last and names.count("api") == 1
     assert ("simulator" in names) == ("--demo" in argv)
 
 
