@@ -37,6 +37,7 @@ def main() -> None:
 
     ttft = bench_ttft(n_ttft)
     tput = bench_throughput(n_jobs, concurrency=64)
+    tput_one = bench_throughput(n_jobs, concurrency=64, one_process=True)
     fail = bench_failover(n_kills)
     dropin = bench_dropin(n_ttft // 2)
     engine = bench_engine(n_ttft // 2)
@@ -71,6 +72,8 @@ def main() -> None:
         ("requests/s, simulator direct (baseline)", f"{tput['direct_rate']:.0f}/s", "1.00x", ""),
         ("jobs/s end to end through Corral", f"{tput['corral_rate']:.0f}/s",
          f"{tput['corral_rate'] / tput['direct_rate']:.2f}x", "target >= 500/s"),
+        ("jobs/s, the API and its worker in one process", f"{tput_one['corral_rate']:.0f}/s",
+         f"{tput_one['corral_rate'] / tput_one['direct_rate']:.2f}x", "corral api --worker (corral up)"),
         (f"enqueued -> done p50, {n_jobs} jobs at saturation", ms(tput["latency_p50"]), "", ""),
         (f"enqueued -> done p95, {n_jobs} jobs at saturation", ms(tput["latency_p95"]), "", ""),
         (f"dead worker -> job running again, p50 of {fail['n']} kills", f"{fail['p50']:.2f} s", "",
@@ -82,6 +85,7 @@ def main() -> None:
         ("idle API RSS", f"{tput['idle_rss']['api']:.1f} MB", "", ""),
         ("worker RSS after load", f"{tput['after_rss']['worker']:.1f} MB", "", ""),
         ("API RSS after load", f"{tput['after_rss']['api']:.1f} MB", "", ""),
+        ("idle RSS, the API and its worker in one process", f"{tput_one['idle_rss']['api']:.1f} MB", "", ""),
     ]  # fmt: skip
     print(
         f"\nCorral core benchmark: {n_ttft} sequential TTFT pairs (simulator: 20 ms to first token); {n_jobs} jobs "

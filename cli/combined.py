@@ -26,6 +26,7 @@ from corral.worker import Worker
 
 log = logging.getLogger("corral.api")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STARTUP_FAILURE = 3
 
 
 class ServerWithWorker(uvicorn.Server):
@@ -71,3 +72,5 @@ def run(app: Any, config: dict[str, Any], settings: Settings) -> None:
     server = ServerWithWorker(uvicorn.Config(app, **config), settings)
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(server.serve_both())
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)  # (as uvicorn.run exits when its server did not start)
