@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from corral.common.settings import Settings
 
@@ -31,14 +32,8 @@ from .remote import add_api_options, api_base, cmd_get, cmd_submit, jobs_query
 from .stack import DEMO_OLLAMA_PORT, cmd_api, cmd_redis, cmd_up, cmd_worker
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="corral",
-        description="Redis-queue job dispatcher for Ollama fleets",
-        epilog="exit codes: 0 ok, 1 a job failed, 2 bad usage/settings/input, 3 API/Redis/backend unreachable, "
-        "130 interrupted (docs/operations.md#exit-codes)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_part_parsers(sub: Any) -> None:
+    """``up``, ``api`` and ``worker``: the commands that start parts."""
     up = sub.add_parser("up", help="embedded Redis + API + worker (+ simulator when no Ollama answers)")
     up.add_argument("--port", type=int, help="port of the API (default CORRAL_API_PORT, 8000)")
     up.add_argument("--demo", action="store_true", help="always use the bundled Ollama simulator")
@@ -61,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--check", action="store_true",
                         help="test the backend (reachable, auth, models, a 1-token generation) and exit: "
                         "0 ok, 4 unreachable, 5 auth refused, 6 no models, 7 generation failed")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="Redis-queue job dispatcher for Ollama fleets",
+        epilog="exit codes: 0 ok, 1 a job failed, 2 bad usage/settings/input, 3 API/Redis/backend unreachable, "
+        "130 interrupted (docs/operations.md#exit-codes)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_part_parsers(sub)
     sub.add_parser("redis", help="run the embedded redis-server (infra/redis.conf, AOF on)")
     sub.add_parser("simulate", help="run the bundled Ollama simulator (corral simulate --help)")
     key_commands.add_parser(sub)
