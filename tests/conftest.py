@@ -96,26 +96,22 @@ class Fleet:
         """An API process. It starts with ``PYTHONMALLOC=malloc``, as the run it gives itself has it (``corral api``
         runs itself again under the C allocator when it trims memory; tests/cli/test_api_allocator.py checks that):
         0.65 s of CPU less per start, ~160 starts in the suite. ``own_exec``: start it as a user does."""
-        port = free_port()
-        trims = str(settings.get("trim_memory", True)).lower() not in ("false", "0")
-        env = {"PYTHONMALLOC": "malloc"} if trims and not own_exec else None
-        child = self._child(f"api-{port}", ["api", "--port", str(port)], env, **settings)
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            if not child.alive():
-                _died(child)
-            return httpx.get(base + "/readyz", timeout=1).status_code == 200
-
-        wait_for(ready, what="api ready")
-        return base
+        return self._api([], own_exec, **settings)[0]
 
     def api_with_worker(self, ollama_url: str, worker_id: str, **settings: Any) -> tuple[str, Child]:
         """``corral api --worker``: an API with a worker in its process (cli/combined.py), both ready."""
-        port = free_port()
         defaults = {"heartbeat_interval": 0.5, "heartbeat_ttl": 4.0, "model_refresh_interval": 0.5}
-        child = self._child(f"api-worker-{port}", ["api", "--port", str(port), "--worker"], {"PYTHONMALLOC": "malloc"},
-                            ollama_url=ollama_url, worker_id=worker_id, **{**defaults, **settings})  # fmt: skip
+        base, child = self._api(
+            ["--worker"], ollama_url=ollama_url, worker_id=worker_id, **{**defaults, **settings}
+        )
+        self.wait_worker(worker_id, child)
+        return base, child
+
+    def _api(self, options: list[str], own_exec: bool = False, **settings: Any) -> tuple[str, Child]:
+        port = free_port()
+        trims = str(settings.get("trim_memory", True)).lower() not in ("false", "0")
+        env = {"PYTHONMALLOC": "malloc"} if trims and not own_exec else None
+        child = self._child(f"api-{port}", ["api", "--port", str(port), *options], env, **settings)
         base = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:
@@ -124,7 +120,6 @@ class Fleet:
             return httpx.get(base + "/readyz", timeout=1).status_code == 200
 
         wait_for(ready, what="api ready")
-        self.wait_worker(worker_id, child)
         return base, child
 
     def stop(self) -> None:
