@@ -91,9 +91,8 @@ class Children:
     def drain_worker(self, signals: Signals, seconds: float, busy: Callable[[], int | None]) -> bool:
         """SIGTERM the worker and show a countdown while it finishes its jobs; False when a second signal (or
         the deadline) cut it short."""
-        worker = (
-            self.find("worker") or self.find("fleet") or self.find("api")
-        )  # (the API's own, corral api --worker)
+        # (the API's own worker, corral api --worker, when there is no other)
+        worker = self.find("worker") or self.find("fleet") or self.find("api")
         if worker is None or not worker.alive():
             return True
         worker.signal(signal.SIGTERM)

@@ -18,9 +18,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 PEERNAME = ("in-process", 0)
 
-_served: dict[
-    str, Callable[[], asyncio.Protocol]
-] = {}  # reply channel -> a factory of its API's link protocol
+# reply channel -> a factory of its API's link protocol
+_served: dict[str, Callable[[], asyncio.Protocol]] = {}
 
 
 def serve(channel: str, factory: Callable[[], asyncio.Protocol]) -> None:

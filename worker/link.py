@@ -5,6 +5,7 @@ writes their chunk events (common/link.py).
 or None, in which case the events go through Redis only and a connection is made in the background (the API's
 registration read from Redis, the greeting answered) for the jobs after. A refused or failed attempt is not
 retried for ``RETRY_AFTER`` seconds; a link whose peer closes it is forgotten and made again when next needed.
+A link to an API in this same process (``corral api --worker``) is an in-memory pair (common/memlink.py).
 """
 
 from __future__ import annotations
@@ -40,14 +41,12 @@ class ApiLink(asyncio.Protocol):
         self.on_line = on_line
         self.transport: asyncio.Transport | None = None
         self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.closed = False
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio's classes)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         if not self.accepted.done():
             self.accepted.set_exception(ConnectionError("the API closed the link before accepting it"))
 
