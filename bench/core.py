@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .harness import Rig, pct, rss_mb, summary, wait
+from .harness import Rig, pct, rss_mb, summary
 from .rawhttp import RawClient
 
 
@@ -66,7 +66,6 @@ def ttft_stack(rig: Rig, one_process: bool = False) -> tuple[str, str]:
     sim = rig.simulator(**TTFT_SIM)
     if one_process:
         api, _ = rig.api(ollama_url=sim, worker_id="bench-w", worker_slots=4, worker_in_process=True)
-        wait(lambda: rig.redis.hget("corral:worker:bench-w", "healthy") == b"1")
         return sim, api
     rig.worker(sim, "bench-w", worker_slots=4)
     api, _ = rig.api()
@@ -121,7 +120,6 @@ def bench_throughput(n: int, concurrency: int, one_process: bool = False) -> dic
             api, api_proc = rig.api(
                 ollama_url=sim, worker_id="bench-w", worker_slots=16, worker_in_process=True
             )
-            wait(lambda: rig.redis.hget("corral:worker:bench-w", "healthy") == b"1")
             worker = api_proc
         else:
             worker = rig.worker(sim, "bench-w", worker_slots=16)

@@ -278,6 +278,13 @@ def table(stacks: list[Stack], out: dict[Cell, list[list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def layouts(value: str) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    if not chosen or set(chosen) - {"two", "one"}:
+        raise argparse.ArgumentTypeError(f"layouts are two and one, comma-separated; not {value!r}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.firsttoken", description=__doc__.split("\n\n")[0])
     parser.add_argument("trees", nargs="*", type=Path, default=[harness.ROOT])
@@ -285,9 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--layouts",
+        type=layouts,
         default="two,one",
-        help="Corral's layouts: two (the API and a worker, two processes), "
-        "one (corral api --worker: the worker in the API's process), or both (the default)",
+        help="Corral's layouts, comma-separated: two (the API and a worker, two processes), one (corral api "
+        "--worker: the worker in the API's process); both by default (a TREE from before 2026-12-07's "
+        "corral api --worker takes only two)",
     )
     parser.add_argument(
         "--peers", default="", help="other dispatchers too, e.g. bare,bare2,roundrobin,litellm,herd"
@@ -304,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     peer_rig: harness.Rig | None = None
     try:
         for tree in args.trees:
-            for layout in args.layouts.split(","):
+            for layout in args.layouts:
                 stacks.append(start_stack(tree.resolve(), one_process=layout == "one"))
         if peers:
             peer_rig, peer_stacks = firsttoken_peers.start(peers)

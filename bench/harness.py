@@ -108,6 +108,9 @@ class Rig:
         )
         url = f"http://127.0.0.1:{port}"
         wait(lambda: httpx.get(url + "/readyz").status_code == 200)
+        if worker_in_process:
+            worker_id = settings["worker_id"]
+            wait(lambda: self.redis.hget(f"corral:worker:{worker_id}", "healthy") == b"1")
         return url, child
 
     def close(self) -> None:
