@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from corral.common import keys
-from corral.common.connections import async_redis, sync_redis
+from corral.common.connections import TRANSIENT, async_redis, sync_redis
 from corral.common.fastredis import fast_redis
 from corral.common.janitor import Janitor
 from corral.common.jobs import Limits
@@ -50,6 +50,24 @@ def native_telemetry() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
+async def warn_if_open(client: Any, settings: Settings) -> None:
+    """Warn when no API key is required: none configured here, none stored in Redis (``corral keys``). A Redis that
+    does not answer yet (started after the API) is not waited for: requests read the flag themselves (api/auth.py)."""
+    if parse_api_keys(settings.api_keys.get_secret_value()):
+        return
+    try:
+        required = await client.exists(keys.AUTH_REQUIRED)
+    except TRANSIENT as exc:
+        log.warning("redis at %s does not answer yet (%s); the API answers 503 until it does",
+                    redacted_url(settings.redis_url), exc)  # fmt: skip
+        return
+    if not required:
+        log.warning(
+            "no API keys configured: the API is UNAUTHENTICATED (anyone who reaches it may submit jobs); "
+            "set CORRAL_API_KEYS or run `corral keys create`"
+        )
+
+
 def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The app's lifespan: Redis clients, the job store, the chunk bus, the direct link and the janitor, closed at
     the end."""
@@ -79,14 +97,8 @@ def lifespan_of(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextM
             settings.heartbeat_ttl,
             settings.janitor_interval,
         ).start()
+        await warn_if_open(client, settings)
         log.info("corral api ready; redis %s", redacted_url(settings.redis_url))
-        if not parse_api_keys(settings.api_keys.get_secret_value()) and not await client.exists(
-            keys.AUTH_REQUIRED
-        ):
-            log.warning(
-                "no API keys configured: the API is UNAUTHENTICATED (anyone who reaches it may submit jobs); "
-                "set CORRAL_API_KEYS or run `corral keys create`"
-            )
         try:
             yield
         finally:

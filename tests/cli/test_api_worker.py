@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from corral.cli.embedded_redis import RedisServer
 from corral.common import keys
 from corral.common.outcomes import parse_events
 from corral.simulator import expected_text
 
 from ..conftest import Fleet
-from ..support import port_open, wait_for
+from ..support import Child, base_env, free_port, port_open, wait_for
 
 pytestmark = pytest.mark.integration
 MODEL = "llama3:latest"
@@ -97,3 +99,34 @@ def test_sigkill_mid_job_the_job_finishes_on_another_worker(fleet: Fleet) -> Non
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert [e["type"] for e in events].count("done") == 1
     assert [e["type"] for e in events].count("retry") == 1
+
+
+@pytest.mark.parametrize("argv", [["api"], ["api", "--worker"]], ids=" ".join)
+def test_started_before_redis_it_waits_then_serves(tmp_path: Path, argv: list[str]) -> None:
+    """As a service started before Redis (docs/operations.md): up and answering 503, then serving once Redis is."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
+    port = free_port()
+    env = base_env(server.url, worker_id="w-late", ollama_url=f"http://127.0.0.1:{free_port()}")
+    child = Child("api", [*argv, "--port", str(port)], env, tmp_path).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: port_open(port) or not child.alive(), what="the API listening")
+        assert child.alive(), child.log()
+        assert httpx.get(base + "/readyz").status_code == 503
+        server.start()
+        wait_for(lambda: httpx.get(base + "/readyz").status_code == 200, what="ready once Redis is")
+        assert (
+            httpx.post(base + "/jobs", json={"model": "llama3", "prompt": "x", "wait": True}).status_code
+            == 202
+        )
+        if "--worker" in argv:
+            wait_for(lambda: fleet_ids(base) == ["w-late"], what="its worker registered")
+        assert child.stop() in (0, -signal.SIGTERM)
+        assert "Traceback" not in child.log()
+    finally:
+        child.kill()
+        server.kill()
+
+
+def fleet_ids(base: str) -> list[str]:
+    return [w["id"] for w in httpx.get(base + "/workers").json()["workers"]]
