@@ -287,17 +287,19 @@ async def submit_followed(
     owner: str,
     max_jobs: int,
     idempotency: Idempotency | None = None,
+    link_first: bool = False,
 ) -> Followed:
     """Enqueue a job this process follows at once: its events come to the hub's own channel (``reply_to``) when
     the hub is subscribed to it now (``ChunkHub.expect``). A replayed ``idempotency`` key: the earlier job,
-    followed through its own channel."""
+    followed through its own channel. ``link_first``: this reader cannot resume elsewhere (a drop-in route's), so
+    the worker may send it each chunk before the chunk's emit (worker/link.py)."""
     job_id = new_job_id()
     expected = hub.expect(job_id)
     if expected is None:
         return Followed((await store.enqueue(request, job_id, owner, max_jobs, idempotency)).id)
     try:
         followed, written = await store.enqueue_followed(
-            request, job_id, hub.reply_channel, owner, max_jobs, idempotency, hub.hand_early
+            request, job_id, hub.reply_channel, owner, max_jobs, idempotency, hub.hand_early, link_first
         )
     except BaseException:
         hub.forget(job_id)

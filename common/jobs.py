@@ -183,6 +183,7 @@ def prepare_job(
     owner: str = "",
     max_jobs: int = 0,
     reply_to: str = "",
+    link_first: bool = False,
 ) -> PreparedJob:
     """Build the RQ job hash of a validated request (no I/O).
 
@@ -194,6 +195,10 @@ def prepare_job(
     call: list[Any] = [JOB_FUNCTIONS[request.kind], None, [], {"request": request.ollama_body()}]
     if reply_to:  # the worker sends its chunk events to that API directly as well (common/link.py)
         call[3]["reply_to"] = reply_to
+        if (
+            link_first
+        ):  # its reader cannot resume: each chunk may reach it before Redis has it (worker/link.py)
+            call[3]["link_first"] = True
     # one reading of the clock for every time of the job: its creation (the history's score) and its RQ times
     # (created, enqueued, and started for a job handed at once) agree to the microsecond
     created = time.time()

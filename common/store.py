@@ -248,14 +248,17 @@ class AsyncJobStore(_Calls):
 
     async def enqueue_followed(self, request: JobRequest, job_id: str, reply_to: str, owner: str = "",
                                max_jobs: int = 0, idempotency: Idempotency | None = None,
-                               prefer: Callable[[PreparedJob], str] | None = None,
+                               prefer: Callable[[PreparedJob], str] | None = None, link_first: bool = False,
                                ) -> tuple[str, list[bytes]]:  # fmt: skip
         """Queue a job whose events its submitter follows on ``reply_to``: every event is published there too,
         except those the enqueue itself writes (queued, and started when a parked worker took the job at once),
         which are returned here, raw, after the job's id. A replayed ``idempotency`` key: the earlier job's id and
         no events (its events are not published on ``reply_to``). ``prefer``: called with the job before the
-        enqueue; the parked worker it names gets the job if it is parked for the model (api/link.py)."""
-        job, reply = await self._submit(request, job_id, owner, max_jobs, reply_to, idempotency, prefer)
+        enqueue; the parked worker it names gets the job if it is parked for the model (api/link.py). ``link_first``:
+        the follower cannot resume elsewhere (a drop-in route's), so the worker may send it each chunk before the
+        chunk's emit (worker/link.py)."""
+        job, reply = await self._submit(request, job_id, owner, max_jobs, reply_to, idempotency, prefer,
+                                        link_first)  # fmt: skip
         earlier = replayed(reply)
         if earlier is not None:
             return earlier[0][0], []
@@ -268,8 +271,8 @@ class AsyncJobStore(_Calls):
 
     async def _submit(self, request: JobRequest, job_id: str | None, owner: str, max_jobs: int, reply_to: str,
                       idem: Idempotency | None, prefer: Callable[[PreparedJob], str] | None = None,
-                      ) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
-        job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to)
+                      link_first: bool = False) -> tuple[PreparedJob, list[Any]]:  # fmt: skip
+        job = prepare_job(request, self.limits, job_id, owner, max_jobs, reply_to, link_first)
         # (the script checks that a live worker holds the model: no round trip of its own on the submit path)
         call = self._enqueue(job, not request.wait, idem, prefer(job) if prefer and not idem else "")
         reply = await self._replicated(call, lambda r: [submitted(job, r).id])

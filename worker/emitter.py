@@ -67,17 +67,24 @@ class Emitter:
         self.pending: list[str] = []
         self.task: asyncio.Task[int] | None = None
 
-    def add(self, body: str) -> bool:
-        """Queue ``body``'s event; True when it was written to Redis at once (no send in flight, and the lean
-        client connected), so that Redis has it even if this process dies the next instant."""
-        self.pending.append(body)
+    def idle(self) -> bool:
+        """No send in flight: the next ``add`` goes at once. (Raises ``Fenced`` or ``Cancelled`` when the last send's
+        answer said so.)"""
         if self.task is not None and self.task.done():
             check(self.task.result())
             self.task = None
-        if self.task is not None:
+        return self.task is None
+
+    def add(self, body: str, now: bool = True) -> bool:
+        """Queue ``body``'s event; True when it was written to Redis at once (no send in flight, and the lean
+        client connected), so that Redis has it even if this process dies the next instant. ``now`` False: the
+        send goes from a task's first step, after what the loop had ready (a reader woken by this chunk's line
+        writes to its client before Redis is woken to take a core)."""
+        self.pending.append(body)
+        if not self.idle():
             return False
         sent = None
-        if self.send_now is not None:
+        if now and self.send_now is not None:
             batch = tuple(self.pending)
             future = self.send_now(batch)
             if future is not None:

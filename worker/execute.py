@@ -238,9 +238,13 @@ class JobRunner:
                         if job.first_token_at is None:
                             job.first_token_at = time.monotonic()
                         body = dumps(reply.add(chunk))
-                        written = emitter.add(body)
-                        if direct is not None:
-                            direct.send(body, written)
+                        if direct is not None and direct.link_first and emitter.idle():
+                            direct.send(body, True)  # (its reader cannot resume: the line before the emit)
+                            emitter.add(body, now=False)
+                        else:
+                            written = emitter.add(body)
+                            if direct is not None:
+                                direct.send(body, written)
                 except (TransportError, ValueError) as exc:
                     raise BackendUnavailable(f"stream broken: {exc}") from exc
             raise BackendUnavailable("stream ended without a final chunk")

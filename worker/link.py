@@ -146,21 +146,28 @@ class Links:
 class Direct:
     """One job's chunk events over the link to the API that follows it, numbered as the emit script numbers them:
     the job's ``started`` event is ``start_seq``, nothing else writes events while it runs (a re-queue fences the
-    worker off; the API then takes Redis' copy, ``corral.api.follow.Order``)."""
+    worker off; the API then takes Redis' copy, ``corral.api.follow.Order``).
+
+    ``link_first``: the job's reader cannot resume elsewhere (a drop-in route's: a restart after tokens ends its
+    stream with an error), so a chunk goes on the link before its emit is written, and reaches the client before
+    Redis, woken by the emit, takes a core. A worker killed between the two leaves that reader a chunk the record
+    lacks; Redis' next event at that seq is then the ``retry``, which ends the reader's stream as it would have."""
 
     def __init__(self, links: Links, job: PoppedJob) -> None:
         self.links = links
         self.job = job
         self.channel = str(job.kwargs.get("reply_to") or "")
+        self.link_first = bool(job.kwargs.get("link_first"))
         self.seq = job.start_seq + 1 if job.start_seq >= 0 else -1
 
     def send(self, body: str, written: bool) -> None:
         """Send the next chunk's event (``body`` as the emit script gets it) when its emit was ``written`` to Redis
-        just before, in the same step (not batched behind a send in flight): a worker killed at any point leaves the
-        API no event the record lacks. (The link line first was faster, but the line woke the API, which could
-        take the core before the emit was written: a worker killed then left a chunk the record lacked, and the
-        reader two events with one seq, a chunk and the retry.) Nothing when no link is open, or for a job sent
-        ahead of its hand until the hand comes (it may be another worker's)."""
+        just before, in the same step (not batched behind a send in flight), or is about to be (``link_first``):
+        otherwise a worker killed at any point leaves the API no event the record lacks. (The link line first is
+        faster, but the line wakes the API, which can take the core before the emit is written: a worker killed
+        then leaves a chunk the record lacks, and a reader that resumes elsewhere two events with one seq, a chunk
+        and the retry.) Nothing when no link is open, or for a job sent ahead of its hand until the hand comes (it
+        may be another worker's)."""
         if self.seq < 0:
             return
         seq, self.seq = self.seq, self.seq + 1

@@ -44,7 +44,8 @@ async def submit(
     attribute(request, principal)
     idem = idempotency_of(headers, [request]) if headers is not None else None
     quota = job_quota(principal, settings.max_jobs_per_key)
-    return await submit_followed(store, hub, request, principal.id, quota, idem)
+    # (its reader cannot resume elsewhere: a restart after tokens ends its stream with an error, ``retry_message``)
+    return await submit_followed(store, hub, request, principal.id, quota, idem, link_first=True)
 
 
 async def events_of(client: Any, hub: ChunkHub, job: Followed) -> AsyncIterator[dict[str, Any]]:

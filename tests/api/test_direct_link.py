@@ -91,6 +91,28 @@ def test_a_followed_job_takes_its_chunks_from_the_link_and_redis_confirms_them(
     over_the_link(api, "one two three four five six seven")
 
 
+def test_a_dropin_reader_takes_its_chunks_from_the_link_sent_before_their_emit(
+    fleet: Fleet, api: InProcessAPI
+) -> None:
+    """A drop-in route's reader cannot resume elsewhere, so its job says ``link_first`` (worker/link.py): the chunks
+    come over the link, the text is whole and Redis' copies confirm them. A streamed submit's job does not."""
+    link_a_worker(fleet, api)
+    hub = api.app.state.hub
+    before = hub.direct_events
+    prompt = "one two three four five six seven"
+    body = {"model": "llama3", "prompt": prompt, "stream": True}
+    response = api.request("POST", "/api/generate", json=body)
+    assert response.status_code == 200, response.text
+    lines = [json.loads(line) for line in response.text.splitlines() if line]
+    assert "".join(line["response"] for line in lines) == expected_text("llama3", prompt)
+    assert lines[-1]["done"] is True
+    assert 1 <= hub.direct_events - before <= len(lines) - 1
+    kwargs = json.loads(fleet.redis.hget(keys.job_key(response.headers["X-Corral-Job"]), "data"))[3]
+    assert kwargs["link_first"] is True and kwargs["reply_to"] == hub.reply_channel
+    submitted = stream(api, prompt)
+    assert "link_first" not in json.loads(fleet.redis.hget(keys.job_key(submitted[0]["job"]), "data"))[3]
+
+
 def test_a_link_lost_mid_stream_leaves_the_stream_whole_and_is_made_again(
     fleet: Fleet, api: InProcessAPI
 ) -> None:

@@ -223,3 +223,57 @@ def test_sigkill_linked_workers_under_streamed_submits(fleet: Fleet) -> None:
     retries = sum(check_job(api, events[0]["job"], prompt, events)["attempt"] - 1
                   for prompt, events in zip(prompts, streams, strict=True))  # fmt: skip
     assert retries >= 1  # a kill hit a running job
+
+
+def generate_streamed(api: str, prompt: str, out: list[dict[str, Any]], jobs: list[str]) -> None:
+    """A drop-in ``/api/generate`` stream (its chunks on the link before their emit: ``link_first``) to its end."""
+    body = {"model": "llama3", "prompt": prompt, "stream": True}
+    with httpx.stream("POST", f"{api}/api/generate", json=body, timeout=60) as response:
+        jobs.append(response.headers["X-Corral-Job"])
+        for line in response.iter_lines():
+            if line:
+                out.append(json.loads(line))
+
+
+def test_sigkill_linked_workers_under_dropin_streams(fleet: Fleet) -> None:
+    """Drop-in readers cannot resume, so their chunks go on the link before their emit: a worker killed between
+    the two leaves such a reader a chunk the record lacks. Each stream must still be the model's text, whole and
+    ``done``, or a prefix of it and the error that says the job restarted after tokens were sent, never two
+    attempts' text; and every job must finish once, whole, in the record."""
+    rng = random.Random(20261208)
+    sims = [fleet.simulator("llama3:latest", tps=15, parallel=8) for _ in range(2)]
+    live = {f"w{i}": fleet.worker(sims[i], f"w{i}", worker_slots=4, **FAST) for i in range(2)}
+    api = fleet.api(**FAST)
+    for j in range(4):  # the workers make their links
+        generate_streamed(api, f"warm{j}", [], [])
+    prompts = [" ".join(f"d{j}t{t}" for t in range(rng.randint(15, 30))) for j in range(12)]
+    streams: list[list[dict[str, Any]]] = [[] for _ in prompts]
+    jobs: list[list[str]] = [[] for _ in prompts]
+    readers = [threading.Thread(target=generate_streamed, args=(api, *args))
+               for args in zip(prompts, streams, jobs, strict=True)]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    for round_ in range(2):
+        target = sum(len(s) for s in streams) + rng.randint(5, 30)
+        wait_for(lambda t=target: sum(len(s) for s in streams) >= t or all(not r.is_alive() for r in readers),
+                 what="progress")  # fmt: skip
+        victim = max(sorted(live), key=lambda w: fleet.redis.llen(f"corral:inflight:{w}"))
+        live.pop(victim).kill()
+        live[f"r{round_}"] = fleet.worker(sims[int(victim[-1])], f"r{round_}", worker_slots=4, **FAST)
+    for reader in readers:
+        reader.join(60)
+        assert not reader.is_alive()
+    cut = 0
+    for prompt, lines, (job_id,) in zip(prompts, streams, jobs, strict=True):
+        text = "".join(line.get("response", "") for line in lines)
+        whole = expected_text("llama3", prompt)
+        if "error" in lines[-1]:
+            assert "restarted on another worker after tokens were sent" in lines[-1]["error"], lines[-1]
+            assert whole.startswith(text) and text, (text, whole)
+            cut += 1
+        else:
+            assert lines[-1]["done"] is True and text == whole
+        view = wait_for(lambda j=job_id: (v := httpx.get(f"{api}/jobs/{j}").json())["status"] == "succeeded" and v,
+                        what="the job finished elsewhere")  # fmt: skip
+        assert view["text"] == whole
+    assert cut >= 1  # a kill hit a stream after its first tokens

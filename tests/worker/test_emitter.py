@@ -98,3 +98,27 @@ def test_add_says_whether_the_event_was_written_at_once() -> None:
         assert not Emitter(wire.send, Wire(now=False).send_now).add("e")  # no live lean connection
 
     asyncio.run(scenario())
+
+
+def test_a_send_not_now_goes_after_what_the_loop_had_ready() -> None:
+    """``add(now=False)`` (a link-first chunk): Redis is written from a task, after a reader that the chunk's line
+    woke in the same step, and ``idle`` is False until its answer came."""
+
+    async def scenario() -> tuple[list[str], bool, bool]:
+        wire = Wire()
+        order: list[str] = []
+
+        async def send(batch: tuple[str, ...]) -> int:
+            order.append(f"redis {len(batch)}")
+            return 0
+
+        emitter = Emitter(send, wire.send_now)
+        asyncio.get_running_loop().call_soon(order.append, "reader")
+        assert emitter.add("e1", now=False) is False
+        busy = emitter.idle()
+        await emitter.close()
+        return [*order, f"now {len(wire.log)}"], busy, emitter.idle()
+
+    order, busy, idle = asyncio.run(scenario())
+    assert order == ["reader", "redis 1", "now 0"]
+    assert not busy and idle

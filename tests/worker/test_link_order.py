@@ -1,5 +1,6 @@
 """A chunk goes on the direct link only after its emit was written to Redis (worker/link.py ``Direct.send``): a
-worker killed between the two writes must leave the API no event the record lacks."""
+worker killed between the two writes must leave the API no event the record lacks. A job whose reader cannot resume
+elsewhere (``link_first``, a drop-in route's) sends the line first, then the emit from a task."""
 
 from __future__ import annotations
 
@@ -59,23 +60,28 @@ class Writer:
 
 
 class Backend:
+    def __init__(self, pause: bool = True) -> None:
+        self.pause = pause
+
     @contextlib.asynccontextmanager
     async def stream(self, kind: str, request: dict[str, Any], early: Any = None) -> AsyncIterator[Any]:
         async def chunks() -> AsyncIterator[dict[str, Any]]:
             for chunk in CHUNKS:
                 yield chunk
-                await asyncio.sleep(0.01)  # (each emit's answer comes before the next chunk)
+                if self.pause:
+                    await asyncio.sleep(0.01)  # (each emit's answer comes before the next chunk)
 
         yield chunks()
 
 
-def run(now: bool) -> list[str]:
+def run(now: bool, link_first: bool = False, pause: bool = True) -> list[str]:
     async def scenario() -> list[str]:
         log: list[str] = []
         links = Links(None)
         links._open["reply"] = Writer(log)  # type: ignore[assignment]  # (a link already made to that API)
-        runner = JobRunner(Store(log, now), Backend(), "w1", {}, links)  # type: ignore[arg-type]
-        job = PoppedJob("j1", 1, "llama3", 60.0, "corral.generate", {"reply_to": "reply"}, start_seq=1)
+        runner = JobRunner(Store(log, now), Backend(pause), "w1", {}, links)  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {"reply_to": "reply", **({"link_first": True} if link_first else {})}
+        job = PoppedJob("j1", 1, "llama3", 60.0, "corral.generate", kwargs, start_seq=1)
         await runner._stream(job, {"model": "llama3", "prompt": "x"}, lambda: None, chat=False)
         return log
 
@@ -88,3 +94,13 @@ def test_each_chunk_goes_on_the_link_right_after_its_emit_was_written() -> None:
 
 def test_a_chunk_whose_emit_is_not_written_at_once_goes_by_redis_only() -> None:
     assert run(now=False) == ["redis awaited 1"] * 3 + ["finish"]
+
+
+def test_a_reader_that_cannot_resume_gets_each_chunk_before_its_emit_is_written() -> None:
+    assert run(now=True, link_first=True) == ["link", "redis awaited 1"] * 3 + ["finish"]
+
+
+def test_a_link_first_chunk_behind_a_send_in_flight_goes_by_redis_only() -> None:
+    """Chunks read in one go: the first goes on the link and its emit is not sent yet when the next come, so those
+    go with it by Redis only: the link is never more than the one event ahead of the emits written."""
+    assert run(now=True, link_first=True, pause=False) == ["link", "redis awaited 3", "finish"]
