@@ -176,15 +176,8 @@ def _fixed_fields(model: str, kind: str, timeout: float | None, limits: Limits) 
     }
 
 
-def prepare_job(
-    request: JobRequest,
-    limits: Limits,
-    job_id: str | None = None,
-    owner: str = "",
-    max_jobs: int = 0,
-    reply_to: str = "",
-    link_first: bool = False,
-) -> PreparedJob:
+def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None, owner: str = "", max_jobs: int = 0,
+                reply_to: str = "", link_first: bool = False) -> PreparedJob:  # fmt: skip
     """Build the RQ job hash of a validated request (no I/O).
 
     The hash has the fields RQ's ``Job.fetch`` reads (``data`` is the JSON call RQ's JSONSerializer writes; RQ
@@ -193,11 +186,9 @@ def prepare_job(
     assert request.kind is not None
     job_id = job_id or new_job_id()
     call: list[Any] = [JOB_FUNCTIONS[request.kind], None, [], {"request": request.ollama_body()}]
-    if reply_to:  # the worker sends its chunk events to that API directly as well (common/link.py)
-        call[3]["reply_to"] = reply_to
-        if (
-            link_first
-        ):  # its reader cannot resume: each chunk may reach it before Redis has it (worker/link.py)
+    if reply_to:  # the worker sends its chunk events to that API directly as well (common/link.py), and
+        call[3]["reply_to"] = reply_to  # before their emit when its reader cannot resume (worker/link.py)
+        if link_first:
             call[3]["link_first"] = True
     # one reading of the clock for every time of the job: its creation (the history's score) and its RQ times
     # (created, enqueued, and started for a job handed at once) agree to the microsecond
