@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -192,6 +193,30 @@ def starter(events: list[dict[str, Any]]) -> str:
     return next((e["worker"] for e in reversed(events) if e["type"] == "started"), "")
 
 
+def kill_the_busiest_twice(
+    fleet: Fleet,
+    sims: list[str],
+    live: dict[str, Any],
+    load: tuple[list[list[Any]], list[threading.Thread], random.Random],
+    busy: Callable[[str], int],
+) -> None:
+    """Start the reading threads; twice, once their streams have grown a little more, SIGKILL the live worker that
+    ``busy`` ranks busiest and start a fresh one on its simulator; then wait for every thread to end."""
+    streams, threads, rng = load
+    for thread in threads:
+        thread.start()
+    for round_ in range(2):
+        target = sum(len(s) for s in streams) + rng.randint(5, 30)
+        wait_for(lambda t=target: sum(len(s) for s in streams) >= t or all(not r.is_alive() for r in threads),
+                 what="progress")  # fmt: skip
+        victim = max(sorted(live), key=busy)
+        live.pop(victim).kill()
+        live[f"r{round_}"] = fleet.worker(sims[int(victim[-1])], f"r{round_}", worker_slots=4, **FAST)
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+
+
 def test_sigkill_linked_workers_under_streamed_submits(fleet: Fleet) -> None:
     """The same over the direct link: each submitter's own stream, read live, has every event once and in order
     (a worker killed after a chunk went on the link leaves no event the record lacks), a retry before each restart,
@@ -207,19 +232,11 @@ def test_sigkill_linked_workers_under_streamed_submits(fleet: Fleet) -> None:
     streams: list[list[dict[str, Any]]] = [[] for _ in prompts]
     submitters = [threading.Thread(target=submit_streamed, args=(api, p, s)) for p, s in zip(prompts, streams,
                                                                                          strict=True)]  # fmt: skip
-    for submitter in submitters:
-        submitter.start()
-    for round_ in range(2):
-        target = sum(len(s) for s in streams) + rng.randint(5, 30)
-        wait_for(lambda t=target: sum(len(s) for s in streams) >= t or all(not s.is_alive() for s in submitters),
-                 what="progress")  # fmt: skip
-        running = [starter(s) for s in streams if s and s[-1]["type"] in ("started", "chunk")]
-        victim = max(sorted(live), key=running.count)  # the one running the most jobs now
-        live.pop(victim).kill()
-        live[f"r{round_}"] = fleet.worker(sims[int(victim[-1])], f"r{round_}", worker_slots=4, **FAST)
-    for submitter in submitters:
-        submitter.join(60)
-        assert not submitter.is_alive()
+
+    def running(worker: str) -> int:
+        return [starter(s) for s in streams if s and s[-1]["type"] in ("started", "chunk")].count(worker)
+
+    kill_the_busiest_twice(fleet, sims, live, (streams, submitters, rng), running)
     retries = sum(check_job(api, events[0]["job"], prompt, events)["attempt"] - 1
                   for prompt, events in zip(prompts, streams, strict=True))  # fmt: skip
     assert retries >= 1  # a kill hit a running job
@@ -251,18 +268,11 @@ def test_sigkill_linked_workers_under_dropin_streams(fleet: Fleet) -> None:
     jobs: list[list[str]] = [[] for _ in prompts]
     readers = [threading.Thread(target=generate_streamed, args=(api, *args))
                for args in zip(prompts, streams, jobs, strict=True)]  # fmt: skip
-    for reader in readers:
-        reader.start()
-    for round_ in range(2):
-        target = sum(len(s) for s in streams) + rng.randint(5, 30)
-        wait_for(lambda t=target: sum(len(s) for s in streams) >= t or all(not r.is_alive() for r in readers),
-                 what="progress")  # fmt: skip
-        victim = max(sorted(live), key=lambda w: fleet.redis.llen(f"corral:inflight:{w}"))
-        live.pop(victim).kill()
-        live[f"r{round_}"] = fleet.worker(sims[int(victim[-1])], f"r{round_}", worker_slots=4, **FAST)
-    for reader in readers:
-        reader.join(60)
-        assert not reader.is_alive()
+
+    def in_flight(worker: str) -> int:
+        return int(fleet.redis.llen(f"corral:inflight:{worker}"))
+
+    kill_the_busiest_twice(fleet, sims, live, (streams, readers, rng), in_flight)
     cut = 0
     for prompt, lines, (job_id,) in zip(prompts, streams, jobs, strict=True):
         text = "".join(line.get("response", "") for line in lines)
