@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from corral.common import keys, link, memlink
 from corral.common.connections import TRANSIENT
@@ -136,20 +136,22 @@ class LinkServer:
             await self.client.delete(keys.link_key(self.channel))
 
 
-class LinkProtocol(asyncio.Protocol):
+class LinkProtocol(link.Lines):
     """One worker's link: its greeting, then event and park lines from it, and the jobs sent ahead to it."""
 
     def __init__(self, server: LinkServer) -> None:
+        super().__init__()
         self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.greeted = False
-        self.buffer = b""
         self.timer: asyncio.TimerHandle | None = None
 
+    @property
+    def greeted(self) -> bool:
+        return self.opened
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio's classes)
+        super().connection_made(transport)
         if sum(not p.greeted for p in self.server.links) >= MAX_UNGREETED:
-            self.transport.close()
+            self.close()
             return
         self.server.links.add(self)
         self.timer = asyncio.get_running_loop().call_later(GREETING_TIMEOUT, self._not_greeted)
@@ -165,36 +167,18 @@ class LinkProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data if self.buffer else data
-        start = 0
-        if not self.greeted:
-            end = buffer.find(b"\n", 0, link.MAX_GREETING)
-            if end < 0:
-                if len(buffer) >= link.MAX_GREETING:
-                    self.close()
-                self.buffer = buffer
-                return
-            if not link.greeted(buffer[: end + 1], self.server.channel, self.server.token):
-                log.warning("link: a connection greeted with the wrong channel or token; closed")
-                self.close()
-                return
-            self.greeted = True
-            assert self.transport is not None
-            self.transport.write(link.ACCEPTED)
-            log.info("direct link from %s", self.transport.get_extra_info("peername"))
-            start = end + 1
-        deliver = self.server.deliver
-        while (end := buffer.find(b"\n", start)) >= 0:
-            if buffer[start : start + 1] == b"{":
-                deliver(buffer[start:end])
-            else:
-                self.server.noted(self, buffer[start:end])
-            start = end + 1
-        self.buffer = buffer[start:]
-        if len(self.buffer) > link.MAX_LINE:
+    def first_line(self, line: bytes) -> bool:
+        if not link.greeted(line, self.server.channel, self.server.token):
+            log.warning("link: a connection greeted with the wrong channel or token; closed")
             self.close()
+            return False
+        assert self.transport is not None
+        self.transport.write(link.ACCEPTED)
+        log.info("direct link from %s", self.transport.get_extra_info("peername"))
+        return True
+
+    def line(self, line: bytes) -> None:
+        if line[:1] == b"{":
+            self.server.deliver(line)
+        else:
+            self.server.noted(self, line)

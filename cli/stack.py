@@ -222,7 +222,7 @@ def start_parts(args: argparse.Namespace, settings: Settings, children: Children
     elif getattr(args, "worker_process", False):
         children.spawn("api", ["api"], env)
         children.spawn("worker", ["worker"], env)
-    else:  # (one process: 0.4-1 ms less to the first token, one interpreter less; docs/benchmarks.md)
+    else:  # (one process: 0.3-1 ms less to the first token, one interpreter less; docs/benchmarks.md)
         children.spawn("api", ["api", "--worker"], env)
     wait_port(children, signals, "api", host, port)
     return f"http://{host}:{port}"

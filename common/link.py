@@ -14,8 +14,9 @@ the key could already publish on the API's channel, so the token keeps the trust
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from typing import Any
+from typing import Any, cast
 
 from . import jsonfast
 
@@ -98,3 +99,52 @@ def parse_park(line: bytes) -> tuple[str, int, set[str]] | None:
 def dispatch_line(job: list[Any]) -> bytes:
     """A job sent to a parked worker, as the enqueue's hand sends it (``{"dispatch": <POP's answer>}``)."""
     return jsonfast.dumps({"dispatch": job}).encode() + b"\n"
+
+
+class Lines(asyncio.Protocol):
+    """A link end's framing, the same at both ends: a first line (the greeting, or its answer) within
+    ``MAX_GREETING`` bytes, then lines, each handed to ``line`` from the callback that read it (no task, no turn of
+    the loop). A first line that does not fit, or a line over ``max_line`` bytes still unfinished, closes the link."""
+
+    max_line = MAX_LINE
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.opened = False  # the first line was read and taken
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio's classes)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def first_line(self, line: bytes) -> bool:
+        """The first line, with its newline: True to go on to the lines after it."""
+        raise NotImplementedError
+
+    def line(self, line: bytes) -> None:
+        """A line after the first one, without its newline."""
+        raise NotImplementedError
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        start = 0
+        if not self.opened:
+            end = buffer.find(b"\n", 0, MAX_GREETING)
+            if end < 0:
+                if len(buffer) >= MAX_GREETING:
+                    self.close()
+                self.buffer = buffer
+                return
+            if not self.first_line(buffer[: end + 1]):
+                return
+            self.opened = True
+            start = end + 1
+        while (end := buffer.find(b"\n", start)) >= 0:
+            self.line(buffer[start:end])
+            start = end + 1
+        self.buffer = buffer[start:]
+        if len(self.buffer) > self.max_line:
+            self.close()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from corral.common import keys, link, memlink
 from corral.common.connections import TRANSIENT
@@ -32,44 +32,32 @@ def usable(transport: asyncio.Transport) -> bool:
     return not transport.is_closing() and transport.get_write_buffer_size() < MAX_BUFFERED
 
 
-class ApiLink(asyncio.Protocol):
+class ApiLink(link.Lines):
     """The worker's end of one link: the greeting's answer, then the API's lines (jobs sent ahead), each handed to
-    ``on_line`` as it is read, from the callback that read it: a job sent ahead over an in-process link
-    (common/memlink.py) has its request on its way to the engine before the API's write returns."""
+    ``on_line`` from the callback that read it: a job sent ahead over an in-process link (common/memlink.py) has
+    its request on its way to the engine before the API's write returns."""
+
+    max_line = 2 * link.MAX_LINE  # (a job sent ahead: its data, up to MAX_LINE // 2, escaped in the line)
 
     def __init__(self, on_line: Callable[[bytes], None] | None) -> None:
+        super().__init__()
         self.on_line = on_line
-        self.transport: asyncio.Transport | None = None
         self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.buffer = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not asyncio's classes)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.accepted.done():
             self.accepted.set_exception(ConnectionError("the API closed the link before accepting it"))
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data if self.buffer else data
-        start = 0
-        if not self.accepted.done():
-            end = buffer.find(b"\n", 0, link.MAX_GREETING)
-            if end < 0:
-                self.buffer = buffer
-                return
-            if buffer[: end + 1] != link.ACCEPTED:
-                self.accepted.set_exception(ValueError("the API refused the greeting"))
-                return
-            self.accepted.set_result(None)
-            start = end + 1
-        while (end := buffer.find(b"\n", start)) >= 0:
-            if self.on_line is not None:
-                self.on_line(buffer[start : end + 1])
-            start = end + 1
-        self.buffer = buffer[start:]
-        if len(self.buffer) > 2 * link.MAX_LINE and self.transport is not None:
-            self.transport.close()
+    def first_line(self, line: bytes) -> bool:
+        if line != link.ACCEPTED:
+            self.accepted.set_exception(ValueError("the API refused the greeting"))
+            return False
+        self.accepted.set_result(None)
+        return True
+
+    def line(self, line: bytes) -> None:
+        if self.on_line is not None:
+            self.on_line(line)
 
 
 class Links:

@@ -61,7 +61,7 @@ def test_jobs_stream_through_the_in_process_link(fleet: Fleet) -> None:
     assert "direct link from ('in-process', 0)" in log
     assert "direct link from ('127.0.0.1'" not in log  # (no TCP link to itself)
     # it is a worker like any other: listed, serving the queue of its engine's models
-    assert [w["id"] for w in httpx.get(base + "/workers").json()["workers"]] == ["w-one"]
+    assert fleet_ids(base) == ["w-one"]
 
 
 def test_sigterm_finishes_the_running_job_then_exits(fleet: Fleet) -> None:
