@@ -21,7 +21,7 @@ from typing import Any
 
 from corral.common import keys, link, memlink
 from corral.common.connections import TRANSIENT
-from corral.common.jobs import PreparedJob
+from corral.common.jobs import PoppedJob, PreparedJob
 from corral.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -110,16 +110,22 @@ class LinkServer:
             if now - p.at < link.PARK_FRESH and job.model in p.warm
         ]
         best = max(fresh, default=None)
-        if best is None or len(job.mapping["data"]) > link.MAX_LINE // 2:  # (a long prompt: the usual way)
+        if best is None:
             return ""
         park = self.parked[best[1]]
+        transport = park.link.transport
+        assert transport is not None
+        # (a worker in this process is handed the job as it is, not its line: common/memlink.py)
+        hand = transport.hand if isinstance(transport, memlink.MemoryTransport) else None
+        if hand is None and len(job.mapping["data"]) > link.MAX_LINE // 2:  # (a long prompt: the usual way)
+            return ""
         park.free -= 1  # (the next job of a burst goes elsewhere unless the worker says it is free again)
         if park.free <= 0:
             del self.parked[best[1]]
-        mapping = job.mapping
-        started = [job.id, "1", mapping["data"], mapping["run_timeout"], job.model, mapping["enqueued_at"], 1]
-        assert park.link.transport is not None
-        park.link.transport.write(link.dispatch_line(started))
+        if hand is not None:
+            hand(sent_ahead(job))
+        else:
+            transport.write(link.dispatch_line(pop_answer(job)))
         self.handed_early += 1
         return best[1]
 
@@ -134,6 +140,21 @@ class LinkServer:
             protocol.close()
         with contextlib.suppress(*TRANSIENT, OSError):
             await self.client.delete(keys.link_key(self.channel))
+
+
+def pop_answer(job: PreparedJob) -> list[Any]:
+    """``job`` as POP would answer with it: the job a dispatch line sends ahead, its first attempt, whose
+    ``started`` event is seq 1."""
+    mapping = job.mapping
+    return [job.id, "1", mapping["data"], mapping["run_timeout"], job.model, mapping["enqueued_at"], 1]
+
+
+def sent_ahead(job: PreparedJob) -> PoppedJob:
+    """What a worker makes of ``pop_answer(job)`` (``decode_popped``), for a worker in this process, which is handed
+    it as it is."""
+    func_name, _instance, _args, kwargs = job.call
+    return PoppedJob(id=job.id, attempt=1, model=job.model, timeout=float(job.mapping["run_timeout"]),
+                     func_name=func_name, kwargs=kwargs, queue_wait=0.0, start_seq=1)  # fmt: skip
 
 
 class LinkProtocol(link.Lines):

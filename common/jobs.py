@@ -155,6 +155,7 @@ class PreparedJob:
     max_jobs: int = 0
     priority: str = "normal"
     submitter: str = ANONYMOUS
+    call: list[Any] = field(default_factory=list)  # the RQ call ``mapping["data"]`` encodes
 
 
 @functools.lru_cache(maxsize=1024)
@@ -213,7 +214,7 @@ def prepare_job(request: JobRequest, limits: Limits, job_id: str | None = None, 
     queued = event_json(job_id, 0, 1, {"type": "queued", "model": request.model, "kind": request.kind})
     return PreparedJob(job_id, request.model, request.kind, mapping, queued, deadline,
                        owner=owner, max_jobs=max_jobs if owner else 0, priority=request.priority,
-                       submitter=request.submitter or ANONYMOUS, created=created)  # fmt: skip
+                       submitter=request.submitter or ANONYMOUS, created=created, call=call)  # fmt: skip
 
 
 def batch_submitted(jobs: list[PreparedJob], reply: list[Any]) -> list[Submitted]:

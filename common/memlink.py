@@ -4,8 +4,10 @@ API's link end over a pair of in-memory transports instead of a loopback TCP con
 Both ends keep their code and protocol (``common/link.py``: greeting, event lines, park and dispatch lines); only
 the bytes' way changes. A write is handed to the other end's protocol in the same step, so a chunk reaches its
 reader, and a job sent ahead its worker, without the two process wake-ups (and the kernel's two copies) a TCP link
-costs. The API end registers its channel here (``serve``) besides its TCP listener; a worker looks here first
-(``connect``), and uses TCP for every channel not served in its own process.
+costs. A job sent ahead goes over as it is (``hand``), not as its line: its encoding and decoding are ~0.1 ms of
+a first token on a machine whose caches other processes emptied meanwhile (docs/benchmarks.md). The API end
+registers its channel here (``serve``) besides its TCP listener; a worker looks here first (``connect``), and uses
+TCP for every channel not served in its own process.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 log = logging.getLogger(__name__)
 PEERNAME = ("in-process", 0)
@@ -46,6 +48,12 @@ def connect(channel: str, protocol: asyncio.Protocol) -> asyncio.Transport:
     return near
 
 
+class Receiver(Protocol):
+    """A link end that takes items handed over as they are, besides bytes (worker/link.py ``ApiLink``)."""
+
+    def item_received(self, item: Any) -> None: ...
+
+
 class MemoryTransport(asyncio.Transport):
     """One end of an in-memory pair: ``write`` gives the bytes to the other end's protocol at once. An error in
     that protocol closes the pair and is logged, as an event loop does for a socket's protocol."""
@@ -64,8 +72,22 @@ class MemoryTransport(asyncio.Transport):
         try:
             peer.protocol.data_received(bytes(data))
         except Exception:
-            log.exception("in-process link: its reader failed; closed")
-            self.close()
+            self.failed()
+
+    def hand(self, item: Any) -> None:
+        """Give ``item`` to the other end's protocol as it is (its ``item_received``): what a line would carry,
+        neither encoded nor decoded."""
+        peer = self.peer
+        if self.closing or peer is None or peer.closing:
+            return
+        try:
+            cast(Receiver, peer.protocol).item_received(item)
+        except Exception:
+            self.failed()
+
+    def failed(self) -> None:
+        log.exception("in-process link: its reader failed; closed")
+        self.close()
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range: one the kernel picks (a bind to port 0) may be any client
+    connection's local port a moment later, before the server it is meant for binds it (seen as EADDRINUSE: an API
+    of tests/worker/test_unavailable.py, 2026-12-07)."""
+    return free_port_block(1)
 
 
 def free_port_block(n: int) -> int:
-    """The first of ``n`` consecutive free ports, below the kernel's ephemeral range: a port next to one
-    ``free_port`` gives may be any client connection's local port a moment later (seen as EADDRINUSE)."""
+    """The first of ``n`` consecutive free ports, below the kernel's ephemeral range (see ``free_port``)."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     rng = random.Random()
     for _ in range(200):

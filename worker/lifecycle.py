@@ -85,6 +85,7 @@ class Worker:
         # jobs sent ahead over the direct link; where this worker is parked, said on it
         if self.links.enabled:
             self.links.on_line = self.control.on_link_line
+            self.links.on_job = self.dispatcher.on_early
             self.dispatcher.announce = self.links.announce
 
     async def recover_own_jobs(self) -> None:

@@ -34,14 +34,17 @@ def usable(transport: asyncio.Transport) -> bool:
 
 class ApiLink(link.Lines):
     """The worker's end of one link: the greeting's answer, then the API's lines (jobs sent ahead), each handed to
-    ``on_line`` from the callback that read it: a job sent ahead over an in-process link (common/memlink.py) has
-    its request on its way to the engine before the API's write returns."""
+    ``on_line`` from the callback that read it. Over an in-process link (common/memlink.py) a job sent ahead comes
+    as it is, to ``on_job``, and has its request on its way to the engine before the API's hand returns."""
 
     max_line = 2 * link.MAX_LINE  # (a job sent ahead: its data, up to MAX_LINE // 2, escaped in the line)
 
-    def __init__(self, on_line: Callable[[bytes], None] | None) -> None:
+    def __init__(
+        self, on_line: Callable[[bytes], None] | None, on_job: Callable[[PoppedJob], None] | None = None
+    ) -> None:
         super().__init__()
         self.on_line = on_line
+        self.on_job = on_job
         self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -59,6 +62,10 @@ class ApiLink(link.Lines):
         if self.on_line is not None:
             self.on_line(line)
 
+    def item_received(self, item: Any) -> None:
+        if self.on_job is not None and isinstance(item, PoppedJob):
+            self.on_job(item)
+
 
 class Links:
     def __init__(self, client: Any, enabled: bool = True) -> None:
@@ -68,6 +75,7 @@ class Links:
         self._making: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}  # channel -> monotonic time of its last failed attempt
         self.on_line: Callable[[bytes], None] | None = None  # a line from an API: a job sent ahead (Control)
+        self.on_job: Callable[[PoppedJob], None] | None = None  # the same job, from an API in this process
 
     def writer(self, channel: str) -> asyncio.Transport | None:
         """The open link for ``channel``, or None (one is made in the background, unless it failed lately)."""
@@ -102,7 +110,7 @@ class Links:
         if found is None:
             raise ValueError("the API has no direct link registered")
         host, port, token = found
-        protocol = ApiLink(self.on_line)
+        protocol = ApiLink(self.on_line, self.on_job)
         async with asyncio.timeout(CONNECT_TIMEOUT):
             if memlink.served(channel):  # (the API runs in this process: corral api --worker)
                 transport = memlink.connect(channel, protocol)
