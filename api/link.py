@@ -154,7 +154,8 @@ def sent_ahead(job: PreparedJob) -> PoppedJob:
     it as it is."""
     func_name, _instance, _args, kwargs = job.call
     return PoppedJob(id=job.id, attempt=1, model=job.model, timeout=float(job.mapping["run_timeout"]),
-                     func_name=func_name, kwargs=kwargs, queue_wait=0.0, start_seq=1)  # fmt: skip
+                     func_name=func_name, kwargs=kwargs, queue_wait=max(time.time() - job.created, 0.0),
+                     start_seq=1)  # fmt: skip
 
 
 class LinkProtocol(link.Lines):

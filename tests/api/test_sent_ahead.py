@@ -45,7 +45,8 @@ def test_the_job_handed_in_process_is_the_one_its_line_decodes_to(request_fields
     assert fields(item) == fields(line)
     assert item.kwargs["reply_to"] == "corral:api:x" and item.kwargs["link_first"] is True
     assert (item.attempt, item.start_seq, item.confirmed) == (1, 1, True)
-    assert line.queue_wait is not None and abs(line.queue_wait) < 60 and item.queue_wait == 0.0
+    for waited in (line.queue_wait, item.queue_wait):  # (since the job's creation: here, a moment)
+        assert waited is not None and 0 <= waited < 60
 
 
 class Worker(ApiLink):
