@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,24 @@ def test_jobs_stream_through_the_in_process_link(fleet: Fleet) -> None:
     assert "direct link from ('127.0.0.1'" not in log  # (no TCP link to itself)
     # it is a worker like any other: listed, serving the queue of its engine's models
     assert fleet_ids(base) == ["w-one"]
+
+
+def test_a_burst_of_dropin_streams_each_runs_once_and_whole(fleet: Fleet) -> None:
+    """Jobs sent ahead in a burst to the worker of the API's own process (handed over as they are, three slots for
+    eight jobs): every answer whole, and the engine asked once per job (an early run given up would ask it twice)."""
+    sim = fleet.simulator(MODEL, tps=200, ttft=0.05)
+    base, _child = fleet.api_with_worker(sim, "w-one", worker_slots=3)
+    whole(streamed(base, "the first job makes the link"), "the first job makes the link")
+    before = httpx.get(sim + "/sim/stats").json()
+    prompts = [f"burst {i}" for i in range(8)]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        chats = list(pool.map(lambda prompt: streamed(base, prompt, "/api/chat"), prompts))
+    for prompt, chat in zip(prompts, chats, strict=True):
+        assert chat[-1]["done"] is True
+        assert "".join(c["message"]["content"] for c in chat) == expected_text("llama3", prompt)
+    stats = lambda: httpx.get(sim + "/sim/stats").json()  # noqa: E731
+    wait_for(lambda: stats()["completed"] == before["completed"] + 8, what="the engine's streams completed")
+    assert stats()["requests"] == before["requests"] + 8
 
 
 def test_sigterm_finishes_the_running_job_then_exits(fleet: Fleet) -> None:
