@@ -72,7 +72,7 @@ class MemoryTransport(asyncio.Transport):
         try:
             peer.protocol.data_received(bytes(data))
         except Exception:
-            self.failed()
+            self._failed()
 
     def hand(self, item: Any) -> None:
         """Give ``item`` to the other end's protocol as it is (its ``item_received``): what a line would carry,
@@ -83,9 +83,9 @@ class MemoryTransport(asyncio.Transport):
         try:
             cast(Receiver, peer.protocol).item_received(item)
         except Exception:
-            self.failed()
+            self._failed()
 
-    def failed(self) -> None:
+    def _failed(self) -> None:
         log.exception("in-process link: its reader failed; closed")
         self.close()
 
